@@ -1,0 +1,50 @@
+# lxdex: `make run` starts the main job, `make test` runs every test,
+# `make bench` measures. Each sets itself up first (venv + release build).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.deps-stamp
+EXT    := $(VENV)/.ext-stamp
+RUST_SOURCES := $(shell find crates -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
+
+.PHONY: setup build run demo test test-rust test-python test-slow bench clean
+
+setup: $(EXT)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "maturin>=1.9,<2" "numpy>=2.0" "typer>=0.12" "rich>=13" \
+		"pytest>=8" "hypothesis>=6.100" nanobook
+	touch $@
+
+# The extension is always built in release mode: tests and benchmarks share it.
+$(EXT): $(STAMP) $(RUST_SOURCES)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+	touch $@
+
+build: $(EXT)
+
+run: demo
+
+demo: $(EXT)
+	$(PY) -m lxdex demo
+
+test: test-rust test-python test-slow
+
+test-rust:
+	cargo test --quiet -p lxdex-engine
+
+test-python: $(EXT)
+	$(PY) -m pytest -q -m "not slow"
+
+# Slow tests (cluster, crash, soak) run in their own step. Exit 5 = none yet.
+test-slow: $(EXT)
+	$(PY) -m pytest -q -m slow; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+bench: $(EXT)
+	$(PY) -m lxdex bench engine --output BENCHMARKS-latest.json
+
+clean:
+	rm -rf $(VENV) target
