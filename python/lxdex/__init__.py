@@ -8,7 +8,8 @@ semantics are in ``docs/engine.md``. Per-call methods return lists of
 
 from __future__ import annotations
 
-from ._core import Book, Event, bench_replay
+from ._core import Event, bench_replay
+from .book import Book
 from .enums import (
     COMMAND_DTYPE,
     EVENT_DTYPE,

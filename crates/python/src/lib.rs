@@ -79,12 +79,12 @@ impl PyEvent {
     }
 
     fn __repr__(&self) -> String {
-        let kind = EventKind::from_u8(self.kind).map_or("?", |k| k.name());
-        let side = Side::from_u8(self.side).map_or("?", |s| s.name());
-        let otype = OrderType::from_u8(self.order_type).map_or("?", |s| s.name());
+        let kind = EventKind::from_u8(self.kind).map_or("?".into(), |k| upper_snake(k.name()));
+        let side = Side::from_u8(self.side).map_or("?".into(), |s| upper_snake(s.name()));
+        let otype = OrderType::from_u8(self.order_type).map_or("?".into(), |s| upper_snake(s.name()));
         let mut s = format!("Event({kind} id={} owner={} {side} {otype}", self.order_id, self.owner);
         if self.reason != 0 {
-            s += &format!(" reason={}", Reason::from_u8(self.reason).map_or("?", |r| r.name()));
+            s += &format!(" reason={}", Reason::from_u8(self.reason).map_or("?".into(), |r| upper_snake(r.name())));
         }
         if self.other_id != 0 {
             s += &format!(" other={}/{}", self.other_id, self.other_owner);
