@@ -14,4 +14,7 @@ class OrderRejected(ValueError):
 
     def __init__(self, message: str, reason: int) -> None:
         super().__init__(message)
-        self.reason = Reason(reason)
+        self.reason = _REASONS.get(reason, reason)
+
+
+_REASONS = {int(r): r for r in Reason}

@@ -205,7 +205,7 @@ impl PyBook {
         if lot_size < 1 {
             return Err(PyValueError::new_err(format!("lot_size: must be >= 1, got {lot_size}")));
         }
-        Ok(PyBook { book: Book::new(tick_size, lot_size), out: Vec::with_capacity(16) })
+        Ok(PyBook { book: Book::new(tick_size, lot_size), out: Vec::new() })
     }
 
     /// Submits an order of any type; returns its events. Raises
@@ -354,16 +354,15 @@ impl PyBook {
         let buf = command_buffer(py, commands)?;
         let ptr = SendPtr(buf.buf_ptr() as *const u8, buf.len_bytes());
         let book = &mut self.book;
-        let out = &mut self.out;
-        py.detach(move || {
+        let events = py.detach(move || {
             // SAFETY: `buf` holds the exporter's buffer alive until after this closure.
             let bytes = unsafe { ptr.slice() };
-            out.reserve(bytes.len() / COMMAND_RECORD_SIZE * 2);
-            apply_records(book, bytes, out);
+            let mut events = Vec::with_capacity(bytes.len() / COMMAND_RECORD_SIZE * 3 / 2 + 16);
+            apply_records(book, bytes, &mut events);
+            events
         });
         drop(buf);
-        let arr = events_to_numpy(py, &self.out);
-        self.out.clear();
+        let arr = events_to_numpy(py, &events);
         arr
     }
 
