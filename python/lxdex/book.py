@@ -42,6 +42,13 @@ class Book(_core.Book):
 
     __slots__ = ()
 
+    @classmethod
+    def restore(cls, snapshot: bytes) -> "Book":
+        """A book in the state `snapshot()` captured (ValueError if invalid)."""
+        book = cls()
+        book.load_snapshot(snapshot)
+        return book
+
     def limit(
         self,
         order_id: int,

@@ -17,6 +17,9 @@ use rustc_hash::FxHashMap;
 
 use crate::types::*;
 
+mod snapshot;
+pub use snapshot::SnapshotError;
+
 const NIL: u32 = u32::MAX;
 
 #[derive(Clone, Debug)]

@@ -29,6 +29,6 @@ mod markets;
 pub mod record;
 mod types;
 
-pub use book::{Book, DepthLevel, OrderStatus, PendingOrder, RestingOrder};
+pub use book::{Book, DepthLevel, OrderStatus, PendingOrder, RestingOrder, SnapshotError};
 pub use markets::{apply_record, apply_records, Markets};
 pub use types::*;

@@ -162,3 +162,52 @@ proptest! {
         prop_assert_eq!(run(), run());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// restore(snapshot(x)) is x: same bytes, and the same future.
+    #[test]
+    fn snapshot_restore_replay(cmds in prop::collection::vec(arb_command(), 2..120), cut in 0usize..120) {
+        let cut = cut % cmds.len();
+        let mut book = Book::new(1, 1);
+        let mut out = Vec::new();
+        for cmd in &cmds[..cut] {
+            let _ = book.apply(cmd, &mut out);
+        }
+        let snap = book.snapshot();
+        let mut restored = Book::restore(&snap).expect("own snapshot restores");
+        restored.check_invariants();
+        prop_assert_eq!(&restored.snapshot(), &snap);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for cmd in &cmds[cut..] {
+            let ra = book.apply(cmd, &mut a);
+            let rb = restored.apply(cmd, &mut b);
+            prop_assert_eq!(ra, rb);
+        }
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(book.snapshot(), restored.snapshot());
+    }
+
+    /// Corrupt snapshots are errors, never panics or broken books.
+    #[test]
+    fn corrupt_snapshots_are_rejected_cleanly(cmds in prop::collection::vec(arb_command(), 1..60),
+                                              flips in prop::collection::vec((0usize..4096, 0u8..=255), 1..4),
+                                              truncate in 0usize..4096) {
+        let mut book = Book::new(1, 1);
+        let mut out = Vec::new();
+        for cmd in &cmds {
+            let _ = book.apply(cmd, &mut out);
+        }
+        let mut snap = book.snapshot();
+        for (at, v) in flips {
+            let n = snap.len();
+            snap[at % n] ^= v | 1;
+        }
+        if let Ok(b) = Book::restore(&snap) {
+            b.check_invariants();
+        }
+        let t = truncate % snap.len();
+        prop_assert!(Book::restore(&snap[..t]).is_err());
+    }
+}

@@ -17,7 +17,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyDict, PyList, PyTuple, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple, PyType};
 
 /// One event; see docs/engine.md for which fields each kind fills.
 #[pyclass(name = "Event", module = "lxdex._core", frozen, get_all, eq)]
@@ -452,6 +452,19 @@ impl PyBook {
         }
         Ok(Some(d))
     }
+    /// The book's whole state as canonical bytes: equal states give equal
+    /// bytes, so `hashlib.sha256(book.snapshot())` is a state hash.
+    fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.book.snapshot())
+    }
+
+    /// Replaces this book's state with a snapshot's (ValueError if the bytes
+    /// are not a valid snapshot; the book is then unchanged).
+    fn load_snapshot(&mut self, data: &[u8]) -> PyResult<()> {
+        self.book = Book::restore(data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(())
+    }
+
     /// Checks the book's internal invariants (raises AssertionError if broken). For tests.
     fn check_invariants(&self) -> PyResult<()> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.book.check_invariants())).map_err(|e| {
