@@ -259,7 +259,7 @@ impl Book {
             if !order_type.is_conditional() || queued || id == 0 || book.is_live(id) || seq <= prev_seq || seq >= book.next_seq {
                 return bad(format!("pending order {id}: type, id or seq inconsistent"));
             }
-            if qty < 0 || qty > MAX_QTY || (active && qty == 0) || trigger < 1 || !(0..=MAX_PRICE).contains(&price) || reference < 0 {
+            if !(0..=MAX_QTY).contains(&qty) || (active && qty == 0) || trigger < 1 || !(0..=MAX_PRICE).contains(&price) || reference < 0 {
                 return bad(format!("pending order {id}: values out of range"));
             }
             if (tif == Tif::Gtd) != (expire_ts != 0) {
