@@ -25,6 +25,7 @@
 //! ```
 
 mod book;
+pub mod ledger;
 mod markets;
 pub mod record;
 mod types;
