@@ -106,6 +106,21 @@ class Reason(IntEnum):
     INVALID_TIME = 49
     INVALID_BRACKET = 50
     INVALID_COMMAND = 51
+    # exchange-level reject reasons
+    UNKNOWN_MARKET = 52
+    MARKET_NOT_TRADING = 53
+    UNKNOWN_ACCOUNT = 54
+    ACCOUNT_SUSPENDED = 55
+    INSUFFICIENT_FUNDS = 56
+    BELOW_MIN_QUANTITY = 57
+    BELOW_MIN_NOTIONAL = 58
+    PRICE_OUT_OF_BAND = 59
+    PROTECTION_REQUIRED = 60
+    NOT_SUPPORTED = 61
+    UNKNOWN_ASSET = 62
+    INVALID_AMOUNT = 63
+    OVERFLOW = 64
+    INVALID_MARKET_CONFIG = 65
 
 
 #: Upper bounds of prices (in ticks' integer units) and quantities (in lot units).

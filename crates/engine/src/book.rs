@@ -460,27 +460,9 @@ impl Book {
     /// Lowering the quantity at the same price keeps queue priority; anything
     /// else re-enters the order at the back (trading first if it crosses).
     pub fn amend(&mut self, order_id: u64, price: i64, qty: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
-        let idx = match self.index.get(&order_id) {
-            Some(&idx) => idx,
-            None if self.cond_ids.contains_key(&order_id) => return Err(Reason::NotAmendable.into()),
-            None => return Err(Reason::UnknownOrder.into()),
-        };
-        if price == 0 && qty == 0 {
-            return Err(Reason::InvalidAmend.into());
-        }
-        if price != 0 {
-            self.check_price(price)?;
-        }
-        if qty != 0 {
-            self.check_qty(qty)?;
-        }
+        let (idx, new_price, new_qty) = self.check_amend(order_id, price, qty)?;
         let o = &self.orders[idx as usize];
         let total = o.visible + o.hidden;
-        let new_price = if price == 0 { o.price } else { price };
-        let new_qty = if qty == 0 { total } else { qty };
-        if o.post_only && self.crosses(o.side, new_price) {
-            return Err(Reason::WouldTake.into());
-        }
         out.push(Event {
             price: new_price,
             qty: new_qty,
@@ -517,6 +499,32 @@ impl Book {
         }
         self.process_triggers(out);
         Ok(())
+    }
+
+    /// Validates an amend as `amend` would, without changing anything.
+    /// Returns the order's slot, its new price and its new remaining quantity.
+    pub fn check_amend(&self, order_id: u64, price: i64, qty: i64) -> Result<(u32, i64, i64), Reject> {
+        let idx = match self.index.get(&order_id) {
+            Some(&idx) => idx,
+            None if self.cond_ids.contains_key(&order_id) => return Err(Reason::NotAmendable.into()),
+            None => return Err(Reason::UnknownOrder.into()),
+        };
+        if price == 0 && qty == 0 {
+            return Err(Reason::InvalidAmend.into());
+        }
+        if price != 0 {
+            self.check_price(price)?;
+        }
+        if qty != 0 {
+            self.check_qty(qty)?;
+        }
+        let o = &self.orders[idx as usize];
+        let new_price = if price == 0 { o.price } else { price };
+        let new_qty = if qty == 0 { o.visible + o.hidden } else { qty };
+        if o.post_only && self.crosses(o.side, new_price) {
+            return Err(Reason::WouldTake.into());
+        }
+        Ok((idx, new_price, new_qty))
     }
 
     /// Cancels every live order of `owner`, in arrival order.
@@ -718,6 +726,53 @@ impl Book {
         assert_eq!(self.fire_up.len() + self.fire_down.len() + self.trailing.len(),
                    self.conds.values().filter(|c| c.active && !c.queued).count());
         assert!(self.queue.is_empty(), "trigger queue drained between commands");
+    }
+
+    /// Validates an order as `submit` would, without changing anything.
+    pub fn check(&self, req: &OrderRequest) -> Result<(), Reject> {
+        self.validate(req).map(|_| ())
+    }
+
+    /// Walks the side opposite to `side` from the best level, within `bound`
+    /// (buy: prices <= bound; sell: >= bound), over visible and hidden
+    /// quantity, skipping `owner`'s orders when `skip_owner`, until `qty`
+    /// lots are covered. Returns `(lots covered, sum of price x lots)`: an
+    /// upper bound of what a taker of `qty` would pay (its own orders are
+    /// skipped or stop it; neither makes it pay more). `per_lot(price)` is
+    /// the cost of one lot at a price (e.g. price alone, or with a fee).
+    pub fn cost_to_fill(
+        &self,
+        side: Side,
+        qty: i64,
+        bound: i64,
+        owner: u64,
+        skip_owner: bool,
+        per_lot: impl Fn(i64) -> i128,
+    ) -> (i64, i128) {
+        let opp = side.opposite();
+        let ladder = self.ladder(opp);
+        let (mut need, mut cost) = (qty, 0i128);
+        for (&key, level) in ladder.keys.iter().zip(&ladder.levels).rev() {
+            let price = Ladder::price(opp, key);
+            let crosses = match side {
+                Side::Buy => price <= bound,
+                Side::Sell => price >= bound,
+            };
+            if !crosses || need == 0 {
+                break;
+            }
+            let mut i = level.head;
+            while i != NIL && need > 0 {
+                let o = &self.orders[i as usize];
+                if !(skip_owner && o.owner == owner) {
+                    let n = need.min(o.visible + o.hidden);
+                    need -= n;
+                    cost += per_lot(price) * n as i128;
+                }
+                i = o.next;
+            }
+        }
+        (qty - need, cost)
     }
 
     // ------------------------------------------------------------------

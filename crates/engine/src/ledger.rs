@@ -227,6 +227,17 @@ impl Ledger {
         assert!(*fees >= 0, "fee account went negative");
     }
 
+    /// Pays a rebate from the fee account to `account`'s available funds.
+    ///
+    /// # Panics
+    /// If the fee account holds less: the caller's bookkeeping is broken.
+    pub fn pay_rebate(&mut self, account: u32, asset: u32, amount: i64) {
+        let fees = &mut self.assets[asset as usize].fees;
+        assert!(amount >= 0 && *fees >= amount, "rebate {amount} exceeds collected fees {fees}");
+        *fees -= amount;
+        self.slot(account, asset).expect("rebate: known account and asset").available += amount;
+    }
+
     /// Takes a fee from `account`'s held funds into the fee account.
     ///
     /// # Panics

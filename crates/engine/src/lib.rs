@@ -25,11 +25,13 @@
 //! ```
 
 mod book;
+pub mod exchange;
 pub mod ledger;
 mod markets;
 pub mod record;
 mod types;
 
 pub use book::{Book, DepthLevel, OrderStatus, PendingOrder, RestingOrder, SnapshotError};
+pub use exchange::{Exchange, MarketConfig, MarketStatus};
 pub use markets::{apply_record, apply_records, Markets};
 pub use types::*;

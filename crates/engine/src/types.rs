@@ -172,6 +172,20 @@ wire_enum!(
         InvalidTime = 49,
         InvalidBracket = 50,
         InvalidCommand = 51,
+        UnknownMarket = 52,
+        MarketNotTrading = 53,
+        UnknownAccount = 54,
+        AccountSuspended = 55,
+        InsufficientFunds = 56,
+        BelowMinQuantity = 57,
+        BelowMinNotional = 58,
+        PriceOutOfBand = 59,
+        ProtectionRequired = 60,
+        NotSupported = 61,
+        UnknownAsset = 62,
+        InvalidAmount = 63,
+        Overflow = 64,
+        InvalidMarketConfig = 65,
     }
 );
 
@@ -227,6 +241,25 @@ impl Reason {
                  valid; take-profit and stop-loss on the correct sides of each other and the entry"
             }
             Reason::InvalidCommand => "kind: unknown command kind",
+            Reason::UnknownMarket => "market: no such market",
+            Reason::MarketNotTrading => "market: not accepting this order in its current status",
+            Reason::UnknownAccount => "account: no such account",
+            Reason::AccountSuspended => "account: suspended accounts cannot place or amend orders",
+            Reason::InsufficientFunds => "funds: the account's available balance does not cover this",
+            Reason::BelowMinQuantity => "qty: below the market's minimum quantity",
+            Reason::BelowMinNotional => "price x qty: below the market's minimum notional",
+            Reason::PriceOutOfBand => "price: too far from the last price (the market's price band)",
+            Reason::ProtectionRequired => {
+                "price: market-type buy orders that wait for a trigger need a protection price"
+            }
+            Reason::NotSupported => "order_type: not supported by the exchange yet",
+            Reason::UnknownAsset => "asset: no such asset",
+            Reason::InvalidAmount => "amount: must be a positive integer of the asset's smallest unit",
+            Reason::Overflow => "amount: the asset's total supply would exceed 2^63 - 1 units",
+            Reason::InvalidMarketConfig => {
+                "market: sizes must be positive integers, base and quote known and different, \
+                 fees within -10000..=10000 bps with maker >= -taker"
+            }
         }
     }
 }

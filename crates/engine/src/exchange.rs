@@ -1,0 +1,492 @@
+//! The exchange core: markets (each a [`Book`]), accounts with balances and
+//! holds ([`Ledger`]), fees and settlement of every fill. See
+//! `docs/exchange.md` for the rules (units, holds, fee rounding).
+//!
+//! Order ids are assigned by the exchange in sequence (global across
+//! markets); books see them as their caller-assigned ids and accounts as
+//! owners. A rejected command returns `Err` and changes nothing.
+
+use rustc_hash::FxHashMap;
+
+use crate::book::Book;
+use crate::ledger::{Ledger, LedgerError};
+use crate::types::*;
+
+/// A market's trading status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MarketStatus {
+    Trading = 0,
+    /// Cancels only.
+    Halted = 1,
+    /// Only post-only limit orders (and cancels).
+    PostOnly = 2,
+    /// Nothing; resting orders were cancelled when it closed.
+    Closed = 3,
+}
+
+impl MarketStatus {
+    /// From its wire number.
+    pub fn from_u8(v: u8) -> Option<MarketStatus> {
+        Some(match v {
+            0 => MarketStatus::Trading,
+            1 => MarketStatus::Halted,
+            2 => MarketStatus::PostOnly,
+            3 => MarketStatus::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// A market's fixed parameters, in integer units (docs/exchange.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarketConfig {
+    pub base: u32,
+    pub quote: u32,
+    /// Base units per lot.
+    pub lot_units: i64,
+    /// Quote units per tick per lot.
+    pub tick_units: i64,
+    /// Smallest order quantity, in lots (≥ 1).
+    pub min_qty: i64,
+    /// Smallest notional of a priced order, in quote units (0: none).
+    pub min_notional: i64,
+    /// Orders priced further than this from the last price are rejected (0: no band).
+    pub band_bps: i64,
+    pub maker_bps: i64,
+    pub taker_bps: i64,
+}
+
+#[derive(Clone, Debug)]
+struct Market {
+    cfg: MarketConfig,
+    status: MarketStatus,
+    book: Book,
+}
+
+/// What an open order reserves.
+#[derive(Clone, Copy, Debug)]
+struct Hold {
+    account: u32,
+    market: u32,
+    side: Side,
+    asset: u32,
+    held: i64,
+    /// Hold per remaining lot; 0 for a market buy (held by a book walk and
+    /// released when it ends).
+    per_lot: i64,
+}
+
+/// The exchange core.
+#[derive(Clone, Debug, Default)]
+pub struct Exchange {
+    ledger: Ledger,
+    suspended: Vec<bool>,
+    markets: Vec<Market>,
+    holds: FxHashMap<u64, Hold>,
+    next_order_id: u64,
+    now: u64,
+}
+
+fn ledger_reason(e: LedgerError) -> Reject {
+    Reject {
+        reason: match e {
+            LedgerError::UnknownAccount => Reason::UnknownAccount,
+            LedgerError::UnknownAsset => Reason::UnknownAsset,
+            LedgerError::InvalidAmount => Reason::InvalidAmount,
+            LedgerError::InsufficientFunds => Reason::InsufficientFunds,
+            LedgerError::Overflow => Reason::Overflow,
+        },
+    }
+}
+
+/// `ceil(n * bps / 10000)` for a fee (bps ≥ 0), `-floor(n * |bps| / 10000)`
+/// for a rebate (bps < 0): rounded against the payer, in the exchange's favour.
+#[inline]
+pub fn fee(notional: i128, bps: i64) -> i64 {
+    let x = notional * bps.unsigned_abs() as i128;
+    if bps >= 0 {
+        ((x + 9_999) / 10_000) as i64
+    } else {
+        -((x / 10_000) as i64)
+    }
+}
+
+impl Exchange {
+    /// An exchange with no assets, markets or accounts. Order ids start at 1.
+    pub fn new() -> Exchange {
+        Exchange { next_order_id: 1, ..Default::default() }
+    }
+
+    /// The balances.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+    /// A market's book.
+    pub fn book(&self, market: u32) -> Option<&Book> {
+        self.markets.get(market as usize).map(|m| &m.book)
+    }
+    /// A market's configuration and status.
+    pub fn market(&self, market: u32) -> Option<(MarketConfig, MarketStatus)> {
+        self.markets.get(market as usize).map(|m| (m.cfg, m.status))
+    }
+    /// Number of markets.
+    pub fn market_count(&self) -> usize {
+        self.markets.len()
+    }
+    /// The id the next accepted order gets.
+    pub fn next_order_id(&self) -> u64 {
+        self.next_order_id
+    }
+    /// The exchange clock.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+    /// What an open order still holds: `(account, asset, amount)`.
+    pub fn order_hold(&self, order_id: u64) -> Option<(u32, u32, i64)> {
+        self.holds.get(&order_id).map(|h| (h.account, h.asset, h.held))
+    }
+
+    /// Adds an asset; returns its id.
+    pub fn add_asset(&mut self) -> u32 {
+        self.ledger.add_asset()
+    }
+
+    /// Adds a market; returns its id.
+    pub fn add_market(&mut self, cfg: MarketConfig) -> Result<u32, Reject> {
+        let n = self.ledger.asset_count() as u32;
+        let ok = cfg.base < n
+            && cfg.quote < n
+            && cfg.base != cfg.quote
+            && cfg.lot_units >= 1
+            && cfg.tick_units >= 1
+            && cfg.min_qty >= 1
+            && cfg.min_notional >= 0
+            && (0..=10_000).contains(&cfg.band_bps)
+            && (0..=10_000).contains(&cfg.taker_bps)
+            && (-10_000..=10_000).contains(&cfg.maker_bps)
+            && cfg.maker_bps >= -cfg.taker_bps;
+        if !ok {
+            return Err(Reason::InvalidMarketConfig.into());
+        }
+        self.markets.push(Market { cfg, status: MarketStatus::Trading, book: Book::new(1, 1) });
+        Ok((self.markets.len() - 1) as u32)
+    }
+
+    /// Changes a market's status; closing cancels every order in it.
+    pub fn set_market_status(&mut self, market: u32, status: MarketStatus, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let m = self.markets.get_mut(market as usize).ok_or(Reason::UnknownMarket)?;
+        m.status = status;
+        if status == MarketStatus::Closed {
+            let mut owners: Vec<u64> = m.book.l3().iter().map(|o| o.owner).chain(m.book.pending().iter().map(|p| p.owner)).collect();
+            owners.sort_unstable();
+            owners.dedup();
+            let start = out.len();
+            for owner in owners {
+                m.book.mass_cancel(owner, out).expect("mass cancel never fails");
+            }
+            self.settle(market, start, out);
+        }
+        Ok(())
+    }
+
+    /// Adds an account; returns its id.
+    pub fn add_account(&mut self) -> u32 {
+        self.suspended.push(false);
+        self.ledger.add_account()
+    }
+
+    /// Suspends or reactivates an account.
+    pub fn set_account_suspended(&mut self, account: u32, suspended: bool) -> Result<(), Reject> {
+        *self.suspended.get_mut(account as usize).ok_or(Reason::UnknownAccount)? = suspended;
+        Ok(())
+    }
+
+    /// Credits a deposit.
+    pub fn deposit(&mut self, account: u32, asset: u32, amount: i64) -> Result<(), Reject> {
+        self.ledger.deposit(account, asset, amount).map_err(ledger_reason)
+    }
+    /// Pays out a withdrawal from available funds.
+    pub fn withdraw(&mut self, account: u32, asset: u32, amount: i64) -> Result<(), Reject> {
+        self.ledger.withdraw(account, asset, amount).map_err(ledger_reason)
+    }
+    /// Moves available funds between accounts.
+    pub fn transfer(&mut self, from: u32, to: u32, asset: u32, amount: i64) -> Result<(), Reject> {
+        self.ledger.transfer(from, to, asset, amount).map_err(ledger_reason)
+    }
+
+    fn check_account(&self, account: u32) -> Result<(), Reject> {
+        match self.suspended.get(account as usize) {
+            None => Err(Reason::UnknownAccount.into()),
+            Some(true) => Err(Reason::AccountSuspended.into()),
+            Some(false) => Ok(()),
+        }
+    }
+
+    /// Hold per lot of a buy at price p: notional plus the maximum fee.
+    fn buy_per_lot(cfg: &MarketConfig, price: i64) -> i64 {
+        let n = price as i128 * cfg.tick_units as i128;
+        let max_bps = cfg.taker_bps.max(cfg.maker_bps).max(0);
+        (n + fee(n, max_bps) as i128).min(i64::MAX as i128) as i64
+    }
+
+    /// Places an order for `account` in `market`. `req.order_id` is ignored:
+    /// the exchange assigns the next id (reported in the events).
+    pub fn place(&mut self, account: u32, market: u32, req: &OrderRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
+        let post_only = req.flags & FLAG_POST_ONLY != 0;
+        match m.status {
+            MarketStatus::Trading => {}
+            MarketStatus::PostOnly if post_only => {}
+            _ => return Err(Reason::MarketNotTrading.into()),
+        }
+        self.check_account(account)?;
+        let id = self.next_order_id;
+        let req = OrderRequest { order_id: id, owner: account as u64, ..*req };
+        m.book.check(&req)?;
+        let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
+        let otype = OrderType::from_u8(req.order_type).expect("checked by the book");
+        if req.qty < cfg.min_qty {
+            return Err(Reason::BelowMinQuantity.into());
+        }
+        // The price an order may trade at (its limit or protection price), if any.
+        let priced = req.price;
+        if priced > 0 {
+            let notional = priced as i128 * req.qty as i128 * cfg.tick_units as i128;
+            if notional < cfg.min_notional as i128 {
+                return Err(Reason::BelowMinNotional.into());
+            }
+            if cfg.band_bps > 0 {
+                if let Some(last) = m.book.last_price() {
+                    let dev = (priced as i128 - last as i128).abs() * 10_000;
+                    if dev > last as i128 * cfg.band_bps as i128 {
+                        return Err(Reason::PriceOutOfBand.into());
+                    }
+                }
+            }
+        }
+        let (asset, held, per_lot) = match side {
+            Side::Sell => {
+                let held = req.qty as i128 * cfg.lot_units as i128;
+                (cfg.base, held, cfg.lot_units)
+            }
+            Side::Buy if priced > 0 => {
+                let per_lot = Self::buy_per_lot(&cfg, priced);
+                (cfg.quote, req.qty as i128 * per_lot as i128, per_lot)
+            }
+            Side::Buy if otype.is_conditional() => return Err(Reason::ProtectionRequired.into()),
+            Side::Buy => {
+                // A market buy holds what filling it could cost at most: the
+                // book walk with the per-lot hold at each level's price.
+                let skip_own = req.stp != Stp::None as u8;
+                let (_, cost) = m.book.cost_to_fill(side, req.qty, i64::MAX, account as u64, skip_own, |p| {
+                    Self::buy_per_lot(&cfg, p) as i128
+                });
+                (cfg.quote, cost, 0)
+            }
+        };
+        if held > i64::MAX as i128 {
+            return Err(Reason::InsufficientFunds.into());
+        }
+        let held = held as i64;
+        self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
+        self.holds.insert(id, Hold { account, market, side, asset, held, per_lot });
+        self.next_order_id += 1;
+        let start = out.len();
+        self.markets[market as usize].book.submit(&req, out).expect("validated above");
+        self.settle(market, start, out);
+        Ok(id)
+    }
+
+    /// Cancels an order of `account` (another account's order is unknown to it).
+    pub fn cancel(&mut self, account: u32, order_id: u64, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let h = match self.holds.get(&order_id) {
+            Some(h) if h.account == account => *h,
+            _ => return Err(Reason::UnknownOrder.into()),
+        };
+        let start = out.len();
+        self.markets[h.market as usize].book.cancel(order_id, out)?;
+        self.settle(h.market, start, out);
+        Ok(())
+    }
+
+    /// Amends an order of `account` (price and/or remaining quantity; 0 keeps).
+    pub fn amend(&mut self, account: u32, order_id: u64, price: i64, qty: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let h = match self.holds.get(&order_id) {
+            Some(h) if h.account == account => *h,
+            _ => return Err(Reason::UnknownOrder.into()),
+        };
+        self.check_account(account)?;
+        let m = &self.markets[h.market as usize];
+        if m.status != MarketStatus::Trading {
+            return Err(Reason::MarketNotTrading.into());
+        }
+        let (_, new_price, new_qty) = m.book.check_amend(order_id, price, qty)?;
+        if new_qty < m.cfg.min_qty {
+            return Err(Reason::BelowMinQuantity.into());
+        }
+        let per_lot = match h.side {
+            Side::Sell => h.per_lot,
+            Side::Buy => Self::buy_per_lot(&m.cfg, new_price),
+        };
+        let need = new_qty as i128 * per_lot as i128;
+        if need > i64::MAX as i128 {
+            return Err(Reason::InsufficientFunds.into());
+        }
+        let need = need as i64;
+        let extra = need - h.held;
+        if extra > 0 {
+            let avail = self.ledger.balance(account, h.asset).map_err(ledger_reason)?.available;
+            if avail < extra {
+                return Err(Reason::InsufficientFunds.into());
+            }
+        }
+        let start = out.len();
+        self.markets[h.market as usize].book.amend(order_id, price, qty, out).expect("checked above");
+        // The book accepted: take or give back the difference, then settle.
+        if extra > 0 {
+            self.ledger.hold(account, h.asset, extra).expect("checked above");
+        } else {
+            self.ledger.release(account, h.asset, -extra);
+        }
+        let hold = self.holds.get_mut(&order_id).expect("open order");
+        hold.held = need;
+        hold.per_lot = per_lot;
+        self.settle(h.market, start, out);
+        Ok(())
+    }
+
+    /// Cancels every order of `account`, in one market or all.
+    pub fn cancel_all(&mut self, account: u32, market: Option<u32>, out: &mut Vec<Event>) -> Result<(), Reject> {
+        if account as usize >= self.suspended.len() {
+            return Err(Reason::UnknownAccount.into());
+        }
+        let markets: Vec<u32> = match market {
+            Some(m) if (m as usize) < self.markets.len() => vec![m],
+            Some(_) => return Err(Reason::UnknownMarket.into()),
+            None => {
+                let mut v: Vec<u32> = self.holds.values().filter(|h| h.account == account).map(|h| h.market).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+        };
+        for m in markets {
+            let start = out.len();
+            self.markets[m as usize].book.mass_cancel(account as u64, out)?;
+            self.settle(m, start, out);
+        }
+        Ok(())
+    }
+
+    /// Moves the clock: GTD orders expire in every market, in market order.
+    pub fn advance_time(&mut self, ts: u64, out: &mut Vec<Event>) -> Result<(), Reject> {
+        if ts < self.now {
+            return Err(Reason::InvalidTime.into());
+        }
+        self.now = ts;
+        for m in 0..self.markets.len() {
+            let start = out.len();
+            self.markets[m].book.advance_time(ts, out)?;
+            self.settle(m as u32, start, out);
+        }
+        Ok(())
+    }
+
+    /// Observes an external price (a mark price) in a market, for triggers.
+    pub fn observe_price(&mut self, market: u32, price: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let m = self.markets.get_mut(market as usize).ok_or(Reason::UnknownMarket)?;
+        if m.status != MarketStatus::Trading {
+            return Err(Reason::MarketNotTrading.into());
+        }
+        let start = out.len();
+        m.book.observe_price(price, out)?;
+        self.settle(market, start, out);
+        Ok(())
+    }
+
+    /// Moves funds for the events `out[start..]` of one market: fills settle
+    /// with fees, ended orders release what they still hold.
+    fn settle(&mut self, market: u32, start: usize, out: &mut [Event]) {
+        let cfg = self.markets[market as usize].cfg;
+        for e in out[start..].iter_mut() {
+            e.market = market;
+            match e.kind {
+                EventKind::Fill => self.settle_fill(&cfg, e),
+                EventKind::Cancelled => self.after_reduce(e.order_id, e.remaining),
+                _ => {}
+            }
+        }
+    }
+
+    fn settle_fill(&mut self, cfg: &MarketConfig, e: &Event) {
+        let notional = e.price as i128 * e.qty as i128 * cfg.tick_units as i128;
+        let taker_fee = fee(notional, cfg.taker_bps);
+        let maker_fee = fee(notional, cfg.maker_bps);
+        let (buyer, seller, buyer_fee, seller_fee, buyer_rem, seller_rem) = match e.side {
+            Side::Buy => (e.order_id, e.other_id, taker_fee, maker_fee, e.remaining, e.other_remaining),
+            Side::Sell => (e.other_id, e.order_id, maker_fee, taker_fee, e.other_remaining, e.remaining),
+        };
+        let b = *self.holds.get(&buyer).expect("buyer holds");
+        let s = *self.holds.get(&seller).expect("seller holds");
+        let base = e.qty as i64 * cfg.lot_units;
+        let notional = notional as i64;
+        // Collect fees before paying rebates so the fee account never dips.
+        if buyer_fee > 0 {
+            self.ledger.charge_from_held(b.account, cfg.quote, buyer_fee);
+        }
+        self.ledger.settle_from_held(s.account, b.account, cfg.base, base, 0);
+        self.ledger.settle_from_held(b.account, s.account, cfg.quote, notional, seller_fee);
+        if buyer_fee < 0 {
+            self.ledger.pay_rebate(b.account, cfg.quote, -buyer_fee);
+        }
+        let spent = notional + buyer_fee.max(0);
+        self.holds.get_mut(&buyer).unwrap().held -= spent;
+        self.holds.get_mut(&seller).unwrap().held -= base;
+        self.after_reduce(buyer, buyer_rem);
+        self.after_reduce(seller, seller_rem);
+    }
+
+    /// An order's remaining quantity is now `remaining`: release what it no
+    /// longer needs (all of it once it is gone).
+    fn after_reduce(&mut self, order_id: u64, remaining: i64) {
+        let Some(h) = self.holds.get_mut(&order_id) else { return };
+        let keep = if remaining == 0 {
+            0
+        } else if h.per_lot == 0 {
+            h.held // a market buy keeps its walk hold until it ends
+        } else {
+            remaining * h.per_lot
+        };
+        let excess = h.held - keep;
+        debug_assert!(excess >= 0, "order {order_id} holds {} but needs {keep}", h.held);
+        let (account, asset) = (h.account, h.asset);
+        if remaining == 0 {
+            self.holds.remove(&order_id);
+        } else {
+            h.held = keep;
+        }
+        self.ledger.release(account, asset, excess);
+    }
+
+    /// Checks the exchange's invariants: ledger conservation, and every open
+    /// order's hold equals what the ledger holds for its account. For tests.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        self.ledger.check_conservation().expect("conservation");
+        let mut held: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
+        for h in self.holds.values() {
+            *held.entry((h.account, h.asset)).or_default() += h.held;
+        }
+        for account in 0..self.ledger.account_count() as u32 {
+            for b in self.ledger.balances(account).unwrap() {
+                assert_eq!(b.held, held.get(&(account, b.asset)).copied().unwrap_or(0), "held of account {account} asset {}", b.asset);
+            }
+        }
+        let live: usize = self.markets.iter().map(|m| m.book.len() + m.book.pending_len()).sum();
+        assert_eq!(live, self.holds.len(), "every live order has a hold");
+        for m in &self.markets {
+            m.book.check_invariants();
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The exchange core: settlement, fees, holds, market rules; and a property
+//! test that random multi-account flows conserve every asset and keep holds
+//! exactly equal to what open orders reserve.
+
+use lxdex_engine::*;
+use proptest::prelude::*;
+
+const B: Side = Side::Buy;
+const S: Side = Side::Sell;
+
+fn cfg(base: u32, quote: u32) -> MarketConfig {
+    MarketConfig {
+        base,
+        quote,
+        lot_units: 1_000,  // 1 lot = 1000 base units
+        tick_units: 10,    // 1 tick x 1 lot = 10 quote units
+        min_qty: 1,
+        min_notional: 0,
+        band_bps: 0,
+        maker_bps: -2,
+        taker_bps: 10,
+    }
+}
+
+/// BTC (0), USD (1); market 0 = BTC/USD; accounts 0 and 1 funded.
+fn setup() -> Exchange {
+    let mut x = Exchange::new();
+    let (btc, usd) = (x.add_asset(), x.add_asset());
+    x.add_market(cfg(btc, usd)).unwrap();
+    for _ in 0..2 {
+        let a = x.add_account();
+        x.deposit(a, btc, 1_000_000).unwrap();
+        x.deposit(a, usd, 10_000_000).unwrap();
+    }
+    x
+}
+
+fn bal(x: &Exchange, a: u32, asset: u32) -> (i64, i64) {
+    let b = x.ledger().balance(a, asset).unwrap();
+    (b.available, b.held)
+}
+
+#[test]
+fn fill_settles_base_quote_and_fees() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    // Seller rests 5 lots at 1000 ticks: holds 5000 base units.
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 5), &mut out).unwrap();
+    assert_eq!(bal(&x, 0, 0), (995_000, 5_000));
+    // Buyer takes 3 lots at a limit of 1100: pays the maker's price.
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_100, 3), &mut out).unwrap();
+    let notional = 1_000 * 3 * 10; // 30_000
+    let taker_fee = 30; // ceil(30_000 * 10 / 10_000)
+    let rebate = 6; // floor(30_000 * 2 / 10_000)
+    assert_eq!(bal(&x, 1, 0), (1_000_000 + 3_000, 0));
+    assert_eq!(bal(&x, 1, 1), (10_000_000 - notional - taker_fee, 0));
+    assert_eq!(bal(&x, 0, 0), (995_000, 2_000));
+    assert_eq!(bal(&x, 0, 1), (10_000_000 + notional + rebate, 0));
+    assert_eq!(x.ledger().fees(1).unwrap(), taker_fee - rebate);
+    x.check_invariants();
+}
+
+#[test]
+fn resting_buy_releases_price_improvement_and_leftovers() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    let id = x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 4), &mut out).unwrap();
+    // per lot: 1000*10 + ceil(10000 * 10 / 10000) = 10_010
+    assert_eq!(bal(&x, 1, 1), (10_000_000 - 40_040, 40_040));
+    x.amend(1, id, 0, 2, &mut out).unwrap();
+    assert_eq!(bal(&x, 1, 1), (10_000_000 - 20_020, 20_020));
+    x.cancel(1, id, &mut out).unwrap();
+    assert_eq!(bal(&x, 1, 1), (10_000_000, 0));
+    x.check_invariants();
+}
+
+#[test]
+fn market_buy_holds_the_book_walk_and_releases_the_rest() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 2), &mut out).unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_200, 2), &mut out).unwrap();
+    x.place(1, 0, &OrderRequest::market(0, 0, B, 10), &mut out).unwrap();
+    let cost = 2 * 1_000 * 10 + 2 * 1_200 * 10;
+    let fees = 20 + 24; // per fill: ceil(20_000*10/1e4), ceil(24_000*10/1e4)
+    assert_eq!(bal(&x, 1, 1), (10_000_000 - cost - fees, 0));
+    assert_eq!(bal(&x, 1, 0), (1_004_000, 0));
+    x.check_invariants();
+}
+
+#[test]
+fn funds_and_market_rules_are_enforced() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    let r = |e: Result<u64, Reject>| e.unwrap_err().reason;
+    assert_eq!(r(x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000_000, 10), &mut out)), Reason::InsufficientFunds);
+    assert_eq!(r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1_001), &mut out)), Reason::InsufficientFunds);
+    assert_eq!(r(x.place(9, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::UnknownAccount);
+    assert_eq!(r(x.place(0, 4, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::UnknownMarket);
+    assert_eq!(r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 0, 1), &mut out)), Reason::InvalidPrice);
+    assert_eq!(r(x.place(1, 0, &OrderRequest::stop(0, 0, B, 1_000, 0, 1), &mut out)), Reason::ProtectionRequired);
+    x.set_account_suspended(1, true).unwrap();
+    assert_eq!(r(x.place(1, 0, &OrderRequest::limit(0, 0, B, 900, 1), &mut out)), Reason::AccountSuspended);
+    x.set_market_status(0, MarketStatus::PostOnly, &mut out).unwrap();
+    assert_eq!(r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::MarketNotTrading);
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1).post_only(), &mut out).unwrap();
+    x.set_market_status(0, MarketStatus::Closed, &mut out).unwrap();
+    assert_eq!(bal(&x, 0, 0), (1_000_000, 0), "closing released every hold");
+    assert!(out.is_empty() || out.last().unwrap().kind == EventKind::Cancelled);
+    x.check_invariants();
+}
+
+#[test]
+fn price_band_and_minimums() {
+    let mut x = Exchange::new();
+    let (a, b) = (x.add_asset(), x.add_asset());
+    x.add_market(MarketConfig { min_qty: 2, min_notional: 50_000, band_bps: 1_000, ..cfg(a, b) }).unwrap();
+    let (s, t) = (x.add_account(), x.add_account());
+    x.deposit(s, a, 1_000_000).unwrap();
+    x.deposit(t, b, 100_000_000).unwrap();
+    let mut out = Vec::new();
+    let r = |e: Result<u64, Reject>| e.unwrap_err().reason;
+    assert_eq!(r(x.place(s, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::BelowMinQuantity);
+    assert_eq!(r(x.place(s, 0, &OrderRequest::limit(0, 0, S, 1_000, 2), &mut out)), Reason::BelowMinNotional);
+    x.place(s, 0, &OrderRequest::limit(0, 0, S, 3_000, 2), &mut out).unwrap();
+    x.place(t, 0, &OrderRequest::limit(0, 0, B, 3_000, 2), &mut out).unwrap();
+    // Last price 3000: band ±10%.
+    assert_eq!(r(x.place(t, 0, &OrderRequest::limit(0, 0, B, 2_600, 2), &mut out)), Reason::PriceOutOfBand);
+    x.place(t, 0, &OrderRequest::limit(0, 0, B, 2_700, 2), &mut out).unwrap();
+    x.check_invariants();
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Deposit(u32, u32, i64),
+    Withdraw(u32, u32, i64),
+    Place(u32, u32, OrderRequest),
+    Cancel(u32, u64),
+    Amend(u32, u64, i64, i64),
+    CancelAll(u32),
+    Observe(u32, i64),
+    Time(u64),
+    Status(u32, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let acct = 0u32..4;
+    let market = 0u32..2;
+    let side = 0u8..2;
+    prop_oneof![
+        1 => (acct.clone(), 0u32..3, 1i64..200_000).prop_map(|(a, s, n)| Op::Deposit(a, s, n)),
+        1 => (acct.clone(), 0u32..3, 1i64..200_000).prop_map(|(a, s, n)| Op::Withdraw(a, s, n)),
+        8 => (acct.clone(), market.clone(), side, 95i64..106, 1i64..6, 0u8..4, 0u8..5, 0u8..8)
+            .prop_map(|(a, m, side, price, qty, tif, stp, kind)| {
+                let side = if side == 0 { B } else { S };
+                let r = match kind {
+                    0 => OrderRequest::market(0, 0, side, qty),
+                    1 => OrderRequest::stop(0, 0, side, price, if side == B { 110 } else { 0 }, qty),
+                    2 => OrderRequest { price: 108, ..OrderRequest::stop(0, 0, side, price, 0, qty) },
+                    3 => OrderRequest::limit(0, 0, side, price, qty).iceberg(1.min(qty - 1)),
+                    4 => OrderRequest::limit(0, 0, side, price, qty).post_only(),
+                    _ => OrderRequest { tif: tif % 3, ..OrderRequest::limit(0, 0, side, price, qty) },
+                };
+                Op::Place(a, m, r.with_stp(Stp::from_u8(stp).unwrap()))
+            }),
+        3 => (acct.clone(), 1u64..60).prop_map(|(a, id)| Op::Cancel(a, id)),
+        2 => (acct.clone(), 1u64..60, prop_oneof![Just(0i64), 95i64..106], 0i64..6).prop_map(|(a, id, p, q)| Op::Amend(a, id, p, q)),
+        1 => acct.prop_map(Op::CancelAll),
+        1 => (market.clone(), 95i64..106).prop_map(|(m, p)| Op::Observe(m, p)),
+        1 => (0u64..100).prop_map(Op::Time),
+        1 => (market, 0u8..4).prop_map(|(m, s)| Op::Status(m, s)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_flows_conserve_and_hold_exactly(ops in prop::collection::vec(op(), 1..150)) {
+        let mut x = Exchange::new();
+        for _ in 0..3 {
+            x.add_asset();
+        }
+        x.add_market(cfg(0, 1)).unwrap();
+        x.add_market(MarketConfig { maker_bps: 5, taker_bps: 20, ..cfg(2, 1) }).unwrap();
+        for a in 0..3 {
+            x.add_account();
+            for s in 0..3 {
+                x.deposit(a, s, 50_000).unwrap();
+            }
+        }
+        let mut out = Vec::new();
+        for op in ops {
+            out.clear();
+            let before = format!("{x:?}");
+            let result = match op {
+                Op::Deposit(a, s, n) => x.deposit(a, s, n),
+                Op::Withdraw(a, s, n) => x.withdraw(a, s, n),
+                Op::Place(a, m, r) => x.place(a, m, &r, &mut out).map(|_| ()),
+                Op::Cancel(a, id) => x.cancel(a, id, &mut out),
+                Op::Amend(a, id, p, q) => x.amend(a, id, p, q, &mut out),
+                Op::CancelAll(a) => x.cancel_all(a, None, &mut out),
+                Op::Observe(m, p) => x.observe_price(m, p, &mut out),
+                Op::Time(t) => x.advance_time(x.now() + t, &mut out),
+                Op::Status(m, s) => x.set_market_status(m, MarketStatus::from_u8(s).unwrap(), &mut out),
+            };
+            if result.is_err() {
+                prop_assert!(out.is_empty());
+                prop_assert_eq!(&before, &format!("{x:?}"), "a rejected command changes nothing");
+            }
+            x.check_invariants();
+        }
+    }
+}
