@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._core import Event, bench_replay
 from .book import Book
+from .exchange import Exchange
 from .enums import (
     COMMAND_DTYPE,
     EVENT_DTYPE,
@@ -28,6 +29,7 @@ from .errors import OrderRejected
 
 __all__ = [
     "Book",
+    "Exchange",
     "Event",
     "OrderRejected",
     "bench_replay",

@@ -11,23 +11,8 @@ API: numpy :data:`COMMAND_DTYPE` records in, :data:`EVENT_DTYPE` records out.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from . import _core
-from .enums import OrderType, Side, Stp, TimeInForce
-
-E = TypeVar("E", Side, TimeInForce, Stp)
-
-
-def _enum(cls: type[E], value: E | str | int, field: str) -> int:
-    if isinstance(value, str):
-        try:
-            return cls[value.upper()]
-        except KeyError:
-            names = ", ".join(m.name.lower() for m in cls)
-            raise ValueError(f"{field}: {value!r} is not one of {names}") from None
-    return int(value)
-
+from .enums import OrderType, Side, Stp, TimeInForce, parse_enum as _enum
 
 class Book(_core.Book):
     """One market's order book. See ``docs/engine.md`` for exact semantics.

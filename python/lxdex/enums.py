@@ -123,6 +123,19 @@ class Reason(IntEnum):
     INVALID_MARKET_CONFIG = 65
 
 
+def parse_enum(cls: type[IntEnum], value: IntEnum | str | int, field: str) -> int:
+    """An enum argument given as a member, its int value, or its name
+    (case-insensitive, e.g. ``"buy"``); a bad name raises ValueError naming
+    the field and the allowed values."""
+    if isinstance(value, str):
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            names = ", ".join(m.name.lower() for m in cls)
+            raise ValueError(f"{field}: {value!r} is not one of {names}") from None
+    return int(value)
+
+
 #: Upper bounds of prices (in ticks' integer units) and quantities (in lot units).
 MAX_PRICE = 10**15
 MAX_QTY = 10**12

@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::book::Book;
 use crate::ledger::{Ledger, LedgerError};
+use crate::record::{kind, records, CommandRecord};
 use crate::types::*;
 
 /// A market's trading status.
@@ -142,9 +143,9 @@ impl Exchange {
     pub fn now(&self) -> u64 {
         self.now
     }
-    /// What an open order still holds: `(account, asset, amount)`.
-    pub fn order_hold(&self, order_id: u64) -> Option<(u32, u32, i64)> {
-        self.holds.get(&order_id).map(|h| (h.account, h.asset, h.held))
+    /// An open order's `(account, market, asset it holds, amount held)`.
+    pub fn order_hold(&self, order_id: u64) -> Option<(u32, u32, u32, i64)> {
+        self.holds.get(&order_id).map(|h| (h.account, h.market, h.asset, h.held))
     }
 
     /// Adds an asset; returns its id.
@@ -429,7 +430,7 @@ impl Exchange {
         };
         let b = *self.holds.get(&buyer).expect("buyer holds");
         let s = *self.holds.get(&seller).expect("seller holds");
-        let base = e.qty as i64 * cfg.lot_units;
+        let base = e.qty * cfg.lot_units;
         let notional = notional as i64;
         // Collect fees before paying rebates so the fee account never dips.
         if buyer_fee > 0 {
@@ -467,6 +468,54 @@ impl Exchange {
             h.held = keep;
         }
         self.ledger.release(account, asset, excess);
+    }
+
+    /// Applies one batch record (see `docs/exchange.md`): the record's
+    /// `owner` is the account and `market` the market (`u32::MAX` in a
+    /// `MASS_CANCEL`: every market). A rejection becomes a `REJECTED` event.
+    /// Every event gets `cmd_index`.
+    pub fn apply_record(&mut self, rec: &CommandRecord, cmd_index: u32, out: &mut Vec<Event>) {
+        let start = out.len();
+        if let Err(r) = self.apply_record_inner(rec, out) {
+            out.truncate(start);
+            let mut e = rec.rejected(r.reason);
+            e.market = rec.market;
+            out.push(e);
+        }
+        for e in &mut out[start..] {
+            e.cmd_index = cmd_index;
+        }
+    }
+
+    fn apply_record_inner(&mut self, rec: &CommandRecord, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let account = u32::try_from(rec.owner).map_err(|_| Reason::UnknownAccount)?;
+        let asset = || u32::try_from(rec.order_id).map_err(|_| Reject::from(Reason::UnknownAsset));
+        match rec.kind {
+            kind::SUBMIT => match rec.to_command()? {
+                Command::Submit(r) => self.place(account, rec.market, &r, out).map(|_| ()),
+                _ => unreachable!(),
+            },
+            kind::CANCEL => self.cancel(account, rec.order_id, out),
+            kind::AMEND => self.amend(account, rec.order_id, rec.price, rec.qty, out),
+            kind::MASS_CANCEL => self.cancel_all(account, (rec.market != u32::MAX).then_some(rec.market), out),
+            kind::ADVANCE_TIME => self.advance_time(rec.expire_ts, out),
+            kind::OBSERVE_PRICE => self.observe_price(rec.market, rec.price, out),
+            kind::DEPOSIT => self.deposit(account, asset()?, rec.qty),
+            kind::WITHDRAW => self.withdraw(account, asset()?, rec.qty),
+            kind::TRANSFER => {
+                let to = u32::try_from(rec.tp_id).map_err(|_| Reason::UnknownAccount)?;
+                self.transfer(account, to, asset()?, rec.qty)
+            }
+            kind::BRACKET | kind::OCO => Err(Reason::NotSupported.into()),
+            _ => Err(Reason::InvalidCommand.into()),
+        }
+    }
+
+    /// Applies a buffer of whole command records, appending their events.
+    pub fn apply_records(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        for (i, rec) in records(bytes).enumerate() {
+            self.apply_record(&rec, i as u32, out);
+        }
     }
 
     /// Checks the exchange's invariants: ledger conservation, and every open

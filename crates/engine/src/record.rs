@@ -14,6 +14,12 @@ pub mod kind {
     pub const OBSERVE_PRICE: u8 = 5;
     pub const BRACKET: u8 = 6;
     pub const OCO: u8 = 7;
+    /// Exchange only: `owner` = account, `order_id` = asset, `qty` = amount.
+    pub const DEPOSIT: u8 = 8;
+    /// Exchange only: as `DEPOSIT`.
+    pub const WITHDRAW: u8 = 9;
+    /// Exchange only: as `DEPOSIT`, to the account in `tp_id`.
+    pub const TRANSFER: u8 = 10;
 }
 
 /// One command of a batch, exactly as laid out in memory (little endian).

@@ -7,6 +7,8 @@
 
 use std::time::Instant;
 
+mod exchange;
+
 use lxdex_engine::record::{records, COMMAND_RECORD_SIZE};
 use lxdex_engine::{
     apply_record, apply_records, Book, BracketRequest, Event, EventKind, ExitLegs, OcoRequest,
@@ -22,7 +24,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple, PyType};
 /// One event; see docs/engine.md for which fields each kind fills.
 #[pyclass(name = "Event", module = "lxdex._core", frozen, get_all, eq)]
 #[derive(Clone, PartialEq, Eq)]
-struct PyEvent {
+pub(crate) struct PyEvent {
     kind: u8,
     reason: u8,
     side: u8,
@@ -106,7 +108,7 @@ fn enums_attr<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, name: 
         .map(|v| v.bind(py).clone())
 }
 
-fn rejected(py: Python<'_>, what: &str, id: u64, r: Reject) -> PyErr {
+pub(crate) fn rejected(py: Python<'_>, what: &str, id: u64, r: Reject) -> PyErr {
     let class = REJECTED_CLASS.get_or_try_init(py, || {
         Ok::<_, PyErr>(py.import("lxdex.errors")?.getattr("OrderRejected")?.cast_into::<PyType>()?.unbind())
     });
@@ -123,7 +125,7 @@ fn rejected(py: Python<'_>, what: &str, id: u64, r: Reject) -> PyErr {
 /// An enum argument as its wire byte (out-of-range values become invalid, so
 /// the engine rejects them with the field's reason).
 #[inline]
-fn wire(v: i64) -> u8 {
+pub(crate) fn wire(v: i64) -> u8 {
     if (0..=254).contains(&v) {
         v as u8
     } else {
@@ -132,7 +134,7 @@ fn wire(v: i64) -> u8 {
 }
 
 /// A contiguous byte view of a `COMMAND_DTYPE` numpy array.
-fn command_buffer<'py>(py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResult<PyBuffer<u8>> {
+pub(crate) fn command_buffer<'py>(py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResult<PyBuffer<u8>> {
     let dtype = enums_attr(py, &COMMAND_DTYPE, "COMMAND_DTYPE")?;
     let theirs = commands
         .getattr("dtype")
@@ -152,16 +154,16 @@ fn command_buffer<'py>(py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResul
     Ok(buf)
 }
 
-struct SendPtr(*const u8, usize);
+pub(crate) struct SendPtr(pub(crate) *const u8, pub(crate) usize);
 unsafe impl Send for SendPtr {}
 impl SendPtr {
     /// SAFETY: the buffer it was taken from must outlive the slice.
-    unsafe fn slice<'a>(&self) -> &'a [u8] {
+    pub(crate) unsafe fn slice<'a>(&self) -> &'a [u8] {
         std::slice::from_raw_parts(self.0, self.1)
     }
 }
 
-fn events_to_numpy<'py>(py: Python<'py>, events: &[Event]) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn events_to_numpy<'py>(py: Python<'py>, events: &[Event]) -> PyResult<Bound<'py, PyAny>> {
     let dtype = enums_attr(py, &EVENT_DTYPE, "EVENT_DTYPE")?;
     let bytes = PyByteArray::new(py, lxdex_engine::record::events_as_bytes(events));
     py.import("numpy")?.call_method1("frombuffer", (bytes, dtype))
@@ -572,6 +574,7 @@ fn wire_enums<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBook>()?;
     m.add_class::<PyEvent>()?;
+    m.add_class::<exchange::PyExchange>()?;
     m.add_function(wrap_pyfunction!(bench_replay, m)?)?;
     m.add_function(wrap_pyfunction!(wire_enums, m)?)?;
     m.add("MAX_PRICE", lxdex_engine::MAX_PRICE)?;

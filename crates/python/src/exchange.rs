@@ -1,0 +1,256 @@
+//! `lxdex._core.ExchangeCore`: the exchange core (markets, accounts, holds,
+//! settlement) at integer level. `lxdex.exchange.Exchange` wraps it with
+//! symbols and decimal amounts.
+
+use lxdex_engine::record::COMMAND_RECORD_SIZE;
+use lxdex_engine::{Event, Exchange, MarketConfig, MarketStatus, OrderRequest, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::{command_buffer, events_to_numpy, rejected, wire, PyEvent, SendPtr};
+
+#[pyclass(name = "ExchangeCore", module = "lxdex._core", subclass)]
+pub struct PyExchange {
+    x: Exchange,
+    out: Vec<Event>,
+}
+
+fn done<'py>(py: Python<'py>, out: &mut Vec<Event>, what: &str, id: u64, r: Result<(), Reject>) -> PyResult<Bound<'py, PyList>> {
+    match r {
+        Ok(()) => {
+            let list = PyList::new(py, out.iter().map(PyEvent::from))?;
+            out.clear();
+            Ok(list)
+        }
+        Err(e) => {
+            out.clear();
+            Err(rejected(py, what, id, e))
+        }
+    }
+}
+
+fn plain(py: Python<'_>, what: &str, id: u64, r: Result<(), Reject>) -> PyResult<()> {
+    r.map_err(|e| rejected(py, what, id, e))
+}
+
+#[pymethods]
+impl PyExchange {
+    #[new]
+    fn new() -> Self {
+        PyExchange { x: Exchange::new(), out: Vec::new() }
+    }
+
+    /// Adds an asset; returns its id.
+    fn add_asset(&mut self) -> u32 {
+        self.x.add_asset()
+    }
+
+    /// Adds a market (integer units, docs/exchange.md); returns its id.
+    #[pyo3(signature = (base, quote, lot_units, tick_units, min_qty = 1, min_notional = 0, band_bps = 0, maker_bps = 0, taker_bps = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_market(
+        &mut self,
+        py: Python<'_>,
+        base: u32,
+        quote: u32,
+        lot_units: i64,
+        tick_units: i64,
+        min_qty: i64,
+        min_notional: i64,
+        band_bps: i64,
+        maker_bps: i64,
+        taker_bps: i64,
+    ) -> PyResult<u32> {
+        let cfg = MarketConfig { base, quote, lot_units, tick_units, min_qty, min_notional, band_bps, maker_bps, taker_bps };
+        self.x.add_market(cfg).map_err(|e| rejected(py, "market", 0, e))
+    }
+
+    /// Sets a market's status (0 trading, 1 halted, 2 post-only, 3 closed).
+    fn set_market_status<'py>(&mut self, py: Python<'py>, market: u32, status: i64) -> PyResult<Bound<'py, PyList>> {
+        let status = MarketStatus::from_u8(wire(status)).ok_or_else(|| PyValueError::new_err("status: must be 0..=3"))?;
+        let r = self.x.set_market_status(market, status, &mut self.out);
+        done(py, &mut self.out, "status of market", market as u64, r)
+    }
+
+    /// Adds an account; returns its id.
+    fn add_account(&mut self) -> u32 {
+        self.x.add_account()
+    }
+
+    fn set_account_suspended(&mut self, py: Python<'_>, account: u32, suspended: bool) -> PyResult<()> {
+        plain(py, "account", account as u64, self.x.set_account_suspended(account, suspended))
+    }
+
+    fn deposit(&mut self, py: Python<'_>, account: u32, asset: u32, amount: i64) -> PyResult<()> {
+        plain(py, "deposit to account", account as u64, self.x.deposit(account, asset, amount))
+    }
+
+    fn withdraw(&mut self, py: Python<'_>, account: u32, asset: u32, amount: i64) -> PyResult<()> {
+        plain(py, "withdrawal from account", account as u64, self.x.withdraw(account, asset, amount))
+    }
+
+    fn transfer(&mut self, py: Python<'_>, from_account: u32, to_account: u32, asset: u32, amount: i64) -> PyResult<()> {
+        plain(py, "transfer from account", from_account as u64, self.x.transfer(from_account, to_account, asset, amount))
+    }
+
+    /// Places an order; returns `(order_id, events)`.
+    #[pyo3(signature = (account, market, side, qty, price = 0, order_type = 0, tif = 0, stp = 0,
+                        post_only = false, display_qty = 0, trigger_price = 0, trail_bps = false, expire_ts = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn place<'py>(
+        &mut self,
+        py: Python<'py>,
+        account: u32,
+        market: u32,
+        side: i64,
+        qty: i64,
+        price: i64,
+        order_type: i64,
+        tif: i64,
+        stp: i64,
+        post_only: bool,
+        display_qty: i64,
+        trigger_price: i64,
+        trail_bps: bool,
+        expire_ts: u64,
+    ) -> PyResult<(u64, Bound<'py, PyList>)> {
+        let req = OrderRequest {
+            order_id: 0,
+            owner: account as u64,
+            side: wire(side),
+            order_type: wire(order_type),
+            tif: wire(tif),
+            stp: wire(stp),
+            flags: if post_only { FLAG_POST_ONLY } else { 0 } | if trail_bps { FLAG_TRAIL_BPS } else { 0 },
+            price,
+            qty,
+            trigger_price,
+            display_qty,
+            expire_ts,
+        };
+        let r = self.x.place(account, market, &req, &mut self.out);
+        let id = *r.as_ref().unwrap_or(&0);
+        let events = done(py, &mut self.out, "order of account", account as u64, r.map(|_| ()))?;
+        Ok((id, events))
+    }
+
+    fn cancel<'py>(&mut self, py: Python<'py>, account: u32, order_id: u64) -> PyResult<Bound<'py, PyList>> {
+        let r = self.x.cancel(account, order_id, &mut self.out);
+        done(py, &mut self.out, "cancel of order", order_id, r)
+    }
+
+    #[pyo3(signature = (account, order_id, price = 0, qty = 0))]
+    fn amend<'py>(&mut self, py: Python<'py>, account: u32, order_id: u64, price: i64, qty: i64) -> PyResult<Bound<'py, PyList>> {
+        let r = self.x.amend(account, order_id, price, qty, &mut self.out);
+        done(py, &mut self.out, "amend of order", order_id, r)
+    }
+
+    #[pyo3(signature = (account, market = None))]
+    fn cancel_all<'py>(&mut self, py: Python<'py>, account: u32, market: Option<u32>) -> PyResult<Bound<'py, PyList>> {
+        let r = self.x.cancel_all(account, market, &mut self.out);
+        done(py, &mut self.out, "cancel-all of account", account as u64, r)
+    }
+
+    fn advance_time<'py>(&mut self, py: Python<'py>, ts: u64) -> PyResult<Bound<'py, PyList>> {
+        let r = self.x.advance_time(ts, &mut self.out);
+        done(py, &mut self.out, "advance_time to", ts, r)
+    }
+
+    fn observe_price<'py>(&mut self, py: Python<'py>, market: u32, price: i64) -> PyResult<Bound<'py, PyList>> {
+        let r = self.x.observe_price(market, price, &mut self.out);
+        done(py, &mut self.out, "observe_price in market", market as u64, r)
+    }
+
+    /// Applies `COMMAND_DTYPE` records (docs/exchange.md); returns `EVENT_DTYPE` records.
+    fn process<'py>(&mut self, py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let buf = command_buffer(py, commands)?;
+        let ptr = SendPtr(buf.buf_ptr() as *const u8, buf.len_bytes());
+        let x = &mut self.x;
+        let events = py.detach(move || {
+            // SAFETY: `buf` outlives this closure.
+            let bytes = unsafe { ptr.slice() };
+            let mut events = Vec::with_capacity(bytes.len() / COMMAND_RECORD_SIZE * 3 / 2 + 16);
+            x.apply_records(bytes, &mut events);
+            events
+        });
+        drop(buf);
+        events_to_numpy(py, &events)
+    }
+
+    /// `(available, held)` of an account in an asset.
+    fn balance(&self, py: Python<'_>, account: u32, asset: u32) -> PyResult<(i64, i64)> {
+        let b = self.x.ledger().balance(account, asset).map_err(|e| rejected(py, "balance of account", account as u64, ledger_reject(e)))?;
+        Ok((b.available, b.held))
+    }
+
+    /// Every non-empty balance of an account: `[(asset, available, held)]`.
+    fn balances(&self, py: Python<'_>, account: u32) -> PyResult<Vec<(u32, i64, i64)>> {
+        let b = self.x.ledger().balances(account).map_err(|e| rejected(py, "balances of account", account as u64, ledger_reject(e)))?;
+        Ok(b.iter().map(|b| (b.asset, b.available, b.held)).collect())
+    }
+
+    /// Fees collected in an asset.
+    fn fees(&self, py: Python<'_>, asset: u32) -> PyResult<i64> {
+        self.x.ledger().fees(asset).map_err(|e| rejected(py, "fees of asset", asset as u64, ledger_reject(e)))
+    }
+
+    /// An open order's `(account, market, asset held, amount held)`, or None.
+    fn order_hold(&self, order_id: u64) -> Option<(u32, u32, u32, i64)> {
+        self.x.order_hold(order_id)
+    }
+
+    #[getter]
+    fn market_count(&self) -> usize {
+        self.x.market_count()
+    }
+    #[getter]
+    fn account_count(&self) -> usize {
+        self.x.ledger().account_count()
+    }
+    #[getter]
+    fn now(&self) -> u64 {
+        self.x.now()
+    }
+
+    fn book_depth(&self, market: u32, n: usize) -> PyResult<(Vec<(i64, i64, u32)>, Vec<(i64, i64, u32)>)> {
+        let b = self.book(market)?;
+        let f = |s| b.depth(s, n).into_iter().map(|l| (l.price, l.visible, l.count)).collect();
+        Ok((f(Side::Buy), f(Side::Sell)))
+    }
+    fn book_l3(&self, market: u32) -> PyResult<Vec<(u64, u64, u8, i64, i64, i64)>> {
+        Ok(self.book(market)?.l3().into_iter().map(|o| (o.order_id, o.owner, o.side as u8, o.price, o.visible, o.hidden)).collect())
+    }
+    fn book_last_price(&self, market: u32) -> PyResult<Option<i64>> {
+        Ok(self.book(market)?.last_price())
+    }
+    /// Canonical bytes of a market's book (for state hashes).
+    fn book_snapshot(&self, market: u32) -> PyResult<Vec<u8>> {
+        Ok(self.book(market)?.snapshot())
+    }
+
+    fn check_invariants(&self) -> PyResult<()> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.x.check_invariants()))
+            .map_err(|_| pyo3::exceptions::PyAssertionError::new_err("exchange invariant broken (see stderr)"))
+    }
+}
+
+impl PyExchange {
+    fn book(&self, market: u32) -> PyResult<&lxdex_engine::Book> {
+        self.x.book(market).ok_or_else(|| PyValueError::new_err(format!("market: no market {market}")))
+    }
+}
+
+fn ledger_reject(e: lxdex_engine::ledger::LedgerError) -> Reject {
+    use lxdex_engine::ledger::LedgerError as L;
+    use lxdex_engine::Reason as R;
+    Reject {
+        reason: match e {
+            L::UnknownAccount => R::UnknownAccount,
+            L::UnknownAsset => R::UnknownAsset,
+            L::InvalidAmount => R::InvalidAmount,
+            L::InsufficientFunds => R::InsufficientFunds,
+            L::Overflow => R::Overflow,
+        },
+    }
+}

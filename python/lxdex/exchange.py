@@ -1,0 +1,270 @@
+"""`Exchange`: markets, accounts, balances and fees around the Rust core.
+
+Humans speak decimal strings ("50000.25", "0.001"); the core speaks integers
+(ticks, lots, an asset's smallest unit). This module converts exactly — a
+value that is not on its grid is rejected naming the field — and keeps the
+symbol tables. The rules (holds, fee rounding, conservation) are in
+``docs/exchange.md``; the core is ``lxdex._core.ExchangeCore``.
+
+>>> ex = Exchange()
+>>> _ = ex.add_asset("BTC", decimals=8); _ = ex.add_asset("USD", decimals=6)
+>>> _ = ex.add_market("BTC-USD", base="BTC", quote="USD", tick_size="0.01",
+...                   lot_size="0.0001", maker_bps=-1, taker_bps=5)
+>>> alice, bob = ex.create_account(), ex.create_account()
+>>> ex.deposit(alice, "BTC", "1"); ex.deposit(bob, "USD", "100000")
+>>> _ = ex.place(alice, "BTC-USD", "sell", qty="0.5", price="50000")
+>>> _ = ex.place(bob, "BTC-USD", "buy", qty="0.2", price="50010")
+>>> ex.balance(bob, "BTC")
+(Decimal('0.2'), Decimal('0'))
+>>> ex.balance(bob, "USD")  # paid 10000 at the maker's price + 5 bps taker fee
+(Decimal('89995'), Decimal('0'))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from . import _core
+from .enums import OrderType, Reason, Side, Stp, TimeInForce, parse_enum as _enum
+from .errors import OrderRejected
+
+_SYMBOL = re.compile(r"^[A-Z0-9]{1,12}$")
+_MARKET = re.compile(r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")
+_STATUS = {"trading": 0, "halted": 1, "post_only": 2, "closed": 3}
+
+
+def _decimal(value: str | int | Decimal, field: str) -> Decimal:
+    if isinstance(value, float):
+        raise OrderRejected(f"{field}: pass a decimal string, not a float ({value!r})", Reason.INVALID_AMOUNT)
+    try:
+        d = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise OrderRejected(f"{field}: {value!r} is not a decimal number", Reason.INVALID_AMOUNT) from None
+    if not d.is_finite():
+        raise OrderRejected(f"{field}: {value!r} is not a finite number", Reason.INVALID_AMOUNT)
+    return d
+
+
+def _units(value: str | int | Decimal, step: Decimal, field: str, reason: Reason) -> int:
+    """`value` as a whole number of `step`s, or OrderRejected naming the field."""
+    d = _decimal(value, field)
+    n = d / step
+    if n != n.to_integral_value():
+        raise OrderRejected(f"{field}: {value} is not a multiple of {step}", reason)
+    return int(n)
+
+
+@dataclass(frozen=True)
+class AssetInfo:
+    id: int
+    symbol: str
+    decimals: int
+
+    @property
+    def unit(self) -> Decimal:
+        return Decimal(1).scaleb(-self.decimals)
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    id: int
+    symbol: str
+    base: AssetInfo
+    quote: AssetInfo
+    tick_size: Decimal
+    lot_size: Decimal
+    maker_bps: int
+    taker_bps: int
+
+
+@dataclass(frozen=True)
+class Placed:
+    order_id: int
+    events: list
+
+
+class Exchange:
+    """Markets, accounts and balances, with decimal amounts and symbols."""
+
+    def __init__(self) -> None:
+        self.core = _core.ExchangeCore()
+        self._assets: dict[str, AssetInfo] = {}
+        self._markets: dict[str, MarketInfo] = {}
+        self._market_by_id: list[MarketInfo] = []
+
+    # -- registry -------------------------------------------------------
+    def add_asset(self, symbol: str, decimals: int) -> AssetInfo:
+        if not _SYMBOL.match(symbol):
+            raise ValueError(f"symbol: {symbol!r} must be 1-12 upper-case letters or digits")
+        if symbol in self._assets:
+            raise ValueError(f"symbol: asset {symbol} already exists")
+        if not (isinstance(decimals, int) and 0 <= decimals <= 18):
+            raise ValueError(f"decimals: must be an integer in 0..=18, got {decimals!r}")
+        info = AssetInfo(self.core.add_asset(), symbol, decimals)
+        self._assets[symbol] = info
+        return info
+
+    def asset(self, symbol: str) -> AssetInfo:
+        try:
+            return self._assets[symbol]
+        except KeyError:
+            raise OrderRejected(f"asset: no asset {symbol!r}", Reason.UNKNOWN_ASSET) from None
+
+    def add_market(
+        self,
+        symbol: str,
+        *,
+        base: str,
+        quote: str,
+        tick_size: str,
+        lot_size: str,
+        min_qty: str | None = None,
+        min_notional: str = "0",
+        band_bps: int = 0,
+        maker_bps: int = 0,
+        taker_bps: int = 0,
+    ) -> MarketInfo:
+        if not _MARKET.match(symbol):
+            raise ValueError(f"symbol: {symbol!r} must look like BASE-QUOTE")
+        if symbol in self._markets:
+            raise ValueError(f"symbol: market {symbol} already exists")
+        b, q = self.asset(base), self.asset(quote)
+        tick, lot = _decimal(tick_size, "tick_size"), _decimal(lot_size, "lot_size")
+        if tick <= 0 or lot <= 0:
+            raise ValueError("tick_size and lot_size must be positive")
+        lot_units = lot / b.unit
+        tick_units = tick * lot / q.unit
+        if lot_units != lot_units.to_integral_value():
+            raise ValueError(f"lot_size: {lot} is finer than {base}'s {b.decimals} decimals")
+        if tick_units != tick_units.to_integral_value():
+            raise ValueError(
+                f"tick_size: {tick} x lot_size {lot} is finer than {quote}'s {q.decimals} decimals"
+            )
+        min_lots = 1 if min_qty is None else _units(min_qty, lot, "min_qty", Reason.OFF_LOT_GRID)
+        min_quote = _units(min_notional, q.unit, "min_notional", Reason.INVALID_AMOUNT)
+        mid = self.core.add_market(
+            b.id, q.id, int(lot_units), int(tick_units), min_lots, min_quote, band_bps, maker_bps,
+            taker_bps,
+        )
+        info = MarketInfo(mid, symbol, b, q, tick, lot, maker_bps, taker_bps)
+        self._markets[symbol] = info
+        self._market_by_id.append(info)
+        return info
+
+    def market(self, symbol: str) -> MarketInfo:
+        try:
+            return self._markets[symbol]
+        except KeyError:
+            raise OrderRejected(f"market: no market {symbol!r}", Reason.UNKNOWN_MARKET) from None
+
+    def set_market_status(self, symbol: str, status: str) -> list:
+        if status not in _STATUS:
+            raise ValueError(f"status: must be one of {', '.join(_STATUS)}")
+        return self.core.set_market_status(self.market(symbol).id, _STATUS[status])
+
+    # -- accounts and money ---------------------------------------------
+    def create_account(self) -> int:
+        return self.core.add_account()
+
+    def suspend(self, account: int, suspended: bool = True) -> None:
+        self.core.set_account_suspended(account, suspended)
+
+    def _amount(self, asset: AssetInfo, amount) -> int:
+        return _units(amount, asset.unit, "amount", Reason.INVALID_AMOUNT)
+
+    def deposit(self, account: int, asset: str, amount: str | Decimal) -> None:
+        a = self.asset(asset)
+        self.core.deposit(account, a.id, self._amount(a, amount))
+
+    def withdraw(self, account: int, asset: str, amount: str | Decimal) -> None:
+        a = self.asset(asset)
+        self.core.withdraw(account, a.id, self._amount(a, amount))
+
+    def transfer(self, from_account: int, to_account: int, asset: str, amount: str | Decimal) -> None:
+        a = self.asset(asset)
+        self.core.transfer(from_account, to_account, a.id, self._amount(a, amount))
+
+    def balance(self, account: int, asset: str) -> tuple[Decimal, Decimal]:
+        """`(available, held)` in the asset's units."""
+        a = self.asset(asset)
+        available, held = self.core.balance(account, a.id)
+        return Decimal(available).scaleb(-a.decimals).normalize(), Decimal(held).scaleb(-a.decimals).normalize()
+
+    def fees(self, asset: str) -> Decimal:
+        a = self.asset(asset)
+        return Decimal(self.core.fees(a.id)).scaleb(-a.decimals).normalize()
+
+    # -- trading --------------------------------------------------------
+    def place(
+        self,
+        account: int,
+        market: str,
+        side: Side | str,
+        qty: str | Decimal,
+        price: str | Decimal | None = None,
+        *,
+        order_type: OrderType | str = OrderType.LIMIT,
+        tif: TimeInForce | str | None = None,
+        stp: Stp | str = Stp.NONE,
+        post_only: bool = False,
+        display_qty: str | Decimal | None = None,
+        trigger_price: str | Decimal | None = None,
+        expire_ts: int = 0,
+    ) -> Placed:
+        """Places an order; prices and quantities are decimal strings.
+
+        `price` is the limit price, or for market-type orders an optional
+        protection price (required for market-type buys that wait for a
+        trigger)."""
+        m = self.market(market)
+        side = _enum(Side, side, "side")
+        otype = _enum(OrderType, order_type, "order_type")
+        if tif is None:
+            tif = TimeInForce.IOC if otype in _MARKET_TYPES else TimeInForce.GTC
+        lots = _units(qty, m.lot_size, "qty", Reason.OFF_LOT_GRID)
+        ticks = 0 if price is None else _units(price, m.tick_size, "price", Reason.OFF_TICK_GRID)
+        display = 0 if display_qty is None else _units(display_qty, m.lot_size, "display_qty", Reason.INVALID_DISPLAY)
+        trigger = 0 if trigger_price is None else _units(trigger_price, m.tick_size, "trigger_price", Reason.OFF_TICK_GRID)
+        order_id, events = self.core.place(
+            account, m.id, side, lots, ticks, otype, _enum(TimeInForce, tif, "tif"),
+            _enum(Stp, stp, "stp"), post_only, display, trigger, False, expire_ts,
+        )
+        return Placed(order_id, events)
+
+    def cancel(self, account: int, order_id: int) -> list:
+        return self.core.cancel(account, order_id)
+
+    def amend(self, account: int, order_id: int, *, price=None, qty=None) -> list:
+        m = self._market_of(order_id)
+        ticks = 0 if price is None else _units(price, m.tick_size, "price", Reason.OFF_TICK_GRID)
+        lots = 0 if qty is None else _units(qty, m.lot_size, "qty", Reason.OFF_LOT_GRID)
+        return self.core.amend(account, order_id, ticks, lots)
+
+    def cancel_all(self, account: int, market: str | None = None) -> list:
+        return self.core.cancel_all(account, None if market is None else self.market(market).id)
+
+    def advance_time(self, ts: int) -> list:
+        return self.core.advance_time(ts)
+
+    def observe_price(self, market: str, price: str | Decimal) -> list:
+        m = self.market(market)
+        return self.core.observe_price(m.id, _units(price, m.tick_size, "price", Reason.OFF_TICK_GRID))
+
+    def depth(self, market: str, n: int = 10) -> tuple[list, list]:
+        """`(bids, asks)` as `(price, qty, orders)` with decimal price and quantity."""
+        m = self.market(market)
+        bids, asks = self.core.book_depth(m.id, n)
+        conv = lambda lv: [(lv_p * m.tick_size, lv_q * m.lot_size, c) for lv_p, lv_q, c in lv]  # noqa: E731
+        return conv(bids), conv(asks)
+
+    def _market_of(self, order_id: int) -> MarketInfo:
+        hold = self.core.order_hold(order_id)
+        if hold is None:
+            raise OrderRejected(f"order_id: no open order {order_id}", Reason.UNKNOWN_ORDER)
+        return self._market_by_id[hold[1]]
+
+
+_MARKET_TYPES = {OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.TRAILING_STOP}
+

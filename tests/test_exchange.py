@@ -1,0 +1,104 @@
+"""The Python Exchange facade: exact decimal conversion, clear errors,
+settlement with fees, holds released, conservation."""
+
+from decimal import Decimal
+
+import pytest
+
+pytest.importorskip("lxdex._core")
+
+from lxdex import Exchange, OrderRejected, Reason  # noqa: E402
+
+
+@pytest.fixture
+def ex():
+    ex = Exchange()
+    ex.add_asset("BTC", 8)
+    ex.add_asset("USD", 6)
+    ex.add_market("BTC-USD", base="BTC", quote="USD", tick_size="0.01", lot_size="0.0001",
+                  min_qty="0.0001", min_notional="1", maker_bps=-1, taker_bps=5)
+    return ex
+
+
+def funded(ex):
+    a, b = ex.create_account(), ex.create_account()
+    ex.deposit(a, "BTC", "2")
+    ex.deposit(b, "USD", "100000")
+    return a, b
+
+
+def test_trade_settles_with_fees_and_conserves(ex):
+    a, b = funded(ex)
+    sell = ex.place(a, "BTC-USD", "sell", qty="1", price="30000.00")
+    assert ex.balance(a, "BTC") == (Decimal("1"), Decimal("1"))
+    ex.place(b, "BTC-USD", "buy", qty="0.5", price="30500")
+    # 15000 USD notional: taker pays 5 bps (7.5), maker earns 1 bp (1.5).
+    assert ex.balance(b, "USD") == (Decimal("84992.5"), Decimal("0"))
+    assert ex.balance(a, "USD") == (Decimal("15001.5"), Decimal("0"))
+    assert ex.balance(b, "BTC") == (Decimal("0.5"), Decimal("0"))
+    assert ex.fees("USD") == Decimal("6")
+    ex.cancel(a, sell.order_id)
+    assert ex.balance(a, "BTC") == (Decimal("1.5"), Decimal("0"))
+    total_usd = sum(sum(ex.balance(x, "USD")) for x in (a, b)) + ex.fees("USD")
+    assert total_usd == Decimal("100000")
+    ex.core.check_invariants()
+
+
+def test_off_grid_values_are_rejected_naming_the_field(ex):
+    a, _ = funded(ex)
+    with pytest.raises(OrderRejected, match="price: 30000.001 is not a multiple of 0.01") as e:
+        ex.place(a, "BTC-USD", "sell", qty="1", price="30000.001")
+    assert e.value.reason == Reason.OFF_TICK_GRID
+    with pytest.raises(OrderRejected, match="qty: 0.00001 is not a multiple of 0.0001"):
+        ex.place(a, "BTC-USD", "sell", qty="0.00001", price="30000")
+    with pytest.raises(OrderRejected, match="not a float"):
+        ex.deposit(a, "BTC", 0.1)
+    with pytest.raises(OrderRejected, match="not a decimal number"):
+        ex.deposit(a, "BTC", "lots")
+    with pytest.raises(OrderRejected, match="market: no market 'ETH-USD'"):
+        ex.place(a, "ETH-USD", "sell", qty="1", price="1")
+    assert ex.balance(a, "BTC") == (Decimal("2"), Decimal("0"))
+
+
+def test_insufficient_funds_changes_nothing(ex):
+    a, b = funded(ex)
+    with pytest.raises(OrderRejected) as e:
+        ex.place(b, "BTC-USD", "buy", qty="10", price="30000")
+    assert e.value.reason == Reason.INSUFFICIENT_FUNDS
+    with pytest.raises(OrderRejected) as e:
+        ex.withdraw(a, "BTC", "2.00000001")
+    assert e.value.reason == Reason.INSUFFICIENT_FUNDS
+    assert ex.balance(b, "USD") == (Decimal("100000"), Decimal("0"))
+    assert ex.balance(a, "BTC") == (Decimal("2"), Decimal("0"))
+
+
+def test_market_config_must_fit_the_assets_decimals():
+    ex = Exchange()
+    ex.add_asset("BTC", 8)
+    ex.add_asset("USD", 2)
+    with pytest.raises(ValueError, match="tick_size: 0.01 x lot_size 0.0001 is finer than USD's 2 decimals"):
+        ex.add_market("BTC-USD", base="BTC", quote="USD", tick_size="0.01", lot_size="0.0001")
+    with pytest.raises(ValueError, match="lot_size: 1E-9 is finer than BTC's 8 decimals"):
+        ex.add_market("BTC-USD", base="BTC", quote="USD", tick_size="1", lot_size="0.000000001")
+    with pytest.raises(ValueError, match="symbol"):
+        ex.add_market("btc/usd", base="BTC", quote="USD", tick_size="1", lot_size="1")
+
+
+def test_suspended_accounts_cannot_trade_but_can_cancel(ex):
+    a, _ = funded(ex)
+    placed = ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
+    ex.suspend(a)
+    with pytest.raises(OrderRejected) as e:
+        ex.place(a, "BTC-USD", "sell", qty="0.1", price="30000")
+    assert e.value.reason == Reason.ACCOUNT_SUSPENDED
+    ex.cancel(a, placed.order_id)
+    assert ex.balance(a, "BTC") == (Decimal("2"), Decimal("0"))
+
+
+def test_another_accounts_order_is_unknown(ex):
+    a, b = funded(ex)
+    placed = ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
+    with pytest.raises(OrderRejected) as e:
+        ex.cancel(b, placed.order_id)
+    assert e.value.reason == Reason.UNKNOWN_ORDER
+    assert ex.depth("BTC-USD") == ([], [(Decimal("30000.00"), Decimal("1.0000"), 1)])
