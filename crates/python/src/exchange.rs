@@ -10,6 +10,11 @@ use pyo3::types::PyList;
 
 use crate::{command_buffer, events_to_numpy, rejected, wire, PyEvent, SendPtr};
 
+/// `(price, visible, count)` levels, best first.
+type Levels = Vec<(i64, i64, u32)>;
+/// `(order_id, owner, side, price, visible, hidden)`.
+type L3Row = (u64, u64, u8, i64, i64, i64);
+
 #[pyclass(name = "ExchangeCore", module = "lxdex._core", subclass)]
 pub struct PyExchange {
     x: Exchange,
@@ -213,12 +218,12 @@ impl PyExchange {
         self.x.now()
     }
 
-    fn book_depth(&self, market: u32, n: usize) -> PyResult<(Vec<(i64, i64, u32)>, Vec<(i64, i64, u32)>)> {
+    fn book_depth(&self, market: u32, n: usize) -> PyResult<(Levels, Levels)> {
         let b = self.book(market)?;
         let f = |s| b.depth(s, n).into_iter().map(|l| (l.price, l.visible, l.count)).collect();
         Ok((f(Side::Buy), f(Side::Sell)))
     }
-    fn book_l3(&self, market: u32) -> PyResult<Vec<(u64, u64, u8, i64, i64, i64)>> {
+    fn book_l3(&self, market: u32) -> PyResult<Vec<L3Row>> {
         Ok(self.book(market)?.l3().into_iter().map(|o| (o.order_id, o.owner, o.side as u8, o.price, o.visible, o.hidden)).collect())
     }
     fn book_last_price(&self, market: u32) -> PyResult<Option<i64>> {
