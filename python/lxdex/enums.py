@@ -69,6 +69,7 @@ class EventKind(IntEnum):
     AMENDED = 4
     TRIGGERED = 5
     ACTIVATED = 6
+    DEPTH = 7  # exchange only: a level's visible qty now; order_id = depth update id
 
 
 class Reason(IntEnum):

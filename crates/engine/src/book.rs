@@ -264,6 +264,8 @@ pub struct Book {
     expiry: BTreeSet<(u64, u64, u64)>,
     queue: VecDeque<(u64, i64)>,
     scratch: Vec<u64>,
+    /// Levels whose visible quantity changed, while depth tracking is on.
+    dirty: Option<Vec<(Side, i64)>>,
 }
 
 impl Default for Book {
@@ -302,6 +304,7 @@ impl Book {
             expiry: BTreeSet::new(),
             queue: VecDeque::new(),
             scratch: Vec::new(),
+            dirty: None,
         }
     }
 
@@ -477,6 +480,7 @@ impl Book {
             let ladder = self.ladder_mut(side);
             let li = ladder.find(Ladder::key(side, new_price)).expect("resting order has a level");
             ladder.levels[li].visible += new_visible - old_visible;
+            self.touch(side, new_price);
         } else {
             let o = self.unlink_resting(idx);
             let t = Taker {
@@ -1133,6 +1137,7 @@ impl Book {
         let li = self.ladder(side).levels.len() - 1;
         let head = self.ladder(side).levels[li].head;
         self.ladder_mut(side).levels[li].visible -= n;
+        self.touch(side, Ladder::price(side, self.ladder(side).keys[li]));
         let o = &mut self.orders[head as usize];
         o.visible -= n;
         if o.visible > 0 {
@@ -1270,6 +1275,7 @@ impl Book {
             self.orders[tail as usize].next = idx;
         }
         self.orders[idx as usize].prev = tail;
+        self.touch(side, t.price);
     }
 
     /// Removes a resting order from its level, the index and the expiry set,
@@ -1321,6 +1327,7 @@ impl Book {
             self.expiry.remove(&(o.expire_ts, o.seq, o.id));
         }
         self.free.push(idx);
+        self.touch(o.side, o.price);
         o
     }
 
@@ -1550,6 +1557,30 @@ impl Book {
         } else if tp == 0 && sl == 0 {
             self.groups.remove(&gid);
         }
+    }
+
+    #[inline]
+    fn touch(&mut self, side: Side, price: i64) {
+        if let Some(d) = &mut self.dirty {
+            d.push((side, price));
+        }
+    }
+
+    /// Turns depth tracking on or off: while on, every level whose visible
+    /// quantity may have changed is recorded for [`Book::take_touched_levels`].
+    pub fn set_depth_tracking(&mut self, on: bool) {
+        self.dirty = on.then(Vec::new);
+    }
+
+    /// The levels touched since the last call, each once, sorted by side
+    /// then price; with their visible quantity now (0: the level is gone).
+    pub fn take_touched_levels(&mut self, out: &mut Vec<(Side, i64, i64)>) {
+        let Some(mut d) = self.dirty.take() else { return };
+        d.sort_unstable();
+        d.dedup();
+        out.extend(d.iter().map(|&(s, p)| (s, p, self.volume_at(s, p))));
+        d.clear();
+        self.dirty = Some(d);
     }
 
     #[inline]

@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::book::Book;
 use crate::ledger::{Ledger, LedgerError};
+use crate::marketdata::MarketData;
 use crate::record::{kind, records, CommandRecord};
 use crate::types::*;
 
@@ -63,6 +64,9 @@ struct Market {
     cfg: MarketConfig,
     status: MarketStatus,
     book: Book,
+    md: MarketData,
+    /// Last depth update id (one per changed level, from 1).
+    depth_id: u64,
 }
 
 /// What an open order reserves.
@@ -87,6 +91,7 @@ pub struct Exchange {
     holds: FxHashMap<u64, Hold>,
     next_order_id: u64,
     now: u64,
+    touched: Vec<(Side, i64, i64)>,
 }
 
 fn ledger_reason(e: LedgerError) -> Reject {
@@ -170,7 +175,9 @@ impl Exchange {
         if !ok {
             return Err(Reason::InvalidMarketConfig.into());
         }
-        self.markets.push(Market { cfg, status: MarketStatus::Trading, book: Book::new(1, 1) });
+        let mut book = Book::new(1, 1);
+        book.set_depth_tracking(true);
+        self.markets.push(Market { cfg, status: MarketStatus::Trading, book, md: MarketData::default(), depth_id: 0 });
         Ok((self.markets.len() - 1) as u32)
     }
 
@@ -406,18 +413,44 @@ impl Exchange {
         Ok(())
     }
 
-    /// Moves funds for the events `out[start..]` of one market: fills settle
-    /// with fees, ended orders release what they still hold.
-    fn settle(&mut self, market: u32, start: usize, out: &mut [Event]) {
+    /// Moves funds for the events `out[start..]` of one market (fills settle
+    /// with fees, ended orders release what they still hold), records its
+    /// trades, and appends a `DEPTH` event per price level that changed.
+    fn settle(&mut self, market: u32, start: usize, out: &mut Vec<Event>) {
         let cfg = self.markets[market as usize].cfg;
         for e in out[start..].iter_mut() {
             e.market = market;
+        }
+        for e in &out[start..] {
             match e.kind {
-                EventKind::Fill => self.settle_fill(&cfg, e),
+                EventKind::Fill => {
+                    self.settle_fill(&cfg, e);
+                    self.markets[market as usize].md.record(self.now, e.price, e.qty, e.side);
+                }
                 EventKind::Cancelled => self.after_reduce(e.order_id, e.remaining),
                 _ => {}
             }
         }
+        let m = &mut self.markets[market as usize];
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        m.book.take_touched_levels(&mut touched);
+        for &(side, price, qty) in &touched {
+            m.depth_id += 1;
+            out.push(Event { market, side, price, qty, order_id: m.depth_id, ..Event::new(EventKind::Depth) });
+        }
+        self.touched = touched;
+    }
+
+    /// A market's last depth update id, with its best `n` levels per side.
+    pub fn depth_snapshot(&self, market: u32, n: usize) -> Option<(u64, Vec<crate::DepthLevel>, Vec<crate::DepthLevel>)> {
+        let m = self.markets.get(market as usize)?;
+        Some((m.depth_id, m.book.depth(Side::Buy, n), m.book.depth(Side::Sell, n)))
+    }
+
+    /// A market's trades, candles and ticker.
+    pub fn market_data(&self, market: u32) -> Option<&MarketData> {
+        self.markets.get(market as usize).map(|m| &m.md)
     }
 
     fn settle_fill(&mut self, cfg: &MarketConfig, e: &Event) {

@@ -27,6 +27,7 @@
 mod book;
 pub mod exchange;
 pub mod ledger;
+pub mod marketdata;
 mod markets;
 pub mod record;
 mod types;

@@ -136,6 +136,9 @@ wire_enum!(
         Amended = 4,
         Triggered = 5,
         Activated = 6,
+        /// Exchange only: a price level's visible quantity is now `qty`
+        /// (0: gone); `order_id` is the market's depth update id.
+        Depth = 7,
     }
 );
 

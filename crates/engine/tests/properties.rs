@@ -109,7 +109,7 @@ impl Ledger {
                 EventKind::Activated => {
                     *self.open.get_mut(&e.order_id).expect("activated child is live") = e.qty;
                 }
-                EventKind::Triggered | EventKind::Rejected => {}
+                EventKind::Triggered | EventKind::Rejected | EventKind::Depth => {}
             }
         }
     }
