@@ -102,3 +102,28 @@ def test_another_accounts_order_is_unknown(ex):
         ex.cancel(b, placed.order_id)
     assert e.value.reason == Reason.UNKNOWN_ORDER
     assert ex.depth("BTC-USD") == ([], [(Decimal("30000.00"), Decimal("1.0000"), 1)])
+
+
+def test_market_data_from_trades(ex):
+    a, b = funded(ex)
+    ex.advance_time(1_700_000_000_000)
+    ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
+    ex.place(b, "BTC-USD", "buy", qty="0.25", price="30000")
+    ex.advance_time(1_700_000_061_000)
+    ex.place(b, "BTC-USD", "buy", qty="0.25", price="30000")
+    trades = ex.trades("BTC-USD")
+    assert [(t["id"], t["price"], t["qty"], t["taker_side"]) for t in trades] == [
+        (1, Decimal("30000.00"), Decimal("0.2500"), "buy"),
+        (2, Decimal("30000.00"), Decimal("0.2500"), "buy"),
+    ]
+    one_minute = ex.candles("BTC-USD", "1m")
+    assert len(one_minute) == 2 and one_minute[0]["volume"] == Decimal("0.25")
+    (hour,) = ex.candles("BTC-USD", "1h")
+    assert hour["volume"] == Decimal("0.5") and hour["trades"] == 2
+    assert hour["quote_volume"] == Decimal("15000")
+    t = ex.ticker("BTC-USD")
+    assert t["last"] == Decimal("30000") and t["volume"] == Decimal("0.5") and t["change_pct"] == 0
+    update_id, bids, asks = ex.depth_snapshot("BTC-USD")
+    assert asks == [(Decimal("30000.00"), Decimal("0.5000"), 1)] and update_id == 3
+    with pytest.raises(ValueError, match="interval"):
+        ex.candles("BTC-USD", "2m")

@@ -259,6 +259,47 @@ class Exchange:
         conv = lambda lv: [(lv_p * m.tick_size, lv_q * m.lot_size, c) for lv_p, lv_q, c in lv]  # noqa: E731
         return conv(bids), conv(asks)
 
+    def depth_snapshot(self, market: str, n: int = 100) -> tuple[int, list, list]:
+        """`(last_update_id, bids, asks)`: apply DEPTH events with a larger id to resync."""
+        m = self.market(market)
+        update_id, bids, asks = self.core.depth_snapshot(m.id, n)
+        conv = lambda lv: [(p * m.tick_size, q * m.lot_size, c) for p, q, c in lv]  # noqa: E731
+        return update_id, conv(bids), conv(asks)
+
+    def trades(self, market: str, limit: int = 500) -> list[dict]:
+        """Recent trades, oldest first."""
+        m = self.market(market)
+        return [
+            {"id": i, "ts": ts, "price": p * m.tick_size, "qty": q * m.lot_size,
+             "taker_side": Side(s).name.lower()}
+            for i, ts, p, q, s in self.core.trades(m.id, limit)
+        ]
+
+    def candles(self, market: str, interval: str, since: int = 0, limit: int = 500) -> list[dict]:
+        """OHLCV candles (start in ms), oldest first; intervals as Binance names them."""
+        m = self.market(market)
+        qv = m.tick_size * m.lot_size
+        return [
+            {"start": start, "open": o * m.tick_size, "high": h * m.tick_size, "low": lo * m.tick_size,
+             "close": c * m.tick_size, "volume": v * m.lot_size, "quote_volume": qvol * qv, "trades": n}
+            for start, o, h, lo, c, v, qvol, n in self.core.candles(m.id, interval, since, limit)
+        ]
+
+    def ticker(self, market: str) -> dict | None:
+        """Rolling 24 h statistics, or None before the first trade in the window."""
+        m = self.market(market)
+        t = self.core.ticker(m.id)
+        if t is None:
+            return None
+        o, h, lo, last, v, qvol, n = t
+        return {
+            "open": o * m.tick_size, "high": h * m.tick_size, "low": lo * m.tick_size,
+            "last": last * m.tick_size, "volume": v * m.lot_size,
+            "quote_volume": qvol * m.tick_size * m.lot_size, "trades": n,
+            "change": (last - o) * m.tick_size,
+            "change_pct": (Decimal(last - o) * 100 / o).quantize(Decimal("0.01")),
+        }
+
     def _market_of(self, order_id: int) -> MarketInfo:
         hold = self.core.order_hold(order_id)
         if hold is None:

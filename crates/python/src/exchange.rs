@@ -2,6 +2,7 @@
 //! settlement) at integer level. `lxdex.exchange.Exchange` wraps it with
 //! symbols and decimal amounts.
 
+use lxdex_engine::marketdata::Interval;
 use lxdex_engine::record::COMMAND_RECORD_SIZE;
 use lxdex_engine::{Event, Exchange, MarketConfig, MarketStatus, OrderRequest, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
 use pyo3::exceptions::PyValueError;
@@ -234,10 +235,49 @@ impl PyExchange {
         Ok(self.book(market)?.snapshot())
     }
 
+    /// `(last depth update id, bids, asks)`: the resync snapshot for DEPTH diffs.
+    #[pyo3(signature = (market, n = 100))]
+    fn depth_snapshot(&self, market: u32, n: usize) -> PyResult<(u64, Levels, Levels)> {
+        let (id, bids, asks) = self.x.depth_snapshot(market, n).ok_or_else(|| unknown_market(market))?;
+        let f = |v: Vec<lxdex_engine::DepthLevel>| v.into_iter().map(|l| (l.price, l.visible, l.count)).collect();
+        Ok((id, f(bids), f(asks)))
+    }
+
+    /// Recent trades `(id, ts, price, qty, taker_side)`, oldest first.
+    #[pyo3(signature = (market, limit = 500))]
+    #[allow(clippy::type_complexity)]
+    fn trades(&self, market: u32, limit: usize) -> PyResult<Vec<(u64, u64, i64, i64, u8)>> {
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        Ok(md.trades(limit).map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8)).collect())
+    }
+
+    /// Candles `(start_ms, open, high, low, close, volume, quote_volume, trades)`
+    /// of a Binance-style interval (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 1w 1M).
+    #[pyo3(signature = (market, interval, since = 0, limit = 500))]
+    #[allow(clippy::type_complexity)]
+    fn candles(&self, market: u32, interval: &str, since: u64, limit: usize) -> PyResult<Vec<(u64, i64, i64, i64, i64, i64, i128, u64)>> {
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        let iv = Interval::parse(interval).ok_or_else(|| {
+            PyValueError::new_err(format!("interval: {interval:?} is not one of 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 1w 1M"))
+        })?;
+        Ok(md.candles(iv, since, limit).into_iter().map(|c| (c.start, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades)).collect())
+    }
+
+    /// The rolling 24 h ticker `(open, high, low, last, volume, quote_volume, trades)`, or None.
+    #[allow(clippy::type_complexity)]
+    fn ticker(&self, market: u32) -> PyResult<Option<(i64, i64, i64, i64, i64, i128, u64)>> {
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        Ok(md.ticker(self.x.now()).map(|t| (t.open, t.high, t.low, t.last, t.volume, t.quote_volume, t.trades)))
+    }
+
     fn check_invariants(&self) -> PyResult<()> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.x.check_invariants()))
             .map_err(|_| pyo3::exceptions::PyAssertionError::new_err("exchange invariant broken (see stderr)"))
     }
+}
+
+fn unknown_market(market: u32) -> PyErr {
+    PyValueError::new_err(format!("market: no market {market}"))
 }
 
 impl PyExchange {
