@@ -186,13 +186,19 @@ impl Ledger {
             return Ok(());
         }
         positive(amount)?;
-        if self.balance(account, asset)?.available < amount {
-            return Err(LedgerError::InsufficientFunds);
+        self.check_asset(asset)?;
+        let balances = self.accounts.get_mut(account as usize).ok_or(LedgerError::UnknownAccount)?;
+        // One lookup; a missing balance is zero, so the hold fails without
+        // inserting anything.
+        match balances.binary_search_by_key(&asset, |b| b.asset) {
+            Ok(i) if balances[i].available >= amount => {
+                let b = &mut balances[i];
+                b.held += amount;
+                b.available -= amount;
+                Ok(())
+            }
+            _ => Err(LedgerError::InsufficientFunds),
         }
-        let b = self.slot(account, asset)?;
-        b.held += amount;
-        b.available -= amount;
-        Ok(())
     }
 
     /// Moves `amount` from held back to available.
