@@ -127,3 +127,19 @@ def test_market_data_from_trades(ex):
     assert asks == [(Decimal("30000.00"), Decimal("0.5000"), 1)] and update_id == 3
     with pytest.raises(ValueError, match="interval"):
         ex.candles("BTC-USD", "2m")
+
+
+def test_open_orders_and_recent_fills(ex):
+    a, b = funded(ex)
+    sell = ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
+    stop = ex.place(a, "BTC-USD", "sell", qty="0.5", price=None, order_type="stop_market",
+                    trigger_price="25000")
+    ex.place(b, "BTC-USD", "buy", qty="0.25", price="30000")
+    rows = ex.open_orders(a)
+    assert [(r["order_id"], r["status"]) for r in rows] == [(sell.order_id, "resting"), (stop.order_id, "pending")]
+    assert rows[0]["qty"] == Decimal("0.75") and rows[1]["trigger_price"] == Decimal("25000")
+    (fill,) = ex.recent_fills(a)
+    assert fill["maker"] and fill["side"] == "sell" and fill["fee"] == Decimal("-0.75")
+    (fill,) = ex.recent_fills(b)
+    assert not fill["maker"] and fill["fee"] == Decimal("3.75")
+    assert ex.open_orders(b) == []

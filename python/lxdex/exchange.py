@@ -300,6 +300,35 @@ class Exchange:
             "change_pct": (Decimal(last - o) * 100 / o).quantize(Decimal("0.01")),
         }
 
+    def open_orders(self, account: int) -> list[dict]:
+        """The account's open orders (resting or waiting for a trigger), by id."""
+        out = []
+        for o in self.core.open_orders(account):
+            m = self._market_by_id[o["market"]]
+            row = {"order_id": o["order_id"], "market": m.symbol, "status": o["status"],
+                   "side": Side(o["side"]).name.lower()}
+            if o["status"] == "resting":
+                row |= {"price": o["price"] * m.tick_size,
+                        "qty": (o["visible"] + o["hidden"]) * m.lot_size,
+                        "visible_qty": o["visible"] * m.lot_size}
+            else:
+                row |= {"order_type": OrderType(o["order_type"]).name.lower(),
+                        "trigger_price": o["trigger"] * m.tick_size,
+                        "price": o["price"] * m.tick_size, "qty": o["qty"] * m.lot_size}
+            out.append(row)
+        return out
+
+    def recent_fills(self, account: int) -> list[dict]:
+        """The account's last fills (at most 100), oldest first; fee in the quote asset."""
+        out = []
+        for ts, order_id, market, side, maker, price, qty, fee in self.core.recent_fills(account):
+            m = self._market_by_id[market]
+            out.append({"ts": ts, "order_id": order_id, "market": m.symbol,
+                        "side": Side(side).name.lower(), "maker": maker,
+                        "price": price * m.tick_size, "qty": qty * m.lot_size,
+                        "fee": Decimal(fee).scaleb(-m.quote.decimals).normalize()})
+        return out
+
     def _market_of(self, order_id: int) -> MarketInfo:
         hold = self.core.order_hold(order_id)
         if hold is None:

@@ -6,6 +6,8 @@
 //! markets); books see them as their caller-assigned ids and accounts as
 //! owners. A rejected command returns `Err` and changes nothing.
 
+use std::collections::VecDeque;
+
 use rustc_hash::FxHashMap;
 
 use crate::book::Book;
@@ -92,6 +94,26 @@ pub struct Exchange {
     next_order_id: u64,
     now: u64,
     touched: Vec<(Side, i64, i64)>,
+    /// Per account: its open order ids (unordered) and its recent fills.
+    open: Vec<Vec<u64>>,
+    history: Vec<VecDeque<FillRecord>>,
+}
+
+/// How many fills each account's recent history keeps.
+pub const HISTORY_KEPT: usize = 100;
+
+/// One fill as the account that took part in it sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillRecord {
+    pub ts: u64,
+    pub order_id: u64,
+    pub market: u32,
+    pub side: Side,
+    pub maker: bool,
+    pub price: i64,
+    pub qty: i64,
+    /// Fee paid in the quote asset (negative: a rebate received).
+    pub fee: i64,
 }
 
 fn ledger_reason(e: LedgerError) -> Reject {
@@ -201,6 +223,8 @@ impl Exchange {
     /// Adds an account; returns its id.
     pub fn add_account(&mut self) -> u32 {
         self.suspended.push(false);
+        self.open.push(Vec::new());
+        self.history.push(VecDeque::new());
         self.ledger.add_account()
     }
 
@@ -299,6 +323,7 @@ impl Exchange {
         let held = held as i64;
         self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
         self.holds.insert(id, Hold { account, market, side, asset, held, per_lot });
+        self.open[account as usize].push(id);
         self.next_order_id += 1;
         let start = out.len();
         self.markets[market as usize].book.submit(&req, out).expect("validated above");
@@ -479,6 +504,29 @@ impl Exchange {
         self.holds.get_mut(&seller).unwrap().held -= base;
         self.after_reduce(buyer, buyer_rem);
         self.after_reduce(seller, seller_rem);
+        let taker_is_buyer = e.side == Side::Buy;
+        for (h, order_id, side, fee, maker) in [
+            (b, buyer, Side::Buy, buyer_fee, !taker_is_buyer),
+            (s, seller, Side::Sell, seller_fee, taker_is_buyer),
+        ] {
+            let hist = &mut self.history[h.account as usize];
+            if hist.len() == HISTORY_KEPT {
+                hist.pop_front();
+            }
+            hist.push_back(FillRecord { ts: self.now, order_id, market: h.market, side, maker, price: e.price, qty: e.qty, fee });
+        }
+    }
+
+    /// An account's open order ids, ascending.
+    pub fn open_orders(&self, account: u32) -> Option<Vec<u64>> {
+        let mut v = self.open.get(account as usize)?.clone();
+        v.sort_unstable();
+        Some(v)
+    }
+
+    /// An account's most recent fills (at most [`HISTORY_KEPT`]), oldest first.
+    pub fn recent_fills(&self, account: u32) -> Option<&VecDeque<FillRecord>> {
+        self.history.get(account as usize)
     }
 
     /// An order's remaining quantity is now `remaining`: release what it no
@@ -497,6 +545,9 @@ impl Exchange {
         let (account, asset) = (h.account, h.asset);
         if remaining == 0 {
             self.holds.remove(&order_id);
+            let open = &mut self.open[account as usize];
+            let i = open.iter().position(|&o| o == order_id).expect("open order is listed");
+            open.swap_remove(i);
         } else {
             h.held = keep;
         }
@@ -567,6 +618,11 @@ impl Exchange {
         }
         let live: usize = self.markets.iter().map(|m| m.book.len() + m.book.pending_len()).sum();
         assert_eq!(live, self.holds.len(), "every live order has a hold");
+        let listed: usize = self.open.iter().map(|v| v.len()).sum();
+        assert_eq!(listed, self.holds.len(), "every open order is listed under its account");
+        for (a, v) in self.open.iter().enumerate() {
+            assert!(v.iter().all(|id| self.holds[id].account == a as u32));
+        }
         for m in &self.markets {
             m.book.check_invariants();
         }

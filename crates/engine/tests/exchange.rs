@@ -57,6 +57,13 @@ fn fill_settles_base_quote_and_fees() {
     assert_eq!(bal(&x, 0, 0), (995_000, 2_000));
     assert_eq!(bal(&x, 0, 1), (10_000_000 + notional + rebate, 0));
     assert_eq!(x.ledger().fees(1).unwrap(), taker_fee - rebate);
+    let seller = x.recent_fills(0).unwrap();
+    assert_eq!(seller.len(), 1);
+    assert_eq!((seller[0].side, seller[0].maker, seller[0].qty, seller[0].fee), (S, true, 3, -rebate));
+    let buyer = x.recent_fills(1).unwrap();
+    assert_eq!((buyer[0].side, buyer[0].maker, buyer[0].fee), (B, false, taker_fee));
+    assert_eq!(x.open_orders(0).unwrap(), vec![1]);
+    assert!(x.open_orders(1).unwrap().is_empty());
     x.check_invariants();
 }
 

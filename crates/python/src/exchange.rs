@@ -4,10 +4,10 @@
 
 use lxdex_engine::marketdata::Interval;
 use lxdex_engine::record::COMMAND_RECORD_SIZE;
-use lxdex_engine::{Event, Exchange, MarketConfig, MarketStatus, OrderRequest, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
+use lxdex_engine::{Event, Exchange, MarketConfig, MarketStatus, OrderRequest, OrderStatus, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
 use crate::{command_buffer, events_to_numpy, rejected, wire, PyEvent, SendPtr};
 
@@ -268,6 +268,46 @@ impl PyExchange {
     fn ticker(&self, market: u32) -> PyResult<Option<(i64, i64, i64, i64, i64, i128, u64)>> {
         let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
         Ok(md.ticker(self.x.now()).map(|t| (t.open, t.high, t.low, t.last, t.volume, t.quote_volume, t.trades)))
+    }
+
+    /// An account's open orders as dicts (market, and the book's view of the order).
+    fn open_orders<'py>(&self, py: Python<'py>, account: u32) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let ids = self.x.open_orders(account).ok_or_else(|| PyValueError::new_err(format!("account: no account {account}")))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (_, market, _, held) = self.x.order_hold(id).expect("open order has a hold");
+            let d = PyDict::new(py);
+            d.set_item("order_id", id)?;
+            d.set_item("market", market)?;
+            d.set_item("held", held)?;
+            match self.x.book(market).and_then(|b| b.order(id)) {
+                Some(OrderStatus::Resting(o)) => {
+                    d.set_item("status", "resting")?;
+                    d.set_item("side", o.side as u8)?;
+                    d.set_item("price", o.price)?;
+                    d.set_item("visible", o.visible)?;
+                    d.set_item("hidden", o.hidden)?;
+                }
+                Some(OrderStatus::Pending(p)) => {
+                    d.set_item("status", if p.active { "pending" } else { "inactive" })?;
+                    d.set_item("side", p.side as u8)?;
+                    d.set_item("order_type", p.order_type as u8)?;
+                    d.set_item("trigger", p.trigger)?;
+                    d.set_item("price", p.price)?;
+                    d.set_item("qty", p.qty)?;
+                }
+                None => unreachable!("open order is in its book"),
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// An account's recent fills `(ts, order_id, market, side, maker, price, qty, fee)`, oldest first.
+    #[allow(clippy::type_complexity)]
+    fn recent_fills(&self, account: u32) -> PyResult<Vec<(u64, u64, u32, u8, bool, i64, i64, i64)>> {
+        let h = self.x.recent_fills(account).ok_or_else(|| PyValueError::new_err(format!("account: no account {account}")))?;
+        Ok(h.iter().map(|f| (f.ts, f.order_id, f.market, f.side as u8, f.maker, f.price, f.qty, f.fee)).collect())
     }
 
     fn check_invariants(&self) -> PyResult<()> {
