@@ -143,3 +143,22 @@ def test_open_orders_and_recent_fills(ex):
     (fill,) = ex.recent_fills(b)
     assert not fill["maker"] and fill["fee"] == Decimal("3.75")
     assert ex.open_orders(b) == []
+
+
+def test_snapshot_restore_and_replay_reach_the_same_hash(ex):
+    a, b = funded(ex)
+    ex.advance_time(1_700_000_000_000)
+    ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
+    ex.place(b, "BTC-USD", "buy", qty="0.25", price="30000")
+    snap, h = ex.snapshot(), ex.state_hash()
+    restored = Exchange.restore(snap)
+    assert restored.state_hash() == h
+    assert restored.balance(b, "BTC") == ex.balance(b, "BTC")
+    # The same commands after the snapshot reach the same state.
+    for x in (ex, restored):
+        x.advance_time(1_700_000_100_000)
+        x.place(b, "BTC-USD", "buy", qty="0.5", price="30000")
+    assert restored.state_hash() == ex.state_hash() != h
+    assert restored.candles("BTC-USD", "1m") == ex.candles("BTC-USD", "1m")
+    with pytest.raises(ValueError):
+        Exchange.restore(snap[:-10])

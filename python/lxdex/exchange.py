@@ -22,7 +22,10 @@ symbol tables. The rules (holds, fee rounding, conservation) are in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import struct
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -328,6 +331,44 @@ class Exchange:
                         "price": price * m.tick_size, "qty": qty * m.lot_size,
                         "fee": Decimal(fee).scaleb(-m.quote.decimals).normalize()})
         return out
+
+    # -- state ------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """Canonical bytes of the whole state: the symbol registry and the core."""
+        registry = {
+            "assets": [[a.symbol, a.decimals] for a in sorted(self._assets.values(), key=lambda a: a.id)],
+            "markets": [
+                [m.symbol, m.base.symbol, m.quote.symbol, str(m.tick_size), str(m.lot_size),
+                 m.maker_bps, m.taker_bps]
+                for m in self._market_by_id
+            ],
+        }
+        head = json.dumps(registry, sort_keys=True, separators=(",", ":")).encode()
+        return b"LXPY" + struct.pack("<Q", len(head)) + head + self.core.snapshot()
+
+    @classmethod
+    def restore(cls, data: bytes) -> "Exchange":
+        """An exchange in the state `snapshot()` captured (ValueError if invalid)."""
+        if data[:4] != b"LXPY" or len(data) < 12:
+            raise ValueError("not an lxdex exchange snapshot")
+        (n,) = struct.unpack_from("<Q", data, 4)
+        try:
+            registry = json.loads(data[12 : 12 + n])
+        except ValueError as e:
+            raise ValueError(f"exchange snapshot registry unreadable: {e}") from None
+        ex = cls()
+        ex.core.load_snapshot(data[12 + n :])
+        for i, (symbol, decimals) in enumerate(registry["assets"]):
+            ex._assets[symbol] = AssetInfo(i, symbol, decimals)
+        for i, (symbol, base, quote, tick, lot, maker, taker) in enumerate(registry["markets"]):
+            m = MarketInfo(i, symbol, ex._assets[base], ex._assets[quote], Decimal(tick), Decimal(lot), maker, taker)
+            ex._markets[symbol] = m
+            ex._market_by_id.append(m)
+        return ex
+
+    def state_hash(self) -> str:
+        """SHA-256 of the canonical snapshot, hex."""
+        return hashlib.sha256(self.snapshot()).hexdigest()
 
     def _market_of(self, order_id: int) -> MarketInfo:
         hold = self.core.order_hold(order_id)

@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use crate::types::*;
 
 mod snapshot;
-pub use snapshot::SnapshotError;
+pub use crate::codec::SnapshotError;
 
 const NIL: u32 = u32::MAX;
 

@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 
 use crate::book::Book;
 use crate::ledger::{Ledger, LedgerError};
+use crate::codec::{bad, Reader, SnapshotError, Writer};
 use crate::marketdata::MarketData;
 use crate::record::{kind, records, CommandRecord};
 use crate::types::*;
@@ -554,6 +555,170 @@ impl Exchange {
         self.ledger.release(account, asset, excess);
     }
 
+    /// Consistency of everything the exchange keeps, as an error message.
+    fn verify(&self) -> Result<(), String> {
+        if let Err(asset) = self.ledger.check_conservation() {
+            return Err(format!("asset {asset} not conserved"));
+        }
+        let mut held: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
+        for (&id, h) in &self.holds {
+            *held.entry((h.account, h.asset)).or_default() += h.held;
+            let m = self.markets.get(h.market as usize).ok_or("hold in unknown market")?;
+            let (owner, side) = match m.book.order(id) {
+                Some(crate::OrderStatus::Resting(o)) => (o.owner, o.side),
+                Some(crate::OrderStatus::Pending(p)) => (p.owner, p.side),
+                None => return Err(format!("order {id} holds funds but is not in its book")),
+            };
+            let asset = if side == Side::Buy { m.cfg.quote } else { m.cfg.base };
+            if owner != h.account as u64 || side != h.side || asset != h.asset || h.held < 0 || h.per_lot < 0 {
+                return Err(format!("order {id}: owner, side or hold inconsistent"));
+            }
+        }
+        for account in 0..self.ledger.account_count() as u32 {
+            for b in self.ledger.balances(account).map_err(|e| e.to_string())? {
+                let want = held.get(&(account, b.asset)).copied().unwrap_or(0);
+                if b.held != want {
+                    return Err(format!("account {account} asset {}: ledger holds {} but orders {want}", b.asset, b.held));
+                }
+            }
+        }
+        let live: usize = self.markets.iter().map(|m| m.book.len() + m.book.pending_len()).sum();
+        if live != self.holds.len() {
+            return Err(format!("{live} live orders but {} holds", self.holds.len()));
+        }
+        let listed: usize = self.open.iter().map(|v| v.len()).sum();
+        if listed != self.holds.len() {
+            return Err("open-order lists do not match the holds".into());
+        }
+        for (a, v) in self.open.iter().enumerate() {
+            if !v.iter().all(|id| self.holds.get(id).is_some_and(|h| h.account == a as u32)) {
+                return Err(format!("account {a} lists an order that is not its own"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole exchange state as canonical bytes: equal states give equal
+    /// bytes, so a SHA-256 of them is the state hash.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::new());
+        w.0.extend_from_slice(b"LXEX");
+        w.0.extend_from_slice(&1u16.to_le_bytes());
+        w.u64(self.now);
+        w.u64(self.next_order_id);
+        self.ledger.encode(&mut w);
+        w.u64(self.suspended.len() as u64);
+        for &s in &self.suspended {
+            w.u8(s as u8);
+        }
+        w.u64(self.markets.len() as u64);
+        for m in &self.markets {
+            let c = &m.cfg;
+            w.u32(c.base);
+            w.u32(c.quote);
+            for v in [c.lot_units, c.tick_units, c.min_qty, c.min_notional, c.band_bps, c.maker_bps, c.taker_bps] {
+                w.i64(v);
+            }
+            w.u8(m.status as u8);
+            w.u64(m.depth_id);
+            w.bytes(&m.book.snapshot());
+            m.md.encode(&mut w);
+        }
+        let mut ids: Vec<u64> = self.holds.keys().copied().collect();
+        ids.sort_unstable();
+        w.u64(ids.len() as u64);
+        for id in ids {
+            let h = &self.holds[&id];
+            w.u64(id);
+            w.u32(h.account);
+            w.u32(h.market);
+            w.u8(h.side as u8);
+            w.u32(h.asset);
+            w.i64(h.held);
+            w.i64(h.per_lot);
+        }
+        for hist in &self.history {
+            w.u64(hist.len() as u64);
+            for f in hist {
+                w.u64(f.ts);
+                w.u64(f.order_id);
+                w.u32(f.market);
+                w.u8(f.side as u8);
+                w.u8(f.maker as u8);
+                w.i64(f.price);
+                w.i64(f.qty);
+                w.i64(f.fee);
+            }
+        }
+        w.0
+    }
+
+    /// Rebuilds an exchange from [`Exchange::snapshot`] bytes; corrupt or
+    /// inconsistent bytes give an error, never a half-built exchange.
+    pub fn restore(bytes: &[u8]) -> Result<Exchange, SnapshotError> {
+        let mut r = Reader { b: bytes, at: 0 };
+        if r.take(4)? != b"LXEX" || r.take(2)? != 1u16.to_le_bytes() {
+            return bad("not an exchange snapshot (magic or version)");
+        }
+        let mut x = Exchange::new();
+        x.now = r.u64()?;
+        x.next_order_id = r.u64()?;
+        x.ledger = Ledger::decode(&mut r)?;
+        let n = r.count(1)?;
+        if n != x.ledger.account_count() {
+            return bad("account count differs from the ledger's");
+        }
+        for _ in 0..n {
+            x.suspended.push(r.flag("suspended")?);
+            x.open.push(Vec::new());
+        }
+        for _ in 0..r.count(8)? {
+            let (base, quote) = (r.u32()?, r.u32()?);
+            let v: Vec<i64> = (0..7).map(|_| r.i64()).collect::<Result<_, _>>()?;
+            let cfg = MarketConfig {
+                base, quote, lot_units: v[0], tick_units: v[1], min_qty: v[2], min_notional: v[3],
+                band_bps: v[4], maker_bps: v[5], taker_bps: v[6],
+            };
+            let status = r.enum_(MarketStatus::from_u8, "market status")?;
+            let depth_id = r.u64()?;
+            let mut book = Book::restore(r.bytes()?)?;
+            let md = MarketData::decode(&mut r)?;
+            let id = x.add_market(cfg).map_err(|_| SnapshotError("market config invalid".into()))?;
+            book.set_depth_tracking(true);
+            let m = &mut x.markets[id as usize];
+            (m.status, m.depth_id, m.book, m.md) = (status, depth_id, book, md);
+        }
+        for _ in 0..r.count(37)? {
+            let id = r.u64()?;
+            let (account, market) = (r.u32()?, r.u32()?);
+            let side = r.enum_(Side::from_u8, "hold side")?;
+            let (asset, held, per_lot) = (r.u32()?, r.i64()?, r.i64()?);
+            if account as usize >= x.open.len() || x.holds.contains_key(&id) || id >= x.next_order_id {
+                return bad(format!("hold of order {id} inconsistent"));
+            }
+            x.holds.insert(id, Hold { account, market, side, asset, held, per_lot });
+            x.open[account as usize].push(id);
+        }
+        for _ in 0..n {
+            let mut hist = VecDeque::new();
+            let k = r.count(46)?;
+            if k > HISTORY_KEPT {
+                return bad("fill history longer than kept");
+            }
+            for _ in 0..k {
+                let (ts, order_id, market) = (r.u64()?, r.u64()?, r.u32()?);
+                let side = r.enum_(Side::from_u8, "fill side")?;
+                let maker = r.flag("maker")?;
+                let (price, qty, fee) = (r.i64()?, r.i64()?, r.i64()?);
+                hist.push_back(FillRecord { ts, order_id, market, side, maker, price, qty, fee });
+            }
+            x.history.push(hist);
+        }
+        r.done()?;
+        x.verify().map_err(SnapshotError)?;
+        Ok(x)
+    }
+
     /// Applies one batch record (see `docs/exchange.md`): the record's
     /// `owner` is the account and `market` the market (`u32::MAX` in a
     /// `MASS_CANCEL`: every market). A rejection becomes a `REJECTED` event.
@@ -606,22 +771,8 @@ impl Exchange {
     /// order's hold equals what the ledger holds for its account. For tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        self.ledger.check_conservation().expect("conservation");
-        let mut held: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
-        for h in self.holds.values() {
-            *held.entry((h.account, h.asset)).or_default() += h.held;
-        }
-        for account in 0..self.ledger.account_count() as u32 {
-            for b in self.ledger.balances(account).unwrap() {
-                assert_eq!(b.held, held.get(&(account, b.asset)).copied().unwrap_or(0), "held of account {account} asset {}", b.asset);
-            }
-        }
-        let live: usize = self.markets.iter().map(|m| m.book.len() + m.book.pending_len()).sum();
-        assert_eq!(live, self.holds.len(), "every live order has a hold");
-        let listed: usize = self.open.iter().map(|v| v.len()).sum();
-        assert_eq!(listed, self.holds.len(), "every open order is listed under its account");
-        for (a, v) in self.open.iter().enumerate() {
-            assert!(v.iter().all(|id| self.holds[id].account == a as u32));
+        if let Err(e) = self.verify() {
+            panic!("exchange invariant broken: {e}");
         }
         for m in &self.markets {
             m.book.check_invariants();

@@ -317,3 +317,51 @@ mod tests {
         l.check_conservation().unwrap();
     }
 }
+
+mod encoding {
+    use super::*;
+    use crate::codec::{bad, Reader, SnapshotError, Writer};
+
+    impl Ledger {
+        pub(crate) fn encode(&self, w: &mut Writer) {
+            w.u64(self.assets.len() as u64);
+            for t in &self.assets {
+                w.i128(t.deposited);
+                w.i128(t.withdrawn);
+                w.i64(t.fees);
+            }
+            w.u64(self.accounts.len() as u64);
+            for balances in &self.accounts {
+                w.u64(balances.len() as u64);
+                for b in balances {
+                    w.u32(b.asset);
+                    w.i64(b.available);
+                    w.i64(b.held);
+                }
+            }
+        }
+
+        pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Ledger, SnapshotError> {
+            let mut l = Ledger::new();
+            for _ in 0..r.count(40)? {
+                let (deposited, withdrawn, fees) = (r.i128()?, r.i128()?, r.i64()?);
+                l.assets.push(AssetTotals { deposited, withdrawn, fees });
+            }
+            for _ in 0..r.count(8)? {
+                let mut balances = Vec::new();
+                for _ in 0..r.count(20)? {
+                    let b = Balance { asset: r.u32()?, available: r.i64()?, held: r.i64()? };
+                    if b.asset as usize >= l.assets.len() || balances.last().is_some_and(|p: &Balance| p.asset >= b.asset) {
+                        return bad("balances: unknown asset or out of order");
+                    }
+                    balances.push(b);
+                }
+                l.accounts.push(balances);
+            }
+            if let Err(asset) = l.check_conservation() {
+                return bad(format!("ledger: asset {asset} not conserved"));
+            }
+            Ok(l)
+        }
+    }
+}

@@ -25,6 +25,7 @@
 //! ```
 
 mod book;
+mod codec;
 pub mod exchange;
 pub mod ledger;
 pub mod marketdata;

@@ -346,3 +346,73 @@ mod tests {
         }
     }
 }
+
+mod encoding {
+    use super::*;
+    use crate::codec::{bad, Reader, SnapshotError, Writer};
+
+    fn put_candle(w: &mut Writer, c: &Candle) {
+        w.u64(c.start);
+        for v in [c.open, c.high, c.low, c.close, c.volume] {
+            w.i64(v);
+        }
+        w.i128(c.quote_volume);
+        w.u64(c.trades);
+    }
+
+    fn get_candle(r: &mut Reader<'_>) -> Result<Candle, SnapshotError> {
+        Ok(Candle {
+            start: r.u64()?,
+            open: r.i64()?,
+            high: r.i64()?,
+            low: r.i64()?,
+            close: r.i64()?,
+            volume: r.i64()?,
+            quote_volume: r.i128()?,
+            trades: r.u64()?,
+        })
+    }
+
+    impl MarketData {
+        pub(crate) fn encode(&self, w: &mut Writer) {
+            w.u64(self.next_trade_id);
+            w.u64(self.tape.len() as u64);
+            for t in &self.tape {
+                w.u64(t.id);
+                w.u64(t.ts);
+                w.i64(t.price);
+                w.i64(t.qty);
+                w.u8(t.taker_side as u8);
+            }
+            for ring in &self.rings {
+                w.u64(ring.candles.len() as u64);
+                for c in &ring.candles {
+                    put_candle(w, c);
+                }
+            }
+        }
+
+        pub(crate) fn decode(r: &mut Reader<'_>) -> Result<MarketData, SnapshotError> {
+            let mut md = MarketData { next_trade_id: r.u64()?, ..MarketData::default() };
+            let n = r.count(33)?;
+            if n > TRADES_KEPT {
+                return bad("trade tape longer than kept");
+            }
+            for _ in 0..n {
+                let (id, ts, price, qty) = (r.u64()?, r.u64()?, r.i64()?, r.i64()?);
+                let taker_side = r.enum_(Side::from_u8, "taker side")?;
+                md.tape.push_back(Trade { id, ts, price, qty, taker_side });
+            }
+            for ring in &mut md.rings {
+                let n = r.count(72)?;
+                if n > ring.keep {
+                    return bad("candle ring longer than kept");
+                }
+                for _ in 0..n {
+                    ring.candles.push_back(get_candle(r)?);
+                }
+            }
+            Ok(md)
+        }
+    }
+}

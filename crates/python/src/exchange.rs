@@ -7,7 +7,7 @@ use lxdex_engine::record::COMMAND_RECORD_SIZE;
 use lxdex_engine::{Event, Exchange, MarketConfig, MarketStatus, OrderRequest, OrderStatus, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::{command_buffer, events_to_numpy, rejected, wire, PyEvent, SendPtr};
 
@@ -308,6 +308,17 @@ impl PyExchange {
     fn recent_fills(&self, account: u32) -> PyResult<Vec<(u64, u64, u32, u8, bool, i64, i64, i64)>> {
         let h = self.x.recent_fills(account).ok_or_else(|| PyValueError::new_err(format!("account: no account {account}")))?;
         Ok(h.iter().map(|f| (f.ts, f.order_id, f.market, f.side as u8, f.maker, f.price, f.qty, f.fee)).collect())
+    }
+
+    /// The whole state as canonical bytes (equal states, equal bytes).
+    fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.x.snapshot())
+    }
+
+    /// Replaces the state with a snapshot's (ValueError if invalid; unchanged then).
+    fn load_snapshot(&mut self, data: &[u8]) -> PyResult<()> {
+        self.x = Exchange::restore(data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(())
     }
 
     fn check_invariants(&self) -> PyResult<()> {

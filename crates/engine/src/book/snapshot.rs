@@ -11,78 +11,7 @@ use super::*;
 const MAGIC: &[u8; 4] = b"LXBK";
 const VERSION: u16 = 1;
 
-/// Why snapshot bytes could not be restored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotError(pub String);
-
-impl std::fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid book snapshot: {}", self.0)
-    }
-}
-
-impl std::error::Error for SnapshotError {}
-
-fn bad<T>(what: impl Into<String>) -> Result<T, SnapshotError> {
-    Err(SnapshotError(what.into()))
-}
-
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], SnapshotError> {
-        if self.b.len() - self.at < n {
-            return bad(format!("truncated at byte {}", self.at));
-        }
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, SnapshotError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u64(&mut self) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
-    }
-    fn i64(&mut self) -> Result<i64, SnapshotError> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
-    }
-    fn count(&mut self, min_record: usize) -> Result<usize, SnapshotError> {
-        let n = self.u64()?;
-        if n > ((self.b.len() - self.at) / min_record) as u64 {
-            return bad(format!("count {n} larger than the remaining bytes allow"));
-        }
-        Ok(n as usize)
-    }
-    fn enum_<T>(&mut self, f: fn(u8) -> Option<T>, what: &str) -> Result<T, SnapshotError> {
-        let v = self.u8()?;
-        f(v).map_or_else(|| bad(format!("{what}: invalid value {v}")), Ok)
-    }
-    fn flag(&mut self, what: &str) -> Result<bool, SnapshotError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            v => bad(format!("{what}: invalid flag {v}")),
-        }
-    }
-}
+use crate::codec::{bad, Reader, SnapshotError, Writer};
 
 const ORDER_BYTES: usize = 4 + 10 * 8;
 const COND_BYTES: usize = 7 + 10 * 8;
