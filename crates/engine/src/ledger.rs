@@ -119,8 +119,8 @@ impl Ledger {
 
     /// An account's balance of an asset (zero if it never had any).
     pub fn balance(&self, account: u32, asset: u32) -> R<Balance> {
-        self.check_asset(asset)?;
         let balances = self.accounts.get(account as usize).ok_or(LedgerError::UnknownAccount)?;
+        self.check_asset(asset)?;
         Ok(match balances.binary_search_by_key(&asset, |b| b.asset) {
             Ok(i) => balances[i],
             Err(_) => Balance { asset, available: 0, held: 0 },
@@ -141,8 +141,8 @@ impl Ledger {
     /// Credits a deposit to available. The asset's total supply (deposits −
     /// withdrawals) is kept within `i64`, so no balance anywhere can overflow.
     pub fn deposit(&mut self, account: u32, asset: u32, amount: i64) -> R {
-        positive(amount)?;
         let current = self.balance(account, asset)?.available;
+        positive(amount)?;
         let t = &self.assets[asset as usize];
         if t.deposited - t.withdrawn + amount as i128 > i64::MAX as i128 {
             return Err(LedgerError::Overflow);
@@ -155,8 +155,9 @@ impl Ledger {
 
     /// Pays a withdrawal out of available.
     pub fn withdraw(&mut self, account: u32, asset: u32, amount: i64) -> R {
+        let available = self.balance(account, asset)?.available;
         positive(amount)?;
-        if self.balance(account, asset)?.available < amount {
+        if available < amount {
             return Err(LedgerError::InsufficientFunds);
         }
         self.slot(account, asset)?.available -= amount;
@@ -166,9 +167,11 @@ impl Ledger {
 
     /// Moves available funds from one account to another.
     pub fn transfer(&mut self, from: u32, to: u32, asset: u32, amount: i64) -> R {
-        positive(amount)?;
+        if from as usize >= self.accounts.len() || to as usize >= self.accounts.len() {
+            return Err(LedgerError::UnknownAccount);
+        }
         let src = self.balance(from, asset)?;
-        self.balance(to, asset)?;
+        positive(amount)?;
         if src.available < amount {
             return Err(LedgerError::InsufficientFunds);
         }

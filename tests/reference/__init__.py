@@ -1,0 +1,1 @@
+"""Slow, obviously correct reference models the fast code is checked against."""

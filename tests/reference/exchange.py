@@ -1,0 +1,299 @@
+"""A slow, obvious model of the exchange ledger (docs/exchange.md).
+
+It decides holds, settles fills and charges fees from the rules in the doc,
+written independently of the Rust core; matching itself comes from a book
+object given to it (the fast book, whose matching is checked separately
+against tests/reference/book.py), so this model checks the money, not the
+matching. Plain dicts, Python ints, no cleverness.
+"""
+
+from __future__ import annotations
+
+from lxdex.enums import EventKind, OrderType, Reason, Side, Stp
+
+MARKET_TYPES = {OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.TRAILING_STOP}
+CONDITIONAL = {OrderType.STOP_MARKET, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_MARKET,
+               OrderType.TAKE_PROFIT_LIMIT, OrderType.TRAILING_STOP}
+
+
+class Rejected(Exception):
+    def __init__(self, reason: Reason):
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def fee(notional: int, bps: int) -> int:
+    """Fees round up against the payer; rebates (bps < 0) round toward zero."""
+    if bps >= 0:
+        return ceil_div(notional * bps, 10_000)
+    return -((notional * -bps) // 10_000)
+
+
+class RefExchange:
+    def __init__(self, book_factory):
+        self.book_factory = book_factory
+        self.n_assets = 0
+        self.markets: list[dict] = []
+        self.accounts: list[dict] = []  # {"suspended": bool}
+        self.bal: dict[tuple[int, int], list[int]] = {}  # (account, asset) -> [available, held]
+        self.fees: dict[int, int] = {}
+        self.deposited: dict[int, int] = {}
+        self.orders: dict[int, dict] = {}
+        self.next_id = 1
+        self.now = 0
+
+    # -- registry and money ---------------------------------------------
+    def add_asset(self) -> int:
+        self.n_assets += 1
+        self.fees[self.n_assets - 1] = 0
+        self.deposited[self.n_assets - 1] = 0
+        return self.n_assets - 1
+
+    def add_market(self, base, quote, lot_units, tick_units, min_qty=1, min_notional=0,
+                   band_bps=0, maker_bps=0, taker_bps=0) -> int:
+        self.markets.append(dict(base=base, quote=quote, lot_units=lot_units, tick_units=tick_units,
+                                 min_qty=min_qty, min_notional=min_notional, band_bps=band_bps,
+                                 maker_bps=maker_bps, taker_bps=taker_bps, status=0,
+                                 book=self.book_factory()))
+        return len(self.markets) - 1
+
+    def add_account(self) -> int:
+        self.accounts.append({"suspended": False})
+        return len(self.accounts) - 1
+
+    def _b(self, account: int, asset: int) -> list[int]:
+        return self.bal.setdefault((account, asset), [0, 0])
+
+    def _check(self, accounts: list[int], asset: int, amount: int) -> None:
+        """The account(s), then the asset, then the amount (docs/exchange.md)."""
+        for account in accounts:
+            if not 0 <= account < len(self.accounts):
+                raise Rejected(Reason.UNKNOWN_ACCOUNT)
+        if not 0 <= asset < self.n_assets:
+            raise Rejected(Reason.UNKNOWN_ASSET)
+        if amount <= 0:
+            raise Rejected(Reason.INVALID_AMOUNT)
+
+    def deposit(self, account, asset, amount):
+        self._check([account], asset, amount)
+        if self.deposited[asset] + amount > 2**63 - 1:
+            raise Rejected(Reason.OVERFLOW)
+        self._b(account, asset)[0] += amount
+        self.deposited[asset] += amount
+
+    def withdraw(self, account, asset, amount):
+        self._check([account], asset, amount)
+        if self.bal.get((account, asset), [0, 0])[0] < amount:
+            raise Rejected(Reason.INSUFFICIENT_FUNDS)
+        self._b(account, asset)[0] -= amount
+        self.deposited[asset] -= amount
+
+    def transfer(self, src, dst, asset, amount):
+        self._check([src, dst], asset, amount)
+        if self.bal.get((src, asset), [0, 0])[0] < amount:
+            raise Rejected(Reason.INSUFFICIENT_FUNDS)
+        self._b(src, asset)[0] -= amount
+        self._b(dst, asset)[0] += amount
+
+    # -- orders ---------------------------------------------------------
+    def buy_per_lot(self, m: dict, price: int) -> int:
+        n = price * m["tick_units"]
+        return n + fee(n, max(m["taker_bps"], m["maker_bps"], 0))
+
+    def place(self, account, market, side, qty, price=0, order_type=0, tif=0, stp=0,
+              post_only=False, display_qty=0, trigger_price=0, expire_ts=0):
+        if not 0 <= market < len(self.markets):
+            raise Rejected(Reason.UNKNOWN_MARKET)
+        m = self.markets[market]
+        if not (m["status"] == 0 or (m["status"] == 2 and post_only)):
+            raise Rejected(Reason.MARKET_NOT_TRADING)
+        if not 0 <= account < len(self.accounts):
+            raise Rejected(Reason.UNKNOWN_ACCOUNT)
+        if self.accounts[account]["suspended"]:
+            raise Rejected(Reason.ACCOUNT_SUSPENDED)
+        book = m["book"]
+        oid = self.next_id
+        # Let the book validate the order on a copy first (it changes nothing
+        # on rejection, but we must not hold funds for an invalid order).
+        probe = type(book).restore(book.snapshot())
+        try:
+            probe.submit(oid, account, side, qty, price, order_type, tif, stp, post_only,
+                         display_qty, trigger_price, False, expire_ts)
+        except Exception as e:  # noqa: BLE001 - the book's rejection
+            raise Rejected(Reason(e.reason)) from None
+        if qty < m["min_qty"]:
+            raise Rejected(Reason.BELOW_MIN_QUANTITY)
+        if price > 0:
+            if price * qty * m["tick_units"] < m["min_notional"]:
+                raise Rejected(Reason.BELOW_MIN_NOTIONAL)
+            last = book.last_price
+            if m["band_bps"] > 0 and last is not None:
+                if abs(price - last) * 10_000 > last * m["band_bps"]:
+                    raise Rejected(Reason.PRICE_OUT_OF_BAND)
+        if side == Side.SELL:
+            asset, per_lot = m["base"], m["lot_units"]
+            held = qty * per_lot
+        elif price > 0:
+            asset, per_lot = m["quote"], self.buy_per_lot(m, price)
+            held = qty * per_lot
+        elif order_type in CONDITIONAL:
+            raise Rejected(Reason.PROTECTION_REQUIRED)
+        else:
+            asset, per_lot = m["quote"], 0
+            held, need = 0, qty
+            for o_id, owner, o_side, o_price, vis, hid in book.l3():
+                if o_side != Side.SELL or need == 0:
+                    continue
+                if stp != Stp.NONE and owner == account:
+                    continue
+                n = min(need, vis + hid)
+                need -= n
+                held += n * self.buy_per_lot(m, o_price)
+        if held > 2**63 - 1 or self.bal.get((account, asset), [0, 0])[0] < held:
+            raise Rejected(Reason.INSUFFICIENT_FUNDS)
+        if held:
+            b = self._b(account, asset)
+            b[0] -= held
+            b[1] += held
+        self.orders[oid] = dict(account=account, market=market, side=side, asset=asset, held=held,
+                                per_lot=per_lot)
+        self.next_id += 1
+        events = book.submit(oid, account, side, qty, price, order_type, tif, stp, post_only,
+                             display_qty, trigger_price, False, expire_ts)
+        self._settle(m, events)
+        return oid
+
+    def cancel(self, account, order_id):
+        o = self.orders.get(order_id)
+        if o is None or o["account"] != account:
+            raise Rejected(Reason.UNKNOWN_ORDER)
+        m = self.markets[o["market"]]
+        self._settle(m, m["book"].cancel(order_id))
+
+    def amend(self, account, order_id, price, qty):
+        o = self.orders.get(order_id)
+        if o is None or o["account"] != account:
+            raise Rejected(Reason.UNKNOWN_ORDER)
+        if self.accounts[account]["suspended"]:
+            raise Rejected(Reason.ACCOUNT_SUSPENDED)
+        m = self.markets[o["market"]]
+        if m["status"] != 0:
+            raise Rejected(Reason.MARKET_NOT_TRADING)
+        book = m["book"]
+        probe = type(book).restore(book.snapshot())
+        try:
+            probe.amend(order_id, price, qty)
+        except Exception as e:  # noqa: BLE001
+            raise Rejected(Reason(e.reason)) from None
+        resting = {r[0]: r for r in book.l3()}[order_id]
+        new_price = price or resting[3]
+        new_qty = qty or resting[4] + resting[5]
+        if new_qty < m["min_qty"]:
+            raise Rejected(Reason.BELOW_MIN_QUANTITY)
+        per_lot = o["per_lot"] if o["side"] == Side.SELL else self.buy_per_lot(m, new_price)
+        need = new_qty * per_lot
+        extra = need - o["held"]
+        b = self._b(account, o["asset"])
+        if extra > 0 and b[0] < extra:
+            raise Rejected(Reason.INSUFFICIENT_FUNDS)
+        events = book.amend(order_id, price, qty)
+        b[0] -= extra
+        b[1] += extra
+        o["held"], o["per_lot"] = need, per_lot
+        self._settle(m, events)
+
+    def cancel_all(self, account):
+        if not 0 <= account < len(self.accounts):
+            raise Rejected(Reason.UNKNOWN_ACCOUNT)
+        for mi in sorted({o["market"] for o in self.orders.values() if o["account"] == account}):
+            m = self.markets[mi]
+            self._settle(m, m["book"].mass_cancel(account))
+
+    def observe_price(self, market, price):
+        if not 0 <= market < len(self.markets):
+            raise Rejected(Reason.UNKNOWN_MARKET)
+        m = self.markets[market]
+        if m["status"] != 0:
+            raise Rejected(Reason.MARKET_NOT_TRADING)
+        try:
+            events = m["book"].observe_price(price)
+        except Exception as e:  # noqa: BLE001
+            raise Rejected(Reason(e.reason)) from None
+        self._settle(m, events)
+
+    def advance_time(self, ts):
+        if ts < self.now:
+            raise Rejected(Reason.INVALID_TIME)
+        self.now = ts
+        for m in self.markets:
+            self._settle(m, m["book"].advance_time(ts))
+
+    def set_market_status(self, market, status):
+        m = self.markets[market]
+        m["status"] = status
+        if status == 3:
+            owners = sorted({r[1] for r in m["book"].l3()} | {p[1] for p in m["book"].pending()})
+            for owner in owners:
+                self._settle(m, m["book"].mass_cancel(owner))
+
+    # -- settlement -----------------------------------------------------
+    def _release_to(self, order_id: int, remaining: int) -> None:
+        o = self.orders.get(order_id)
+        if o is None:
+            return
+        if remaining == 0:
+            keep = 0
+        elif o["per_lot"] == 0:
+            keep = o["held"]
+        else:
+            keep = remaining * o["per_lot"]
+        b = self._b(o["account"], o["asset"])
+        excess = o["held"] - keep
+        assert excess >= 0, (order_id, o, remaining)
+        b[1] -= excess
+        b[0] += excess
+        o["held"] = keep
+        if remaining == 0:
+            del self.orders[order_id]
+
+    def _settle(self, m: dict, events) -> None:
+        for e in events:
+            if e.kind == EventKind.FILL:
+                notional = e.price * e.qty * m["tick_units"]
+                taker_fee, maker_fee = fee(notional, m["taker_bps"]), fee(notional, m["maker_bps"])
+                if e.side == Side.BUY:
+                    buyer, seller, bfee, sfee = e.order_id, e.other_id, taker_fee, maker_fee
+                    brem, srem = e.remaining, e.other_remaining
+                else:
+                    buyer, seller, bfee, sfee = e.other_id, e.order_id, maker_fee, taker_fee
+                    brem, srem = e.other_remaining, e.remaining
+                bo, so = self.orders[buyer], self.orders[seller]
+                base = e.qty * m["lot_units"]
+                # base: seller's hold -> buyer
+                self._b(so["account"], m["base"])[1] -= base
+                self._b(bo["account"], m["base"])[0] += base
+                so["held"] -= base
+                # quote: buyer's hold -> seller (minus the seller's fee) and fees
+                paid = notional + max(bfee, 0)
+                self._b(bo["account"], m["quote"])[1] -= paid
+                bo["held"] -= paid
+                self._b(so["account"], m["quote"])[0] += notional - sfee
+                if bfee < 0:
+                    self._b(bo["account"], m["quote"])[0] += -bfee
+                self.fees[m["quote"]] += bfee + sfee
+                self._release_to(buyer, brem)
+                self._release_to(seller, srem)
+            elif e.kind == EventKind.CANCELLED:
+                self._release_to(e.order_id, e.remaining)
+
+    # -- checks ---------------------------------------------------------
+    def check_conservation(self) -> None:
+        for asset in range(self.n_assets):
+            total = sum(sum(v) for (a, s), v in self.bal.items() if s == asset)
+            assert total + self.fees[asset] == self.deposited[asset], asset
+        assert all(v[0] >= 0 and v[1] >= 0 for v in self.bal.values())
+        assert all(f >= 0 for f in self.fees.values())
