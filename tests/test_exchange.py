@@ -162,3 +162,19 @@ def test_snapshot_restore_and_replay_reach_the_same_hash(ex):
     assert restored.candles("BTC-USD", "1m") == ex.candles("BTC-USD", "1m")
     with pytest.raises(ValueError):
         Exchange.restore(snap[:-10])
+
+
+def test_fee_tiers(ex):
+    a, b = funded(ex)
+    ex.set_fee_tiers("BTC-USD", [("20000", -1, 2)])
+    with pytest.raises(OrderRejected) as e:
+        ex.set_fee_tiers("BTC-USD", [("20000", -1, 6)])  # above the base taker rate
+    assert e.value.reason == Reason.INVALID_MARKET_CONFIG
+    ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
+    ex.place(b, "BTC-USD", "buy", qty="0.5", price="30000")  # 15000: 5 bps
+    assert ex.volume_30d(b, "USD") == Decimal("15000")
+    ex.place(b, "BTC-USD", "buy", qty="0.5", price="30000")  # still 5 bps (15000 < 20000)
+    before = ex.balance(b, "USD")[0]
+    ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
+    ex.place(b, "BTC-USD", "buy", qty="0.1", price="30000")  # 3000 at the 2 bps tier
+    assert before - ex.balance(b, "USD")[0] == Decimal("3000.6")

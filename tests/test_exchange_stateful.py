@@ -46,6 +46,9 @@ class ExchangeMachine(RuleBasedStateMachine):
             assert self.fast.add_asset() == self.ref.add_asset()
         for m in MARKETS:
             assert self.fast.add_market(*m) == self.ref.add_market(*m)
+        tiers = [(3_000, 0, 15), (9_000, -5, 5)]
+        self.fast.set_fee_tiers(1, tiers)
+        self.ref.set_fee_tiers(1, tiers)
         for a in range(N_ACCOUNTS):
             self.fast.add_account(), self.ref.add_account()
             for s in range(N_ASSETS):
@@ -126,7 +129,7 @@ class ExchangeMachine(RuleBasedStateMachine):
     def observe(self, m, price):
         self.both(lambda: self.fast.observe_price(m, price), lambda: self.ref.observe_price(m, price))
 
-    @rule(dt=st.integers(0, 5_000))
+    @rule(dt=st.sampled_from([0, 1_000, 5_000, 86_400_000, 10 * 86_400_000, 25 * 86_400_000]))
     def advance(self, dt):
         ts = self.ref.now + dt
         self.both(lambda: self.fast.advance_time(ts), lambda: self.ref.advance_time(ts))
@@ -142,6 +145,8 @@ class ExchangeMachine(RuleBasedStateMachine):
                 assert self.fast.balance(a, s) == tuple(self.ref.bal.get((a, s), [0, 0])), (a, s)
         for s in range(N_ASSETS):
             assert self.fast.fees(s) == self.ref.fees[s]
+            for a in range(N_ACCOUNTS):
+                assert self.fast.volume_30d(a, s) == self.ref.volume_30d(a, s)
         for oid, o in self.ref.orders.items():
             assert self.fast.order_hold(oid) == (o["account"], o["market"], o["asset"], o["held"])
         self.ref.check_conservation()

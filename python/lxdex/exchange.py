@@ -162,6 +162,20 @@ class Exchange:
         except KeyError:
             raise OrderRejected(f"market: no market {symbol!r}", Reason.UNKNOWN_MARKET) from None
 
+    def set_fee_tiers(self, symbol: str, tiers: list[tuple[str, int, int]]) -> None:
+        """Volume discounts: `[(min 30-day volume in the quote asset, maker_bps, taker_bps)]`,
+        thresholds increasing; rates at most the market's base rates."""
+        m = self.market(symbol)
+        self.core.set_fee_tiers(m.id, [
+            (_units(v, m.quote.unit, "min_volume", Reason.INVALID_AMOUNT), maker, taker)
+            for v, maker, taker in tiers
+        ])
+
+    def volume_30d(self, account: int, quote: str) -> Decimal:
+        """The account's traded volume in `quote` over the last 30 days."""
+        a = self.asset(quote)
+        return Decimal(self.core.volume_30d(account, a.id)).scaleb(-a.decimals).normalize()
+
     def set_market_status(self, symbol: str, status: str) -> list:
         if status not in _STATUS:
             raise ValueError(f"status: must be one of {', '.join(_STATUS)}")

@@ -45,6 +45,8 @@ class RefExchange:
         self.orders: dict[int, dict] = {}
         self.next_id = 1
         self.now = 0
+        self.traded: list[tuple[int, int, int, int]] = []  # (account, quote, day, notional)
+        self.tiered_quotes: set[int] = set()  # volume counts only in these quote assets
 
     # -- registry and money ---------------------------------------------
     def add_asset(self) -> int:
@@ -60,6 +62,31 @@ class RefExchange:
                                  maker_bps=maker_bps, taker_bps=taker_bps, status=0,
                                  book=self.book_factory()))
         return len(self.markets) - 1
+
+    def set_fee_tiers(self, market, tiers):
+        m = self.markets[market]
+        rates = [t[2] for t in tiers] + [m["taker_bps"]]
+        ok = all(a[0] < b[0] for a, b in zip(tiers, tiers[1:])) and all(
+            v > 0 and 0 <= tk <= m["taker_bps"] and mk <= m["maker_bps"] and mk >= -min(rates)
+            for v, mk, tk in tiers
+        ) and m["maker_bps"] >= -min(rates)
+        if not ok:
+            raise Rejected(Reason.INVALID_MARKET_CONFIG)
+        m["tiers"] = list(tiers)
+        if tiers:
+            self.tiered_quotes.add(m["quote"])
+
+    def volume_30d(self, account, quote) -> int:
+        today = self.now // 86_400_000
+        return sum(n for a, q, d, n in self.traded if a == account and q == quote and today - 29 <= d <= today)
+
+    def rates(self, m, account) -> tuple[int, int]:
+        maker, taker = m["maker_bps"], m["taker_bps"]
+        v = self.volume_30d(account, m["quote"])
+        for min_volume, mk, tk in m.get("tiers", []):
+            if min_volume <= v:
+                maker, taker = mk, tk
+        return maker, taker
 
     def add_account(self) -> int:
         self.accounts.append({"suspended": False})
@@ -264,14 +291,19 @@ class RefExchange:
         for e in events:
             if e.kind == EventKind.FILL:
                 notional = e.price * e.qty * m["tick_units"]
-                taker_fee, maker_fee = fee(notional, m["taker_bps"]), fee(notional, m["maker_bps"])
                 if e.side == Side.BUY:
-                    buyer, seller, bfee, sfee = e.order_id, e.other_id, taker_fee, maker_fee
-                    brem, srem = e.remaining, e.other_remaining
+                    buyer, seller, brem, srem = e.order_id, e.other_id, e.remaining, e.other_remaining
                 else:
-                    buyer, seller, bfee, sfee = e.other_id, e.order_id, maker_fee, taker_fee
-                    brem, srem = e.other_remaining, e.remaining
+                    buyer, seller, brem, srem = e.other_id, e.order_id, e.other_remaining, e.remaining
                 bo, so = self.orders[buyer], self.orders[seller]
+                b_maker, b_taker = self.rates(m, bo["account"])
+                s_maker, s_taker = self.rates(m, so["account"])
+                bfee = fee(notional, b_taker if e.side == Side.BUY else b_maker)
+                sfee = fee(notional, s_maker if e.side == Side.BUY else s_taker)
+                if m["quote"] in self.tiered_quotes:
+                    day = self.now // 86_400_000
+                    self.traded.append((bo["account"], m["quote"], day, notional))
+                    self.traded.append((so["account"], m["quote"], day, notional))
                 base = e.qty * m["lot_units"]
                 # base: seller's hold -> buyer
                 self._b(so["account"], m["base"])[1] -= base

@@ -62,9 +62,52 @@ pub struct MarketConfig {
     pub taker_bps: i64,
 }
 
+/// A volume discount: from `min_volume` (quote units traded over the last
+/// 30 days of exchange time, in the market's quote asset) these rates apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeTier {
+    pub min_volume: i64,
+    pub maker_bps: i64,
+    pub taker_bps: i64,
+}
+
+/// Days in the fee-volume window.
+pub const VOLUME_DAYS: usize = 30;
+
+/// An account's traded volume in one quote asset, per day, over the window.
+#[derive(Clone, Debug)]
+struct VolumeWindow {
+    /// Day number (exchange time / 1 day) of the newest bucket.
+    day: u64,
+    /// `buckets[d % VOLUME_DAYS]` is the volume of day d.
+    buckets: [i64; VOLUME_DAYS],
+    total: i128,
+}
+
+impl VolumeWindow {
+    fn roll(&mut self, day: u64) {
+        if day <= self.day {
+            return;
+        }
+        if day - self.day >= VOLUME_DAYS as u64 {
+            self.buckets = [0; VOLUME_DAYS];
+            self.total = 0;
+        } else {
+            for d in self.day + 1..=day {
+                let b = &mut self.buckets[(d % VOLUME_DAYS as u64) as usize];
+                self.total -= *b as i128;
+                *b = 0;
+            }
+        }
+        self.day = day;
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Market {
     cfg: MarketConfig,
+    /// Discount tiers by ascending `min_volume` (rates at most the base rates).
+    tiers: Vec<FeeTier>,
     status: MarketStatus,
     book: Book,
     md: MarketData,
@@ -95,6 +138,11 @@ pub struct Exchange {
     next_order_id: u64,
     now: u64,
     touched: Vec<(Side, i64, i64)>,
+    /// 30-day traded volume per (account, quote asset), for fee tiers; kept
+    /// for the quote assets of markets that have tiers, from when the first
+    /// such market got them.
+    volumes: FxHashMap<(u32, u32), VolumeWindow>,
+    tiered_quotes: Vec<u32>,
     /// Per account: its open order ids (unordered) and its recent fills.
     open: Vec<Vec<u64>>,
     history: Vec<VecDeque<FillRecord>>,
@@ -200,8 +248,70 @@ impl Exchange {
         }
         let mut book = Book::new(1, 1);
         book.set_depth_tracking(true);
-        self.markets.push(Market { cfg, status: MarketStatus::Trading, book, md: MarketData::default(), depth_id: 0 });
+        self.markets.push(Market { cfg, tiers: Vec::new(), status: MarketStatus::Trading, book, md: MarketData::default(), depth_id: 0 });
         Ok((self.markets.len() - 1) as u32)
+    }
+
+    /// Sets a market's volume discount tiers (replacing any). Tiers are
+    /// discounts: every rate is at most the market's base rate (so holds,
+    /// taken at the base rates, always cover), thresholds strictly increase
+    /// from above 0, and no maker rebate can exceed any taker fee.
+    pub fn set_fee_tiers(&mut self, market: u32, tiers: &[FeeTier]) -> Result<(), Reject> {
+        let m = self.markets.get_mut(market as usize).ok_or(Reason::UnknownMarket)?;
+        let c = m.cfg;
+        let min_taker = tiers.iter().map(|t| t.taker_bps).min().unwrap_or(c.taker_bps).min(c.taker_bps);
+        let ok = tiers.windows(2).all(|w| w[0].min_volume < w[1].min_volume)
+            && tiers.iter().all(|t| {
+                t.min_volume > 0
+                    && (0..=c.taker_bps).contains(&t.taker_bps)
+                    && t.maker_bps <= c.maker_bps
+                    && t.maker_bps >= -min_taker
+            })
+            && c.maker_bps >= -min_taker;
+        if !ok {
+            return Err(Reason::InvalidMarketConfig.into());
+        }
+        m.tiers = tiers.to_vec();
+        let quote = m.cfg.quote;
+        if !tiers.is_empty() && !self.tiered_quotes.contains(&quote) {
+            self.tiered_quotes.push(quote);
+            self.tiered_quotes.sort_unstable();
+        }
+        Ok(())
+    }
+
+    /// An account's traded volume in a quote asset over the last 30 days.
+    pub fn volume_30d(&self, account: u32, quote: u32) -> i128 {
+        let day = self.now / crate::marketdata::DAY;
+        match self.volumes.get(&(account, quote)) {
+            Some(w) if day < w.day + VOLUME_DAYS as u64 => {
+                let mut w = w.clone();
+                w.roll(day);
+                w.total
+            }
+            _ => 0,
+        }
+    }
+
+    /// The (maker, taker) rates an account pays in a market now.
+    fn rates(&self, m: &Market, account: u32) -> (i64, i64) {
+        if m.tiers.is_empty() {
+            return (m.cfg.maker_bps, m.cfg.taker_bps);
+        }
+        let v = self.volume_30d(account, m.cfg.quote);
+        match m.tiers.iter().rev().find(|t| t.min_volume as i128 <= v) {
+            Some(t) => (t.maker_bps, t.taker_bps),
+            None => (m.cfg.maker_bps, m.cfg.taker_bps),
+        }
+    }
+
+    fn add_volume(&mut self, account: u32, quote: u32, notional: i64) {
+        let day = self.now / crate::marketdata::DAY;
+        let w = self.volumes.entry((account, quote)).or_insert(VolumeWindow { day, buckets: [0; VOLUME_DAYS], total: 0 });
+        w.roll(day);
+        let b = &mut w.buckets[(day % VOLUME_DAYS as u64) as usize];
+        *b = b.saturating_add(notional);
+        w.total += notional as i128;
     }
 
     /// Changes a market's status; closing cancels every order in it.
@@ -444,13 +554,14 @@ impl Exchange {
     /// trades, and appends a `DEPTH` event per price level that changed.
     fn settle(&mut self, market: u32, start: usize, out: &mut Vec<Event>) {
         let cfg = self.markets[market as usize].cfg;
+        let tiered = !self.markets[market as usize].tiers.is_empty();
         for e in out[start..].iter_mut() {
             e.market = market;
         }
         for e in &out[start..] {
             match e.kind {
                 EventKind::Fill => {
-                    self.settle_fill(&cfg, e);
+                    self.settle_fill(market, &cfg, tiered, e);
                     self.markets[market as usize].md.record(self.now, e.price, e.qty, e.side);
                 }
                 EventKind::Cancelled => self.after_reduce(e.order_id, e.remaining),
@@ -479,16 +590,23 @@ impl Exchange {
         self.markets.get(market as usize).map(|m| &m.md)
     }
 
-    fn settle_fill(&mut self, cfg: &MarketConfig, e: &Event) {
+    fn settle_fill(&mut self, market: u32, cfg: &MarketConfig, tiered: bool, e: &Event) {
         let notional = e.price as i128 * e.qty as i128 * cfg.tick_units as i128;
-        let taker_fee = fee(notional, cfg.taker_bps);
-        let maker_fee = fee(notional, cfg.maker_bps);
-        let (buyer, seller, buyer_fee, seller_fee, buyer_rem, seller_rem) = match e.side {
-            Side::Buy => (e.order_id, e.other_id, taker_fee, maker_fee, e.remaining, e.other_remaining),
-            Side::Sell => (e.other_id, e.order_id, maker_fee, taker_fee, e.other_remaining, e.remaining),
+        let (buyer, seller, buyer_rem, seller_rem) = match e.side {
+            Side::Buy => (e.order_id, e.other_id, e.remaining, e.other_remaining),
+            Side::Sell => (e.other_id, e.order_id, e.other_remaining, e.remaining),
         };
         let b = *self.holds.get(&buyer).expect("buyer holds");
         let s = *self.holds.get(&seller).expect("seller holds");
+        let taker_is_buyer = e.side == Side::Buy;
+        let ((b_maker, b_taker), (s_maker, s_taker)) = if tiered {
+            let m = &self.markets[market as usize];
+            (self.rates(m, b.account), self.rates(m, s.account))
+        } else {
+            ((cfg.maker_bps, cfg.taker_bps), (cfg.maker_bps, cfg.taker_bps))
+        };
+        let buyer_fee = fee(notional, if taker_is_buyer { b_taker } else { b_maker });
+        let seller_fee = fee(notional, if taker_is_buyer { s_maker } else { s_taker });
         let base = e.qty * cfg.lot_units;
         let notional = notional as i64;
         // Collect fees before paying rebates so the fee account never dips.
@@ -505,7 +623,10 @@ impl Exchange {
         self.holds.get_mut(&seller).unwrap().held -= base;
         self.after_reduce(buyer, buyer_rem);
         self.after_reduce(seller, seller_rem);
-        let taker_is_buyer = e.side == Side::Buy;
+        if self.tiered_quotes.contains(&cfg.quote) {
+            self.add_volume(b.account, cfg.quote, notional);
+            self.add_volume(s.account, cfg.quote, notional);
+        }
         for (h, order_id, side, fee, maker) in [
             (b, buyer, Side::Buy, buyer_fee, !taker_is_buyer),
             (s, seller, Side::Sell, seller_fee, taker_is_buyer),
@@ -623,6 +744,12 @@ impl Exchange {
             w.u64(m.depth_id);
             w.bytes(&m.book.snapshot());
             m.md.encode(&mut w);
+            w.u64(m.tiers.len() as u64);
+            for t in &m.tiers {
+                w.i64(t.min_volume);
+                w.i64(t.maker_bps);
+                w.i64(t.taker_bps);
+            }
         }
         let mut ids: Vec<u64> = self.holds.keys().copied().collect();
         ids.sort_unstable();
@@ -649,6 +776,22 @@ impl Exchange {
                 w.i64(f.qty);
                 w.i64(f.fee);
             }
+        }
+        let mut keys: Vec<&(u32, u32)> = self.volumes.keys().collect();
+        keys.sort_unstable();
+        w.u64(keys.len() as u64);
+        for k in keys {
+            let v = &self.volumes[k];
+            w.u32(k.0);
+            w.u32(k.1);
+            w.u64(v.day);
+            for b in v.buckets {
+                w.i64(b);
+            }
+        }
+        w.u64(self.tiered_quotes.len() as u64);
+        for &q in &self.tiered_quotes {
+            w.u32(q);
         }
         w.0
     }
@@ -683,7 +826,11 @@ impl Exchange {
             let depth_id = r.u64()?;
             let mut book = Book::restore(r.bytes()?)?;
             let md = MarketData::decode(&mut r)?;
+            let tiers: Vec<FeeTier> = (0..r.count(24)?)
+                .map(|_| Ok(FeeTier { min_volume: r.i64()?, maker_bps: r.i64()?, taker_bps: r.i64()? }))
+                .collect::<Result<_, SnapshotError>>()?;
             let id = x.add_market(cfg).map_err(|_| SnapshotError("market config invalid".into()))?;
+            x.set_fee_tiers(id, &tiers).map_err(|_| SnapshotError("fee tiers invalid".into()))?;
             book.set_depth_tracking(true);
             let m = &mut x.markets[id as usize];
             (m.status, m.depth_id, m.book, m.md) = (status, depth_id, book, md);
@@ -714,6 +861,26 @@ impl Exchange {
             }
             x.history.push(hist);
         }
+        let mut prev = None;
+        for _ in 0..r.count(16 + 8 * VOLUME_DAYS)? {
+            let key = (r.u32()?, r.u32()?);
+            let day = r.u64()?;
+            let mut buckets = [0i64; VOLUME_DAYS];
+            for b in &mut buckets {
+                *b = r.i64()?;
+            }
+            if prev.is_some_and(|p| p >= key) || buckets.iter().any(|&b| b < 0) {
+                return bad("volume windows out of order or negative");
+            }
+            prev = Some(key);
+            let total = buckets.iter().map(|&b| b as i128).sum();
+            x.volumes.insert(key, VolumeWindow { day, buckets, total });
+        }
+        let quotes: Vec<u32> = (0..r.count(4)?).map(|_| r.u32()).collect::<Result<_, _>>()?;
+        if !quotes.windows(2).all(|w| w[0] < w[1]) || quotes.iter().any(|&q| q as usize >= x.ledger.asset_count()) {
+            return bad("tiered quote assets out of order or unknown");
+        }
+        x.tiered_quotes = quotes;
         r.done()?;
         x.verify().map_err(SnapshotError)?;
         Ok(x)

@@ -34,6 +34,6 @@ pub mod record;
 mod types;
 
 pub use book::{Book, DepthLevel, OrderStatus, PendingOrder, RestingOrder, SnapshotError};
-pub use exchange::{Exchange, MarketConfig, MarketStatus};
+pub use exchange::{Exchange, FeeTier, MarketConfig, MarketStatus};
 pub use markets::{apply_record, apply_records, Markets};
 pub use types::*;

@@ -139,6 +139,37 @@ fn trades_feed_the_tape_candles_and_ticker() {
 }
 
 #[test]
+fn volume_tiers_lower_fees_within_the_30_day_window() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    let tier = FeeTier { min_volume: 50_000, maker_bps: -3, taker_bps: 4 };
+    x.set_fee_tiers(0, &[tier]).unwrap();
+    // Tiers are discounts: a taker rate above the base is refused.
+    assert_eq!(x.set_fee_tiers(0, &[FeeTier { taker_bps: 11, ..tier }]).unwrap_err().reason, Reason::InvalidMarketConfig);
+    assert_eq!(x.set_fee_tiers(0, &[FeeTier { maker_bps: -5, ..tier }]).unwrap_err().reason, Reason::InvalidMarketConfig);
+    let day = marketdata::DAY;
+    x.advance_time(day, &mut out).unwrap();
+    let trade = |x: &mut Exchange, out: &mut Vec<Event>| {
+        x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 3), out).unwrap();
+        let before = x.ledger().balance(1, 1).unwrap().available;
+        x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 3), out).unwrap();
+        before - x.ledger().balance(1, 1).unwrap().available - 30_000 // the taker's fee
+    };
+    assert_eq!(trade(&mut x, &mut out), 30); // 10 bps on 30_000; volume now 30_000
+    assert_eq!(trade(&mut x, &mut out), 30); // still below 50_000 before this fill
+    assert_eq!(x.volume_30d(1, 1), 60_000);
+    assert_eq!(trade(&mut x, &mut out), 12); // tier: 4 bps
+    x.advance_time(day + 29 * day, &mut out).unwrap();
+    assert_eq!(x.volume_30d(1, 1), 90_000, "day 1 is still inside the window on day 30");
+    x.advance_time(day + 30 * day, &mut out).unwrap();
+    assert_eq!(x.volume_30d(1, 1), 0, "day 1's volume left the window on day 31");
+    assert_eq!(trade(&mut x, &mut out), 30);
+    x.check_invariants();
+    let y = Exchange::restore(&x.snapshot()).unwrap();
+    assert_eq!(y.volume_30d(1, 1), 30_000);
+}
+
+#[test]
 fn price_band_and_minimums() {
     let mut x = Exchange::new();
     let (a, b) = (x.add_asset(), x.add_asset());
@@ -207,6 +238,7 @@ fn random_exchange() -> Exchange {
     }
     x.add_market(cfg(0, 1)).unwrap();
     x.add_market(MarketConfig { maker_bps: 5, taker_bps: 20, ..cfg(2, 1) }).unwrap();
+    x.set_fee_tiers(1, &[FeeTier { min_volume: 5_000, maker_bps: 0, taker_bps: 10 }, FeeTier { min_volume: 20_000, maker_bps: -5, taker_bps: 5 }]).unwrap();
     for a in 0..3 {
         x.add_account();
         for s in 0..3 {
@@ -268,18 +300,7 @@ proptest! {
 
     #[test]
     fn random_flows_conserve_and_hold_exactly(ops in prop::collection::vec(op(), 1..150)) {
-        let mut x = Exchange::new();
-        for _ in 0..3 {
-            x.add_asset();
-        }
-        x.add_market(cfg(0, 1)).unwrap();
-        x.add_market(MarketConfig { maker_bps: 5, taker_bps: 20, ..cfg(2, 1) }).unwrap();
-        for a in 0..3 {
-            x.add_account();
-            for s in 0..3 {
-                x.deposit(a, s, 50_000).unwrap();
-            }
-        }
+        let mut x = random_exchange();
         let mut out = Vec::new();
         // Depth rebuilt from DEPTH events alone, per market; and last ids.
         let mut local: [std::collections::BTreeMap<(u8, i64), i64>; 2] = Default::default();
@@ -287,17 +308,7 @@ proptest! {
         for op in ops {
             out.clear();
             let before = format!("{x:?}");
-            let result = match op {
-                Op::Deposit(a, s, n) => x.deposit(a, s, n),
-                Op::Withdraw(a, s, n) => x.withdraw(a, s, n),
-                Op::Place(a, m, r) => x.place(a, m, &r, &mut out).map(|_| ()),
-                Op::Cancel(a, id) => x.cancel(a, id, &mut out),
-                Op::Amend(a, id, p, q) => x.amend(a, id, p, q, &mut out),
-                Op::CancelAll(a) => x.cancel_all(a, None, &mut out),
-                Op::Observe(m, p) => x.observe_price(m, p, &mut out),
-                Op::Time(t) => x.advance_time(x.now() + t, &mut out),
-                Op::Status(m, s) => x.set_market_status(m, MarketStatus::from_u8(s).unwrap(), &mut out),
-            };
+            let result = apply(&mut x, &op, &mut out);
             if result.is_err() {
                 prop_assert!(out.is_empty());
                 prop_assert_eq!(&before, &format!("{x:?}"), "a rejected command changes nothing");

@@ -4,7 +4,7 @@
 
 use lxdex_engine::marketdata::Interval;
 use lxdex_engine::record::COMMAND_RECORD_SIZE;
-use lxdex_engine::{Event, Exchange, MarketConfig, MarketStatus, OrderRequest, OrderStatus, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
+use lxdex_engine::{Event, Exchange, FeeTier, MarketConfig, MarketStatus, OrderRequest, OrderStatus, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -70,6 +70,17 @@ impl PyExchange {
     ) -> PyResult<u32> {
         let cfg = MarketConfig { base, quote, lot_units, tick_units, min_qty, min_notional, band_bps, maker_bps, taker_bps };
         self.x.add_market(cfg).map_err(|e| rejected(py, "market", 0, e))
+    }
+
+    /// Sets a market's volume discount tiers: `[(min_volume, maker_bps, taker_bps)]`.
+    fn set_fee_tiers(&mut self, py: Python<'_>, market: u32, tiers: Vec<(i64, i64, i64)>) -> PyResult<()> {
+        let tiers: Vec<FeeTier> = tiers.into_iter().map(|(min_volume, maker_bps, taker_bps)| FeeTier { min_volume, maker_bps, taker_bps }).collect();
+        plain(py, "fee tiers of market", market as u64, self.x.set_fee_tiers(market, &tiers))
+    }
+
+    /// An account's 30-day traded volume in a quote asset (quote units).
+    fn volume_30d(&self, account: u32, quote: u32) -> i128 {
+        self.x.volume_30d(account, quote)
     }
 
     /// Sets a market's status (0 trading, 1 halted, 2 post-only, 3 closed).
