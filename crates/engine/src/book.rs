@@ -101,6 +101,8 @@ struct Cond {
     trail_bps: bool,
     /// A trailing stop's peak (sell) or trough (buy); 0 while unset.
     reference: i64,
+    /// Iceberg display quantity once triggered (limit types), else 0.
+    display: i64,
     active: bool,
     queued: bool,
     group: u64,
@@ -350,6 +352,7 @@ impl Book {
                 trigger: v.trigger,
                 trail_bps: v.trail_bps,
                 reference: 0,
+                display: v.display,
                 active: true,
                 queued: false,
                 group: 0,
@@ -936,6 +939,7 @@ impl Book {
             trigger,
             trail_bps: false,
             reference: 0,
+            display: 0,
             active,
             queued: false,
             group,
@@ -1464,7 +1468,7 @@ impl Book {
                     (true, Side::Sell) => i64::MIN,
                 },
                 remaining: c.qty,
-                display: 0,
+                display: c.display,
                 tif: c.tif,
                 stp: c.stp,
                 expire_ts: c.expire_ts,

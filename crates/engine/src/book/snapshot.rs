@@ -69,7 +69,7 @@ impl Book {
                 w.i64(v);
             }
             w.u64(c.group);
-            w.u64(0); // reserved
+            w.i64(c.display);
         }
         let mut groups: Vec<_> = self.groups.iter().collect();
         groups.sort_unstable_by_key(|(k, _)| **k);
@@ -184,7 +184,10 @@ impl Book {
             let (expire_ts, seq) = (r.u64()?, r.u64()?);
             let (trigger, reference) = (r.i64()?, r.i64()?);
             let group = r.u64()?;
-            r.u64()?;
+            let display = r.i64()?;
+            if display < 0 || (display > 0 && (display >= qty || order_type.is_market_type())) {
+                return bad(format!("pending order {id}: display quantity inconsistent"));
+            }
             if !order_type.is_conditional() || queued || id == 0 || book.is_live(id) || seq <= prev_seq || seq >= book.next_seq {
                 return bad(format!("pending order {id}: type, id or seq inconsistent"));
             }
@@ -197,7 +200,7 @@ impl Book {
             prev_seq = seq;
             let c = Cond {
                 id, owner, side, order_type, price, qty, tif, stp, expire_ts, seq, trigger, trail_bps,
-                reference, active, queued: false, group,
+                reference, display, active, queued: false, group,
             };
             book.cond_ids.insert(id, seq);
             if tif == Tif::Gtd {
