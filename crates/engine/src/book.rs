@@ -55,6 +55,8 @@ struct Level {
 struct Ladder {
     keys: Vec<i64>,
     levels: Vec<Level>,
+    /// Empty placeholder levels (never the last one).
+    empty: usize,
 }
 
 impl Ladder {
@@ -72,6 +74,43 @@ impl Ladder {
             Side::Sell => -key,
         }
     }
+    /// A level emptied. The best level (the last) and any empty levels
+    /// behind it are dropped at once, so the last level is never empty; an
+    /// empty level deeper in the book stays as a placeholder (no memmove of
+    /// the levels above it) to be reused if its price comes back, and the
+    /// placeholders are swept when they outnumber the live levels.
+    fn remove_empty(&mut self, li: usize) {
+        if li + 1 == self.levels.len() {
+            self.levels.pop();
+            self.keys.pop();
+            while self.levels.last().is_some_and(|l| l.count == 0) {
+                self.levels.pop();
+                self.keys.pop();
+                self.empty -= 1;
+            }
+        } else {
+            self.empty += 1;
+            if self.empty > 64 && self.empty * 2 > self.levels.len() {
+                let mut k = 0;
+                for i in 0..self.levels.len() {
+                    if self.levels[i].count > 0 {
+                        self.levels[k] = self.levels[i];
+                        self.keys[k] = self.keys[i];
+                        k += 1;
+                    }
+                }
+                self.levels.truncate(k);
+                self.keys.truncate(k);
+                self.empty = 0;
+            }
+        }
+    }
+
+    /// Levels with orders, best first.
+    fn live_levels(&self) -> impl Iterator<Item = (&i64, &Level)> {
+        self.keys.iter().zip(&self.levels).rev().filter(|(_, l)| l.count > 0)
+    }
+
     #[inline]
     fn find(&self, key: i64) -> Result<usize, usize> {
         // Most lookups are at or near the top (the end): try it first.
@@ -642,10 +681,7 @@ impl Book {
     pub fn depth(&self, side: Side, n: usize) -> Vec<DepthLevel> {
         let ladder = self.ladder(side);
         ladder
-            .keys
-            .iter()
-            .zip(&ladder.levels)
-            .rev()
+            .live_levels()
             .take(n)
             .map(|(&k, l)| DepthLevel { price: Ladder::price(side, k), visible: l.visible, count: l.count })
             .collect()
@@ -654,7 +690,7 @@ impl Book {
     pub fn l3(&self) -> Vec<RestingOrder> {
         let mut all = Vec::with_capacity(self.index.len());
         for side in [Side::Buy, Side::Sell] {
-            for level in self.ladder(side).levels.iter().rev() {
+            for (_, level) in self.ladder(side).live_levels() {
                 let mut i = level.head;
                 while i != NIL {
                     all.push(self.resting(i));
@@ -707,12 +743,17 @@ impl Book {
                     i = o.next;
                 }
                 assert_eq!(level.tail, prev);
-                assert!(count > 0 && count == level.count, "level count");
+                assert!(count == level.count, "level count");
                 assert_eq!(visible, level.visible, "level visible total");
                 seen += count as usize;
             }
         }
         assert_eq!(seen, self.index.len(), "every indexed order is in a level");
+        for side in [Side::Buy, Side::Sell] {
+            let ladder = self.ladder(side);
+            assert!(ladder.levels.last().is_none_or(|l| l.count > 0), "the best level is never empty");
+            assert_eq!(ladder.empty, ladder.levels.iter().filter(|l| l.count == 0).count(), "empty placeholders counted");
+        }
         assert_eq!(self.orders.iter().filter(|o| o.id != 0).count(), seen);
         if let (Some(b), Some(a)) = (self.best_bid(), self.best_ask()) {
             assert!(b < a, "book crossed: bid {b} >= ask {a}");
@@ -1260,7 +1301,12 @@ impl Book {
         let ladder = self.ladder_mut(side);
         let key = Ladder::key(side, t.price);
         let li = match ladder.find(key) {
-            Ok(i) => i,
+            Ok(i) => {
+                if ladder.levels[i].count == 0 {
+                    ladder.empty -= 1;
+                }
+                i
+            }
             Err(i) => {
                 ladder.keys.insert(i, key);
                 ladder.levels.insert(i, Level { head: NIL, tail: NIL, count: 0, visible: 0 });
@@ -1323,8 +1369,7 @@ impl Book {
         level.count -= 1;
         level.visible -= o.visible;
         if level.count == 0 {
-            ladder.keys.remove(li);
-            ladder.levels.remove(li);
+            ladder.remove_empty(li);
         }
         self.index.remove(&o.id);
         if o.tif == Tif::Gtd {

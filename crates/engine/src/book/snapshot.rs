@@ -30,7 +30,7 @@ impl Book {
         w.u64(self.next_seq);
         w.u64(self.index.len() as u64);
         for side in [Side::Buy, Side::Sell] {
-            for level in self.ladder(side).levels.iter().rev() {
+            for (_, level) in self.ladder(side).live_levels() {
                 let mut i = level.head;
                 while i != NIL {
                     let o = &self.orders[i as usize];
