@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.9,<2" "numpy>=2.0" "typer>=0.12" "rich>=13" \
-		"pytest>=8" "hypothesis>=6.100" nanobook
+		"pytest>=8" "hypothesis>=6.100" nanobook orderly-chaos
 	touch $@
 
 # The extension is always built in release mode: tests and benchmarks share it.
@@ -44,7 +44,9 @@ test-slow: $(EXT)
 	$(PY) -m pytest -q -m slow; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 bench: $(EXT)
-	$(PY) -m lxdex bench engine --output BENCHMARKS-latest.json
+	mkdir -p bench-results
+	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench engine --output bench-results/engine.json
+	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench exchange --output bench-results/exchange.json
 
 clean:
 	rm -rf $(VENV) target

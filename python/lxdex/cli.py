@@ -1,0 +1,106 @@
+"""The `lxdex` command line: `lxdex demo`, `lxdex bench engine`, `lxdex bench exchange`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="lxdex: an open exchange engine.", no_args_is_help=True, add_completion=False)
+bench_app = typer.Typer(help="Measure lxdex (figures go to BENCHMARKS.md with the command).",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+
+def _single_threaded_blas() -> None:
+    """numpy's OpenBLAS spins worker threads that steal a core from the
+    engine on small machines; lxdex uses no BLAS, so benchmarks run with one.
+    The variable must be set before numpy loads: re-run ourselves with it."""
+    if os.environ.get("OPENBLAS_NUM_THREADS") is None and os.environ.get("LXDEX_NO_REEXEC") is None:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", LXDEX_NO_REEXEC="1")
+        os.execve(sys.executable, [sys.executable, "-m", "lxdex", *sys.argv[1:]], env)
+
+
+def _emit(result: dict, as_json: bool, output: Path | None, table: Table) -> None:
+    if output:
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {output}")
+    if as_json:
+        print(json.dumps(result))
+    else:
+        Console().print(table)
+
+
+@bench_app.command("engine")
+def bench_engine(
+    commands: int = typer.Option(2_000_000, help="commands per scenario"),
+    scenario: list[str] = typer.Option(None, help="scenario(s): deep_static, balanced, fast_moving (default all)"),
+    per_call: int = typer.Option(300_000, help="commands for the per-call runs (lxdex and the other books)"),
+    nanobook: bool = typer.Option(True, "--others/--no-others", help="also run the flow through other order books (orderly-chaos, nanobook)"),
+    memory: bool = typer.Option(True, help="measure bytes per empty book and per resting order"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """The matching engine: Rust alone, Python batch and per-call APIs, other order books side by side."""
+    _single_threaded_blas()
+    from .bench import engine
+
+    result = engine.run(commands, scenario or None, min(per_call, commands), with_nanobook=nanobook,
+                        with_memory=memory, progress=lambda m: console.log(m))
+    t = Table(title=f"lxdex engine — {result['machine']['cpu']} ({result['machine']['cores']} cores)")
+    for col in ("scenario", "Rust msgs/s", "Rust p50/p99/p99.9 ns", "Py batch msgs/s", "Py call msgs/s",
+                "Py call p99 ns", "orderly-chaos msgs/s", "lxdex/orderly", "nanobook msgs/s"):
+        t.add_column(col, justify="right")
+    for name, r in result["scenarios"].items():
+        rust, nb, oc = r["rust"], r.get("nanobook"), r.get("orderly_chaos")
+        t.add_row(name, f"{rust['msgs_per_s']:,.0f}", f"{rust['p50_ns']}/{rust['p99_ns']}/{rust['p999_ns']}",
+                  f"{r['py_batch']['msgs_per_s']:,.0f}", f"{r['py_call']['msgs_per_s']:,.0f}",
+                  f"{r['py_call']['p99_ns']:,}",
+                  f"{oc['msgs_per_s']:,.0f}" if oc else "-", f"{r.get('py_call_vs_orderly_chaos', '-')}",
+                  f"{nb['msgs_per_s']:,.0f}" if nb and "msgs_per_s" in nb
+                  else (f"hung at #{nb['hung_at_command']}" if nb and "hung_at_command" in nb else "-"))
+    if "memory" in result:
+        m = result["memory"]
+        t.caption = f"{m['bytes_per_empty_book']} bytes per empty book, {m['bytes_per_resting_order']} per resting order"
+    _emit(result, as_json, output, t)
+
+
+@bench_app.command("exchange")
+def bench_exchange(
+    commands: int = typer.Option(2_000_000, help="commands"),
+    markets: int = typer.Option(100, help="markets"),
+    accounts: int = typer.Option(10_000, help="funded accounts"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """The full per-order path in process: holds, matching, settlement, fees, market data."""
+    _single_threaded_blas()
+    from .bench import exchange
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **exchange.run(commands, markets, accounts, progress=lambda m: console.log(m))}
+    t = Table(title=f"lxdex exchange core — {result['machine']['cpu']}")
+    for col in ("commands", "markets", "accounts", "commands/s", "fills", "rejected"):
+        t.add_column(col, justify="right")
+    t.add_row(f"{commands:,}", str(markets), f"{accounts:,}", f"{result['exchange_cmds_per_s']:,}",
+              f"{result['events']['fills']:,}", f"{result['events']['rejected']:,}")
+    _emit(result, as_json, output, t)
+
+
+@app.command()
+def demo(seconds: float = typer.Option(20.0, help="how long to run"),
+         seed: int = typer.Option(7, help="random seed")) -> None:
+    """A live simulated market on one book: depth ladder and trades."""
+    from .demo import run
+
+    run(seconds=seconds, seed=seed)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,40 @@
+"""The command line: the demo runs without a terminal, the benchmarks print
+the keys BENCHMARKS.md and the issue ask for (smoke sizes, not figures)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("lxdex._core")
+
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lxdex", *args], capture_output=True, text=True,
+                          env=ENV, timeout=300, check=True)
+
+
+def test_demo_prints_snapshots_without_a_terminal():
+    out = run("demo", "--seconds", "1").stdout
+    assert "lxdex demo" in out and "depth" in out and "trades" in out
+
+
+def test_bench_engine_json_has_the_headline_keys():
+    out = run("bench", "engine", "--commands", "20000", "--per-call", "5000", "--no-others",
+              "--no-memory", "--scenario", "fast_moving", "--json").stdout
+    result = json.loads(out)
+    for key in ("rust_msgs_per_s", "py_batch_msgs_per_s", "py_call_msgs_per_s", "rust_p99_ns"):
+        assert result[key] > 0, key
+    mix = result["scenarios"]["fast_moving"]["mix"]
+    assert mix["commands"] == 20000 and mix["fills"] > 0
+
+
+def test_bench_exchange_json():
+    out = run("bench", "exchange", "--commands", "20000", "--markets", "10", "--accounts", "1000",
+              "--json").stdout
+    result = json.loads(out)
+    assert result["exchange_cmds_per_s"] > 0 and result["events"]["fills"] > 0
