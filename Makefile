@@ -31,7 +31,7 @@ run: demo
 demo: $(EXT)
 	$(PY) -m lxdex demo
 
-test: test-rust test-python test-slow
+test: test-rust test-slow test-python
 
 test-rust:
 	cargo test --quiet -p lxdex-engine
@@ -39,7 +39,8 @@ test-rust:
 test-python: $(EXT)
 	$(PY) -m pytest -q -m "not slow"
 
-# Slow tests (cluster, crash, soak) run in their own step. Exit 5 = none yet.
+# Slow tests (cluster, crash, soak) run in their own step, before the main
+# pytest run so that the last runner line is the main one. Exit 5 = none yet.
 test-slow: $(EXT)
 	$(PY) -m pytest -q -m slow; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 

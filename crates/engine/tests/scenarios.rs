@@ -283,3 +283,34 @@ fn bad_input_is_rejected_and_changes_nothing() {
     assert!(out.is_empty());
     assert_eq!(before, format!("{b:?}"));
 }
+
+#[test]
+fn stop_limit_rests_at_its_limit_once_triggered() {
+    let mut b = Book::default();
+    submit(&mut b, OrderRequest::limit(1, 1, S, 101, 1));
+    submit(&mut b, OrderRequest::limit(2, 1, S, 105, 1));
+    // Buy stop at 101 with a limit of 102: once 101 trades it buys what it
+    // can up to 102 and rests the rest there.
+    submit(&mut b, OrderRequest::stop(10, 2, B, 101, 102, 3));
+    let ev = submit(&mut b, OrderRequest::limit(20, 3, B, 101, 1));
+    let trig: Vec<_> = ev.iter().filter(|e| e.kind == EventKind::Triggered).map(|e| e.order_id).collect();
+    assert_eq!(trig, vec![10]);
+    assert_eq!(fills(&ev), vec![(20, 1, 101, 1)]);
+    assert_eq!(b.best_bid(), Some(102));
+    assert_eq!(b.volume_at(B, 102), 3);
+    assert!(b.pending().is_empty());
+}
+
+#[test]
+fn take_profit_sells_into_a_rising_price() {
+    let mut b = Book::default();
+    submit(&mut b, OrderRequest::limit(1, 1, B, 99, 5));
+    submit(&mut b, OrderRequest::take_profit(10, 2, S, 110, 0, 2));
+    assert!(run(&mut b, Command::ObservePrice { price: 109 }).is_empty());
+    let ev = run(&mut b, Command::ObservePrice { price: 110 });
+    assert_eq!(kinds(&ev), vec![(EventKind::Triggered, 10), (EventKind::Fill, 10)]);
+    assert_eq!(fills(&ev), vec![(10, 1, 99, 2)]);
+    // A take-profit already in the money at placement triggers at once.
+    let ev = submit(&mut b, OrderRequest::take_profit(11, 2, S, 95, 0, 1));
+    assert_eq!(kinds(&ev), vec![(EventKind::Accepted, 11), (EventKind::Triggered, 11), (EventKind::Fill, 11)]);
+}
