@@ -584,16 +584,23 @@ impl Book {
             .collect();
         live.sort_unstable();
         for (seq, id) in live {
-            if let Some(&idx) = self.index.get(&id) {
-                if self.orders[idx as usize].seq == seq {
-                    self.cancel_resting(idx, Reason::User, out);
-                }
-            } else if self.cond_ids.get(&id) == Some(&seq) {
-                self.cancel_cond(seq, Reason::User, true, out);
-            }
+            self.cancel_if_live(id, seq, Reason::User, out);
         }
         self.process_triggers(out);
         Ok(())
+    }
+
+    /// Cancels order `id` (with cascades) if it is still the live order that
+    /// arrived as `seq` (an earlier cascade may have taken it, or the id may
+    /// have been reused).
+    fn cancel_if_live(&mut self, id: u64, seq: u64, reason: Reason, out: &mut Vec<Event>) {
+        if let Some(&idx) = self.index.get(&id) {
+            if self.orders[idx as usize].seq == seq {
+                self.cancel_resting(idx, reason, out);
+            }
+        } else if self.cond_ids.get(&id) == Some(&seq) {
+            self.cancel_cond(seq, reason, true, out);
+        }
     }
 
     /// Moves the book's clock to `ts`, expiring GTD orders with `expire_ts <= ts`.
@@ -607,13 +614,7 @@ impl Book {
                 break;
             }
             self.expiry.pop_first();
-            if let Some(&idx) = self.index.get(&id) {
-                if self.orders[idx as usize].seq == seq {
-                    self.cancel_resting(idx, Reason::Expired, out);
-                }
-            } else if self.cond_ids.get(&id) == Some(&seq) {
-                self.cancel_cond(seq, Reason::Expired, true, out);
-            }
+            self.cancel_if_live(id, seq, Reason::Expired, out);
         }
         self.process_triggers(out);
         Ok(())

@@ -4,12 +4,12 @@
 
 use lxdex_engine::marketdata::Interval;
 use lxdex_engine::record::COMMAND_RECORD_SIZE;
-use lxdex_engine::{Event, Exchange, FeeTier, MarketConfig, MarketStatus, OrderRequest, OrderStatus, Reject, Side, FLAG_POST_ONLY, FLAG_TRAIL_BPS};
+use lxdex_engine::{Event, Exchange, FeeTier, MarketConfig, MarketStatus, OrderStatus, Reject, Side};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::{command_buffer, events_to_numpy, rejected, wire, PyEvent, SendPtr};
+use crate::{command_buffer, events_to_numpy, order_request, rejected, wire, PyEvent, SendPtr};
 
 /// `(price, visible, count)` levels, best first.
 type Levels = Vec<(i64, i64, u32)>;
@@ -132,20 +132,10 @@ impl PyExchange {
         trail_bps: bool,
         expire_ts: u64,
     ) -> PyResult<(u64, Bound<'py, PyList>)> {
-        let req = OrderRequest {
-            order_id: 0,
-            owner: account as u64,
-            side: wire(side),
-            order_type: wire(order_type),
-            tif: wire(tif),
-            stp: wire(stp),
-            flags: if post_only { FLAG_POST_ONLY } else { 0 } | if trail_bps { FLAG_TRAIL_BPS } else { 0 },
-            price,
-            qty,
-            trigger_price,
-            display_qty,
-            expire_ts,
-        };
+        let req = order_request(
+            0, account as u64, side, qty, price, order_type, tif, stp, post_only, display_qty, trigger_price,
+            trail_bps, expire_ts,
+        );
         let r = self.x.place(account, market, &req, &mut self.out);
         let id = *r.as_ref().unwrap_or(&0);
         let events = done(py, &mut self.out, "order of account", account as u64, r.map(|_| ()))?;

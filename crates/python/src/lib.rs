@@ -133,6 +133,39 @@ pub(crate) fn wire(v: i64) -> u8 {
     }
 }
 
+/// An order request from per-call arguments (enum arguments as wire bytes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn order_request(
+    order_id: u64,
+    owner: u64,
+    side: i64,
+    qty: i64,
+    price: i64,
+    order_type: i64,
+    tif: i64,
+    stp: i64,
+    post_only: bool,
+    display_qty: i64,
+    trigger_price: i64,
+    trail_bps: bool,
+    expire_ts: u64,
+) -> OrderRequest {
+    OrderRequest {
+        order_id,
+        owner,
+        side: wire(side),
+        order_type: wire(order_type),
+        tif: wire(tif),
+        stp: wire(stp),
+        flags: if post_only { FLAG_POST_ONLY } else { 0 } | if trail_bps { FLAG_TRAIL_BPS } else { 0 },
+        price,
+        qty,
+        trigger_price,
+        display_qty,
+        expire_ts,
+    }
+}
+
 /// A contiguous byte view of a `COMMAND_DTYPE` numpy array.
 pub(crate) fn command_buffer<'py>(py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResult<PyBuffer<u8>> {
     let dtype = enums_attr(py, &COMMAND_DTYPE, "COMMAND_DTYPE")?;
@@ -232,20 +265,10 @@ impl PyBook {
         trail_bps: bool,
         expire_ts: u64,
     ) -> PyResult<Bound<'py, PyList>> {
-        let req = OrderRequest {
-            order_id,
-            owner,
-            side: wire(side),
-            order_type: wire(order_type),
-            tif: wire(tif),
-            stp: wire(stp),
-            flags: if post_only { FLAG_POST_ONLY } else { 0 } | if trail_bps { FLAG_TRAIL_BPS } else { 0 },
-            price,
-            qty,
-            trigger_price,
-            display_qty,
-            expire_ts,
-        };
+        let req = order_request(
+            order_id, owner, side, qty, price, order_type, tif, stp, post_only, display_qty, trigger_price,
+            trail_bps, expire_ts,
+        );
         let r = self.book.submit(&req, &mut self.out);
         self.finish(py, "order", order_id, r)
     }
