@@ -15,7 +15,7 @@ setup: $(EXT)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.9,<2" "numpy>=2.0" "typer>=0.12" "rich>=13" \
+	$(PY) -m pip install --quiet "maturin>=1.9,<2" "numpy>=2.0" "typer>=0.12" "rich>=13" "cryptography>=42" \
 		"pytest>=8" "hypothesis>=6.100" nanobook orderly-chaos
 	touch $@
 

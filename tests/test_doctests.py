@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("lxdex._core")
 
 
-@pytest.mark.parametrize("module", ["lxdex.book", "lxdex.exchange"])
+@pytest.mark.parametrize("module", ["lxdex.book", "lxdex.exchange", "lxdex.accounts"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0

@@ -54,7 +54,8 @@ from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from decimal import Context, Decimal, InvalidOperation
 from enum import IntEnum, IntFlag, StrEnum
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -137,6 +138,7 @@ NOTIFICATION_KINDS = (
 )
 
 MAX_USER_ID = 2**32 - 1  # the Rust ledger's account ids are u32
+MAX_ID_GAP = 2**20  # a new user id may be at most this far above the highest so far
 MAX_TS = 2**63 - 1
 MAX_NAME = 64
 MAX_LABEL = 64
@@ -460,36 +462,141 @@ def _canonical(obj: Any) -> bytes:
 
 # -- the state ------------------------------------------------------------------
 
-# Per-user byte: bits 0-1 KYC status, bits 2-3 KYC level, bit 4 suspended.
-_KYC_MASK, _LEVEL_SHIFT, _SUSPENDED = 0x03, 2, 0x10
+
+class _KeyTable:
+    """API key strings in a fixed-width arena (64 bytes each, NUL-padded)
+    with an open-addressing index of key slots: ~72 bytes a key, where a
+    dict of str → int costs ~200 (str object, dict entry, int object). Keys are never removed (revoked keys stay), so there are
+    no tombstones. The index is probed by Python's ``hash`` of the padded
+    key, which varies per process: that is fine because the table is only
+    ever probed, never iterated — nothing observable depends on its layout.
+    """
+
+    WIDTH = 64
+
+    def __init__(self) -> None:
+        self._arena = bytearray()
+        self._table = array("i", [-1]) * 16
+        self._mask = 15
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def key(self, slot: int) -> str:
+        w = self.WIDTH
+        return self._arena[slot * w : (slot + 1) * w].rstrip(b"\x00").decode()
+
+    def _probe(self, padded: bytes) -> tuple[int, int]:
+        """(slot or -1, table position where it is or would go)."""
+        table, mask, arena, w = self._table, self._mask, self._arena, self.WIDTH
+        i = hash(padded) & mask
+        while True:
+            slot = table[i]
+            if slot < 0 or arena[slot * w : (slot + 1) * w] == padded:
+                return slot, i
+            i = (i + 1) & mask
+
+    def find(self, api_key: object) -> int | None:
+        if not isinstance(api_key, str) or not _API_KEY.fullmatch(api_key):
+            return None
+        slot, _ = self._probe(api_key.encode().ljust(self.WIDTH, b"\x00"))
+        return None if slot < 0 else slot
+
+    def add(self, api_key: str) -> int:
+        """Append a key that ``find`` does not know (the caller checked)."""
+        padded = api_key.encode().ljust(self.WIDTH, b"\x00")
+        slot = self._n
+        self._arena += padded
+        self._n += 1
+        if 2 * self._n > len(self._table):  # keep the load at most 1/2
+            self._table = array("i", [-1]) * (2 * len(self._table))
+            self._mask = len(self._table) - 1
+            w = self.WIDTH
+            for k in range(self._n):
+                _, i = self._probe(bytes(self._arena[k * w : (k + 1) * w]))
+                self._table[i] = k
+        else:
+            _, i = self._probe(padded)
+            self._table[i] = slot
+        return slot
+
+
+# Per-user byte: bits 0-1 KYC status, bits 2-3 KYC level, bit 4 suspended,
+# bit 7: no user has this id (a hole in the dense id range).
+_KYC_MASK, _LEVEL_SHIFT, _SUSPENDED, _HOLE = 0x03, 2, 0x10, 0x80
+
+
+class _TextArena:
+    """One short string per slot, UTF-8 with a 2-byte length prefix, in one
+    bytearray (~10 bytes of overhead a string instead of ~41 for a ``bytes``
+    in a list). A rewrite appends and leaves the old record as garbage; the
+    arena is compacted when garbage passes half of it."""
+
+    def __init__(self) -> None:
+        self._arena = bytearray()
+        self._off = array("Q")
+        self._garbage = 0
+
+    def get(self, slot: int) -> str:
+        o = self._off[slot]
+        n = self._arena[o] | (self._arena[o + 1] << 8)
+        return self._arena[o + 2 : o + 2 + n].decode()
+
+    def pad(self, n: int) -> None:
+        """Append ``n`` empty strings."""
+        start = len(self._arena)
+        self._off.extend(range(start, start + 2 * n, 2))
+        self._arena += bytes(2 * n)
+
+    def put(self, slot: int, text: str) -> None:
+        data = text.encode()
+        assert len(data) < 65536
+        if slot == len(self._off):
+            self._off.append(len(self._arena))
+        else:
+            o = self._off[slot]
+            self._garbage += 2 + (self._arena[o] | (self._arena[o + 1] << 8))
+            self._off[slot] = len(self._arena)
+        self._arena += len(data).to_bytes(2, "little") + data
+        if self._garbage > 4096 and 2 * self._garbage > len(self._arena):
+            self._compact()
+
+    def _compact(self) -> None:
+        old, new = self._arena, bytearray()
+        for slot, o in enumerate(self._off):
+            n = 2 + (old[o] | (old[o + 1] << 8))
+            self._off[slot] = len(new)
+            new += old[o : o + n]
+        self._arena, self._garbage = new, 0
 
 
 class Accounts:
     """Users, API keys, price alerts and notifications.
 
-    Storage is columnar: users live in per-field arrays indexed by a dense
-    slot (normally ``slot == user_id``: the ledger hands out dense ids; any
-    other id is mapped through a small dict), the display name and email in
-    one UTF-8 ``bytes`` per user, the country as a byte; API keys in
-    per-field arrays with the sealed secrets in one fixed-width bytearray,
-    a user's keys chained through ``_knext``.
+    Storage is columnar. Users live in per-field arrays indexed by user id
+    (the ledger's account ids are dense; an id without a user is a hole of
+    ~30 bytes, and a new id may be at most ``MAX_ID_GAP`` above the highest),
+    the KYC status, level and account status packed in one byte, the country
+    as a byte, display name and email in one UTF-8 arena. API keys live in
+    per-field arrays indexed by key slot: the key strings in a fixed-width
+    arena with an open-addressing index, the sealed secrets in one
+    fixed-width bytearray, a user's keys chained through ``_knext``.
     """
 
     def __init__(self, master_key: bytes, *, max_notifications: int = 100) -> None:
         self._aead = _aead(master_key)
         self.max_notifications = _int(max_notifications, "max_notifications", 1, 10_000)
         # users, by slot
-        self._uid = array("I")
-        self._sparse: dict[int, int] = {}  # user_id -> slot, where they differ
+        self._nusers = 0
         self._created = array("q")
         self._ustate = bytearray()
         self._country = bytearray()
-        self._profile: list[bytes] = []  # display_name \0 email, UTF-8
+        self._texts = _TextArena()  # display_name \0 email, UTF-8, by slot
         self._first_key = array("i")  # newest key slot of the user, -1 if none
         self._nactive = bytearray()  # active API keys of the user
         # API keys, by key slot
-        self._kid: list[str] = []
-        self._kindex: dict[str, int] = {}
+        self._keys = _KeyTable()
         self._kuser = array("I")
         self._kcreated = array("q")
         self._krevoked = array("q")  # ts of revocation, -1 while active
@@ -509,16 +616,15 @@ class Accounts:
 
     # -- users ------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._uid)
+        return self._nusers
 
     def __contains__(self, user_id: object) -> bool:
         return isinstance(user_id, int) and self._find(user_id) is not None
 
     def _find(self, user_id: int) -> int | None:
-        uid = self._uid
-        if 0 <= user_id < len(uid) and uid[user_id] == user_id:
+        if 0 <= user_id < len(self._ustate) and not self._ustate[user_id] & _HOLE:
             return user_id
-        return self._sparse.get(user_id)
+        return None
 
     def _slot(self, user_id: Any, field: str = "user_id") -> int:
         slot = self._find(_user_id(user_id, field))
@@ -533,6 +639,9 @@ class Accounts:
         uid = _user_id(user_id)
         if self._find(uid) is not None:
             raise AccountError("user_id", f"user {uid} already exists")
+        if uid >= len(self._ustate) + MAX_ID_GAP:
+            raise AccountError("user_id", f"{uid} is more than {MAX_ID_GAP} above the highest user id "
+                               f"({len(self._ustate) - 1}); user ids are the ledger's dense account ids")
         if not isinstance(profile, dict):
             raise AccountError("profile", f"must be a dict, not {type(profile).__name__}")
         self._check_profile_keys(profile, required=True)
@@ -558,18 +667,22 @@ class Accounts:
                 if k not in profile:
                     raise AccountError(k, "is required")
 
-    def _insert_user(self, uid: int, name: str, email: str, country: int, created: int, state: int) -> int:
-        slot = len(self._uid)
-        self._uid.append(uid)
-        if slot != uid:
-            self._sparse[uid] = slot
-        self._created.append(created)
-        self._ustate.append(state)
-        self._country.append(country)
-        self._profile.append(f"{name}\x00{email}".encode())
-        self._first_key.append(-1)
-        self._nactive.append(0)
-        return slot
+    def _insert_user(self, uid: int, name: str, email: str, country: int, created: int, state: int) -> None:
+        """Store a user at slot ``uid``; ids skipped so far become holes
+        (ledger accounts without a user, or users still to come)."""
+        gap = uid + 1 - len(self._ustate)
+        if gap > 0:
+            self._created.extend(array("q", bytes(8 * gap)))
+            self._ustate += bytes([_HOLE]) * gap
+            self._country += bytes(gap)
+            self._texts.pad(gap)
+            self._first_key.extend(array("i", [-1]) * gap)
+            self._nactive += bytes(gap)
+        self._created[uid] = created
+        self._ustate[uid] = state
+        self._country[uid] = country
+        self._texts.put(uid, f"{name}\x00{email}")
+        self._nusers += 1
 
     def update_profile(self, user_id: int, changes: dict, ts: int) -> list[dict]:
         """Change some of ``display_name``, ``email``, ``country``. The event
@@ -580,7 +693,7 @@ class Accounts:
         if not changes:
             raise AccountError("changes", "must name at least one field")
         self._check_profile_keys(changes, required=False)
-        name, email = self._profile[slot].decode().split("\x00")
+        name, email = self._texts.get(slot).split("\x00")
         country = self._country[slot]
         new_name = _display_name(changes["display_name"]) if "display_name" in changes else name
         new_email = _email(changes["email"]) if "email" in changes else email
@@ -595,7 +708,7 @@ class Accounts:
             diff["country"] = _COUNTRIES[new_country]
         if not diff:
             return []
-        self._profile[slot] = f"{new_name}\x00{new_email}".encode()
+        self._texts.put(slot, f"{new_name}\x00{new_email}")
         self._country[slot] = new_country
         return [{"type": "user_updated", "user_id": user_id, "changes": diff, "ts": ts}]
 
@@ -638,15 +751,16 @@ class Accounts:
     def user(self, user_id: int) -> dict:
         """The user's profile, KYC and status (never any key secret)."""
         slot = self._slot(user_id)
-        name, email = self._profile[slot].decode().split("\x00")
+        name, email = self._texts.get(slot).split("\x00")
         s = self._ustate[slot]
-        return {"user_id": self._uid[slot], "display_name": name, "email": email,
+        return {"user_id": slot, "display_name": name, "email": email,
                 "country": _COUNTRIES[self._country[slot]], "created_at": self._created[slot],
                 "kyc_status": KycStatus(s & _KYC_MASK).name.lower(), "kyc_level": (s >> _LEVEL_SHIFT) & 3,
                 "status": "suspended" if s & _SUSPENDED else "active"}
 
     def user_ids(self) -> list[int]:
-        return sorted(self._uid)
+        """Every user id, ascending."""
+        return [i for i, s in enumerate(self._ustate) if not s & _HOLE]
 
     # -- API keys -----------------------------------------------------------------
     def create_api_key(
@@ -672,7 +786,7 @@ class Accounts:
             raise AccountError("user_id", f"user {user_id} is suspended")
         if not isinstance(api_key, str) or not _API_KEY.fullmatch(api_key):
             raise AccountError("api_key", "must be 16 to 64 letters and digits")
-        if api_key in self._kindex:
+        if self._keys.find(api_key) is not None:
             raise AccountError("api_key", "already exists")
         if not isinstance(sealed_secret, bytes) or len(sealed_secret) != SEALED_BYTES:
             raise AccountError("sealed_secret", f"must be {SEALED_BYTES} bytes: a {NONCE_BYTES}-byte nonce and "
@@ -688,9 +802,7 @@ class Accounts:
         secret = self._open(user_id, api_key, sealed_secret)
         if secret is None:
             raise AccountError("sealed_secret", "does not open under this node's master key for this user and api_key")
-        k = len(self._kid)
-        self._kid.append(api_key)
-        self._kindex[api_key] = k
+        k = self._keys.add(api_key)
         self._kuser.append(user_id)
         self._kcreated.append(ts)
         self._krevoked.append(-1)
@@ -712,7 +824,7 @@ class Accounts:
 
     def _own_key(self, user_id: Any, api_key: Any) -> int:
         self._slot(user_id)
-        k = self._kindex.get(api_key) if isinstance(api_key, str) else None
+        k = self._keys.find(api_key)
         if k is None or self._kuser[k] != user_id:
             raise AccountError("api_key", f"user {user_id} has no API key {api_key!r}")
         return k
@@ -764,14 +876,14 @@ class Accounts:
 
     def _key_info(self, k: int) -> dict:
         revoked = self._krevoked[k]
-        return {"user_id": self._kuser[k], "api_key": self._kid[k],
+        return {"user_id": self._kuser[k], "api_key": self._keys.key(k),
                 "permissions": _permission_names(self._kperm[k]),
                 "ip_allow": [str(n) for n in self._kips[k] or ()], "label": self._klabel[k],
                 "created_at": self._kcreated[k], "revoked_at": None if revoked < 0 else revoked}
 
     def api_key(self, api_key: str) -> dict:
         """A key's user, permissions, allow-list, label and dates (no secret)."""
-        k = self._kindex.get(api_key) if isinstance(api_key, str) else None
+        k = self._keys.find(api_key)
         if k is None:
             raise AccountError("api_key", f"no API key {api_key!r}")
         return self._key_info(k)
@@ -808,7 +920,7 @@ class Accounts:
         still read and cancel.
         """
         required = _permissions(required_permission, "required_permission")
-        k = self._kindex.get(api_key) if isinstance(api_key, str) else None
+        k = self._keys.find(api_key)
         if k is None:
             raise AuthError("api_key", "unknown API key", AuthFailure.UNKNOWN_KEY)
         if self._krevoked[k] >= 0:
@@ -859,7 +971,7 @@ class Accounts:
         already there when the alert is made: it fires on the next
         observation). The event carries the new ``alert_id``."""
         slot = self._slot(user_id)
-        uid = self._uid[slot]
+        uid = slot
         mkt = _market(market)
         if condition not in _CONDITIONS:
             raise AccountError("condition", f"{condition!r} is not one of above, below")
@@ -896,14 +1008,14 @@ class Accounts:
         aid = _int(alert_id, "alert_id", 1, 2**63 - 1)
         ts = _ts(ts)
         alert = self._alerts.get(aid)
-        if alert is None or alert[0] != self._uid[slot]:
+        if alert is None or alert[0] != slot:
             raise AccountError("alert_id", f"user {user_id} has no active price alert {aid}")
         self._remove_alert(aid)
         return [{"type": "price_alert_cancelled", "alert_id": aid, "user_id": user_id, "ts": ts}]
 
     def price_alerts(self, user_id: int) -> list[dict]:
         """The user's active alerts, by alert id."""
-        uid = self._uid[self._slot(user_id)]
+        uid = self._slot(user_id)
         if uid not in self._alert_count:
             return []
         return [{"alert_id": aid, "user_id": u, "market": m, "condition": _CONDITIONS[c], "price": _dec_str(p),
@@ -936,7 +1048,7 @@ class Accounts:
         """A system notification to a user (a fill, a system cancel with its
         reason in the payload, a liquidation, …). The user's inbox keeps the
         last ``max_notifications``; older ones drop off."""
-        uid = self._uid[self._slot(user_id)]
+        uid = self._slot(user_id)
         if kind not in NOTIFICATION_KINDS:
             raise AccountError("kind", f"{kind!r} is not one of {', '.join(NOTIFICATION_KINDS)}")
         body = _payload(payload)
@@ -955,7 +1067,7 @@ class Accounts:
 
     def notifications(self, user_id: int, *, unread_only: bool = False, limit: int | None = None) -> list[dict]:
         """The user's kept notifications, newest first."""
-        uid = self._uid[self._slot(user_id)]
+        uid = self._slot(user_id)
         if limit is not None:
             _int(limit, "limit", 0, 2**31)
         out = []
@@ -968,14 +1080,14 @@ class Accounts:
         return out
 
     def unread_count(self, user_id: int) -> int:
-        uid = self._uid[self._slot(user_id)]
+        uid = self._slot(user_id)
         return sum(1 for n in self._inbox.get(uid, ()) if not n[4])
 
     def mark_read(self, user_id: int, notification_ids: Iterable[int] | None, ts: int) -> list[dict]:
         """Mark notifications read: the given ids, or every one (None). Ids
         the inbox no longer holds are ignored (they may have dropped off);
         the event lists the ids that changed."""
-        uid = self._uid[self._slot(user_id)]
+        uid = self._slot(user_id)
         wanted = None
         if notification_ids is not None:
             if isinstance(notification_ids, (str, bytes)):
@@ -1001,20 +1113,23 @@ class Accounts:
         """Canonical bytes of the whole state (canonical JSON, every list
         sorted by id): same state ⇒ same bytes. Holds sealed secrets, never
         plaintext ones, and not the master key."""
+        created, ustate, country, text = self._created, self._ustate, self._country, self._texts.get
         users = []
-        for slot in sorted(range(len(self._uid)), key=self._uid.__getitem__):
-            name, email = self._profile[slot].decode().split("\x00")
-            s = self._ustate[slot]
-            users.append([self._uid[slot], name, email, _COUNTRIES[self._country[slot]], self._created[slot],
+        for slot, s in enumerate(ustate):
+            if s & _HOLE:
+                continue
+            name, email = text(slot).split("\x00")
+            users.append([slot, name, email, _COUNTRIES[country[slot]], created[slot],
                           s & _KYC_MASK, (s >> _LEVEL_SHIFT) & 3, 1 if s & _SUSPENDED else 0])
         keys = []
-        sealed = self._ksealed
-        for k in sorted(range(len(self._kid)), key=self._kid.__getitem__):
-            revoked = self._krevoked[k]
-            keys.append([self._kid[k], self._kuser[k],
-                         "" if revoked >= 0 else sealed[k * SEALED_BYTES : (k + 1) * SEALED_BYTES].hex(),
-                         self._kperm[k], [str(n) for n in self._kips[k] or ()], self._klabel[k],
-                         self._kcreated[k], revoked])
+        sealed, kuser, kperm, kips, klabel = self._ksealed, self._kuser, self._kperm, self._kips, self._klabel
+        kcreated, krevoked = self._kcreated, self._krevoked
+        names = [self._keys.key(k) for k in range(len(self._keys))]
+        w = SEALED_BYTES
+        for k in sorted(range(len(names)), key=names.__getitem__):
+            revoked, ips = krevoked[k], kips[k]
+            keys.append([names[k], kuser[k], "" if revoked >= 0 else sealed[k * w : (k + 1) * w].hex(), kperm[k],
+                         [str(n) for n in ips] if ips else [], klabel[k], kcreated[k], revoked])
         alerts = [[aid, u, m, _CONDITIONS[c], _dec_str(p), t] for aid, (u, m, c, p, t) in sorted(self._alerts.items())]
         inboxes = [[uid, [list(n) for n in self._inbox[uid]]] for uid in sorted(self._inbox)]
         return _canonical({
@@ -1038,7 +1153,7 @@ class Accounts:
         try:
             return cls._restore(s, master_key)
         except AccountError as e:
-            raise AccountError(e.field, f"in snapshot: {e}") from None
+            raise AccountError(e.field, f"in snapshot: {str(e)[len(e.field) + 2:]}") from None
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise ValueError(f"accounts snapshot malformed: {e!r}") from None
 
@@ -1050,8 +1165,8 @@ class Accounts:
         last = -1
         for uid, name, email, country, created, kyc, level, suspended in s["users"]:
             uid = _user_id(uid)
-            if uid <= last:
-                raise AccountError("user_id", "users are not in increasing id order")
+            if uid <= last or uid >= len(acc._ustate) + MAX_ID_GAP:
+                raise AccountError("user_id", "users are not in increasing id order, or too far apart")
             last = uid
             if _email(email) != email or _COUNTRIES[_country(country)] != country:
                 raise AccountError("email", "is not in canonical form")
@@ -1088,9 +1203,7 @@ class Accounts:
                 if acc._nactive[slot] >= MAX_ACTIVE_KEYS:
                     raise AccountError("api_key", f"user {uid} has more than {MAX_ACTIVE_KEYS} active keys")
                 acc._nactive[slot] += 1
-            k = len(acc._kid)
-            acc._kid.append(api_key)
-            acc._kindex[api_key] = k
+            k = acc._keys.add(api_key)
             acc._kuser.append(uid)
             acc._kcreated.append(created)
             acc._krevoked.append(revoked)
@@ -1109,7 +1222,7 @@ class Accounts:
             p = _decimal_price(price, "price")
             if _dec_str(p) != price or cond not in _CONDITIONS:
                 raise AccountError("price", "is not in canonical form")
-            if acc._alert_count.get(acc._uid[acc._slot(uid)], 0) >= MAX_ALERTS:
+            if acc._alert_count.get(acc._slot(uid), 0) >= MAX_ALERTS:
                 raise AccountError("user_id", f"user {uid} has more than {MAX_ALERTS} alerts")
             acc._insert_alert(aid, uid, _market(market), _CONDITIONS.index(cond), p, _ts(created))
         last = -1
