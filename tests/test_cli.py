@@ -38,3 +38,10 @@ def test_bench_exchange_json():
               "--json").stdout
     result = json.loads(out)
     assert result["exchange_cmds_per_s"] > 0 and result["events"]["fills"] > 0
+
+
+def test_bench_memory_json_small_scale():
+    result = json.loads(run("bench", "memory", "--scale", "0.002", "--json").stdout)
+    assert result["rss_bytes"] > 0 and result["users"] == 2_000
+    assert set(result["breakdown_bytes"]) == {"ledger", "users", "markets", "market data and fill history",
+                                              "resting orders"}

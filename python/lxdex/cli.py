@@ -93,6 +93,28 @@ def bench_exchange(
     _emit(result, as_json, output, t)
 
 
+@bench_app.command("memory")
+def bench_memory(
+    scale: float = typer.Option(1.0, help="fraction of the design point (1.0 = 1M users, 21,000 markets)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """Resident memory at the design point, with a measured per-component breakdown."""
+    _single_threaded_blas()
+    from .bench import memory
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **memory.run(scale, progress=lambda m: console.log(m))}
+    t = Table(title=f"lxdex memory at scale {scale} ({result['users']:,} users, {result['markets']:,} markets)")
+    t.add_column("component")
+    t.add_column("RSS growth", justify="right")
+    for name, b in result["breakdown_bytes"].items():
+        t.add_row(name, f"{b / 2**20:,.1f} MiB")
+    t.add_row("interpreter and libraries", f"{result['interpreter_and_libraries_bytes'] / 2**20:,.1f} MiB")
+    t.add_row("total RSS", f"{result['rss_bytes'] / 2**20:,.1f} MiB")
+    _emit(result, as_json, output, t)
+
+
 @app.command()
 def demo(seconds: float = typer.Option(20.0, help="how long to run"),
          seed: int = typer.Option(7, help="random seed")) -> None:
