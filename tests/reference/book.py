@@ -439,11 +439,14 @@ class Book:
 
     def _run_from_fok(self, o: Order, out: list[Event]) -> None:
         if o.tif == TimeInForce.FOK:
+            # Run the match on a copy: it must fill the whole quantity through
+            # trades (a self-trade decrement reduces it without trading).
             trial = copy.deepcopy(self)
             t = copy.deepcopy(o)
             scratch: list[Event] = []
-            stopped = trial._match(t, scratch)
-            if stopped or t.qty > 0:
+            trial._match(t, scratch)
+            traded = sum(e.qty for e in scratch if e.kind == EventKind.FILL and e.order_id == o.id)
+            if traded < o.qty:
                 out.append(self._ev(EventKind.CANCELLED, o, reason=Reason.FOK,
                                     price=self._event_price(o), qty=o.qty))
                 self._order_left(o.group, out)
