@@ -1,14 +1,27 @@
 """A slow, obviously correct order book: the model the Rust book is tested
-against. It follows docs/engine.md sentence by sentence with plain lists and
-dicts: the best order is found by sorting, fill-or-kill is decided by running
-the match on a deep copy, conditions are checked by scanning every waiting
-order. Nothing here is fast, on purpose.
+against.
+
+It follows docs/engine.md sentence by sentence, with no attempt at speed:
+
+- every resting order is in one plain list; the best order of a side is found
+  by sorting that list (price, then queue position);
+- conditional orders and bracket children are in another plain list, scanned
+  in full at every observed price;
+- fill-or-kill is decided by deep-copying the whole book, running the real
+  match on the copy and adding up the fills it made (a self-trade decrement
+  takes quantity away without trading, so it does not count);
+- orders are tracked by object identity, so an id that is reused after its
+  order left can never be confused with the old order.
+
+Rejections raise :class:`Rejected` (and change nothing: every check is done
+before any state is touched). :meth:`Book.process_commands` is the batch
+form, with REJECTED events in place of exceptions.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass
 
 from lxdex.enums import (
     MAX_PRICE,
@@ -24,17 +37,21 @@ from lxdex.enums import (
     TimeInForce,
 )
 
-MARKET_TYPES = {OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.TRAILING_STOP}
-LIMIT_TYPES = {OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT}
-STOPS = {OrderType.STOP_MARKET, OrderType.STOP_LIMIT}
-TAKE_PROFITS = {OrderType.TAKE_PROFIT_MARKET, OrderType.TAKE_PROFIT_LIMIT}
-CONDITIONAL = STOPS | TAKE_PROFITS | {OrderType.TRAILING_STOP}
+MARKET_TYPES = (OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.TRAILING_STOP)
+LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
+STOP_TYPES = (OrderType.STOP_MARKET, OrderType.STOP_LIMIT)
+TAKE_PROFIT_TYPES = (OrderType.TAKE_PROFIT_MARKET, OrderType.TAKE_PROFIT_LIMIT)
+CONDITIONAL_TYPES = STOP_TYPES + TAKE_PROFIT_TYPES + (OrderType.TRAILING_STOP,)
+RESTING_TIFS = (TimeInForce.GTC, TimeInForce.GTD)
+KNOWN_FLAGS = int(Flags.POST_ONLY | Flags.TRAIL_BPS)
 
 
 class Rejected(Exception):
-    def __init__(self, reason: Reason):
-        super().__init__(f"rejected: {Reason(reason).name}")
+    """A command was rejected; the book is unchanged. ``reason`` is a Reason."""
+
+    def __init__(self, reason: int, message: str = ""):
         self.reason = Reason(reason)
+        super().__init__(f"{self.reason.name}: {message}" if message else self.reason.name)
 
 
 @dataclass(frozen=True)
@@ -53,74 +70,91 @@ class Event:
     other_remaining: int = 0
 
     def astuple(self) -> tuple:
-        return astuple(self)
+        return (self.kind, self.reason, self.side, self.order_type, self.order_id, self.owner,
+                self.other_id, self.other_owner, self.price, self.qty, self.remaining, self.other_remaining)
 
 
-@dataclass
+@dataclass(eq=False)  # eq=False: orders compare (and are found in lists) by identity
 class Order:
-    id: int
+    order_id: int
     owner: int
     side: int
-    type: int  # current type: LIMIT/MARKET while executing or resting, else the conditional type
-    price: int  # limit price; for market types the protection price (0: none)
-    qty: int  # remaining (visible + hidden when resting)
+    order_type: int  # the type now: a triggered stop becomes MARKET or LIMIT
+    price: int  # limit price, or a market-type's protection price (0: none)
+    qty: int  # what is left of the order (visible + hidden while it rests)
     tif: int
     stp: int
     seq: int
-    expire_ts: int = 0
     post_only: bool = False
-    display: int = 0
-    visible: int = 0
-    pos: int = 0  # queue position (lower = earlier) while resting
-    trigger: int = 0
+    display_qty: int = 0  # 0: not an iceberg
+    trigger: int = 0  # trigger price, or the trailing amount of a trailing stop
     trail_bps: bool = False
-    reference: int = 0
-    active: bool = True
-    queued: bool = False
-    group: int = 0
+    expire_ts: int = 0
+    # while resting
+    visible: int = 0
+    queue_pos: int = 0  # place in its price level: lower is earlier
+    # while conditional
+    active: bool = True  # False for a bracket child whose entry has not filled yet
+    queued: bool = False  # in the trigger queue
+    reference: int | None = None  # a trailing stop's peak (SELL) or trough (BUY)
+    # bracket / OCO membership
+    group: Group | None = None
+
+
+@dataclass(eq=False)
+class Group:
+    """A bracket (entry + two children) or an OCO (two legs, entry None)."""
+
+    entry: Order | None
+    tp: Order
+    sl: Order
+    entry_filled: bool = False
+
+
+def is_market_type(order_type: int) -> bool:
+    return order_type in MARKET_TYPES
+
+
+class Book:
+    def __init__(self, tick_size: int = 1, lot_size: int = 1):
+        if tick_size < 1 or lot_size < 1:
+            raise ValueError("tick_size and lot_size must be >= 1")
+        self.tick_size = tick_size
+        self.lot_size = lot_size
+        self._now = 0
+        self._last_price: int | None = None
+        self._next_seq = 1
+        self._next_queue_pos = 1
+        self.resting: list[Order] = []  # orders in the book, both sides, any order
+        self.conditionals: list[Order] = []  # waiting conditional orders and bracket children
+        self.trigger_queue: list[tuple[Order, int]] = []  # (order, observed price)
+
+    # ------------------------------------------------------------------
+    # queries
+    # ------------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        return self._now
 
     @property
-    def hidden(self) -> int:
-        return self.qty - self.visible
+    def last_price(self) -> int | None:
+        return self._last_price
 
-
-@dataclass
-class Group:
-    entry: int  # order id of the bracket entry while live, else 0
-    filled: int = 0
-    tp: int = 0  # seq of the take-profit child/leg while live, else 0
-    sl: int = 0
-
-
-@dataclass
-class Book:
-    tick_size: int = 1
-    lot_size: int = 1
-    now: int = 0
-    last_price: int | None = None
-    next_seq: int = 1
-    next_pos: int = 1
-    resting: list[Order] = field(default_factory=list)
-    conds: dict[int, Order] = field(default_factory=dict)  # by seq
-    groups: dict[int, Group] = field(default_factory=dict)
-    queue: list[tuple[int, int]] = field(default_factory=list)  # (seq, observed price)
-
-    # -- queries --------------------------------------------------------
-    def _side(self, side: int) -> list[Order]:
+    def _side_in_priority_order(self, side: int) -> list[Order]:
         orders = [o for o in self.resting if o.side == side]
         if side == Side.BUY:
-            return sorted(orders, key=lambda o: (-o.price, o.pos))
-        return sorted(orders, key=lambda o: (o.price, o.pos))
+            return sorted(orders, key=lambda o: (-o.price, o.queue_pos))
+        return sorted(orders, key=lambda o: (o.price, o.queue_pos))
 
     @property
     def best_bid(self) -> int | None:
-        b = self._side(Side.BUY)
-        return b[0].price if b else None
+        bids = self._side_in_priority_order(Side.BUY)
+        return bids[0].price if bids else None
 
     @property
     def best_ask(self) -> int | None:
-        a = self._side(Side.SELL)
-        return a[0].price if a else None
+        asks = self._side_in_priority_order(Side.SELL)
+        return asks[0].price if asks else None
 
     def __len__(self) -> int:
         return len(self.resting)
@@ -129,570 +163,652 @@ class Book:
         return sum(o.visible for o in self.resting if o.side == side and o.price == price)
 
     def depth(self, n: int):
-        out = []
+        result = []
         for side in (Side.BUY, Side.SELL):
-            levels: list[list[int]] = []
-            for o in self._side(side):
-                if levels and levels[-1][0] == o.price:
-                    levels[-1][1] += o.visible
-                    levels[-1][2] += 1
-                else:
-                    levels.append([o.price, o.visible, 1])
-            out.append([tuple(lv) for lv in levels[:n]])
-        return out[0], out[1]
+            levels: list[tuple[int, int, int]] = []
+            prices: list[int] = []
+            for o in self._side_in_priority_order(side):
+                if o.price not in prices:
+                    prices.append(o.price)
+            for p in prices[:n]:
+                at_p = [o for o in self.resting if o.side == side and o.price == p]
+                levels.append((p, sum(o.visible for o in at_p), len(at_p)))
+            result.append(levels)
+        return result[0], result[1]
 
     def l3(self):
-        return [(o.id, o.owner, o.side, o.price, o.visible, o.hidden)
-                for side in (Side.BUY, Side.SELL) for o in self._side(side)]
+        return [(o.order_id, o.owner, o.side, o.price, o.visible, o.qty - o.visible)
+                for side in (Side.BUY, Side.SELL) for o in self._side_in_priority_order(side)]
 
     def pending(self):
-        return [(c.id, c.owner, c.side, c.type, self._trigger_price(c),
-                 0 if c.type in MARKET_TYPES else c.price, c.qty, c.active)
-                for _, c in sorted(self.conds.items())]
+        return [(c.order_id, c.owner, c.side, c.order_type, self._current_trigger(c),
+                 self._event_price(c), c.qty, c.active)
+                for c in sorted(self.conditionals, key=lambda c: c.seq)]
 
-    # -- helpers --------------------------------------------------------
-    def _live(self, order_id: int) -> bool:
-        return any(o.id == order_id for o in self.resting) or any(c.id == order_id for c in self.conds.values())
+    def order(self, order_id: int) -> Order | None:
+        return self._find_live(order_id)
 
-    def _resting_by_id(self, order_id: int) -> Order | None:
-        return next((o for o in self.resting if o.id == order_id), None)
+    # ------------------------------------------------------------------
+    # small helpers
+    # ------------------------------------------------------------------
+    def _find_live(self, order_id: int) -> Order | None:
+        for o in self.resting + self.conditionals:
+            if o.order_id == order_id:
+                return o
+        return None
 
-    def _cond_by_id(self, order_id: int) -> Order | None:
-        return next((c for c in self.conds.values() if c.id == order_id), None)
+    def _is_live(self, order_id: int) -> bool:
+        return self._find_live(order_id) is not None
 
-    def _ev(self, kind, o: Order, **kw) -> Event:
-        return Event(kind=kind, order_id=o.id, owner=o.owner, side=o.side, order_type=o.type, **kw)
+    def _rests(self, o: Order) -> bool:
+        return any(x is o for x in self.resting)
 
-    def _event_price(self, o: Order) -> int:
-        return 0 if o.type in MARKET_TYPES else o.price
+    def _waits(self, o: Order) -> bool:
+        return any(x is o for x in self.conditionals)
 
-    def _check_price(self, p: int) -> None:
-        if not 1 <= p <= MAX_PRICE:
-            raise Rejected(Reason.INVALID_PRICE)
-        if p % self.tick_size:
-            raise Rejected(Reason.OFF_TICK_GRID)
+    def _new_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
 
-    def _check_qty(self, q: int) -> None:
-        if not 1 <= q <= MAX_QTY:
-            raise Rejected(Reason.INVALID_QUANTITY)
-        if q % self.lot_size:
-            raise Rejected(Reason.OFF_LOT_GRID)
+    def _new_queue_pos(self) -> int:
+        pos = self._next_queue_pos
+        self._next_queue_pos += 1
+        return pos
 
-    def _validate(self, order_id, side, order_type, tif, stp, flags, qty, price, trigger, display, expire_ts):
-        if side not in (0, 1):
-            raise Rejected(Reason.INVALID_SIDE)
-        if order_type not in [t.value for t in OrderType]:
-            raise Rejected(Reason.INVALID_ORDER_TYPE)
-        if tif not in [t.value for t in TimeInForce]:
-            raise Rejected(Reason.INVALID_TIF)
-        market = order_type in MARKET_TYPES
-        if market and tif not in (TimeInForce.IOC, TimeInForce.FOK):
-            raise Rejected(Reason.INVALID_TIF)
-        if stp not in [s.value for s in Stp]:
-            raise Rejected(Reason.INVALID_STP)
-        if flags & ~int(Flags.POST_ONLY | Flags.TRAIL_BPS):
-            raise Rejected(Reason.INVALID_FLAGS)
-        post_only, trail_bps = bool(flags & Flags.POST_ONLY), bool(flags & Flags.TRAIL_BPS)
-        resting_tif = tif in (TimeInForce.GTC, TimeInForce.GTD)
-        if post_only and not (order_type == OrderType.LIMIT and resting_tif):
-            raise Rejected(Reason.INVALID_FLAGS)
-        if trail_bps and order_type != OrderType.TRAILING_STOP:
-            raise Rejected(Reason.INVALID_FLAGS)
+    @staticmethod
+    def _event_price(o: Order) -> int:
+        """The price events show: the limit price, 0 for market-type orders."""
+        return 0 if is_market_type(o.order_type) else o.price
+
+    def _event(self, kind: int, o: Order, **fields) -> Event:
+        return Event(kind=kind, side=o.side, order_type=o.order_type, order_id=o.order_id, owner=o.owner, **fields)
+
+    def _cancelled(self, o: Order, reason: int, qty: int, remaining: int = 0) -> Event:
+        return self._event(EventKind.CANCELLED, o, reason=reason, price=self._event_price(o), qty=qty,
+                           remaining=remaining)
+
+    # ------------------------------------------------------------------
+    # validation
+    # ------------------------------------------------------------------
+    def _check_price(self, price: int, what: str, bad_reason: int = Reason.INVALID_PRICE) -> None:
+        if not 1 <= price <= MAX_PRICE:
+            raise Rejected(bad_reason, f"{what} {price} is not in 1..={MAX_PRICE}")
+        if price % self.tick_size != 0:
+            raise Rejected(Reason.OFF_TICK_GRID, f"{what} {price} is not a multiple of tick size {self.tick_size}")
+
+    def _check_qty(self, qty: int, what: str = "qty") -> None:
+        if not 1 <= qty <= MAX_QTY:
+            raise Rejected(Reason.INVALID_QUANTITY, f"{what} {qty} is not in 1..={MAX_QTY}")
+        if qty % self.lot_size != 0:
+            raise Rejected(Reason.OFF_LOT_GRID, f"{what} {qty} is not a multiple of lot size {self.lot_size}")
+
+    @staticmethod
+    def _check_side(side: int) -> None:
+        if side not in (Side.BUY, Side.SELL):
+            raise Rejected(Reason.INVALID_SIDE, f"side {side} is neither BUY (0) nor SELL (1)")
+
+    @staticmethod
+    def _check_stp(stp: int) -> None:
+        if stp not in [int(s) for s in Stp]:
+            raise Rejected(Reason.INVALID_STP, f"stp {stp} is not a Stp value")
+
+    def _validate_submit(self, order_id, side, order_type, tif, stp, flags, qty, price, trigger, display, expire_ts):
+        """The 11 checks of docs/engine.md "Validation (submit)", in order."""
+        # 1
+        self._check_side(side)
+        # 2
+        if order_type not in [int(t) for t in OrderType]:
+            raise Rejected(Reason.INVALID_ORDER_TYPE, f"order_type {order_type} is not an OrderType value")
+        # 3
+        if tif not in [int(t) for t in TimeInForce]:
+            raise Rejected(Reason.INVALID_TIF, f"tif {tif} is not a TimeInForce value")
+        if is_market_type(order_type) and tif not in (TimeInForce.IOC, TimeInForce.FOK):
+            raise Rejected(Reason.INVALID_TIF, f"tif: a {OrderType(order_type).name} order needs IOC or FOK")
+        # 4
+        self._check_stp(stp)
+        # 5
+        if flags & ~KNOWN_FLAGS:
+            raise Rejected(Reason.INVALID_FLAGS, f"flags {flags:#x} has unknown bits")
+        if flags & Flags.POST_ONLY and not (order_type == OrderType.LIMIT and tif in RESTING_TIFS):
+            raise Rejected(Reason.INVALID_FLAGS, "post_only needs a LIMIT order with GTC or GTD")
+        if flags & Flags.TRAIL_BPS and order_type != OrderType.TRAILING_STOP:
+            raise Rejected(Reason.INVALID_FLAGS, "trail_bps needs a TRAILING_STOP order")
+        # 6
         self._check_qty(qty)
-        if not (market and price == 0):
-            self._check_price(price)
-        if order_type in STOPS | TAKE_PROFITS:
-            if not 1 <= trigger <= MAX_PRICE:
-                raise Rejected(Reason.INVALID_TRIGGER)
-            if trigger % self.tick_size:
-                raise Rejected(Reason.OFF_TICK_GRID)
+        # 7
+        if order_type in LIMIT_TYPES:
+            self._check_price(price, "price")
+        elif price != 0:
+            self._check_price(price, "protection price")
+        # 8
+        if order_type in STOP_TYPES + TAKE_PROFIT_TYPES:
+            self._check_price(trigger, "trigger_price", Reason.INVALID_TRIGGER)
         elif order_type == OrderType.TRAILING_STOP:
-            if not 1 <= trigger <= (MAX_TRAIL_BPS if trail_bps else MAX_PRICE):
-                raise Rejected(Reason.INVALID_TRIGGER)
-            if not trail_bps and trigger % self.tick_size:
-                raise Rejected(Reason.OFF_TICK_GRID)
+            if flags & Flags.TRAIL_BPS:
+                if not 1 <= trigger <= MAX_TRAIL_BPS:
+                    raise Rejected(Reason.INVALID_TRIGGER, f"trailing bps {trigger} is not in 1..={MAX_TRAIL_BPS}")
+            else:
+                self._check_price(trigger, "trailing distance", Reason.INVALID_TRIGGER)
         elif trigger != 0:
-            raise Rejected(Reason.INVALID_TRIGGER)
+            raise Rejected(Reason.INVALID_TRIGGER, f"trigger_price must be 0 for {OrderType(order_type).name}")
+        # 9
         if display != 0:
-            if not (order_type in LIMIT_TYPES and resting_tif and 1 <= display < qty
-                    and display % self.lot_size == 0):
-                raise Rejected(Reason.INVALID_DISPLAY)
+            if order_type not in LIMIT_TYPES or tif not in RESTING_TIFS:
+                raise Rejected(Reason.INVALID_DISPLAY, "display_qty needs a limit-type order with GTC or GTD")
+            if not 1 <= display < qty or display % self.lot_size != 0:
+                raise Rejected(Reason.INVALID_DISPLAY,
+                               f"display_qty {display} must be in 1..qty ({qty}) and a multiple of the lot size")
+        # 10
         if tif == TimeInForce.GTD:
-            if not expire_ts > self.now:
-                raise Rejected(Reason.INVALID_EXPIRY)
+            if not expire_ts > self._now:
+                raise Rejected(Reason.INVALID_EXPIRY, f"expire_ts {expire_ts} is not after now ({self._now})")
         elif expire_ts != 0:
-            raise Rejected(Reason.INVALID_EXPIRY)
-        if order_id == 0 or self._live(order_id):
-            raise Rejected(Reason.DUPLICATE_ID)
-        return post_only, trail_bps
+            raise Rejected(Reason.INVALID_EXPIRY, "expire_ts must be 0 without GTD")
+        # 11
+        if order_id == 0:
+            raise Rejected(Reason.DUPLICATE_ID, "order_id 0 is not allowed")
+        if self._is_live(order_id):
+            raise Rejected(Reason.DUPLICATE_ID, f"order_id {order_id} is live")
 
-    def _take_seq(self) -> int:
-        self.next_seq += 1
-        return self.next_seq - 1
+    def _validate_exit_legs(self, tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price, entry_id=None):
+        def bad(why):
+            return Rejected(Reason.INVALID_BRACKET, why)
 
-    # -- commands -------------------------------------------------------
-    def submit(self, order_id, owner, side, qty, price=0, order_type=OrderType.LIMIT,
-               tif=TimeInForce.GTC, stp=Stp.NONE, post_only=False, display_qty=0,
-               trigger_price=0, trail_bps=False, expire_ts=0):
+        if tp_id == 0 or sl_id == 0:
+            raise bad("tp_id and sl_id must not be 0")
+        if tp_id == sl_id:
+            raise bad("tp_id and sl_id must differ")
+        if entry_id is not None and entry_id in (tp_id, sl_id):
+            raise bad("tp_id and sl_id must differ from the entry id")
+        if self._is_live(tp_id) or self._is_live(sl_id):
+            raise bad("tp_id or sl_id is live")
+        for name, p in (("tp_trigger", tp_trigger), ("sl_trigger", sl_trigger)):
+            if not (1 <= p <= MAX_PRICE and p % self.tick_size == 0):
+                raise bad(f"{name} {p} is not a valid price on the tick grid")
+        for name, p in (("tp_price", tp_price), ("sl_price", sl_price)):
+            if p != 0 and not (1 <= p <= MAX_PRICE and p % self.tick_size == 0):
+                raise bad(f"{name} {p} is neither 0 nor a valid price on the tick grid")
+
+    # ------------------------------------------------------------------
+    # commands
+    # ------------------------------------------------------------------
+    def submit(self, order_id, owner, side, qty, price=0, order_type=OrderType.LIMIT, tif=TimeInForce.GTC,
+               stp=Stp.NONE, post_only=False, display_qty=0, trigger_price=0, trail_bps=False, expire_ts=0):
         flags = (Flags.POST_ONLY if post_only else 0) | (Flags.TRAIL_BPS if trail_bps else 0)
-        return self._submit(order_id, owner, int(side), int(order_type), int(tif), int(stp), int(flags),
-                            qty, price, trigger_price, display_qty, expire_ts)
+        return self._submit(int(order_id), int(owner), int(side), int(order_type), int(tif), int(stp), int(flags),
+                            int(qty), int(price), int(trigger_price), int(display_qty), int(expire_ts))
 
     def _submit(self, order_id, owner, side, order_type, tif, stp, flags, qty, price, trigger, display, expire_ts):
-        post_only, trail_bps = self._validate(order_id, side, order_type, tif, stp, flags, qty, price,
-                                              trigger, display, expire_ts)
-        out: list[Event] = []
-        o = Order(order_id, owner, side, order_type, price, qty, tif, stp, self._take_seq(), expire_ts,
-                  post_only, display, trigger=trigger, trail_bps=trail_bps)
-        out.append(self._ev(EventKind.ACCEPTED, o, price=self._event_price(o), qty=qty))
-        if order_type in CONDITIONAL:
-            if order_type == OrderType.TRAILING_STOP:
-                o.reference = self.last_price or 0
-            self.conds[o.seq] = o
-            self._check_at_placement(o)
+        self._validate_submit(order_id, side, order_type, tif, stp, flags, qty, price, trigger, display, expire_ts)
+        o = Order(order_id=order_id, owner=owner, side=side, order_type=order_type, price=price, qty=qty, tif=tif,
+                  stp=stp, seq=self._new_seq(), post_only=bool(flags & Flags.POST_ONLY), display_qty=display,
+                  trigger=trigger, trail_bps=bool(flags & Flags.TRAIL_BPS), expire_ts=expire_ts)
+        out = [self._event(EventKind.ACCEPTED, o, price=self._event_price(o), qty=qty)]
+        if order_type in CONDITIONAL_TYPES:
+            self._place_conditional(o)
         else:
-            self._run_new(o, out)
-        self._process_queue(out)
+            self._run_submitted(o, out)
+        self._process_trigger_queue(out)
         return out
 
     def bracket(self, order_id, owner, side, qty, price, tp_id, tp_trigger, sl_id, sl_trigger,
                 tp_price=0, sl_price=0, tif=TimeInForce.GTC, stp=Stp.NONE, post_only=False, expire_ts=0):
         flags = Flags.POST_ONLY if post_only else 0
-        return self._bracket(order_id, owner, int(side), price, qty, int(tif), int(stp), int(flags), expire_ts,
-                             tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price)
+        return self._bracket(int(order_id), int(owner), int(side), int(qty), int(price), int(tif), int(stp),
+                             int(flags), int(expire_ts), int(tp_id), int(tp_trigger), int(tp_price), int(sl_id),
+                             int(sl_trigger), int(sl_price))
 
-    def _bracket(self, order_id, owner, side, price, qty, tif, stp, flags, expire_ts,
+    def _bracket(self, order_id, owner, side, qty, price, tif, stp, flags, expire_ts,
                  tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price):
-        otype = OrderType.LIMIT if price > 0 else OrderType.MARKET
-        post_only, _ = self._validate(order_id, side, otype, tif, stp, flags & ~int(Flags.TRAIL_BPS), qty, price,
-                                      0, 0, expire_ts)
-        self._validate_legs(tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price, [order_id])
-        child_side = 1 - side
-        if not self._legs_ordered(child_side, tp_trigger, sl_trigger):
-            raise Rejected(Reason.INVALID_BRACKET)
-        if otype == OrderType.LIMIT:
-            ok = (sl_trigger < price < tp_trigger) if side == Side.BUY else (tp_trigger < price < sl_trigger)
-            if not ok:
-                raise Rejected(Reason.INVALID_BRACKET)
-        out: list[Event] = []
-        entry = Order(order_id, owner, side, otype, price, qty, tif, stp, self._take_seq(), expire_ts, post_only)
-        tp, sl = self._legs(owner, child_side, 0, stp, tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price,
-                            group=entry.seq, active=False)
-        entry.group = entry.seq
-        out.append(self._ev(EventKind.ACCEPTED, entry, price=price, qty=qty))
-        for c in (tp, sl):
-            out.append(self._ev(EventKind.ACCEPTED, c, price=self._event_price(c), qty=0))
-            self.conds[c.seq] = c
-        self.groups[entry.seq] = Group(entry=order_id, tp=tp.seq, sl=sl.seq)
-        self._run_new(entry, out)
-        self._process_queue(out)
+        entry_type = OrderType.LIMIT if price > 0 else OrderType.MARKET
+        # the entry takes no display_qty, trigger_price or TRAIL_BPS flag: as if 0
+        self._validate_submit(order_id, side, entry_type, tif, stp, flags & ~int(Flags.TRAIL_BPS), qty, price,
+                              0, 0, expire_ts)
+        self._validate_exit_legs(tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price, entry_id=order_id)
+        if side == Side.BUY:
+            ok = sl_trigger < tp_trigger and (entry_type == OrderType.MARKET or sl_trigger < price < tp_trigger)
+        else:
+            ok = tp_trigger < sl_trigger and (entry_type == OrderType.MARKET or tp_trigger < price < sl_trigger)
+        if not ok:
+            raise Rejected(Reason.INVALID_BRACKET, "triggers are not on the right sides (of the entry price)")
+
+        entry = Order(order_id=order_id, owner=owner, side=side, order_type=entry_type, price=price, qty=qty,
+                      tif=tif, stp=stp, seq=self._new_seq(), post_only=bool(flags & Flags.POST_ONLY),
+                      expire_ts=expire_ts)
+        child_side = Side.SELL if side == Side.BUY else Side.BUY
+        tp = self._exit_leg(tp_id, owner, child_side, 0, stp, OrderType.TAKE_PROFIT_MARKET,
+                            OrderType.TAKE_PROFIT_LIMIT, tp_trigger, tp_price, active=False)
+        sl = self._exit_leg(sl_id, owner, child_side, 0, stp, OrderType.STOP_MARKET,
+                            OrderType.STOP_LIMIT, sl_trigger, sl_price, active=False)
+        group = Group(entry=entry, tp=tp, sl=sl)
+        entry.group = tp.group = sl.group = group
+        out = [self._event(EventKind.ACCEPTED, entry, price=self._event_price(entry), qty=qty)]
+        for child in (tp, sl):
+            out.append(self._event(EventKind.ACCEPTED, child, price=self._event_price(child), qty=0))
+            self.conditionals.append(child)
+        self._run_submitted(entry, out)
+        self._process_trigger_queue(out)
         return out
+
+    def _exit_leg(self, order_id, owner, side, qty, stp, market_type, limit_type, trigger, limit_price, active):
+        """A take-profit or stop-loss leg: market-type (IOC) if limit_price is 0, else limit-type GTC."""
+        if limit_price == 0:
+            order_type, tif = market_type, TimeInForce.IOC
+        else:
+            order_type, tif = limit_type, TimeInForce.GTC
+        return Order(order_id=order_id, owner=owner, side=side, order_type=order_type, price=limit_price, qty=qty,
+                     tif=tif, stp=stp, seq=self._new_seq(), trigger=trigger, active=active)
 
     def oco(self, owner, side, qty, tp_id, tp_trigger, sl_id, sl_trigger, tp_price=0, sl_price=0, stp=Stp.NONE):
-        return self._oco(owner, int(side), qty, int(stp), tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price)
+        return self._oco(int(owner), int(side), int(qty), int(stp), int(tp_id), int(tp_trigger), int(tp_price),
+                         int(sl_id), int(sl_trigger), int(sl_price))
 
     def _oco(self, owner, side, qty, stp, tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price):
-        if side not in (0, 1):
-            raise Rejected(Reason.INVALID_SIDE)
-        if stp not in [s.value for s in Stp]:
-            raise Rejected(Reason.INVALID_STP)
+        self._check_side(side)
+        self._check_stp(stp)
         self._check_qty(qty)
-        self._validate_legs(tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price, [])
-        if not self._legs_ordered(side, tp_trigger, sl_trigger):
-            raise Rejected(Reason.INVALID_BRACKET)
-        out: list[Event] = []
-        tp_seq = self.next_seq
-        tp, sl = self._legs(owner, side, qty, stp, tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price,
-                            group=tp_seq, active=True)
-        for c in (tp, sl):
-            out.append(self._ev(EventKind.ACCEPTED, c, price=self._event_price(c), qty=qty))
-            self.conds[c.seq] = c
-        self.groups[tp_seq] = Group(entry=0, tp=tp.seq, sl=sl.seq)
-        self._check_at_placement(tp)
-        self._check_at_placement(sl)
-        self._process_queue(out)
+        self._validate_exit_legs(tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price)
+        ok = sl_trigger < tp_trigger if side == Side.SELL else tp_trigger < sl_trigger
+        if not ok:
+            raise Rejected(Reason.INVALID_BRACKET, "triggers are not on the right sides")
+        tp = self._exit_leg(tp_id, owner, side, qty, stp, OrderType.TAKE_PROFIT_MARKET,
+                            OrderType.TAKE_PROFIT_LIMIT, tp_trigger, tp_price, active=True)
+        sl = self._exit_leg(sl_id, owner, side, qty, stp, OrderType.STOP_MARKET,
+                            OrderType.STOP_LIMIT, sl_trigger, sl_price, active=True)
+        tp.group = sl.group = Group(entry=None, tp=tp, sl=sl)
+        out = []
+        for leg in (tp, sl):
+            out.append(self._event(EventKind.ACCEPTED, leg, price=self._event_price(leg), qty=qty))
+        for leg in (tp, sl):
+            self._place_conditional(leg)
+        self._process_trigger_queue(out)
         return out
 
-    def _validate_legs(self, tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price, other_ids):
-        bad = Rejected(Reason.INVALID_BRACKET)
-        if 0 in (tp_id, sl_id) or tp_id == sl_id or tp_id in other_ids or sl_id in other_ids:
-            raise bad
-        if self._live(tp_id) or self._live(sl_id):
-            raise bad
-        for p in (tp_trigger, sl_trigger):
-            if not (1 <= p <= MAX_PRICE and p % self.tick_size == 0):
-                raise bad
-        for p in (tp_price, sl_price):
-            if p != 0 and not (1 <= p <= MAX_PRICE and p % self.tick_size == 0):
-                raise bad
-
-    @staticmethod
-    def _legs_ordered(side, tp_trigger, sl_trigger) -> bool:
-        return sl_trigger < tp_trigger if side == Side.SELL else tp_trigger < sl_trigger
-
-    def _legs(self, owner, side, qty, stp, tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price, group, active):
-        def leg(oid, trigger, price, market_type, limit_type):
-            return Order(oid, owner, side, market_type if price == 0 else limit_type, price, qty,
-                         TimeInForce.IOC if price == 0 else TimeInForce.GTC, stp, self._take_seq(),
-                         trigger=trigger, active=active, group=group)
-        tp = leg(tp_id, tp_trigger, tp_price, OrderType.TAKE_PROFIT_MARKET, OrderType.TAKE_PROFIT_LIMIT)
-        sl = leg(sl_id, sl_trigger, sl_price, OrderType.STOP_MARKET, OrderType.STOP_LIMIT)
-        return tp, sl
-
     def cancel(self, order_id):
+        order_id = int(order_id)
+        o = self._find_live(order_id)
+        if o is None:
+            raise Rejected(Reason.UNKNOWN_ORDER, f"order_id {order_id} is not live")
         out: list[Event] = []
-        o = self._resting_by_id(order_id)
-        if o is not None:
-            self._cancel_resting(o, Reason.USER, out)
-        else:
-            c = self._cond_by_id(order_id)
-            if c is None:
-                raise Rejected(Reason.UNKNOWN_ORDER)
-            self._cancel_cond(c, Reason.USER, True, out)
-        self._process_queue(out)
+        self._cancel_live(o, Reason.USER, out)
+        self._process_trigger_queue(out)
         return out
 
     def amend(self, order_id, price=0, qty=0):
-        o = self._resting_by_id(order_id)
+        order_id, price, qty = int(order_id), int(price), int(qty)
+        o = self._find_live(order_id)
         if o is None:
-            raise Rejected(Reason.NOT_AMENDABLE if self._cond_by_id(order_id) else Reason.UNKNOWN_ORDER)
+            raise Rejected(Reason.UNKNOWN_ORDER, f"order_id {order_id} is not live")
+        if not self._rests(o):
+            raise Rejected(Reason.NOT_AMENDABLE, f"order {order_id} does not rest in the book")
         if price == 0 and qty == 0:
-            raise Rejected(Reason.INVALID_AMEND)
+            raise Rejected(Reason.INVALID_AMEND, "price and qty are both 0 (nothing to change)")
         if price != 0:
-            self._check_price(price)
+            self._check_price(price, "price")
         if qty != 0:
             self._check_qty(qty)
-        new_price = price or o.price
-        new_qty = qty or o.qty
+        new_price = price if price != 0 else o.price
+        new_qty = qty if qty != 0 else o.qty
         if o.post_only and self._crosses(o.side, new_price):
-            raise Rejected(Reason.WOULD_TAKE)
-        out = [self._ev(EventKind.AMENDED, o, price=new_price, qty=new_qty)]
+            raise Rejected(Reason.WOULD_TAKE, f"post-only order at new price {new_price} would take")
+        out = [self._event(EventKind.AMENDED, o, price=new_price, qty=new_qty)]
         if new_price == o.price and new_qty <= o.qty:
+            # keeps its place
             o.visible = min(o.visible, new_qty)
             o.qty = new_qty
         else:
-            self.resting.remove(o)
-            o.price, o.qty = new_price, new_qty
-            self._execute(o, out)
-        self._process_queue(out)
+            # leaves its level and re-enters as a taker at its new price
+            self._remove_resting(o)
+            o.price = new_price
+            o.qty = new_qty
+            o.visible = 0
+            self._match_and_finish(o, out)
+        self._process_trigger_queue(out)
         return out
 
     def mass_cancel(self, owner):
+        owner = int(owner)
         out: list[Event] = []
-        live = sorted([(o.seq, o.id) for o in self.resting if o.owner == owner]
-                      + [(c.seq, c.id) for c in self.conds.values() if c.owner == owner])
-        for seq, oid in live:
-            o = self._resting_by_id(oid)
-            if o is not None and o.seq == seq:
-                self._cancel_resting(o, Reason.USER, out)
-            elif seq in self.conds and self.conds[seq].id == oid:
-                self._cancel_cond(self.conds[seq], Reason.USER, True, out)
-        self._process_queue(out)
+        theirs = sorted([o for o in self.resting + self.conditionals if o.owner == owner], key=lambda o: o.seq)
+        for o in theirs:
+            if self._rests(o) or self._waits(o):  # not already gone by a cascade
+                self._cancel_live(o, Reason.USER, out)
+        self._process_trigger_queue(out)
         return out
 
     def advance_time(self, ts):
-        if ts < self.now:
-            raise Rejected(Reason.INVALID_TIME)
-        self.now = ts
+        ts = int(ts)
+        if ts < self._now:
+            raise Rejected(Reason.INVALID_TIME, f"ts {ts} is before now ({self._now})")
+        self._now = ts
         out: list[Event] = []
-        while True:
-            due = sorted([(o.expire_ts, o.seq, o) for o in self.resting
-                          if o.tif == TimeInForce.GTD and o.expire_ts <= ts]
-                         + [(c.expire_ts, c.seq, c) for c in self.conds.values()
-                            if c.tif == TimeInForce.GTD and c.expire_ts <= ts], key=lambda t: t[:2])
-            if not due:
-                break
-            _, _, o = due[0]
-            if o in self.resting:
-                self._cancel_resting(o, Reason.EXPIRED, out)
-            else:
-                self._cancel_cond(o, Reason.EXPIRED, True, out)
-        self._process_queue(out)
+        due = [o for o in self.resting + self.conditionals if o.tif == TimeInForce.GTD and o.expire_ts <= ts]
+        for o in sorted(due, key=lambda o: (o.expire_ts, o.seq)):
+            if self._rests(o) or self._waits(o):
+                self._cancel_live(o, Reason.EXPIRED, out)
+        self._process_trigger_queue(out)
         return out
 
     def observe_price(self, price):
+        price = int(price)
         if not 1 <= price <= MAX_PRICE:
-            raise Rejected(Reason.INVALID_PRICE)
+            raise Rejected(Reason.INVALID_PRICE, f"price {price} is not in 1..={MAX_PRICE}")
         out: list[Event] = []
         self._observe(price)
-        self._process_queue(out)
+        self._process_trigger_queue(out)
         return out
 
-    # -- execution ------------------------------------------------------
-    def _crosses(self, side: int, bound: int) -> bool:
+    # ------------------------------------------------------------------
+    # running an order: post-only, FOK, match, rest or cancel
+    # ------------------------------------------------------------------
+    def _crosses(self, side: int, price: int) -> bool:
+        """Would a limit order of `side` at `price` meet the best opposite price?"""
         if side == Side.BUY:
-            return self.best_ask is not None and self.best_ask <= bound
-        return self.best_bid is not None and self.best_bid >= bound
+            return self.best_ask is not None and price >= self.best_ask
+        return self.best_bid is not None and price <= self.best_bid
 
-    def _bound(self, o: Order) -> int:
-        if o.type == OrderType.MARKET and o.price == 0:
-            return 10**30 if o.side == Side.BUY else -(10**30)
-        return o.price
-
-    def _run_new(self, o: Order, out: list[Event]) -> None:
+    def _run_submitted(self, o: Order, out: list[Event]) -> None:
+        """Steps 2-5 of "Submitting an order that is not conditional"."""
         if o.post_only and self._crosses(o.side, o.price):
-            out.append(self._ev(EventKind.CANCELLED, o, reason=Reason.POST_ONLY,
-                                price=self._event_price(o), qty=o.qty))
-            self._order_left(o.group, out)
+            out.append(self._cancelled(o, Reason.POST_ONLY, o.qty))
+            self._after_leaving(o, out)
             return
-        self._run_from_fok(o, out)
-
-    def _run_from_fok(self, o: Order, out: list[Event]) -> None:
-        if o.tif == TimeInForce.FOK:
-            # Run the match on a copy: it must fill the whole quantity through
-            # trades (a self-trade decrement reduces it without trading).
-            trial = copy.deepcopy(self)
-            t = copy.deepcopy(o)
-            scratch: list[Event] = []
-            trial._match(t, scratch)
-            traded = sum(e.qty for e in scratch if e.kind == EventKind.FILL and e.order_id == o.id)
-            if traded < o.qty:
-                out.append(self._ev(EventKind.CANCELLED, o, reason=Reason.FOK,
-                                    price=self._event_price(o), qty=o.qty))
-                self._order_left(o.group, out)
-                return
         self._execute(o, out)
 
     def _execute(self, o: Order, out: list[Event]) -> None:
-        if self._match(o, out) or o.qty == 0:
-            self._order_left(o.group, out)
+        """From step 3: FOK, match, rest or cancel the remainder."""
+        if o.tif == TimeInForce.FOK and not self._would_fill_completely(o):
+            out.append(self._cancelled(o, Reason.FOK, o.qty))
+            self._after_leaving(o, out)
             return
-        if o.type == OrderType.MARKET:
-            reason = Reason.MARKET_REMAINDER
-        elif o.tif in (TimeInForce.GTC, TimeInForce.GTD):
-            o.visible = min(o.display, o.qty) if o.display else o.qty
-            o.pos, self.next_pos = self.next_pos, self.next_pos + 1
-            self.resting.append(o)
-            return
-        else:
-            reason = Reason.IOC
-        out.append(self._ev(EventKind.CANCELLED, o, reason=reason, price=self._event_price(o), qty=o.qty))
-        self._order_left(o.group, out)
+        self._match_and_finish(o, out)
 
-    def _match(self, t: Order, out: list[Event]) -> bool:
-        """Matches taker t; returns True if self-trade prevention cancelled it."""
-        bound = self._bound(t)
-        opp = 1 - t.side
-        while t.qty > 0:
-            makers = self._side(opp)
-            if not makers:
+    def _would_fill_completely(self, o: Order) -> bool:
+        """Runs the real match on a deep copy of the book and the order; true
+        if the order's trades (FILL events) add up to its whole quantity."""
+        trial_book, trial_order = copy.deepcopy((self, o))
+        scratch: list[Event] = []
+        trial_book._match(trial_order, scratch)
+        traded = sum(e.qty for e in scratch if e.kind == EventKind.FILL)
+        return traded == o.qty
+
+    def _match_and_finish(self, o: Order, out: list[Event]) -> None:
+        """Steps 4 and 5: match, then rest or cancel what is left."""
+        taker_cancelled = self._match(o, out)
+        if taker_cancelled or o.qty == 0:
+            return
+        if o.order_type == OrderType.MARKET:
+            out.append(self._cancelled(o, Reason.MARKET_REMAINDER, o.qty))
+            self._after_leaving(o, out)
+        elif o.tif == TimeInForce.IOC:
+            out.append(self._cancelled(o, Reason.IOC, o.qty))
+            self._after_leaving(o, out)
+        else:  # GTC / GTD: rests at the back of its level
+            o.visible = min(o.display_qty, o.qty) if o.display_qty else o.qty
+            o.queue_pos = self._new_queue_pos()
+            self.resting.append(o)
+
+    def _taker_may_trade_at(self, taker: Order, maker_price: int) -> bool:
+        if taker.price == 0:  # a market order without protection price
+            assert taker.order_type == OrderType.MARKET
+            return True
+        if taker.side == Side.BUY:
+            return maker_price <= taker.price
+        return maker_price >= taker.price
+
+    def _match(self, taker: Order, out: list[Event]) -> bool:
+        """Matches the taker against the book. Returns True if self-trade
+        prevention cancelled the taker (it is then gone)."""
+        opposite = Side.SELL if taker.side == Side.BUY else Side.BUY
+        while taker.qty > 0:
+            makers = self._side_in_priority_order(opposite)
+            if not makers or not self._taker_may_trade_at(taker, makers[0].price):
                 return False
-            m = makers[0]
-            if (t.side == Side.BUY and m.price > bound) or (t.side == Side.SELL and m.price < bound):
-                return False
-            if m.owner == t.owner and t.stp != Stp.NONE:
-                if t.stp == Stp.CANCEL_TAKER:
-                    out.append(self._ev(EventKind.CANCELLED, t, reason=Reason.STP, price=self._event_price(t), qty=t.qty))
-                    t.qty = 0
+            maker = makers[0]
+            if maker.owner == taker.owner and taker.stp != Stp.NONE:
+                if taker.stp == Stp.CANCEL_TAKER:
+                    out.append(self._cancelled(taker, Reason.STP, taker.qty))
+                    taker.qty = 0
+                    self._after_leaving(taker, out)
                     return True
-                if t.stp == Stp.CANCEL_MAKER:
-                    self._cancel_resting(m, Reason.STP, out)
+                if taker.stp == Stp.CANCEL_MAKER:
+                    self._cancel_resting(maker, Reason.STP, out)
                     continue
-                if t.stp == Stp.CANCEL_BOTH:
-                    self._cancel_resting(m, Reason.STP, out)
-                    out.append(self._ev(EventKind.CANCELLED, t, reason=Reason.STP, price=self._event_price(t), qty=t.qty))
-                    t.qty = 0
+                if taker.stp == Stp.CANCEL_BOTH:
+                    self._cancel_resting(maker, Reason.STP, out)
+                    out.append(self._cancelled(taker, Reason.STP, taker.qty))
+                    taker.qty = 0
+                    self._after_leaving(taker, out)
                     return True
-                # DECREMENT
-                n = min(t.qty, m.visible)
-                out.append(self._ev(EventKind.CANCELLED, m, reason=Reason.STP, price=m.price, qty=n,
-                                    remaining=m.qty - n))
-                gone = self._consume(m, n)
-                if gone:
-                    self._order_left(m.group, out)
-                t.qty -= n
-                out.append(self._ev(EventKind.CANCELLED, t, reason=Reason.STP, price=self._event_price(t), qty=n,
-                                    remaining=t.qty))
-                if t.qty == 0:
+                assert taker.stp == Stp.DECREMENT
+                n = min(taker.qty, maker.visible)
+                maker_left = self._take_from_maker(maker, n)
+                out.append(self._cancelled(maker, Reason.STP, n, remaining=maker.qty))
+                if maker_left:
+                    self._after_leaving(maker, out)
+                taker.qty -= n
+                out.append(self._cancelled(taker, Reason.STP, n, remaining=taker.qty))
+                if taker.qty == 0:
+                    self._after_leaving(taker, out)
                     return True
                 continue
-            n = min(t.qty, m.visible)
-            t.qty -= n
-            out.append(Event(EventKind.FILL, 0, t.side, t.type, t.id, t.owner, m.id, m.owner, m.price, n,
-                             t.qty, m.qty - n))
-            gone = self._consume(m, n)
-            if m.group:
-                self._activate(m.group, n, out)
-            if t.group:
-                self._activate(t.group, n, out)
-            if gone and m.group:
-                self._order_left(m.group, out)
-            self._observe(m.price)
+            # a trade
+            n = min(taker.qty, maker.visible)
+            taker.qty -= n
+            self._take_from_maker(maker, n)
+            out.append(Event(kind=EventKind.FILL, side=taker.side, order_type=taker.order_type,
+                             order_id=taker.order_id, owner=taker.owner, other_id=maker.order_id,
+                             other_owner=maker.owner, price=maker.price, qty=n, remaining=taker.qty,
+                             other_remaining=maker.qty))
+            self._size_children(maker, n, out)
+            self._size_children(taker, n, out)
+            self._observe(maker.price)
         return False
 
-    def _consume(self, m: Order, n: int) -> bool:
-        """Takes n from m's visible part; refills an iceberg to the back of its
-        level; returns True if m left the book."""
-        m.visible -= n
-        m.qty -= n
-        if m.visible > 0:
+    def _take_from_maker(self, maker: Order, n: int) -> bool:
+        """Takes n off the maker's visible part; an emptied iceberg refills and
+        goes to the back of its level. Returns True if the maker left the book."""
+        maker.visible -= n
+        maker.qty -= n
+        if maker.visible > 0:
             return False
-        if m.qty > 0:
-            m.visible = min(m.display, m.qty)
-            m.pos, self.next_pos = self.next_pos, self.next_pos + 1
+        if maker.qty > 0:
+            maker.visible = min(maker.display_qty, maker.qty)
+            maker.queue_pos = self._new_queue_pos()
             return False
-        self.resting.remove(m)
+        self._remove_resting(maker)
         return True
 
-    def _cancel_resting(self, o: Order, reason: int, out: list[Event]) -> None:
-        self.resting.remove(o)
-        out.append(self._ev(EventKind.CANCELLED, o, reason=reason, price=o.price, qty=o.qty))
-        self._order_left(o.group, out)
+    def _remove_resting(self, o: Order) -> None:
+        self.resting = [x for x in self.resting if x is not o]
 
-    # -- conditional orders ---------------------------------------------
-    def _offset(self, c: Order) -> int:
+    # ------------------------------------------------------------------
+    # cancels and their cascades
+    # ------------------------------------------------------------------
+    def _cancel_live(self, o: Order, reason: int, out: list[Event]) -> None:
+        if self._rests(o):
+            self._cancel_resting(o, reason, out)
+        else:
+            self._cancel_conditional(o, reason, out)
+
+    def _cancel_resting(self, o: Order, reason: int, out: list[Event]) -> None:
+        self._remove_resting(o)
+        out.append(self._cancelled(o, reason, o.qty))
+        self._after_leaving(o, out)
+
+    def _cancel_conditional(self, c: Order, reason: int, out: list[Event]) -> None:
+        """A waiting conditional order or bracket child is cancelled; a leg or
+        child takes its sibling with it."""
+        self.conditionals = [x for x in self.conditionals if x is not c]
+        out.append(self._cancelled(c, reason, c.qty))
+        sibling = self._sibling(c)
+        if sibling is not None and self._waits(sibling):
+            self.conditionals = [x for x in self.conditionals if x is not sibling]
+            out.append(self._cancelled(sibling, Reason.OCO, sibling.qty))
+
+    @staticmethod
+    def _sibling(c: Order) -> Order | None:
+        g = c.group
+        if g is None or g.entry is c:
+            return None
+        return g.sl if c is g.tp else g.tp
+
+    def _after_leaving(self, o: Order, out: list[Event]) -> None:
+        """`o` has just left the system with a CANCELLED event. A bracket
+        entry that never filled takes its live children with it."""
+        g = o.group
+        if g is None or g.entry is not o or g.entry_filled:
+            return
+        for child in (g.tp, g.sl):
+            if self._waits(child):
+                self.conditionals = [x for x in self.conditionals if x is not child]
+                out.append(self._cancelled(child, Reason.PARENT, child.qty))
+
+    def _size_children(self, o: Order, n: int, out: list[Event]) -> None:
+        """`o` just traded n: if it is a bracket entry, its live children grow by n."""
+        g = o.group
+        if g is None or g.entry is not o:
+            return
+        g.entry_filled = True
+        for child in (g.tp, g.sl):
+            if self._waits(child):
+                child.qty += n
+                child.active = True
+                out.append(self._event(EventKind.ACTIVATED, child, other_id=o.order_id, qty=child.qty))
+
+    # ------------------------------------------------------------------
+    # conditional orders
+    # ------------------------------------------------------------------
+    def _place_conditional(self, c: Order) -> None:
+        if c.order_type == OrderType.TRAILING_STOP:
+            c.reference = self._last_price
+        if c not in self.conditionals:
+            self.conditionals.append(c)
+        if self._last_price is not None and c.active and not c.queued and self._condition_holds(c, self._last_price):
+            c.queued = True
+            self.trigger_queue.append((c, self._last_price))
+
+    def _trail_offset(self, c: Order) -> int:
         if c.trail_bps:
             return max(1, c.reference * c.trigger // 10_000)
         return c.trigger
 
-    def _trigger_price(self, c: Order) -> int:
-        if c.type != OrderType.TRAILING_STOP:
+    def _current_trigger(self, c: Order) -> int:
+        if c.order_type != OrderType.TRAILING_STOP:
             return c.trigger
-        if c.reference == 0:
+        if c.reference is None:
             return 0
-        return c.reference - self._offset(c) if c.side == Side.SELL else c.reference + self._offset(c)
+        if c.side == Side.SELL:
+            return c.reference - self._trail_offset(c)
+        return c.reference + self._trail_offset(c)
 
-    def _holds(self, c: Order, p: int) -> bool:
-        if c.type in STOPS:
+    def _condition_holds(self, c: Order, p: int) -> bool:
+        if c.order_type in STOP_TYPES:
             return p >= c.trigger if c.side == Side.BUY else p <= c.trigger
-        if c.type in TAKE_PROFITS:
-            return p <= c.trigger if c.side == Side.BUY else p >= c.trigger
-        if c.reference == 0:
+        if c.order_type in TAKE_PROFIT_TYPES:
+            return p >= c.trigger if c.side == Side.SELL else p <= c.trigger
+        assert c.order_type == OrderType.TRAILING_STOP
+        if c.reference is None:
             return False
-        return p <= self._trigger_price(c) if c.side == Side.SELL else p >= self._trigger_price(c)
-
-    def _check_at_placement(self, c: Order) -> None:
-        if self.last_price is not None and c.active and not c.queued and self._holds(c, self.last_price):
-            c.queued = True
-            self.queue.append((c.seq, self.last_price))
+        if c.side == Side.SELL:
+            return p <= c.reference - self._trail_offset(c)
+        return p >= c.reference + self._trail_offset(c)
 
     def _observe(self, p: int) -> None:
-        self.last_price = p
-        for c in self.conds.values():
-            if c.type == OrderType.TRAILING_STOP and c.active and not c.queued:
-                if c.reference == 0:
+        """docs/engine.md "Observing a price P"."""
+        self._last_price = p
+        for c in self.conditionals:
+            if c.order_type == OrderType.TRAILING_STOP:
+                if c.reference is None:
                     c.reference = p
                 elif c.side == Side.SELL:
                     c.reference = max(c.reference, p)
                 else:
                     c.reference = min(c.reference, p)
-        for seq in sorted(self.conds):
-            c = self.conds[seq]
-            if c.active and not c.queued and self._holds(c, p):
+        for c in sorted(self.conditionals, key=lambda c: c.seq):
+            if c.active and not c.queued and self._condition_holds(c, p):
                 c.queued = True
-                self.queue.append((seq, p))
+                self.trigger_queue.append((c, p))
 
-    def _process_queue(self, out: list[Event]) -> None:
-        while self.queue:
-            seq, p = self.queue.pop(0)
-            c = self.conds.pop(seq, None)
-            if c is None:
+    def _process_trigger_queue(self, out: list[Event]) -> None:
+        while self.trigger_queue:
+            c, p = self.trigger_queue.pop(0)
+            if not self._waits(c):  # cancelled meanwhile
                 continue
-            out.append(self._ev(EventKind.TRIGGERED, c, price=p, qty=c.qty))
-            if c.group:
-                g = self.groups.pop(c.group, None)
-                if g is not None:
-                    sibling = g.sl if g.tp == seq else g.tp
-                    if sibling and sibling in self.conds:
-                        self._cancel_cond(self.conds[sibling], Reason.OCO, False, out)
-                    if g.entry:
-                        e = self._resting_by_id(g.entry)
-                        if e is not None and e.group == c.group:
-                            e.group = 0
-                            self._cancel_resting(e, Reason.OCO, out)
-            c.type = OrderType.MARKET if c.type in MARKET_TYPES else OrderType.LIMIT
-            if c.type == OrderType.MARKET:
-                pass  # c.price stays the protection price (0: none)
-            c.group = 0
+            self.conditionals = [x for x in self.conditionals if x is not c]
             c.queued = False
-            self._run_from_fok(c, out)
+            out.append(self._event(EventKind.TRIGGERED, c, price=p, qty=c.qty))
+            g = c.group
+            if g is not None:
+                sibling = self._sibling(c)
+                if sibling is not None and self._waits(sibling):
+                    self.conditionals = [x for x in self.conditionals if x is not sibling]
+                    out.append(self._cancelled(sibling, Reason.OCO, sibling.qty))
+                if g.entry is not None and self._rests(g.entry):
+                    self._cancel_resting(g.entry, Reason.OCO, out)
+                c.group = None
+            c.order_type = OrderType.MARKET if is_market_type(c.order_type) else OrderType.LIMIT
+            self._execute(c, out)
 
-    def _cancel_cond(self, c: Order, reason: int, cascade: bool, out: list[Event]) -> None:
-        del self.conds[c.seq]
-        out.append(self._ev(EventKind.CANCELLED, c, reason=reason, price=self._event_price(c), qty=c.qty))
-        g = self.groups.get(c.group)
-        if g is None:
-            return
-        if g.tp == c.seq:
-            g.tp, sibling = 0, g.sl
-        else:
-            g.sl, sibling = 0, g.tp
-        if cascade and sibling and sibling in self.conds:
-            self._cancel_cond(self.conds[sibling], Reason.OCO, False, out)
-        g = self.groups.get(c.group)
-        if g is not None and g.entry == 0 and g.tp == 0 and g.sl == 0:
-            del self.groups[c.group]
-
-    def _activate(self, gid: int, n: int, out: list[Event]) -> None:
-        g = self.groups.get(gid)
-        if g is None:
-            return
-        g.filled += n
-        for seq in (g.tp, g.sl):
-            c = self.conds.get(seq) if seq else None
-            if c is None:
-                continue
-            c.qty += n
-            c.active = True
-            out.append(self._ev(EventKind.ACTIVATED, c, other_id=g.entry, qty=c.qty))
-
-    def _order_left(self, gid: int, out: list[Event]) -> None:
-        if not gid:
-            return
-        g = self.groups.get(gid)
-        if g is None:
-            return
-        g.entry = 0
-        if g.filled == 0:
-            for seq in (g.tp, g.sl):
-                if seq and seq in self.conds:
-                    self._cancel_cond(self.conds[seq], Reason.PARENT, False, out)
-            self.groups.pop(gid, None)
-        elif g.tp == 0 and g.sl == 0:
-            del self.groups[gid]
-
-    # -- batch ----------------------------------------------------------
+    # ------------------------------------------------------------------
+    # batch
+    # ------------------------------------------------------------------
     def process_commands(self, records) -> list[Event]:
-        """Applies COMMAND_DTYPE-like records; rejections become REJECTED events."""
+        """Applies COMMAND_DTYPE-like records (anything indexable by field
+        name); a rejected command gives one REJECTED event instead of raising."""
         out: list[Event] = []
         for r in records:
-            kind = int(r["kind"])
+            def f(name):
+                return int(r[name])
+
+            kind = f("kind")
             try:
                 if kind == CommandKind.SUBMIT:
-                    out += self._submit(int(r["order_id"]), int(r["owner"]), int(r["side"]), int(r["order_type"]),
-                                        int(r["tif"]), int(r["stp"]), int(r["flags"]), int(r["qty"]), int(r["price"]),
-                                        int(r["trigger_price"]), int(r["display_qty"]), int(r["expire_ts"]))
+                    events = self._submit(f("order_id"), f("owner"), f("side"), f("order_type"), f("tif"), f("stp"),
+                                          f("flags"), f("qty"), f("price"), f("trigger_price"), f("display_qty"),
+                                          f("expire_ts"))
                 elif kind == CommandKind.CANCEL:
-                    out += self.cancel(int(r["order_id"]))
+                    events = self.cancel(f("order_id"))
                 elif kind == CommandKind.AMEND:
-                    out += self.amend(int(r["order_id"]), int(r["price"]), int(r["qty"]))
+                    events = self.amend(f("order_id"), f("price"), f("qty"))
                 elif kind == CommandKind.MASS_CANCEL:
-                    out += self.mass_cancel(int(r["owner"]))
+                    events = self.mass_cancel(f("owner"))
                 elif kind == CommandKind.ADVANCE_TIME:
-                    out += self.advance_time(int(r["expire_ts"]))
+                    events = self.advance_time(f("expire_ts"))
                 elif kind == CommandKind.OBSERVE_PRICE:
-                    out += self.observe_price(int(r["price"]))
+                    events = self.observe_price(f("price"))
                 elif kind == CommandKind.BRACKET:
-                    out += self._bracket(int(r["order_id"]), int(r["owner"]), int(r["side"]), int(r["price"]),
-                                         int(r["qty"]), int(r["tif"]), int(r["stp"]), int(r["flags"]),
-                                         int(r["expire_ts"]), int(r["tp_id"]), int(r["tp_trigger"]),
-                                         int(r["tp_price"]), int(r["sl_id"]), int(r["sl_trigger"]), int(r["sl_price"]))
+                    events = self._bracket(f("order_id"), f("owner"), f("side"), f("qty"), f("price"), f("tif"),
+                                           f("stp"), f("flags"), f("expire_ts"), f("tp_id"), f("tp_trigger"),
+                                           f("tp_price"), f("sl_id"), f("sl_trigger"), f("sl_price"))
                 elif kind == CommandKind.OCO:
-                    out += self._oco(int(r["owner"]), int(r["side"]), int(r["qty"]), int(r["stp"]),
-                                     int(r["tp_id"]), int(r["tp_trigger"]), int(r["tp_price"]),
-                                     int(r["sl_id"]), int(r["sl_trigger"]), int(r["sl_price"]))
+                    events = self._oco(f("owner"), f("side"), f("qty"), f("stp"), f("tp_id"), f("tp_trigger"),
+                                       f("tp_price"), f("sl_id"), f("sl_trigger"), f("sl_price"))
                 else:
-                    raise Rejected(Reason.INVALID_COMMAND)
+                    raise Rejected(Reason.INVALID_COMMAND, f"unknown command kind {kind}")
             except Rejected as e:
-                oid, owner = {
-                    CommandKind.SUBMIT: (r["order_id"], r["owner"]),
-                    CommandKind.BRACKET: (r["order_id"], r["owner"]),
-                    CommandKind.CANCEL: (r["order_id"], 0),
-                    CommandKind.AMEND: (r["order_id"], 0),
-                    CommandKind.MASS_CANCEL: (0, r["owner"]),
-                    CommandKind.ADVANCE_TIME: (0, 0),
-                    CommandKind.OBSERVE_PRICE: (0, 0),
-                    CommandKind.OCO: (r["tp_id"], r["owner"]),
-                }.get(kind, (r["order_id"], r["owner"]))
-                out.append(Event(kind=EventKind.REJECTED, reason=e.reason, order_id=int(oid), owner=int(owner)))
+                order_id, owner = _rejected_ids(kind, f)
+                events = [Event(kind=EventKind.REJECTED, reason=int(e.reason), order_id=order_id, owner=owner)]
+            out.extend(events)
         return out
+
+
+def _rejected_ids(kind: int, f) -> tuple[int, int]:
+    """(order_id, owner) of a REJECTED event, from docs/engine.md's event table."""
+    if kind in (CommandKind.SUBMIT, CommandKind.BRACKET):
+        return f("order_id"), f("owner")
+    if kind in (CommandKind.CANCEL, CommandKind.AMEND):
+        return f("order_id"), 0
+    if kind == CommandKind.MASS_CANCEL:
+        return 0, f("owner")
+    if kind in (CommandKind.ADVANCE_TIME, CommandKind.OBSERVE_PRICE):
+        return 0, 0
+    if kind == CommandKind.OCO:
+        return f("tp_id"), f("owner")
+    # an unknown command: the record's own order_id and owner fields (the spec
+    # does not say; "of the command" read literally)
+    return f("order_id"), f("owner")
+
+
+__all__ = ["Book", "Event", "Rejected"]
