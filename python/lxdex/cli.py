@@ -27,23 +27,30 @@ def _single_threaded_blas() -> None:
         os.execve(sys.executable, [sys.executable, "-m", "lxdex", *sys.argv[1:]], env)
 
 
-def _emit(result: dict, as_json: bool, output: Path | None, table: Table) -> None:
+def _emit(result: dict, as_json: bool, output: Path | None, *tables: Table, notes: list[str] = ()) -> None:
     if output:
         output.write_text(json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {output}")
     if as_json:
         print(json.dumps(result))
-    else:
-        Console().print(table)
+        return
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    for t in tables:
+        out.print(t)
+    for note in notes:
+        out.print(f"- {note}", highlight=False)
 
 
 @bench_app.command("engine")
 def bench_engine(
     commands: int = typer.Option(2_000_000, help="commands per scenario"),
     scenario: list[str] = typer.Option(None, help="scenario(s): deep_static, balanced, fast_moving (default all)"),
-    per_call: int = typer.Option(300_000, help="commands for the per-call runs (lxdex and the other books)"),
-    nanobook: bool = typer.Option(True, "--others/--no-others", help="also run the flow through other order books (orderly-chaos, nanobook)"),
+    per_call: int = typer.Option(300_000, help="commands (a prefix of each flow) for the comparison with other order books"),
+    others: bool = typer.Option(True, "--others/--no-others", help="also run the flow through other order books (orderly-chaos, nanobook)"),
+    nanobook: bool = typer.Option(True, "--nanobook/--no-nanobook", help="include nanobook in the comparison"),
     memory: bool = typer.Option(True, help="measure bytes per empty book and per resting order"),
+    extras: bool = typer.Option(False, "--extras", help="add stop orders and icebergs to the flow (lxdex only: no comparison)"),
+    seed: int = typer.Option(1, help="workload seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     output: Path = typer.Option(None, help="also write the JSON to this file"),
 ) -> None:
@@ -51,24 +58,58 @@ def bench_engine(
     _single_threaded_blas()
     from .bench import engine
 
-    result = engine.run(commands, scenario or None, min(per_call, commands), with_nanobook=nanobook,
-                        with_memory=memory, progress=lambda m: console.log(m))
-    t = Table(title=f"lxdex engine — {result['machine']['cpu']} ({result['machine']['cores']} cores)")
-    for col in ("scenario", "Rust msgs/s", "Rust p50/p99/p99.9 ns", "Py batch msgs/s", "Py call msgs/s",
-                "Py call p99 ns", "orderly-chaos msgs/s", "lxdex/orderly", "nanobook msgs/s"):
+    try:
+        result = engine.run(commands, scenario or None, min(per_call, commands), seed=seed, with_others=others,
+                            with_memory=memory, extras=extras, with_nanobook=nanobook,
+                            progress=lambda m: console.log(m))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    m = result["machine"]
+    t = Table(title=f"lxdex engine, {commands:,} commands per scenario — {m['cpu']} ({m['cores']} cores), Python {m['python']}")
+    for col in ("scenario", "Rust msgs/s", "Rust p50/p99/p99.9/max ns", "Py batch msgs/s", "batch p50/p99 µs",
+                "Py call msgs/s", "call p50/p99 ns", "fills", "rejected"):
         t.add_column(col, justify="right")
     for name, r in result["scenarios"].items():
-        rust, nb, oc = r["rust"], r.get("nanobook"), r.get("orderly_chaos")
-        t.add_row(name, f"{rust['msgs_per_s']:,.0f}", f"{rust['p50_ns']}/{rust['p99_ns']}/{rust['p999_ns']}",
-                  f"{r['py_batch']['msgs_per_s']:,.0f}", f"{r['py_call']['msgs_per_s']:,.0f}",
-                  f"{r['py_call']['p99_ns']:,}",
-                  f"{oc['msgs_per_s']:,.0f}" if oc else "-", f"{r.get('py_call_vs_orderly_chaos', '-')}",
-                  f"{nb['msgs_per_s']:,.0f}" if nb and "msgs_per_s" in nb
-                  else (f"hung at #{nb['hung_at_command']}" if nb and "hung_at_command" in nb else "-"))
+        rust, b, c = r["rust"], r["py_batch"], r["py_call"]
+        t.add_row(name, f"{rust['msgs_per_s']:,.0f}",
+                  f"{rust['p50_ns']:,}/{rust['p99_ns']:,}/{rust['p999_ns']:,}/{rust['max_ns']:,}",
+                  f"{b['msgs_per_s']:,.0f}", f"{b['batch_p50_ns'] / 1e3:,.0f}/{b['batch_p99_ns'] / 1e3:,.0f}",
+                  f"{c['msgs_per_s']:,.0f}", f"{c['p50_ns']:,}/{c['p99_ns']:,}",
+                  f"{r['mix']['fills']:,}", f"{r['mix']['rejected_commands_share']:.2%}")
+    t.caption = (f"worst: Rust {result['rust_msgs_per_s']:,} msgs/s, batch {result['py_batch_msgs_per_s']:,}, "
+                 f"per-call {result['py_call_msgs_per_s']:,}, Rust p99 {result['rust_p99_ns']:,} ns")
     if "memory" in result:
-        m = result["memory"]
-        t.caption = f"{m['bytes_per_empty_book']} bytes per empty book, {m['bytes_per_resting_order']} per resting order"
-    _emit(result, as_json, output, t)
+        mem = result["memory"]
+        t.caption += (f"; {mem['bytes_per_empty_book']:,} bytes per empty book, "
+                      f"{mem['bytes_per_resting_order']:,} per resting order")
+    tables = [t]
+    if any("comparison" in r for r in result["scenarios"].values()):
+        k = result["workload"]["comparison_commands"]
+        t2 = Table(title=f"Same commands (first {k:,} of each flow), per-call Python APIs, msgs/s")
+        for col in ("scenario", "lxdex", "orderly-chaos", "lxdex/orderly", "nanobook (full flow)",
+                    "submit-only: lxdex", "nanobook", "lxdex/nanobook"):
+            t2.add_column(col, justify="right")
+        for name, r in result["scenarios"].items():
+            c = r["comparison"]
+            oc, nb, so = c.get("orderly_chaos"), c.get("nanobook_full_flow"), c.get("submit_only", {})
+            nbs = so.get("nanobook")
+            t2.add_row(name, f"{c['lxdex_py_call']['msgs_per_s']:,.0f}",
+                       f"{oc['msgs_per_s']:,.0f}" if oc else "-", f"{c.get('lxdex_vs_orderly_chaos', '-')}",
+                       _nanobook_cell(nb),
+                       f"{so['lxdex_py_call']['msgs_per_s']:,.0f}" if so else "-",
+                       _nanobook_cell(nbs), f"{so.get('lxdex_vs_nanobook', '-')}")
+        tables.append(t2)
+    _emit(result, as_json, output, *tables, notes=result.get("notes", []))
+
+
+def _nanobook_cell(nb: dict | None) -> str:
+    if not nb:
+        return "-"
+    if "msgs_per_s" in nb:
+        return f"{nb['msgs_per_s']:,.0f}"
+    if "hung_at_command" in nb:
+        return f"hung at #{nb['hung_at_command']:,}"
+    return nb.get("failed", "failed")
 
 
 @bench_app.command("exchange")

@@ -82,7 +82,7 @@ class Market:
                       OrderType.STOP_MARKET, TimeInForce.IOC, 0, False, 0, trigger)
 
     def render(self) -> Group:
-        bids, asks = self.book.depth(8)
+        bids, asks = self.book.depth(10)
         ladder = Table(title="depth (lxdex.Book)", expand=False)
         ladder.add_column("bid qty", justify="right", style="green")
         ladder.add_column("price", justify="right")
