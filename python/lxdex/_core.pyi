@@ -17,6 +17,7 @@ class Event:
     reason: int
     side: int
     order_type: int
+    market: int
     order_id: int
     owner: int
     other_id: int

@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from . import _core
-from .enums import OrderType, Reason, Side, Stp, TimeInForce, parse_enum as _enum
+from . import commands as C
+from .accounts import AccountError, Accounts, UserStatus
+from .enums import COMMAND_DTYPE, EVENT_DTYPE, EventKind, OrderType, Reason, Side, Stp, TimeInForce, parse_enum as _enum
 from .errors import OrderRejected
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,12}$")
@@ -88,14 +94,54 @@ class Placed:
     events: list
 
 
-class Exchange:
-    """Markets, accounts and balances, with decimal amounts and symbols."""
+#: Cancel reasons that are the system's doing (the user is notified); the
+#: others are the user's own request or the order's own terms (IOC, FOK,
+#: post-only, a market order's remainder), answered in the response.
+SYSTEM_CANCELS = frozenset({Reason.STP, Reason.EXPIRED, Reason.OCO, Reason.PARENT})
 
-    def __init__(self) -> None:
+
+@dataclass
+class Outcome:
+    """What executing one command did.
+
+    `events` are the core's order events (a list of `lxdex._core.Event`, or
+    for `Records` an EVENT_DTYPE array whose `cmd_index` names the row);
+    `clock_events` are the expiries from moving the clock to the command's
+    `ts` (before it applied); `notices` are the account-side events (user created, API key created,
+    notifications addressed to users, …) as dicts. A rejected command has
+    `error` set ({"reason", "message", and "field" where one is to blame})
+    and changed nothing (the clock may have moved to its `ts`: expiries then
+    are in `events`)."""
+
+    seq: int
+    value: Any = None
+    events: Any = field(default_factory=list)
+    clock_events: list = field(default_factory=list)
+    notices: list = field(default_factory=list)
+    error: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Exchange:
+    """Markets, accounts and balances, with decimal amounts and symbols.
+
+    One `Exchange` owns every book, balance and user. `master_key` (32
+    bytes) seals API key secrets; a node passes its configured key, and the
+    default is a fresh random key (keys made under it cannot be verified
+    after a restore with another key)."""
+
+    def __init__(self, master_key: bytes | None = None) -> None:
         self.core = _core.ExchangeCore()
         self._assets: dict[str, AssetInfo] = {}
         self._markets: dict[str, MarketInfo] = {}
         self._market_by_id: list[MarketInfo] = []
+        self._master_key = master_key if master_key is not None else os.urandom(32)
+        self.accounts = Accounts(self._master_key)
+        #: The sequence number of the last command `execute` applied.
+        self.last_seq = 0
 
     # -- registry -------------------------------------------------------
     def add_asset(self, symbol: str, decimals: int) -> AssetInfo:
@@ -186,7 +232,27 @@ class Exchange:
         return self.core.add_account()
 
     def suspend(self, account: int, suspended: bool = True) -> None:
-        self.core.set_account_suspended(account, suspended)
+        """Suspends (or reactivates) an account: it can cancel but not trade.
+        For an account with a user this is the user's status too."""
+        if account in self.accounts:
+            self.set_user_status(account, "suspended" if suspended else "active", self.core.now)
+        else:
+            self.core.set_account_suspended(account, suspended)
+
+    def create_user(self, profile: dict, ts: int | None = None) -> int:
+        """A user with `profile` (display_name, email, country) and its ledger
+        account; returns the id they share."""
+        uid = self.core.account_count
+        self.accounts.create_user(uid, profile, self.core.now if ts is None else ts)  # validates first
+        assert self.core.add_account() == uid
+        return uid
+
+    def set_user_status(self, user_id: int, status: str | UserStatus, ts: int | None = None) -> list[dict]:
+        """`active` or `suspended`, mirrored into the ledger."""
+        events = self.accounts.set_status(user_id, status, self.core.now if ts is None else ts)
+        suspended = self.accounts.user(user_id)["status"] == "suspended"
+        self.core.set_account_suspended(user_id, suspended)
+        return events
 
     def _amount(self, asset: AssetInfo, amount) -> int:
         return _units(amount, asset.unit, "amount", Reason.INVALID_AMOUNT)
@@ -346,9 +412,78 @@ class Exchange:
                         "fee": Decimal(fee).scaleb(-m.quote.decimals).normalize()})
         return out
 
+    # -- commands -----------------------------------------------------------
+    def execute(self, cmd: C.Command, seq: int | None = None) -> Outcome:
+        """Applies one command of the ordered log under sequence number `seq`
+        (default: the next one), first moving the clock to `cmd.ts` if that
+        is later. A command that is rejected changes nothing and still takes
+        its sequence number (a replay rejects it the same way)."""
+        if seq is None:
+            seq = self.last_seq + 1
+        if seq != self.last_seq + 1:
+            raise ValueError(f"seq: expected {self.last_seq + 1}, got {seq} (commands apply in log order)")
+        out = Outcome(seq)
+        try:
+            if cmd.ts > self.core.now:
+                out.clock_events = self.core.advance_time(cmd.ts)
+            value, out.events, out.notices = _HANDLERS[type(cmd)](self, cmd)
+        except OrderRejected as e:
+            out.error = {"reason": Reason(e.reason).name, "message": str(e)}
+        except AccountError as e:
+            out.error = {"reason": "INVALID_COMMAND", "field": e.field, "message": str(e)}
+        except ValueError as e:
+            out.error = {"reason": "INVALID_COMMAND", "message": str(e)}
+            if m := _FIELD_PREFIX.match(str(e)):
+                out.error["field"] = m.group(1)
+        else:
+            out.value = value
+        self.last_seq = seq
+        if out.clock_events:
+            out.notices = self._notices(out.clock_events, cmd) + out.notices
+        if len(out.events):
+            out.notices = out.notices + self._notices(out.events, cmd)
+        return out
+
+    def _notices(self, events, cmd: C.Command) -> list[dict]:
+        """Notifications for system cancels (stored in the user's inbox) and
+        price alerts fired by this command's trades. Fills reach users as the
+        FILL events themselves and in `recent_fills`; they are not copied into
+        the inbox (at the design point that would double the fill history)."""
+        notices: list[dict] = []
+        if isinstance(events, np.ndarray):
+            rows = events[(events["kind"] == EventKind.CANCELLED) | (events["kind"] == EventKind.FILL)]
+            evs = [_Row(*(r[i] for i in _ROW_FIELDS)) for r in rows.tolist()]
+        else:
+            evs = events
+        closing = isinstance(cmd, C.SetMarketStatus) and cmd.status == "closed"
+        last_price: dict[int, int] = {}
+        acc = self.accounts
+        for e in evs:
+            if e.kind == EventKind.FILL:
+                last_price[e.market] = e.price
+            elif e.kind == EventKind.CANCELLED and (closing or e.reason in SYSTEM_CANCELS) and e.owner in acc:
+                m = self._market_by_id[e.market]
+                why = "market_closed" if closing else Reason(e.reason).name.lower()
+                notices += acc.notify(e.owner, "order_cancelled", {
+                    "order_id": e.order_id, "market": m.symbol, "reason": why,
+                    "qty": str(e.qty * m.lot_size)}, cmd.ts)
+        for market, price in sorted(last_price.items()):
+            m = self._market_by_id[market]
+            notices += acc.on_price(m.symbol, price * m.tick_size, cmd.ts)
+        return notices
+
+    def process_records(self, data: bytes | np.ndarray) -> np.ndarray:
+        """Integer-form commands (COMMAND_DTYPE rows) in one batch; returns
+        the EVENT_DTYPE events (`cmd_index` = row). Rejected rows yield a
+        REJECTED event and change nothing."""
+        rows = np.frombuffer(data, COMMAND_DTYPE) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        return self.core.process(rows)
+
     # -- state ------------------------------------------------------------
     def snapshot(self) -> bytes:
-        """Canonical bytes of the whole state: the symbol registry and the core."""
+        """Canonical bytes of the whole state: the symbol registry, the last
+        applied sequence number, the core (books, balances, holds, market
+        data) and the users (profiles, API keys, alerts, notifications)."""
         registry = {
             "assets": [[a.symbol, a.decimals] for a in sorted(self._assets.values(), key=lambda a: a.id)],
             "markets": [
@@ -356,28 +491,43 @@ class Exchange:
                  m.maker_bps, m.taker_bps]
                 for m in self._market_by_id
             ],
+            "last_seq": self.last_seq,
         }
         head = json.dumps(registry, sort_keys=True, separators=(",", ":")).encode()
-        return b"LXPY" + struct.pack("<Q", len(head)) + head + self.core.snapshot()
+        users = self.accounts.snapshot()
+        core = self.core.snapshot()
+        return b"LXPY" + struct.pack("<QQ", len(head), len(users)) + head + users + core
 
     @classmethod
-    def restore(cls, data: bytes) -> "Exchange":
-        """An exchange in the state `snapshot()` captured (ValueError if invalid)."""
-        if data[:4] != b"LXPY" or len(data) < 12:
+    def restore(cls, data: bytes, master_key: bytes | None = None) -> "Exchange":
+        """An exchange in the state `snapshot()` captured (ValueError if
+        invalid). `master_key` must be the one that sealed the API keys."""
+        if data[:4] != b"LXPY" or len(data) < 20:
             raise ValueError("not an lxdex exchange snapshot")
-        (n,) = struct.unpack_from("<Q", data, 4)
+        n, u = struct.unpack_from("<QQ", data, 4)
+        if 20 + n + u > len(data):
+            raise ValueError("exchange snapshot truncated")
         try:
-            registry = json.loads(data[12 : 12 + n])
+            registry = json.loads(data[20 : 20 + n])
         except ValueError as e:
             raise ValueError(f"exchange snapshot registry unreadable: {e}") from None
-        ex = cls()
-        ex.core.load_snapshot(data[12 + n :])
-        for i, (symbol, decimals) in enumerate(registry["assets"]):
-            ex._assets[symbol] = AssetInfo(i, symbol, decimals)
-        for i, (symbol, base, quote, tick, lot, maker, taker) in enumerate(registry["markets"]):
-            m = MarketInfo(i, symbol, ex._assets[base], ex._assets[quote], Decimal(tick), Decimal(lot), maker, taker)
-            ex._markets[symbol] = m
-            ex._market_by_id.append(m)
+        ex = cls(master_key)
+        ex.core.load_snapshot(data[20 + n + u :])
+        if u:
+            ex.accounts = Accounts.restore(data[20 + n : 20 + n + u], ex._master_key)
+        try:
+            for i, (symbol, decimals) in enumerate(registry["assets"]):
+                ex._assets[symbol] = AssetInfo(i, symbol, decimals)
+            for i, (symbol, base, quote, tick, lot, maker, taker) in enumerate(registry["markets"]):
+                m = MarketInfo(i, symbol, ex._assets[base], ex._assets[quote], Decimal(tick), Decimal(lot), maker,
+                               taker)
+                ex._markets[symbol] = m
+                ex._market_by_id.append(m)
+            ex.last_seq = int(registry["last_seq"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"exchange snapshot registry invalid: {e!r}") from None
+        if len(ex._market_by_id) != ex.core.market_count:
+            raise ValueError("exchange snapshot registry does not match the core's markets")
         return ex
 
     def state_hash(self) -> str:
@@ -391,5 +541,153 @@ class Exchange:
         return self._market_by_id[hold[1]]
 
 
+_FIELD_PREFIX = re.compile(r"^([a-z_]+): ")
+
 _MARKET_TYPES = {OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.TRAILING_STOP}
 
+
+
+class _Row(NamedTuple):
+    """The EVENT_DTYPE fields that notices look at."""
+
+    kind: int
+    reason: int
+    market: int
+    order_id: int
+    owner: int
+    price: int
+    qty: int
+
+
+_ROW_FIELDS = tuple(EVENT_DTYPE.names.index(f) for f in _Row._fields)
+
+
+def _h_add_asset(ex: Exchange, c: C.AddAsset):
+    a = ex.add_asset(c.symbol, c.decimals)
+    return {"asset_id": a.id}, [], []
+
+
+def _h_add_market(ex: Exchange, c: C.AddMarket):
+    m = ex.add_market(c.symbol, base=c.base, quote=c.quote, tick_size=c.tick_size, lot_size=c.lot_size,
+                      min_qty=c.min_qty, min_notional=c.min_notional, band_bps=c.band_bps, maker_bps=c.maker_bps,
+                      taker_bps=c.taker_bps)
+    return {"market_id": m.id}, [], []
+
+
+def _h_fee_tiers(ex: Exchange, c: C.SetFeeTiers):
+    ex.set_fee_tiers(c.market, [tuple(t) for t in c.tiers])
+    return None, [], []
+
+
+def _h_market_status(ex: Exchange, c: C.SetMarketStatus):
+    return None, ex.set_market_status(c.market, c.status), []
+
+
+def _h_create_account(ex: Exchange, c: C.CreateAccount):
+    return {"account": ex.create_account()}, [], []
+
+
+def _h_create_user(ex: Exchange, c: C.CreateUser):
+    uid = ex.core.account_count
+    notices = ex.accounts.create_user(uid, c.profile, c.ts)
+    assert ex.core.add_account() == uid
+    return {"user_id": uid}, [], notices
+
+
+def _h_update_profile(ex: Exchange, c: C.UpdateProfile):
+    return None, [], ex.accounts.update_profile(c.user_id, c.changes, c.ts)
+
+
+def _h_set_kyc(ex: Exchange, c: C.SetKyc):
+    return None, [], ex.accounts.set_kyc(c.user_id, c.status, c.level, c.ts)
+
+
+def _h_user_status(ex: Exchange, c: C.SetUserStatus):
+    return None, [], ex.set_user_status(c.user_id, c.status, c.ts)
+
+
+def _h_create_key(ex: Exchange, c: C.CreateApiKey):
+    created = ex.accounts.create_api_key(c.user_id, c.api_key, c.sealed_secret, c.permissions, c.ts,
+                                         ip_allow=c.ip_allow, label=c.label)
+    return {"api_key": c.api_key, "secret": created.secret}, [], created.events
+
+
+def _h_revoke_key(ex: Exchange, c: C.RevokeApiKey):
+    return None, [], ex.accounts.revoke_api_key(c.user_id, c.api_key, c.ts)
+
+
+def _h_add_alert(ex: Exchange, c: C.AddPriceAlert):
+    ex.market(c.market)  # an alert on an unknown market would never fire
+    notices = ex.accounts.add_price_alert(c.user_id, c.market, c.condition, c.price, c.ts)
+    return {"alert_id": notices[0]["alert_id"]} if notices else None, [], notices
+
+
+def _h_cancel_alert(ex: Exchange, c: C.CancelPriceAlert):
+    return None, [], ex.accounts.cancel_price_alert(c.user_id, c.alert_id, c.ts)
+
+
+def _h_mark_read(ex: Exchange, c: C.MarkRead):
+    return None, [], ex.accounts.mark_read(c.user_id, c.notification_ids, c.ts)
+
+
+def _h_deposit(ex: Exchange, c: C.Deposit):
+    ex.deposit(c.account, c.asset, c.amount)
+    return None, [], []
+
+
+def _h_withdraw(ex: Exchange, c: C.Withdraw):
+    ex.withdraw(c.account, c.asset, c.amount)
+    return None, [], []
+
+
+def _h_transfer(ex: Exchange, c: C.Transfer):
+    ex.transfer(c.from_account, c.to_account, c.asset, c.amount)
+    return None, [], []
+
+
+def _h_place(ex: Exchange, c: C.PlaceOrder):
+    p = ex.place(c.account, c.market, c.side, c.qty, c.price, order_type=c.order_type, tif=c.tif, stp=c.stp,
+                 post_only=c.post_only, display_qty=c.display_qty, trigger_price=c.trigger_price,
+                 expire_ts=c.expire_ts)
+    return {"order_id": p.order_id}, p.events, []
+
+
+def _h_cancel(ex: Exchange, c: C.CancelOrder):
+    return None, ex.cancel(c.account, c.order_id), []
+
+
+def _h_amend(ex: Exchange, c: C.AmendOrder):
+    return None, ex.amend(c.account, c.order_id, price=c.price, qty=c.qty), []
+
+
+def _h_cancel_all(ex: Exchange, c: C.CancelAll):
+    return None, ex.cancel_all(c.account, c.market), []
+
+
+def _h_observe(ex: Exchange, c: C.ObservePrice):
+    events = ex.observe_price(c.market, c.price)
+    m = ex.market(c.market)
+    notices = ex.accounts.on_price(m.symbol, c.price, c.ts)
+    return None, events, notices
+
+
+def _h_tick(ex: Exchange, c: C.Tick):
+    return None, [], []
+
+
+def _h_records(ex: Exchange, c: C.Records):
+    if len(c.data) % COMMAND_DTYPE.itemsize:
+        raise ValueError(f"data: {len(c.data)} bytes is not a whole number of {COMMAND_DTYPE.itemsize}-byte records")
+    return None, ex.process_records(c.data), []
+
+
+_HANDLERS = {
+    C.AddAsset: _h_add_asset, C.AddMarket: _h_add_market, C.SetFeeTiers: _h_fee_tiers,
+    C.SetMarketStatus: _h_market_status, C.CreateAccount: _h_create_account, C.CreateUser: _h_create_user,
+    C.UpdateProfile: _h_update_profile, C.SetKyc: _h_set_kyc, C.SetUserStatus: _h_user_status,
+    C.CreateApiKey: _h_create_key, C.RevokeApiKey: _h_revoke_key, C.AddPriceAlert: _h_add_alert,
+    C.CancelPriceAlert: _h_cancel_alert, C.MarkRead: _h_mark_read, C.Deposit: _h_deposit,
+    C.Withdraw: _h_withdraw, C.Transfer: _h_transfer, C.PlaceOrder: _h_place, C.CancelOrder: _h_cancel,
+    C.AmendOrder: _h_amend, C.CancelAll: _h_cancel_all, C.ObservePrice: _h_observe, C.Tick: _h_tick,
+    C.Records: _h_records,
+}

@@ -29,6 +29,8 @@ pub(crate) struct PyEvent {
     reason: u8,
     side: u8,
     order_type: u8,
+    /// Market index (0 for a standalone book).
+    market: u32,
     order_id: u64,
     owner: u64,
     other_id: u64,
@@ -46,6 +48,7 @@ impl From<&Event> for PyEvent {
             reason: e.reason as u8,
             side: e.side as u8,
             order_type: e.order_type as u8,
+            market: e.market,
             order_id: e.order_id,
             owner: e.owner,
             other_id: e.other_id,

@@ -1,0 +1,241 @@
+"""The commands of the exchange state machine: everything that changes state.
+
+Every change of an :class:`~lxdex.exchange.Exchange` is one of these values,
+applied with :meth:`Exchange.execute` under a sequence number. They are
+msgspec structs, so a command log is just their msgpack encoding
+(:func:`encode` / :func:`decode`), and gateways build them from JSON or from
+the binary order messages without touching exchange state.
+
+Each command carries ``ts``: the exchange time in milliseconds, stamped by the
+sequencer (never read from a clock inside the state machine). Executing a
+command first moves the exchange clock to ``ts`` when it is later than the
+clock (GTD orders expire then, as part of that command's events).
+
+Amounts, prices and quantities are decimal strings, as in the Python API;
+``PlaceRecord`` is the compact integer form the binary gateway uses (ticks,
+lots, the market's id).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+# `kw_only` so that `ts` can default; `tag` names the command in the log and on
+# the wire; `forbid_unknown_fields` so a typo in a field name is an error.
+_OPTS = dict(kw_only=True, tag_field="cmd", forbid_unknown_fields=True, frozen=True)
+
+
+class Command(msgspec.Struct, **_OPTS):
+    """Base of every command. `ts` is the sequencer's exchange time (ms)."""
+
+    ts: int = 0
+
+
+# -- registry ------------------------------------------------------------------
+
+
+class AddAsset(Command, tag="add_asset"):
+    symbol: str
+    decimals: int
+
+
+class AddMarket(Command, tag="add_market"):
+    symbol: str
+    base: str
+    quote: str
+    tick_size: str
+    lot_size: str
+    min_qty: str | None = None
+    min_notional: str = "0"
+    band_bps: int = 0
+    maker_bps: int = 0
+    taker_bps: int = 0
+
+
+class SetFeeTiers(Command, tag="set_fee_tiers"):
+    market: str
+    tiers: list[tuple[str, int, int]]
+
+
+class SetMarketStatus(Command, tag="set_market_status"):
+    market: str
+    status: str
+
+
+# -- users and accounts --------------------------------------------------------
+
+
+class CreateAccount(Command, tag="create_account"):
+    """A ledger account with no user profile (market makers, system accounts)."""
+
+
+class CreateUser(Command, tag="create_user"):
+    """A user with a profile and its ledger account (same id)."""
+
+    profile: dict[str, Any]
+
+
+class UpdateProfile(Command, tag="update_profile"):
+    user_id: int
+    changes: dict[str, Any]
+
+
+class SetKyc(Command, tag="set_kyc"):
+    user_id: int
+    status: str
+    level: int
+
+
+class SetUserStatus(Command, tag="set_user_status"):
+    """`active` or `suspended`; mirrored into the ledger (a suspended user
+    cannot place or amend orders)."""
+
+    user_id: int
+    status: str
+
+
+class CreateApiKey(Command, tag="create_api_key"):
+    """Key material made by the gateway (`accounts.generate_key_material`):
+    the log holds only the sealed secret."""
+
+    user_id: int
+    api_key: str
+    sealed_secret: bytes
+    permissions: list[str]
+    ip_allow: list[str] | None = None
+    label: str = ""
+
+
+class RevokeApiKey(Command, tag="revoke_api_key"):
+    user_id: int
+    api_key: str
+
+
+class AddPriceAlert(Command, tag="add_price_alert"):
+    user_id: int
+    market: str
+    condition: str
+    price: str
+
+
+class CancelPriceAlert(Command, tag="cancel_price_alert"):
+    user_id: int
+    alert_id: int
+
+
+class MarkRead(Command, tag="mark_read"):
+    user_id: int
+    notification_ids: list[int] | None = None
+
+
+# -- money -----------------------------------------------------------------------
+
+
+class Deposit(Command, tag="deposit"):
+    account: int
+    asset: str
+    amount: str
+
+
+class Withdraw(Command, tag="withdraw"):
+    account: int
+    asset: str
+    amount: str
+
+
+class Transfer(Command, tag="transfer"):
+    from_account: int
+    to_account: int
+    asset: str
+    amount: str
+
+
+# -- trading -----------------------------------------------------------------------
+
+
+class PlaceOrder(Command, tag="place"):
+    account: int
+    market: str
+    side: str
+    qty: str
+    price: str | None = None
+    order_type: str = "limit"
+    tif: str | None = None
+    stp: str = "none"
+    post_only: bool = False
+    display_qty: str | None = None
+    trigger_price: str | None = None
+    expire_ts: int = 0
+
+
+class CancelOrder(Command, tag="cancel"):
+    account: int
+    order_id: int
+
+
+class AmendOrder(Command, tag="amend"):
+    account: int
+    order_id: int
+    price: str | None = None
+    qty: str | None = None
+
+
+class CancelAll(Command, tag="cancel_all"):
+    account: int
+    market: str | None = None
+
+
+class ObservePrice(Command, tag="observe_price"):
+    """An external (mark) price for a market's triggers and price alerts."""
+
+    market: str
+    price: str
+
+
+class Tick(Command, tag="tick"):
+    """Only moves the clock (GTD expiry without other traffic)."""
+
+
+class Records(Command, tag="records"):
+    """A batch of integer-form order commands (COMMAND_DTYPE rows as bytes,
+    120 bytes each) from the binary gateway: submit, cancel, amend, mass
+    cancel, deposit, withdraw, transfer, in ids, ticks, lots and asset units.
+    The batch is one command with one sequence number; its events carry the
+    row's index (`cmd_index`)."""
+
+    data: bytes
+
+
+AnyCommand = Union[
+    AddAsset, AddMarket, SetFeeTiers, SetMarketStatus, CreateAccount, CreateUser, UpdateProfile, SetKyc,
+    SetUserStatus, CreateApiKey, RevokeApiKey, AddPriceAlert, CancelPriceAlert, MarkRead, Deposit, Withdraw,
+    Transfer, PlaceOrder, CancelOrder, AmendOrder, CancelAll, ObservePrice, Tick, Records,
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyCommand)
+_json_decoder = msgspec.json.Decoder(AnyCommand)
+
+
+def encode(cmd: Command) -> bytes:
+    """The command's msgpack bytes (its form in the journal)."""
+    return _encoder.encode(cmd)
+
+
+def decode(data: bytes) -> Command:
+    """A command from `encode`'s bytes; msgspec.ValidationError names the
+    field when they are not a valid command."""
+    return _decoder.decode(data)
+
+
+def from_json(data: bytes | str) -> Command:
+    """A command from JSON with a `"cmd"` tag (admin tools, tests)."""
+    return _json_decoder.decode(data)
+
+
+def with_ts(cmd: Command, ts: int) -> Command:
+    """The same command stamped with exchange time `ts`."""
+    return msgspec.structs.replace(cmd, ts=ts)
+

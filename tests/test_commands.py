@@ -1,0 +1,273 @@
+"""The command log: `lxdex.commands` values applied by `Exchange.execute`
+under sequence numbers; users wired into the exchange (suspension, system
+cancel notifications, price alerts); snapshot + replay equality."""
+
+import random
+
+import msgspec
+import numpy as np
+import pytest
+
+pytest.importorskip("lxdex._core")
+
+from lxdex import Exchange  # noqa: E402
+from lxdex import commands as C  # noqa: E402
+from lxdex.accounts import generate_key_material, sign_request  # noqa: E402
+from lxdex.enums import COMMAND_DTYPE, CommandKind, EventKind, Reason, Side, TimeInForce  # noqa: E402
+
+KEY = bytes(range(32))
+ALICE = {"display_name": "Alice", "email": "alice@example.com", "country": "DE"}
+BOB = {"display_name": "Bob", "email": "bob@example.com", "country": "US"}
+
+SETUP = [
+    C.AddAsset(symbol="BTC", decimals=8),
+    C.AddAsset(symbol="USD", decimals=2),
+    C.AddMarket(symbol="BTC-USD", base="BTC", quote="USD", tick_size="1", lot_size="0.01", maker_bps=-1,
+                taker_bps=5),
+    C.CreateUser(profile=ALICE, ts=1_000),
+    C.CreateUser(profile=BOB, ts=1_000),
+    C.Deposit(account=0, asset="USD", amount="100000", ts=1_000),
+    C.Deposit(account=1, asset="BTC", amount="10", ts=1_000),
+]
+
+
+def run(cmds, ex=None):
+    ex = ex or Exchange(KEY)
+    return ex, [ex.execute(c) for c in cmds]
+
+
+def core_state(ex):
+    """Everything but the sequence number (a rejected command takes one)."""
+    return ex.core.snapshot(), ex.accounts.snapshot()
+
+
+def test_every_command_round_trips_through_msgpack_and_json():
+    cmds = SETUP + [
+        C.SetFeeTiers(market="BTC-USD", tiers=[("1000", -1, 4)]),
+        C.SetMarketStatus(market="BTC-USD", status="halted"),
+        C.CreateAccount(), C.UpdateProfile(user_id=0, changes={"country": "FR"}),
+        C.SetKyc(user_id=0, status="verified", level=2), C.SetUserStatus(user_id=1, status="suspended"),
+        C.CreateApiKey(user_id=0, api_key="k" * 20, sealed_secret=b"\x01" * 60, permissions=["read"]),
+        C.RevokeApiKey(user_id=0, api_key="k" * 20),
+        C.AddPriceAlert(user_id=0, market="BTC-USD", condition="above", price="1"),
+        C.CancelPriceAlert(user_id=0, alert_id=1), C.MarkRead(user_id=0),
+        C.Withdraw(account=0, asset="USD", amount="1"), C.Transfer(from_account=0, to_account=1, asset="USD", amount="1"),
+        C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="10", tif="gtd", expire_ts=5),
+        C.CancelOrder(account=0, order_id=1), C.AmendOrder(account=0, order_id=1, qty="0.5"),
+        C.CancelAll(account=0), C.ObservePrice(market="BTC-USD", price="5"), C.Tick(ts=9),
+        C.Records(data=bytes(120)),
+    ]
+    assert {type(c) for c in cmds} == set(C.AnyCommand.__args__), "every command kind is covered"
+    for c in cmds:
+        assert C.decode(C.encode(c)) == c
+        assert C.from_json(msgspec.json.encode(c)) == c
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b'{"cmd":"deposit","account":"0","asset":"USD","amount":"1"}', "account"),
+    (b'{"cmd":"deposit","account":0,"asset":"USD"}', "amount"),
+    (b'{"cmd":"deposit","account":0,"asset":"USD","amount":"1","amont":"2"}', "amont"),
+    (b'{"cmd":"launch_rockets"}', "cmd"),
+    (b'{"cmd":"place","account":0,"market":"BTC-USD","side":"buy","qty":1}', "qty"),
+])
+def test_malformed_commands_are_refused_naming_the_field(raw, field):
+    with pytest.raises(msgspec.ValidationError, match=field):
+        C.from_json(raw)
+
+
+def test_sequence_numbers_are_consecutive_and_enforced():
+    ex, outs = run(SETUP)
+    assert [o.seq for o in outs] == list(range(1, len(SETUP) + 1)) and ex.last_seq == len(SETUP)
+    with pytest.raises(ValueError, match="seq: expected 8, got 9"):
+        ex.execute(C.Tick(), seq=9)
+    assert ex.execute(C.Tick(), seq=8).ok
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (C.Deposit(account=0, asset="EUR", amount="1"), "UNKNOWN_ASSET"),
+    (C.Deposit(account=0, asset="USD", amount="0.001"), "INVALID_AMOUNT"),
+    (C.Withdraw(account=1, asset="USD", amount="1"), "INSUFFICIENT_FUNDS"),
+    (C.Transfer(from_account=0, to_account=99, asset="USD", amount="1"), "UNKNOWN_ACCOUNT"),
+    (C.PlaceOrder(account=0, market="ETH-USD", side="buy", qty="1", price="1"), "UNKNOWN_MARKET"),
+    (C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="1000000"), "INSUFFICIENT_FUNDS"),
+    (C.PlaceOrder(account=0, market="BTC-USD", side="up", qty="1", price="1"), "INVALID_COMMAND"),
+    (C.CancelOrder(account=0, order_id=42), "UNKNOWN_ORDER"),
+    (C.CreateUser(profile={"display_name": "X", "email": "not-an-email", "country": "DE"}), "INVALID_COMMAND"),
+    (C.SetKyc(user_id=7, status="verified", level=1), "INVALID_COMMAND"),
+    (C.AddMarket(symbol="BTC-USD", base="BTC", quote="USD", tick_size="1", lot_size="1"), "INVALID_COMMAND"),
+    (C.AddPriceAlert(user_id=0, market="NOPE-USD", condition="above", price="1"), "UNKNOWN_MARKET"),
+    (C.Records(data=b"\x00" * 7), "INVALID_COMMAND"),
+])
+def test_rejected_commands_take_a_seq_and_change_nothing(bad, reason):
+    ex, _ = run(SETUP)
+    before = core_state(ex)
+    out = ex.execute(bad)
+    assert not out.ok and out.error["reason"] == reason and out.error["message"]
+    assert out.seq == len(SETUP) + 1 and ex.last_seq == out.seq
+    assert core_state(ex) == before
+
+
+def test_rejected_user_names_the_field():
+    ex, _ = run(SETUP)
+    out = ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="up", qty="1", price="1"))
+    assert out.error["field"] == "side" and "buy, sell" in out.error["message"]
+    out = ex.execute(C.CreateUser(profile={"display_name": "", "email": "e@example.com", "country": "DE"}))
+    assert out.error["field"] == "display_name"
+    assert ex.core.account_count == 2, "no ledger account without its user"
+
+
+def test_users_share_ids_with_ledger_accounts_and_suspension_is_mirrored():
+    ex, outs = run(SETUP)
+    assert outs[3].value == {"user_id": 0} and outs[4].value == {"user_id": 1}
+    assert outs[3].notices[0]["type"] == "user_created"
+    place = C.PlaceOrder(account=1, market="BTC-USD", side="sell", qty="1", price="100", ts=2_000)
+    assert ex.execute(place).ok
+    assert ex.execute(C.SetUserStatus(user_id=1, status="suspended", ts=2_000)).ok
+    out = ex.execute(place)
+    assert out.error["reason"] == "ACCOUNT_SUSPENDED"
+    assert ex.execute(C.CancelAll(account=1)).ok, "a suspended user can still cancel"
+    assert ex.execute(C.SetUserStatus(user_id=1, status="active")).ok
+    assert ex.execute(place).ok
+    # The Python API path mirrors too.
+    ex.suspend(0)
+    assert ex.accounts.user(0)["status"] == "suspended"
+    assert not ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="1")).ok
+
+
+def test_system_cancels_notify_the_user_but_own_cancels_do_not():
+    ex, _ = run(SETUP)
+    ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="100", tif="gtd",
+                            expire_ts=5_000, ts=2_000))
+    ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="90", ts=2_000))
+    assert ex.execute(C.CancelOrder(account=0, order_id=2, ts=2_000)).notices == []
+    out = ex.execute(C.Tick(ts=6_000))
+    assert [e.reason for e in out.clock_events if e.kind == EventKind.CANCELLED] == [Reason.EXPIRED]
+    [n] = out.notices
+    assert n["user_id"] == 0 and n["kind"] == "order_cancelled"
+    assert n["payload"] == {"order_id": 1, "market": "BTC-USD", "reason": "expired", "qty": "1.00"}
+    assert ex.accounts.notifications(0)[0]["notification_id"] == n["notification_id"]
+    # Self-trade prevention cancelling a resting order is a system cancel too.
+    ex.execute(C.Deposit(account=0, asset="BTC", amount="1"))
+    ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="sell", qty="1", price="100"))
+    out = ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="100", stp="cancel_maker"))
+    assert [n["payload"]["reason"] for n in out.notices] == ["stp"]
+    # Closing a market notifies every owner of a cancelled order.
+    ex.execute(C.PlaceOrder(account=1, market="BTC-USD", side="sell", qty="2", price="120"))
+    out = ex.execute(C.SetMarketStatus(market="BTC-USD", status="closed"))
+    assert sorted((n["user_id"], n["payload"]["reason"]) for n in out.notices) == [(0, "market_closed"), (1, "market_closed")]
+
+
+def test_trades_and_observed_prices_fire_price_alerts_once():
+    ex, _ = run(SETUP)
+    ex.execute(C.AddPriceAlert(user_id=1, market="BTC-USD", condition="above", price="95"))
+    ex.execute(C.AddPriceAlert(user_id=0, market="BTC-USD", condition="below", price="50"))
+    ex.execute(C.PlaceOrder(account=1, market="BTC-USD", side="sell", qty="1", price="100"))
+    out = ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.5", price="100"))
+    assert [(n["user_id"], n["payload"]["observed_price"]) for n in out.notices] == [(1, "100")]
+    assert ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.5", price="100")).notices == []
+    out = ex.execute(C.ObservePrice(market="BTC-USD", price="40"))
+    assert [(n["user_id"], n["kind"]) for n in out.notices] == [(0, "price_alert")]
+
+
+def test_api_keys_through_commands_verify_signed_requests():
+    ex, _ = run(SETUP)
+    km = generate_key_material(KEY, 0)
+    out = ex.execute(C.CreateApiKey(user_id=0, api_key=km.api_key, sealed_secret=km.sealed_secret,
+                                    permissions=["read", "trade"], ts=2_000))
+    assert out.ok and out.value["secret"] == km.secret
+    assert km.secret not in repr(out.notices) and km.secret.encode() not in ex.snapshot()
+    payload = "symbol=BTC-USD&timestamp=2000"
+    assert ex.accounts.verify_request(km.api_key, payload, sign_request(km.secret, payload), None, "trade") == 0
+    # A restored exchange with the same master key still verifies it.
+    ex2 = Exchange.restore(ex.snapshot(), KEY)
+    assert ex2.accounts.verify_request(km.api_key, payload, sign_request(km.secret, payload), None, "trade") == 0
+
+
+def _records(rows):
+    a = np.zeros(len(rows), COMMAND_DTYPE)
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            a[i][k] = v
+    return a.tobytes()
+
+
+def test_records_batch_is_one_command_and_events_name_their_row():
+    ex, _ = run(SETUP)
+    data = _records([
+        {"kind": CommandKind.SUBMIT, "owner": 1, "market": 0, "side": Side.SELL, "price": 100, "qty": 100,
+         "tif": TimeInForce.GTC},
+        {"kind": CommandKind.SUBMIT, "owner": 0, "market": 0, "side": Side.BUY, "price": 100, "qty": 40,
+         "tif": TimeInForce.GTC},
+        {"kind": CommandKind.CANCEL, "owner": 0, "market": 0, "order_id": 999},
+    ])
+    out = ex.execute(C.Records(data=data, ts=2_000))
+    assert out.ok and out.seq == len(SETUP) + 1
+    ev = out.events
+    assert ev.dtype.names[4] == "cmd_index"
+    fills = ev[ev["kind"] == EventKind.FILL]
+    assert len(fills) == 1 and fills["cmd_index"][0] == 1 and fills["qty"][0] == 40
+    rej = ev[ev["kind"] == EventKind.REJECTED]
+    assert rej["cmd_index"].tolist() == [2] and rej["reason"][0] == Reason.UNKNOWN_ORDER
+    assert ex.balance(0, "BTC") == (ex.balance(0, "BTC")[0], 0) and str(ex.balance(0, "BTC")[0]) == "0.4"
+
+
+def _random_log(rng: random.Random, n: int) -> list:
+    cmds = list(SETUP) + [C.CreateAccount(), C.Deposit(account=2, asset="USD", amount="5000"),
+                          C.Deposit(account=2, asset="BTC", amount="3")]
+    ts = 1_000
+    for _ in range(n):
+        ts += rng.choice([0, 0, 1, 250, 1_000])
+        acct = rng.randrange(3)
+        r = rng.random()
+        if r < 0.55:
+            cmds.append(C.PlaceOrder(
+                account=acct, market="BTC-USD", side=rng.choice(["buy", "sell"]),
+                qty=f"{rng.randint(1, 300) / 100:.2f}", price=str(rng.randint(90, 110)),
+                tif=rng.choice(["gtc", "ioc", "gtd"]) if r < 0.5 else "gtc",
+                expire_ts=0, ts=ts))
+            if cmds[-1].tif == "gtd":
+                cmds[-1] = msgspec.structs.replace(cmds[-1], expire_ts=ts + rng.randint(1, 3_000))
+        elif r < 0.75:
+            cmds.append(C.CancelOrder(account=acct, order_id=rng.randint(1, 60), ts=ts))
+        elif r < 0.8:
+            cmds.append(C.AmendOrder(account=acct, order_id=rng.randint(1, 60), qty="0.01", ts=ts))
+        elif r < 0.85:
+            cmds.append(C.CancelAll(account=acct, ts=ts))
+        elif r < 0.9:
+            cmds.append(C.AddPriceAlert(user_id=rng.randrange(2), market="BTC-USD",
+                                        condition=rng.choice(["above", "below"]), price=str(rng.randint(90, 110)),
+                                        ts=ts))
+        elif r < 0.93:
+            cmds.append(C.SetUserStatus(user_id=rng.randrange(2), status=rng.choice(["active", "active", "active", "suspended"]), ts=ts))
+        elif r < 0.96:
+            cmds.append(C.Withdraw(account=acct, asset="USD", amount=str(rng.randint(1, 500)), ts=ts))
+        else:
+            cmds.append(C.Tick(ts=ts))
+    return cmds
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_replay_from_a_snapshot_reaches_the_same_state(seed):
+    log = [C.decode(C.encode(c)) for c in _random_log(random.Random(seed), 400)]
+    full, outs = run(log)
+    assert sum(o.ok for o in outs) > 150 and any(e.kind == EventKind.FILL for o in outs for e in o.events)
+    again, outs2 = run(log)
+    assert again.state_hash() == full.state_hash()
+    assert [(o.seq, o.error, o.notices) for o in outs] == [(o.seq, o.error, o.notices) for o in outs2]
+    cut = random.Random(seed).randrange(len(SETUP), len(log))
+    part, _ = run(log[:cut])
+    restored = Exchange.restore(part.snapshot(), KEY)
+    assert restored.last_seq == cut and restored.state_hash() == part.state_hash()
+    for c in log[cut:]:
+        restored.execute(c)
+    assert restored.state_hash() == full.state_hash()
+    assert restored.accounts == full.accounts
+
+
+def test_snapshot_rejects_corruption():
+    ex, _ = run(SETUP)
+    snap = ex.snapshot()
+    with pytest.raises(ValueError):
+        Exchange.restore(snap[:30], KEY)
+    with pytest.raises(ValueError):
+        Exchange.restore(b"XXXX" + snap[4:], KEY)
