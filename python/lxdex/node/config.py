@@ -1,0 +1,137 @@
+"""Node configuration: a TOML file, with defaults for everything.
+
+```toml
+node_id = "node-1"
+snapshot_every = 100000     # commands between snapshots
+batch_max = 4096            # commands per journal batch (group commit)
+admin_token = "..."         # enables POST /command (admin commands); unset: disabled
+max_body_bytes = 65536
+
+[[assets]]
+symbol = "BTC"
+decimals = 8
+
+[[markets]]
+symbol = "BTC-USD"
+base = "BTC"
+quote = "USD"
+tick_size = "0.01"
+lot_size = "0.00001"
+maker_bps = -1
+taker_bps = 5
+band_bps = 0                # 0: no price band
+
+[[accounts]]                # created (with deposits) when the state is new
+name = "demo"                # optional: email, country (ISO code, default US)
+deposits = { USD = "1000000", BTC = "10" }
+```
+
+With no file at all a node has the demo assets (BTC, ETH, SOL, USD), three
+markets against USD and one funded `demo` account, which `POST /order` uses
+when a request names no account (as the product description's requests
+do). Markets and assets in the file that the state lacks are added (through
+the log) at start; removing one from the file does not remove it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import commands as C
+
+DEFAULT_ASSETS = [("BTC", 8), ("ETH", 8), ("SOL", 6), ("USD", 6)]
+DEFAULT_MARKETS = [
+    {"symbol": "BTC-USD", "base": "BTC", "quote": "USD", "tick_size": "0.01", "lot_size": "0.00001",
+     "maker_bps": -1, "taker_bps": 5},
+    {"symbol": "ETH-USD", "base": "ETH", "quote": "USD", "tick_size": "0.01", "lot_size": "0.0001",
+     "maker_bps": -1, "taker_bps": 5},
+    {"symbol": "SOL-USD", "base": "SOL", "quote": "USD", "tick_size": "0.001", "lot_size": "0.01",
+     "maker_bps": 0, "taker_bps": 5},
+]
+DEFAULT_ACCOUNTS = [{"name": "demo", "deposits": {"USD": "10000000", "BTC": "100", "ETH": "1000", "SOL": "100000"}}]
+
+_MARKET_KEYS = {"symbol", "base", "quote", "tick_size", "lot_size", "min_qty", "min_notional", "band_bps",
+                "maker_bps", "taker_bps"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    node_id: str = "node-1"
+    snapshot_every: int = 100_000
+    batch_max: int = 4096
+    admin_token: str | None = None
+    max_body_bytes: int = 65_536
+    assets: list[tuple[str, int]] = field(default_factory=lambda: list(DEFAULT_ASSETS))
+    markets: list[dict[str, Any]] = field(default_factory=lambda: [dict(m) for m in DEFAULT_MARKETS])
+    accounts: list[dict[str, Any]] = field(default_factory=lambda: [dict(a) for a in DEFAULT_ACCOUNTS])
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "Config":
+        """The config in `path` (TOML), or the defaults for None."""
+        if path is None:
+            return cls()
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"config {path}: {e}") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "Config":
+        cfg = cls()
+        known = {"node_id", "snapshot_every", "batch_max", "admin_token", "max_body_bytes", "assets", "markets",
+                 "accounts"}
+        for k in data:
+            if k not in known:
+                raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(known))})")
+        for k, typ, lo in (("snapshot_every", int, 1), ("batch_max", int, 1), ("max_body_bytes", int, 1024)):
+            if k in data:
+                if not isinstance(data[k], typ) or data[k] < lo:
+                    raise ConfigError(f"{where}: {k} must be an integer >= {lo}")
+                setattr(cfg, k, data[k])
+        for k in ("node_id", "admin_token"):
+            if k in data:
+                if not isinstance(data[k], str) or not data[k]:
+                    raise ConfigError(f"{where}: {k} must be a non-empty string")
+                setattr(cfg, k, data[k])
+        if "assets" in data:
+            try:
+                cfg.assets = [(a["symbol"], a["decimals"]) for a in data["assets"]]
+            except (KeyError, TypeError):
+                raise ConfigError(f"{where}: each [[assets]] needs symbol and decimals") from None
+        if "markets" in data:
+            for m in data["markets"]:
+                extra = set(m) - _MARKET_KEYS
+                if extra or not {"symbol", "base", "quote", "tick_size", "lot_size"} <= set(m):
+                    raise ConfigError(f"{where}: market {m.get('symbol')!r}: needs symbol, base, quote, tick_size, "
+                                      f"lot_size; unknown keys {sorted(extra)}")
+            cfg.markets = [dict(m) for m in data["markets"]]
+        if "accounts" in data:
+            cfg.accounts = [dict(a) for a in data["accounts"]]
+        return cfg
+
+    def bootstrap(self, have_assets: set[str], have_markets: set[str], fresh: bool) -> list[C.Command]:
+        """The commands that bring a state up to this config: missing assets
+        and markets, and on a fresh state the accounts with their deposits."""
+        cmds: list[C.Command] = [C.AddAsset(symbol=s, decimals=d) for s, d in self.assets if s not in have_assets]
+        for m in self.markets:
+            if m["symbol"] not in have_markets:
+                kw = {k: (str(v) if k in ("tick_size", "lot_size", "min_qty", "min_notional") else v)
+                      for k, v in m.items()}
+                cmds.append(C.AddMarket(**kw))
+        if fresh:
+            for i, a in enumerate(self.accounts):
+                name = str(a.get("name", f"account-{i}"))
+                cmds.append(C.CreateUser(profile={"display_name": name,
+                                                  "email": str(a.get("email", f"{name}@example.com")),
+                                                  "country": str(a.get("country", "US"))}))
+                for asset, amount in sorted(a.get("deposits", {}).items()):
+                    cmds.append(C.Deposit(account=i, asset=asset, amount=str(amount)))
+        return cmds

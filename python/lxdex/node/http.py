@@ -1,0 +1,313 @@
+"""The node's HTTP endpoints (Starlette on uvicorn).
+
+- `POST /order`: the product description's JSON,
+  `{"symbol":"BTC-USD","side":0,"price":50000,"size":1}` (side 0 = buy,
+  1 = sell), or the readable form (`"side":"buy"`, `"type"`, `"tif"`,
+  `"post_only"`, `"stp"`, `"trigger_price"`, `"display_size"`,
+  `"expire_ts"`, `"account"`). Without `account` the config's first account
+  places it (the demo trader). Replies with the order id, the command's
+  sequence number, status and fills once the command is durable.
+- `DELETE /order`: `{"order_id": 7, "account": 0}`.
+- `GET /orders?account=0`, `GET /book/{symbol}?depth=20`,
+  `GET /trades/{symbol}?limit=100`, `GET /markets`.
+- `GET /stats`, `GET /health` (200 only while the node applies commands),
+  `GET /metrics` (Prometheus).
+- `POST /command`: any `lxdex.commands` value as JSON (`{"cmd": "deposit",
+  ...}`), only with `Authorization: Bearer <admin_token>` from the config.
+
+Every error is JSON `{"error": {"code", "message", "field"?}}` with a 4xx
+status (503 when the node is not applying commands); a bad request changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from decimal import Decimal
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import commands as C
+from ..enums import EventKind, OrderType, Reason
+from .metrics import Metrics
+from .server import Node, NodeStopped
+
+Number = int | float | str
+
+
+class OrderBody(msgspec.Struct, forbid_unknown_fields=True):
+    symbol: str
+    side: int | str
+    size: Number
+    price: Number | None = None
+    type: str = "limit"
+    tif: str | None = None
+    account: int | None = None
+    post_only: bool = False
+    stp: str = "none"
+    trigger_price: Number | None = None
+    display_size: Number | None = None
+    expire_ts: int = 0
+
+
+class CancelBody(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: int
+    account: int | None = None
+
+
+_order_decoder = msgspec.json.Decoder(OrderBody)
+_cancel_decoder = msgspec.json.Decoder(CancelBody)
+_command_decoder = msgspec.json.Decoder(C.AnyCommand)
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+def _num(v: Number | None) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        raise ValueError("a number, not a boolean")
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return _json.encode(content)
+
+
+def error(status: int, code: str, message: str, field: str | None = None) -> JSON:
+    body = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return JSON({"error": body}, status_code=status)
+
+
+def _validation_error(e: msgspec.ValidationError | msgspec.DecodeError) -> JSON:
+    msg = str(e)
+    field = None
+    if "`$." in msg:
+        field = msg.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0]
+    elif "unknown field" in msg.lower():
+        field = msg.split("`")[1] if "`" in msg else None
+    code = "INVALID_JSON" if isinstance(e, msgspec.DecodeError) else "INVALID_REQUEST"
+    return error(400, code, msg, field)
+
+
+def _outcome_error(out) -> JSON:
+    e = out.error
+    status = 404 if e["reason"] in ("UNKNOWN_MARKET", "UNKNOWN_ORDER", "UNKNOWN_ACCOUNT") else 400
+    return error(status, e["reason"], e["message"], e.get("field"))
+
+
+def build_app(node: Node, metrics: Metrics | None = None) -> Starlette:
+    metrics = metrics or Metrics(node)
+    max_body = node.config.max_body_bytes
+
+    async def body(request: Request) -> bytes | JSON:
+        n = request.headers.get("content-length")
+        if n is not None and (not n.isdigit() or int(n) > max_body):
+            return error(413, "TOO_LARGE", f"request body over {max_body} bytes")
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_body:
+                return error(413, "TOO_LARGE", f"request body over {max_body} bytes")
+        return data
+
+    async def run(cmd: C.Command):
+        try:
+            return await asyncio.wrap_future(node.submit(cmd))
+        except NodeStopped as e:
+            return error(503, "UNAVAILABLE", str(e))
+
+    def default_account(acct: int | None) -> int | None:
+        if acct is not None:
+            return acct
+        return 0 if node.config.accounts else None
+
+    async def post_order(request: Request) -> Response:
+        data = await body(request)
+        if isinstance(data, Response):
+            return data
+        try:
+            o = _order_decoder.decode(data)
+            side = {0: "buy", 1: "sell"}.get(o.side, o.side) if isinstance(o.side, int) else o.side
+            if isinstance(side, int):
+                return error(400, "INVALID_REQUEST", f"side: {o.side} is not 0 (buy) or 1 (sell)", "side")
+            fields = {}
+            for name in ("size", "price", "trigger_price", "display_size"):
+                try:
+                    fields[name] = _num(getattr(o, name))
+                except ValueError as e:
+                    return error(400, "INVALID_REQUEST", f"{name}: {e}", name)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            return _validation_error(e)
+        account = default_account(o.account)
+        if account is None:
+            return error(400, "INVALID_REQUEST", "account: required (this node has no default account)", "account")
+        cmd = C.PlaceOrder(account=account, market=o.symbol, side=side, qty=fields["size"], price=fields["price"],
+                           order_type=o.type, tif=o.tif, stp=o.stp, post_only=o.post_only,
+                           display_qty=fields["display_size"], trigger_price=fields["trigger_price"],
+                           expire_ts=o.expire_ts)
+        out = await run(cmd)
+        if isinstance(out, Response):
+            return out
+        metrics.http_orders.inc()
+        if not out.ok:
+            return _outcome_error(out)
+        with node.lock:
+            m = node.exchange.market(o.symbol)
+        return JSON(_order_reply(out, m))
+
+    async def delete_order(request: Request) -> Response:
+        data = await body(request)
+        if isinstance(data, Response):
+            return data
+        try:
+            c = _cancel_decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            return _validation_error(e)
+        account = default_account(c.account)
+        if account is None:
+            return error(400, "INVALID_REQUEST", "account: required", "account")
+        out = await run(C.CancelOrder(account=account, order_id=c.order_id))
+        if isinstance(out, Response):
+            return out
+        if not out.ok:
+            return _outcome_error(out)
+        return JSON({"order_id": c.order_id, "seq": out.seq, "status": "cancelled"})
+
+    async def post_command(request: Request) -> Response:
+        token = node.config.admin_token
+        if token is None:
+            return error(404, "NOT_FOUND", "admin commands are disabled (no admin_token in the config)")
+        auth = request.headers.get("authorization", "")
+        if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+            return error(401, "UNAUTHORIZED", "admin commands need Authorization: Bearer <admin_token>")
+        data = await body(request)
+        if isinstance(data, Response):
+            return data
+        try:
+            cmd = _command_decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            return _validation_error(e)
+        out = await run(cmd)
+        if isinstance(out, Response):
+            return out
+        if not out.ok:
+            return _outcome_error(out)
+        return JSON({"seq": out.seq, "value": out.value, "notices": out.notices})
+
+    def _int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | JSON:
+        raw = request.query_params.get(name)
+        if raw is None:
+            if default is None:
+                return error(400, "INVALID_REQUEST", f"{name}: required", name)
+            return default
+        if not raw.isdigit() or not lo <= int(raw) <= hi:
+            return error(400, "INVALID_REQUEST", f"{name}: must be an integer in {lo}..{hi}", name)
+        return int(raw)
+
+    async def get_book(request: Request) -> Response:
+        depth = _int_param(request, "depth", 20, 1, 1000)
+        if isinstance(depth, Response):
+            return depth
+        symbol = request.path_params["symbol"]
+        with node.lock:
+            ex = node.exchange
+            if symbol not in ex._markets:
+                return error(404, "UNKNOWN_MARKET", f"market: no market {symbol!r}", "symbol")
+            update_id, bids, asks = ex.depth_snapshot(symbol, depth)
+        return JSON({"symbol": symbol, "last_update_id": update_id,
+                     "bids": [[p, q] for p, q, _ in bids], "asks": [[p, q] for p, q, _ in asks]})
+
+    async def get_trades(request: Request) -> Response:
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        if isinstance(limit, Response):
+            return limit
+        symbol = request.path_params["symbol"]
+        with node.lock:
+            ex = node.exchange
+            if symbol not in ex._markets:
+                return error(404, "UNKNOWN_MARKET", f"market: no market {symbol!r}", "symbol")
+            trades = ex.trades(symbol, limit)
+        return JSON(trades)
+
+    async def get_orders(request: Request) -> Response:
+        account = _int_param(request, "account", None, 0, 2**32 - 1)
+        if isinstance(account, Response):
+            return account
+        with node.lock:
+            if account >= node.exchange.core.account_count:
+                return error(404, "UNKNOWN_ACCOUNT", f"account: no account {account}", "account")
+            orders = node.exchange.open_orders(account)
+        return JSON(orders)
+
+    async def get_markets(request: Request) -> Response:
+        with node.lock:
+            ms = [{"symbol": m.symbol, "base": m.base.symbol, "quote": m.quote.symbol, "tick_size": m.tick_size,
+                   "lot_size": m.lot_size, "maker_bps": m.maker_bps, "taker_bps": m.taker_bps}
+                  for m in node.exchange._market_by_id]
+        return JSON(ms)
+
+    async def get_stats(request: Request) -> Response:
+        return JSON(node.stats())
+
+    async def get_health(request: Request) -> Response:
+        if node.healthy:
+            return JSON({"status": "ok", "seq": node.exchange.last_seq})
+        return JSON({"status": "unavailable"}, status_code=503)
+
+    async def get_metrics(request: Request) -> Response:
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    async def not_found(request: Request, exc) -> Response:
+        return error(404, "NOT_FOUND", f"no route {request.method} {request.url.path}")
+
+    async def bad_method(request: Request, exc) -> Response:
+        return error(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}")
+
+    routes = [
+        Route("/order", post_order, methods=["POST"]),
+        Route("/order", delete_order, methods=["DELETE"]),
+        Route("/orders", get_orders, methods=["GET"]),
+        Route("/book/{symbol}", get_book, methods=["GET"]),
+        Route("/trades/{symbol}", get_trades, methods=["GET"]),
+        Route("/markets", get_markets, methods=["GET"]),
+        Route("/stats", get_stats, methods=["GET"]),
+        Route("/health", get_health, methods=["GET"]),
+        Route("/metrics", get_metrics, methods=["GET"]),
+        Route("/command", post_command, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+
+
+def _order_reply(out, m) -> dict:
+    oid = out.value["order_id"]
+    fills, filled, status, reason, conditional = [], 0, None, None, False
+    for e in out.events:
+        if e.kind == EventKind.FILL and e.order_id == oid:
+            fills.append({"price": e.price * m.tick_size, "qty": e.qty * m.lot_size, "maker_order_id": e.other_id})
+            filled += e.qty
+        elif e.kind == EventKind.CANCELLED and e.order_id == oid:
+            status, reason = "cancelled", Reason(e.reason).name.lower()
+        elif e.kind == EventKind.ACCEPTED and e.order_id == oid:
+            conditional = e.order_type not in (OrderType.LIMIT, OrderType.MARKET)
+    if status is None:
+        if conditional and not fills:
+            status = "pending_trigger"
+        else:
+            done = any(e.kind == EventKind.FILL and e.order_id == oid and e.remaining == 0 for e in out.events)
+            status = "filled" if done else ("partially_filled" if fills else "new")
+    reply = {"order_id": oid, "seq": out.seq, "symbol": m.symbol, "status": status,
+             "filled": Decimal(filled) * m.lot_size, "fills": fills}
+    if reason:
+        reply["cancel_reason"] = reason
+    return reply
