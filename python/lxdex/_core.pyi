@@ -141,5 +141,11 @@ def journal_read(
     """`(records, last_seq, valid_end, status)`: `(seq, payload)` of the valid records with
     `seq >= from_seq` (at most `max_records`); continue from `valid_end` with `last_seq + 1`."""
 
+def journal_read_payloads(
+    buf: object, expected_first_seq: int, start: int = 0, from_seq: int = 0, max_records: int | None = None
+) -> tuple[int, list[bytes], int, int, str]:
+    """`(first_seq, payloads, last_seq, valid_end, status)`: as `journal_read`, payload `i` being
+    record `first_seq + i`; no per-record tuples (the fast replay path)."""
+
 def journal_find_valid(buf: object, start: int, min_seq: int) -> int | None:
     """The first offset >= `start` where a CRC-valid record with `seq >= min_seq` begins."""

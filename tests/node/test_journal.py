@@ -116,6 +116,9 @@ def test_many_batches_across_rollovers(tmp_path):
         assert all(0 < len(b) <= 5 for b in batches)
         assert [s for b in batches for s, _ in b] == list(range(1, seq + 1))
         assert [s for s, _ in j.read(seq - 3)] == list(range(seq - 3, seq + 1))
+        fast = list(j.read_payloads(5, max_records=9))
+        assert all(0 < len(p) <= 9 for _, p in fast)
+        assert [(f + i, x) for f, ps in fast for i, x in enumerate(ps)] == list(j.read(5))
     for p in segs:
         # Named by first seq, each rolled over only once it reached segment_bytes.
         first = int(p.name[:20])

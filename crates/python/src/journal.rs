@@ -195,6 +195,27 @@ fn journal_read<'py>(
     Ok((list, s.last_seq, s.valid_end, status(&s)))
 }
 
+/// Like `journal_read` without the per-record tuples: `(first_seq,
+/// payloads, last_seq, valid_end, status)` where `payloads[i]` is record
+/// `first_seq + i` (seqs are consecutive). The fast path for replay.
+#[pyfunction]
+#[pyo3(signature = (buf, expected_first_seq, start = 0, from_seq = 0, max_records = None))]
+fn journal_read_payloads<'py>(
+    py: Python<'py>,
+    buf: &Bound<'py, PyAny>,
+    expected_first_seq: u64,
+    start: usize,
+    from_seq: u64,
+    max_records: Option<usize>,
+) -> PyResult<(u64, Bound<'py, PyList>, u64, usize, &'static str)> {
+    let v = View::new(buf, "buf")?;
+    let bytes = unsafe { v.slice() };
+    let s = scan(bytes, start, expected_first_seq, from_seq, max_records.unwrap_or(usize::MAX), true);
+    let first = s.records.first().map_or(s.last_seq + 1, |r| r.0);
+    let list = PyList::new(py, s.records.iter().map(|&(_, a, b)| PyBytes::new(py, &bytes[a..b])))?;
+    Ok((first, list, s.last_seq, s.valid_end, status(&s)))
+}
+
 /// The first offset at or after `start` where a complete, CRC-valid record
 /// with `seq >= min_seq` begins, or None.
 #[pyfunction]
@@ -215,6 +236,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(journal_check, m)?)?;
     m.add_function(wrap_pyfunction!(journal_scan, m)?)?;
     m.add_function(wrap_pyfunction!(journal_read, m)?)?;
+    m.add_function(wrap_pyfunction!(journal_read_payloads, m)?)?;
     m.add_function(wrap_pyfunction!(journal_find_valid, m)?)?;
     m.add("JOURNAL_RECORD_HEADER_LEN", RECORD_HEADER_LEN)?;
     Ok(())
