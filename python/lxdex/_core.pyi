@@ -111,3 +111,42 @@ def bench_replay(
     commands: npt.NDArray[np.void], tick_size: int = 1, lot_size: int = 1, timed: bool = False
 ) -> tuple[int, int, npt.NDArray[np.uint64] | None]: ...
 def wire_enums() -> dict[str, dict[str, int]]: ...
+
+# -- journal framing (crates/python/src/journal.rs; used by lxdex.node.journal) --
+
+JOURNAL_RECORD_HEADER_LEN: int
+"""16: u32 payload length | u32 CRC32C(seq ++ payload) | u64 seq, little-endian."""
+
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC32C (Castagnoli) of `data`, continuing from `crc` (0 to start)."""
+
+def journal_frame(payloads: list[bytes] | tuple[bytes, ...], first_seq: int) -> bytes:
+    """Frames `payloads` as consecutive records numbered from `first_seq`."""
+
+def journal_frame_fixed(data: object, record_size: int, first_seq: int) -> bytes:
+    """Frames every `record_size` bytes of the buffer `data` as one record."""
+
+def journal_check(buf: object, expected_first_seq: int, start: int = 0) -> tuple[int, int, int, str]:
+    """Validates records from `start`: `(count, last_seq, valid_end, status)`; status is
+    'end', 'partial_header', 'short_payload', 'bad_length', 'bad_crc' or 'wrong_seq'."""
+
+def journal_scan(
+    buf: object, expected_first_seq: int, start: int = 0, max_records: int | None = None
+) -> tuple[list[tuple[int, int, int]], int, str]:
+    """`(records, valid_end, status)`: one `(seq, payload_start, payload_end)` per valid record;
+    status as `journal_check`, or 'limit' after `max_records`."""
+
+def journal_read(
+    buf: object, expected_first_seq: int, start: int = 0, from_seq: int = 0, max_records: int | None = None
+) -> tuple[list[tuple[int, bytes]], int, int, str]:
+    """`(records, last_seq, valid_end, status)`: `(seq, payload)` of the valid records with
+    `seq >= from_seq` (at most `max_records`); continue from `valid_end` with `last_seq + 1`."""
+
+def journal_read_payloads(
+    buf: object, expected_first_seq: int, start: int = 0, from_seq: int = 0, max_records: int | None = None
+) -> tuple[int, list[bytes], int, int, str]:
+    """`(first_seq, payloads, last_seq, valid_end, status)`: as `journal_read`, payload `i` being
+    record `first_seq + i`; no per-record tuples (the fast replay path)."""
+
+def journal_find_valid(buf: object, start: int, min_seq: int) -> int | None:
+    """The first offset >= `start` where a CRC-valid record with `seq >= min_seq` begins."""

@@ -134,6 +134,42 @@ def bench_exchange(
     _emit(result, as_json, output, t)
 
 
+@bench_app.command("journal")
+def bench_journal(
+    payload: int = typer.Option(120, help="payload bytes per record"),
+    seconds: float = typer.Option(3.0, help="seconds per append case"),
+    read_records: int = typer.Option(2_000_000, help="records written, then read back"),
+    dir: Path = typer.Option(None, help="where to put the journal (default: the system temp dir)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """The node journal: group-commit appends under fdatasync and none, framing, open and replay."""
+    _single_threaded_blas()
+    from .bench import journal
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **journal.run(payload, seconds=seconds, read_records=read_records, dir=dir,
+                                                  progress=lambda m: console.log(m))}
+    m = result["machine"]
+    t = Table(title=f"lxdex journal appends, {payload}-byte payloads — {m['cpu']} ({m['cores']} cores), "
+                    f"{result['filesystem']}")
+    for col in ("sync", "batch", "records/s", "payload MB/s", "batch p50 µs", "batch p99 µs"):
+        t.add_column(col, justify="right")
+    for r in result["append"]:
+        t.add_row(r["sync"], str(r["batch"]), f"{r['records_per_s']:,}", f"{r['payload_mb_per_s']:,}",
+                  f"{r['batch_p50_us']:,}", f"{r['batch_p99_us']:,}")
+    rd = result["read"]
+    t2 = Table(title=f"lxdex journal reads, {rd['records']:,} records ({rd['bytes'] / 1e6:,.0f} MB)")
+    for col in ("operation", "records/s", "MB/s"):
+        t2.add_column(col, justify="right")
+    t2.add_row("open (validate all)", f"{rd['records'] / rd['open_s']:,.0f}", f"{rd['open_mb_per_s']:,}")
+    for name in ("read_payloads", "read_batches", "read"):
+        t2.add_row(name, f"{rd[name]['records_per_s']:,}", f"{rd[name]['mb_per_s']:,}")
+    for f in result["frame"]:
+        t2.add_row(f"frame only, batch {f['batch']}", f"{f['records_per_s']:,}", f"{f['mb_per_s']:,}")
+    _emit(result, as_json, output, t, t2)
+
+
 @bench_app.command("memory")
 def bench_memory(
     scale: float = typer.Option(1.0, help="fraction of the design point (1.0 = 1M users, 21,000 markets)"),
