@@ -16,7 +16,7 @@ symbol = "BTC-USD"
 base = "BTC"
 quote = "USD"
 tick_size = "0.01"
-lot_size = "0.00001"
+lot_size = "0.0001"
 maker_bps = -1
 taker_bps = 5
 band_bps = 0                # 0: no price band
@@ -44,9 +44,9 @@ from .. import commands as C
 
 DEFAULT_ASSETS = [("BTC", 8), ("ETH", 8), ("SOL", 6), ("USD", 6)]
 DEFAULT_MARKETS = [
-    {"symbol": "BTC-USD", "base": "BTC", "quote": "USD", "tick_size": "0.01", "lot_size": "0.00001",
+    {"symbol": "BTC-USD", "base": "BTC", "quote": "USD", "tick_size": "0.01", "lot_size": "0.0001",
      "maker_bps": -1, "taker_bps": 5},
-    {"symbol": "ETH-USD", "base": "ETH", "quote": "USD", "tick_size": "0.01", "lot_size": "0.0001",
+    {"symbol": "ETH-USD", "base": "ETH", "quote": "USD", "tick_size": "0.01", "lot_size": "0.001",
      "maker_bps": -1, "taker_bps": 5},
     {"symbol": "SOL-USD", "base": "SOL", "quote": "USD", "tick_size": "0.001", "lot_size": "0.01",
      "maker_bps": 0, "taker_bps": 5},
