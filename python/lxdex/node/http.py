@@ -93,9 +93,10 @@ def _validation_error(e: msgspec.ValidationError | msgspec.DecodeError) -> JSON:
     field = None
     if "`$." in msg:
         field = msg.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0]
-    elif "unknown field" in msg.lower():
-        field = msg.split("`")[1] if "`" in msg else None
-    code = "INVALID_JSON" if isinstance(e, msgspec.DecodeError) else "INVALID_REQUEST"
+    elif ("unknown field" in msg or "missing required field" in msg) and "`" in msg:
+        field = msg.split("`")[1]
+    # (msgspec.ValidationError is a DecodeError too: a well-formed JSON of the wrong shape)
+    code = "INVALID_REQUEST" if isinstance(e, msgspec.ValidationError) else "INVALID_JSON"
     return error(400, code, msg, field)
 
 
