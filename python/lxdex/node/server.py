@@ -89,6 +89,10 @@ class Node:
         self.journal: Journal | None = None
         self.snapshots = SnapshotStore(self.data_dir)
         self.listeners: list[Listener] = []
+        #: Listeners that also see the outcomes of the journal replay in
+        #: `open()` (a derived store catching up after a crash; it skips the
+        #: sequence numbers it already has).
+        self.replay_listeners: list[Listener] = []
         self.recovery: Recovery | None = None
         self.started_at = time.time()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -119,7 +123,8 @@ class Node:
             ex = Exchange.restore(data, self.master_key)
             if ex.last_seq != snap_seq:
                 raise RuntimeError(f"snapshot {snap_seq} holds state at seq {ex.last_seq}")
-        self.journal = Journal.open(self.data_dir, sync=self.sync, start_seq=snap_seq + 1)
+        self.journal = Journal.open(self.data_dir, sync=self.sync, start_seq=snap_seq + 1,
+                                    segment_bytes=self.config.journal_segment_bytes)
         j = self.journal
         if j.last_seq < snap_seq:
             raise RuntimeError(f"journal ends at seq {j.last_seq}, before the snapshot at {snap_seq}: "
@@ -129,12 +134,18 @@ class Node:
                                f"after snapshot {snap_seq} are missing")
         replayed = 0
         if j.last_seq > snap_seq:
-            for batch in j.read_batches(snap_seq + 1):
-                for seq, payload in batch:
-                    cmd = C.decode(payload)
-                    ex.execute(cmd, seq)
-                    self._last_ts = max(self._last_ts, cmd.ts)
-                replayed += len(batch)
+            decode, execute, catch_up = C.decode, ex.execute, self.replay_listeners
+            for first, payloads in j.read_payloads(snap_seq + 1):
+                cmds = [decode(p) for p in payloads]
+                if catch_up:
+                    pairs = [(c, execute(c, first + i)) for i, c in enumerate(cmds)]
+                    for listener in catch_up:
+                        listener(pairs)
+                else:
+                    for i, c in enumerate(cmds):
+                        execute(c, first + i)
+                self._last_ts = max(self._last_ts, max(c.ts for c in cmds))
+                replayed += len(cmds)
         self.exchange = ex
         self._snapshot_seq = snap_seq
         self._last_ts = max(self._last_ts, ex.core.now)
@@ -278,7 +289,10 @@ class Node:
             data = self.exchange.snapshot()
         t0 = time.perf_counter()
         self.snapshots.save(seq, data)
-        removed = self.journal.compact(seq)
+        # Keep the journal from the oldest kept snapshot on: if the newest
+        # snapshot is found damaged on start, an older one plus a longer
+        # journal tail still recovers the state.
+        removed = self.journal.compact(min(self.snapshots.seqs()))
         self._snapshot_seq = seq
         log.info("snapshot at seq %d (%d bytes, %.3f s); %d journal segment(s) compacted", seq, len(data),
                  time.perf_counter() - t0, removed)
