@@ -170,6 +170,44 @@ def bench_journal(
     _emit(result, as_json, output, t, t2)
 
 
+@bench_app.command("node")
+def bench_node(
+    seconds: float = typer.Option(10.0, help="seconds of each load (ZeroMQ, then HTTP)"),
+    zmq_clients: int = typer.Option(1, help="ZeroMQ client processes"),
+    rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
+    window: int = typer.Option(8, help="ZeroMQ requests in flight per client"),
+    http_clients: int = typer.Option(1, help="HTTP client processes"),
+    connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
+    sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
+    dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """A node process under load from separate client processes: ZeroMQ and POST /order throughput and
+    latency (send to ack), then recovery replay after a SIGKILL."""
+    _single_threaded_blas()
+    from .bench import node as bnode
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **bnode.run(seconds, zmq_clients, rows, window, http_clients, connections, sync,
+                                                dir, progress=lambda m: console.log(m))}
+    m = result["machine"]
+    t = Table(title=f"lxdex node, journal sync {sync} — {m['cpu']} ({m['cores']} cores), {result['data_dir_fs']}")
+    for col in ("path", "orders/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
+        t.add_column(col, justify="right")
+    z, h = result["zmq"], result["http"]
+    for name, r, load in (("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"),
+                          ("POST /order", h, f"{h['connections']} connections, 1 in flight each")):
+        la = r["latency"]
+        t.add_row(name, f"{r['orders_per_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
+                  str(la["p999_ms"]), str(la["max_ms"]), load)
+    rc = result["recovery"]
+    t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
+                 f"in {rc['seconds']} s = {rc['records_per_s']:,} records/s, {rc['orders_per_s']:,} order commands/s; "
+                 f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")
+    _emit(result, as_json, output, t)
+
+
 @bench_app.command("memory")
 def bench_memory(
     scale: float = typer.Option(1.0, help="fraction of the design point (1.0 = 1M users, 21,000 markets)"),
