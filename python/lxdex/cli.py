@@ -193,13 +193,13 @@ def bench_node(
                                                 dir, progress=lambda m: console.log(m))}
     m = result["machine"]
     t = Table(title=f"lxdex node, journal sync {sync} — {m['cpu']} ({m['cores']} cores), {result['data_dir_fs']}")
-    for col in ("path", "orders/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
+    for col in ("path", "orders/s", "orders per node CPU-s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
         t.add_column(col, justify="right")
     z, h = result["zmq"], result["http"]
     for name, r, load in (("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"),
                           ("POST /order", h, f"{h['connections']} connections, 1 in flight each")):
         la = r["latency"]
-        t.add_row(name, f"{r['orders_per_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
+        t.add_row(name, f"{r['orders_per_s']:,}", f"{r['orders_per_node_cpu_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
                   str(la["p999_ms"]), str(la["max_ms"]), load)
     rc = result["recovery"]
     t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "

@@ -193,6 +193,13 @@ def _http_client(port: int, seconds: float, connections: int, seed: int, q) -> N
     q.put({"requests": len(lat), "errors": errors, "seconds": time.perf_counter() - t0, "lat_ns": lat})
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _lat(ns: list[int]) -> dict:
     a = np.array(ns, dtype=np.int64) / 1e6
     p50, p90, p99, p999 = np.percentile(a, [50, 90, 99, 99.9])
@@ -224,6 +231,7 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
     try:
         proc, http, zmq_port = _start(data, cfg, sync, log)
         progress(f"node up (http {http}, zmq {zmq_port}, sync {sync}); ZeroMQ load for {seconds} s")
+        cpu0 = _cpu_seconds(proc.pid)
         res = _run_clients(_zmq_client, [(f"tcp://127.0.0.1:{zmq_port}", seconds, rows, window, 11 + i)
                                          for i in range(zmq_clients)])
         n_rows = sum(r["rows"] for r in res)
@@ -232,14 +240,19 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
                          "orders": n_rows, "seconds": round(secs, 3), "orders_per_s": round(n_rows / secs),
                          "requests_per_s": round(sum(r["requests"] for r in res) / secs),
                          "latency": _lat([x for r in res for x in r["lat_ns"]])}
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        result["zmq"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n_rows / cpu)}
         progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} ms; "
                  f"HTTP load for {seconds} s")
+        cpu0 = _cpu_seconds(proc.pid)
         res = _run_clients(_http_client, [(http, seconds, connections, 21 + i) for i in range(http_clients)])
         n = sum(r["requests"] for r in res)
         secs = max(r["seconds"] for r in res)
         result["http"] = {"clients": http_clients, "connections": connections * http_clients, "requests": n,
                           "errors": sum(r["errors"] for r in res), "seconds": round(secs, 3),
                           "orders_per_s": round(n / secs), "latency": _lat([x for r in res for x in r["lat_ns"]])}
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        result["http"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n / cpu)}
         progress(f"http: {result['http']['orders_per_s']:,} orders/s, p99 {result['http']['latency']['p99_ms']} ms; "
                  "killing the node and timing recovery")
         import httpx

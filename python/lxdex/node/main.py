@@ -99,6 +99,11 @@ class NodeProcess:
         self.on_started: list[Callable[["NodeProcess"], None]] = []
 
     def serve(self) -> int:
+        # The sequencer, the ZeroMQ gateway and the HTTP event loop share the
+        # GIL; CPython's default 5 ms switch interval makes a thread whose
+        # fdatasync returned wait up to 5 ms for it. 0.2 ms keeps
+        # acknowledgements prompt (measured: see BENCHMARKS.md, node).
+        sys.setswitchinterval(0.0002)
         node = self.node
         rec = node.open()
         node.start()
@@ -113,7 +118,8 @@ class NodeProcess:
                 self.gateway.start()
             app = build_app(node, self.metrics)
             config = uvicorn.Config(app, host=self.opts.http_host, port=self.opts.http_port, log_config=None,
-                                    access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+                                    access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+                                    proxy_headers=False, server_header=False, date_header=False)
             self.server = _Server(config)
             started = threading.Thread(target=self._announce, args=(rec,), daemon=True)
             started.start()

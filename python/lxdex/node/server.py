@@ -44,6 +44,31 @@ log = logging.getLogger("lxdex.node")
 Listener = Callable[[list[tuple[C.Command, Outcome]]], None]
 
 
+class Sink:
+    """Receives the outcomes of commands queued with `Node.submit_to`."""
+
+    def deliver(self, items: list) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _resolve(batch: list, results: list) -> None:
+    """Hands each command's result (an Outcome, or an exception) to its
+    future or sink; sinks get one call per batch."""
+    sinks: dict = {}
+    for (_, dest), res in zip(batch, results):
+        if type(dest) is tuple:
+            sinks.setdefault(dest[0], []).append((dest[1], res))
+        elif isinstance(res, BaseException):
+            dest.set_exception(res)
+        else:
+            dest.set_result(res)
+    for sink, items in sinks.items():
+        try:
+            sink.deliver(items)
+        except Exception:  # a gateway's failure never stops the sequencer
+            log.exception("sink %r failed", sink)
+
+
 class NodeStopped(RuntimeError):
     """The node is not accepting commands (stopped, or its journal failed)."""
 
@@ -180,6 +205,13 @@ class Node:
         self._queue.put(None)
         self._thread.join()
         self._thread = None
+        while True:  # a submit that raced with the stop: refuse it rather than leave it waiting
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _resolve([item], [NodeStopped("node is not accepting commands")])
         if snapshot and self._failed is None and self.exchange.last_seq > self._snapshot_seq:
             self._snapshot()
         self.journal.close()
@@ -196,6 +228,17 @@ class Node:
             return fut
         self._queue.put((cmd, fut))
         return fut
+
+    def submit_to(self, cmd: C.Command, sink: "Sink", token) -> bool:
+        """Queues a command whose outcome goes to `sink.deliver([(token,
+        outcome or NodeStopped), ...])`, called on the sequencer thread once
+        per batch for all of the sink's commands in it (a gateway wakes its
+        own thread once per batch instead of once per command). False (and
+        nothing queued) if the node is not accepting commands."""
+        if self._stopping.is_set() or self._failed is not None or self._thread is None:
+            return False
+        self._queue.put((cmd, (sink, token)))
+        return True
 
     def execute(self, cmd: C.Command, timeout: float = 30.0) -> Outcome:
         return self.submit(cmd).result(timeout)
@@ -229,7 +272,7 @@ class Node:
                 except queue.Empty:
                     break
                 if item is not None:
-                    item[1].set_exception(NodeStopped(f"node failed: {e}"))
+                    _resolve([item], [NodeStopped(f"node failed: {e}")])
 
     def _drain_done(self) -> bool:
         return self._stopping.is_set() and self._queue.empty()
@@ -241,15 +284,13 @@ class Node:
         try:
             last = self.journal.append([C.encode(c) for c in cmds])
         except BaseException as e:
-            for _, fut in batch:
-                fut.set_exception(NodeStopped(f"journal append failed: {e}"))
+            _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
             raise
         first = last - len(cmds) + 1
         ex = self.exchange
         with self.lock:
             outs = [ex.execute(c, first + i) for i, c in enumerate(cmds)]
-        for (_, fut), out in zip(batch, outs):
-            fut.set_result(out)
+        _resolve(batch, outs)
         self._count(cmds, outs)
         if self.listeners:
             pairs = list(zip(cmds, outs))

@@ -175,6 +175,8 @@ class ZmqGateway:
         self.endpoint: str | None = None
         self.pub_endpoint: str | None = None
         self.messages = self.rows = self.errors = 0
+        self._subs: dict[bytes, int] = {}
+        self._wanted: dict[bytes, bool] = {}
 
     def start(self) -> None:
         router = self.ctx.socket(zmq.ROUTER)
@@ -192,7 +194,9 @@ class ZmqGateway:
         t = threading.Thread(target=self._serve, name="lxdex-zmq-gateway", daemon=True)
         self._threads.append(t)
         if self.pub_bind:
-            pub = self.ctx.socket(zmq.PUB)
+            # XPUB: the subscriptions reach us, so that no work is done for
+            # topics nobody listens to
+            pub = self.ctx.socket(zmq.XPUB)
             pub.setsockopt(zmq.LINGER, 0)
             pub.setsockopt(zmq.SNDHWM, 100_000)
             pub.bind(self.pub_bind)
@@ -342,6 +346,9 @@ class ZmqGateway:
                 pairs = q.get()
                 if pairs is None:
                     return
+                self._read_subscriptions(pub)
+                if not self._subs:
+                    continue
                 try:
                     self._publish_batch(pub, pairs)
                 except zmq.ZMQError:
@@ -349,42 +356,79 @@ class ZmqGateway:
         finally:
             pub.close(0)
 
+    def _read_subscriptions(self, pub) -> None:
+        """Counts the subscribers per prefix from XPUB's (un)subscribe messages."""
+        changed = False
+        while True:
+            try:
+                msg = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not msg:
+                continue
+            prefix, n = bytes(msg[1:]), self._subs.get(bytes(msg[1:]), 0)
+            n += 1 if msg[0] == 1 else -1
+            if n > 0:
+                self._subs[prefix] = n
+            else:
+                self._subs.pop(prefix, None)
+            changed = True
+        if changed:
+            self._wanted = {}
+
+    def _is_wanted(self, topic: bytes) -> bool:
+        w = self._wanted.get(topic)
+        if w is None:
+            w = self._wanted[topic] = any(topic.startswith(p) for p in self._subs)
+        return w
+
     def _publish_batch(self, pub, pairs) -> None:
         ex = self.node.exchange
         trades: dict[int, list] = {}
         depth: dict[int, list] = {}
+        arrays: list = []  # (EVENT_DTYPE array, seq, ts): seq/ts scalars or per-row arrays
+        py, py_seq, py_ts = [], [], []
+        fill, dep = EventKind.FILL, EventKind.DEPTH
         for cmd, out in pairs:
             for events in (out.clock_events, out.events):
                 if isinstance(events, np.ndarray):
-                    if not len(events):
-                        continue
-                    arr = events
-                else:
-                    if not events:
-                        continue
-                    arr = np.array([(e.kind, e.reason, e.side, e.order_type, 0, e.market, e.order_id, e.owner,
-                                     e.other_id, e.other_owner, e.price, e.qty, e.remaining, e.other_remaining)
-                                    for e in events if e.kind in (EventKind.FILL, EventKind.DEPTH)], EVENT_DTYPE)
-                    if not len(arr):
-                        continue
-                fills = arr[arr["kind"] == EventKind.FILL]
-                if len(fills):
-                    t = np.zeros(len(fills), TRADE_DTYPE)
-                    t["seq"], t["ts"] = out.seq, cmd.ts
-                    t["taker_order_id"], t["maker_order_id"] = fills["order_id"], fills["other_id"]
-                    t["price"], t["qty"], t["taker_side"] = fills["price"], fills["qty"], fills["side"]
-                    for mk in np.unique(fills["market"]).tolist():
-                        trades.setdefault(mk, []).append(t[fills["market"] == mk])
-                d = arr[arr["kind"] == EventKind.DEPTH]
-                if len(d):
-                    dd = np.zeros(len(d), DEPTH_DTYPE)
-                    dd["update_id"], dd["price"], dd["qty"], dd["side"] = d["order_id"], d["price"], d["qty"], d["side"]
-                    for mk in np.unique(d["market"]).tolist():
-                        depth.setdefault(mk, []).append(dd[d["market"] == mk])
+                    if len(events):
+                        arrays.append((events, out.seq, cmd.ts))
+                    continue
+                for e in events:
+                    if e.kind == fill or e.kind == dep:
+                        py.append((e.kind, e.reason, e.side, e.order_type, 0, e.market, e.order_id, e.owner,
+                                   e.other_id, e.other_owner, e.price, e.qty, e.remaining, e.other_remaining))
+                        py_seq.append(out.seq)
+                        py_ts.append(cmd.ts)
+        if py:  # the per-command events of the whole batch as one array
+            arrays.append((np.array(py, EVENT_DTYPE), np.array(py_seq, np.uint64), np.array(py_ts, np.uint64)))
+        for arr, seq, ts in arrays:
+            kind = arr["kind"]
+            is_fill = kind == fill
+            if is_fill.any():
+                fills = arr[is_fill]
+                t = np.zeros(len(fills), TRADE_DTYPE)
+                t["seq"] = seq if np.isscalar(seq) else seq[is_fill]
+                t["ts"] = ts if np.isscalar(ts) else ts[is_fill]
+                t["taker_order_id"], t["maker_order_id"] = fills["order_id"], fills["other_id"]
+                t["price"], t["qty"], t["taker_side"] = fills["price"], fills["qty"], fills["side"]
+                fm = fills["market"]
+                for mk in np.unique(fm).tolist():
+                    trades.setdefault(mk, []).append(t[fm == mk])
+            is_depth = kind == dep
+            if is_depth.any():
+                d = arr[is_depth]
+                dd = np.zeros(len(d), DEPTH_DTYPE)
+                dd["update_id"], dd["price"], dd["qty"], dd["side"] = d["order_id"], d["price"], d["qty"], d["side"]
+                dm = d["market"]
+                for mk in np.unique(dm).tolist():
+                    depth.setdefault(mk, []).append(dd[dm == mk])
         for topic, groups in ((b"trades.", trades), (b"depth.", depth)):
             for mk, chunks in groups.items():
-                symbol = ex._market_by_id[mk].symbol.encode()
-                pub.send_multipart([topic + symbol, _join(chunks).tobytes()], zmq.NOBLOCK)
+                full = topic + ex._market_by_id[mk].symbol.encode()
+                if self._is_wanted(full):
+                    pub.send_multipart([full, _join(chunks).tobytes()], zmq.NOBLOCK)
 
 
 def _join(chunks: list[np.ndarray]) -> np.ndarray:
