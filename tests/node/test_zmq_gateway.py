@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import zmq
 
-from lxdex.enums import COMMAND_DTYPE, EventKind, Reason
+from lxdex.enums import COMMAND_DTYPE, EVENT_DTYPE, EventKind, Reason
 from lxdex.node.server import Node
 from lxdex.node.zmq_client import DEPTH_DTYPE, TRADE_DTYPE, GatewayError, ZmqClient, order_rows
-from lxdex.node.zmq_gateway import (ERR_KIND, ERR_MALFORMED, ERR_TOO_LARGE, ZmqGateway, acks_for,
-                                    encode_request)
+from lxdex.node.zmq_gateway import ACK_DTYPE, ERR_KIND, ERR_MALFORMED, ERR_TOO_LARGE, ZmqGateway, acks, encode_request
+
+from ..reference.gateway_acks import acks_for
 
 from .nodeutil import two_accounts_config
 
@@ -175,10 +176,42 @@ def test_trades_and_depth_are_published(gw):
     assert depth["price"][-1] == P50K and depth["qty"][-1] == ONE and depth["side"][-1] == 1
 
 
-def test_acks_for_handles_rows_without_events():
+def test_rust_acks_match_the_reference_on_random_batches():
+    from lxdex import commands as C
+    from lxdex.enums import CommandKind
+    from lxdex.exchange import Exchange
+
+    cfg = two_accounts_config()
+    ex = Exchange(b"k" * 32)
+    for c in cfg.bootstrap(set(), set(), True):
+        assert ex.execute(c).ok
+    rng = np.random.default_rng(5)
+    live: list[int] = [0]
+    for _ in range(60):
+        n = int(rng.integers(1, 200))
+        rows = np.zeros(n, COMMAND_DTYPE)
+        rows["kind"] = rng.choice([CommandKind.SUBMIT] * 6 + [CommandKind.CANCEL, CommandKind.AMEND,
+                                                             CommandKind.MASS_CANCEL], n)
+        rows["market"] = rng.choice([0, 1, 2, 7], n)
+        rows["owner"] = rng.choice([0, 1, 1, 5], n)
+        rows["side"] = rng.integers(0, 2, n)
+        rows["order_type"] = rng.choice([0, 0, 0, 1], n)
+        rows["tif"] = rng.choice([0, 0, 1, 2], n)
+        rows["price"] = rng.integers(4_990_000, 5_010_000, n) // 100 * 100
+        rows["qty"] = rng.integers(1, 300, n) * 10
+        rows["order_id"] = rng.choice(live, n)
+        out = ex.execute(C.Records(data=rows.tobytes()))
+        got = np.frombuffer(acks(rows.tobytes(), out.events), ACK_DTYPE)
+        want = acks_for(rows, out.events)
+        assert got.tobytes() == want.tobytes()
+        live = sorted(set(live) | set(want["order_id"].tolist()))[-400:]
+
+
+def test_acks_of_rows_without_events():
     rows = np.zeros(3, COMMAND_DTYPE)
-    acks = acks_for(rows, np.zeros(0, dtype=[("kind", "u1")]))
-    assert len(acks) == 3 and not acks["status"].any()
+    rows["order_id"] = [4, 5, 6]
+    got = np.frombuffer(acks(rows.tobytes(), np.zeros(0, dtype=EVENT_DTYPE)), ACK_DTYPE)
+    assert got["order_id"].tolist() == [4, 5, 6] and not got["status"].any()
 
 
 def test_requests_after_stop_get_an_unavailable_error(tmp_path):

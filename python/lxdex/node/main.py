@@ -99,11 +99,6 @@ class NodeProcess:
         self.on_started: list[Callable[["NodeProcess"], None]] = []
 
     def serve(self) -> int:
-        # The sequencer, the ZeroMQ gateway and the HTTP event loop share the
-        # GIL; CPython's default 5 ms switch interval makes a thread whose
-        # fdatasync returned wait up to 5 ms for it. 0.2 ms keeps
-        # acknowledgements prompt (measured: see BENCHMARKS.md, node).
-        sys.setswitchinterval(0.0002)
         node = self.node
         rec = node.open()
         node.start()

@@ -30,6 +30,7 @@ from collections import deque
 import numpy as np
 import zmq
 
+from .. import _core
 from .. import commands as C
 from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind
 from .server import Node, NodeStopped
@@ -73,8 +74,8 @@ DEPTH_DTYPE = np.dtype({
 #: Error codes of an LXE1 reply.
 ERR_MALFORMED, ERR_TOO_LARGE, ERR_KIND, ERR_UNAVAILABLE = 1, 2, 3, 4
 
-_ALLOWED_KINDS = np.array([CommandKind.SUBMIT, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL],
-                          dtype=np.uint8)
+_ALLOWED_KIND = np.zeros(256, dtype=bool)
+_ALLOWED_KIND[[CommandKind.SUBMIT, CommandKind.CANCEL, CommandKind.AMEND, CommandKind.MASS_CANCEL]] = True
 _ROW = COMMAND_DTYPE.itemsize
 
 
@@ -119,40 +120,18 @@ def check_request(msg: bytes, max_rows: int) -> tuple[int, np.ndarray] | tuple[i
         return ERR_MALFORMED, rid, (f"length: {len(msg)} bytes does not match the header's {n} rows "
                                     f"({REQ_HEADER.size + n * _ROW} bytes)")
     rows = np.frombuffer(msg, COMMAND_DTYPE, n, REQ_HEADER.size)
-    bad = ~np.isin(rows["kind"], _ALLOWED_KINDS)
-    if bad.any():
-        i = int(np.argmax(bad))
+    ok = _ALLOWED_KIND[rows["kind"]]
+    if not ok.all():
+        i = int(np.argmin(ok))
         return ERR_KIND, rid, (f"rows[{i}].kind: {int(rows['kind'][i])} is not an order command "
                                "(0 submit, 1 cancel, 2 amend, 3 mass cancel)")
     return rid, rows
 
 
-def acks_for(rows: np.ndarray, events: np.ndarray) -> np.ndarray:
-    """The ACK_DTYPE rows for `rows` given their EVENT_DTYPE `events`."""
-    n = len(rows)
-    ack = np.zeros(n, ACK_DTYPE)
-    ack["kind"] = rows["kind"]
-    ack["order_id"] = rows["order_id"]
-    if not len(events):
-        return ack
-    kind, idx = events["kind"], events["cmd_index"].astype(np.intp)
-    m = kind == EventKind.ACCEPTED
-    ack["order_id"][idx[m]] = events["order_id"][m]
-    m = kind == EventKind.REJECTED
-    ack["status"][idx[m]] = 1
-    ack["reason"][idx[m]] = events["reason"][m]
-    own = events["order_id"] == ack["order_id"][idx]
-    f = (kind == EventKind.FILL) & own
-    np.add.at(ack["filled"], idx[f], events["qty"][f])
-    np.add.at(ack["fills"], idx[f], 1)
-    ack["remaining"][idx[f]] = events["remaining"][f]
-    done_fill = f & (events["remaining"] == 0)
-    ack["done"][idx[done_fill]] = 1
-    c = (kind == EventKind.CANCELLED) & own
-    ack["done"][idx[c]] = 1
-    ack["reason"][idx[c]] = events["reason"][c]
-    ack["remaining"][idx[c]] = 0
-    return ack
+def acks(records: bytes, events: np.ndarray) -> bytes:
+    """The ACK_DTYPE rows (bytes) of every record of a batch from its
+    EVENT_DTYPE events (in Rust: `lxdex._core.gateway_acks`)."""
+    return _core.gateway_acks(records, events.view(np.uint8) if len(events) else b"")
 
 
 class ZmqGateway:
@@ -160,7 +139,7 @@ class ZmqGateway:
     two threads of its own; `start()` binds, `stop()` closes."""
 
     def __init__(self, node: Node, bind: str = "tcp://127.0.0.1:5555", pub_bind: str | None = None,
-                 max_rows: int = 4096, batch_rows: int = 16384, max_inflight: int = 4, metrics=None) -> None:
+                 max_rows: int = 4096, batch_rows: int = 16384, max_inflight: int = 1, metrics=None) -> None:
         self.node, self.bind, self.pub_bind = node, bind, pub_bind
         self.max_rows, self.batch_rows, self.max_inflight = max_rows, batch_rows, max_inflight
         self.metrics = metrics
@@ -222,11 +201,16 @@ class ZmqGateway:
 
     # -- orders ---------------------------------------------------------------------------
     def _serve(self) -> None:
+        """One `Records` command in flight at a time: while the sequencer
+        works on it, messages are read and checked into the next one, so
+        that the batch grows with the load (up to `batch_rows` rows, then
+        the socket is left unread: backpressure)."""
         router = self._router
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         inflight, reading = 0, True
+        self._parts, self._pending = [], 0
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))
@@ -235,15 +219,18 @@ class ZmqGateway:
                 while self._done:
                     inflight -= 1
                     self._reply(*self._done.popleft())
-                if inflight < self.max_inflight:
-                    inflight += self._take(router)
-                # backpressure: stop reading while max_inflight batches wait for the sequencer
-                if reading and inflight >= self.max_inflight:
-                    poller.unregister(router)
-                    reading = False
-                elif not reading and inflight < self.max_inflight:
-                    poller.register(router, zmq.POLLIN)
-                    reading = True
+                if reading:
+                    self._read(router)
+                if inflight < self.max_inflight and self._parts:
+                    self._submit()
+                    inflight += 1
+                want = self._pending < self.batch_rows
+                if reading != want:
+                    (poller.register(router, zmq.POLLIN) if want else poller.unregister(router))
+                    reading = want
+            if self._parts:  # read before the stop: still submitted (the node may refuse it)
+                self._submit()
+                inflight += 1
             while inflight:  # answer what was accepted before stopping
                 if self._done:
                     inflight -= 1
@@ -260,12 +247,10 @@ class ZmqGateway:
         except BlockingIOError:
             pass
 
-    def _take(self, router) -> int:
-        """Reads every waiting message (up to `batch_rows` rows), submits
-        their rows as one `Records` command; returns how many commands it
-        submitted (0 or 1)."""
-        parts, total = [], 0
-        while total < self.batch_rows:
+    def _read(self, router) -> None:
+        """Reads and checks the waiting messages into the next batch."""
+        parts = self._parts
+        while self._pending < self.batch_rows:
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -282,25 +267,27 @@ class ZmqGateway:
                 self._error(router, ident, *checked)
                 continue
             rid, rows = checked
-            parts.append((frames[:-1], rid, total, rows))
-            total += len(rows)
-        if not parts:
-            return 0
+            parts.append((frames[:-1], rid, self._pending, rows))
+            self._pending += len(rows)
+
+    def _submit(self) -> None:
+        """Submits the batch read so far as one `Records` command."""
+        parts, total = self._parts, self._pending
+        self._parts, self._pending = [], 0
         data = b"".join(r.tobytes() for *_, r in parts) if len(parts) > 1 else parts[0][3].tobytes()
         self.rows += total
         fut = self.node.submit(C.Records(data=data))
 
-        def done(f, parts=parts):
-            self._done.append((f, parts))
+        def done(f, parts=parts, data=data):
+            self._done.append((f, parts, data))
             try:
                 os.write(self._wake_w, b"x")
             except OSError:  # the pipe is full (the gateway will look anyway) or closed (stopping)
                 pass
 
         fut.add_done_callback(done)
-        return 1
 
-    def _reply(self, fut, parts) -> None:
+    def _reply(self, fut, parts, data: bytes) -> None:
         router = self._router
         exc = fut.exception()
         if exc is not None:
@@ -314,19 +301,10 @@ class ZmqGateway:
                 self._send(router, envelope, ERR_HEADER.pack(ERR_MAGIC, ERR_MALFORMED, rid)
                            + out.error["message"].encode())
             return
-        events = out.events
-        if len(parts) == 1:
-            envelope, rid, _, rows = parts[0]
-            acks = acks_for(rows, events)
-            self._send(router, envelope, ACK_HEADER.pack(ACK_MAGIC, len(rows), rid, out.seq) + acks.tobytes())
-            return
-        idx = events["cmd_index"] if len(events) else np.zeros(0, np.uint32)
+        ack = acks(data, out.events)
         for envelope, rid, start, rows in parts:
-            lo, hi = np.searchsorted(idx, [start, start + len(rows)])
-            ev = events[lo:hi].copy()
-            ev["cmd_index"] -= start
-            acks = acks_for(rows, ev)
-            self._send(router, envelope, ACK_HEADER.pack(ACK_MAGIC, len(rows), rid, out.seq) + acks.tobytes())
+            n = len(rows)
+            self._send(router, envelope, ACK_HEADER.pack(ACK_MAGIC, n, rid, out.seq) + ack[start * 32:(start + n) * 32])
 
     def _send(self, router, envelope, msg: bytes) -> None:
         try:
