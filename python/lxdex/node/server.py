@@ -3,16 +3,18 @@
 ```
 gateways (HTTP, ZeroMQ)  --submit(cmd)-->  queue  -->  sequencer thread
                                                          | stamp ts, number (seq)
-                                                         | journal.append(batch)   <- durable (group commit)
+                                                         | journal.append(batch)   <- durable (group commit),
+                                                         |   on the journal thread, while
                                                          | exchange.execute(...)   <- under `lock`
                                                          | resolve futures (acks), listeners (PUB, history)
                                                          | snapshot every N, compact the journal
 ```
 
 Gateways only decode and validate the shape of a request; every state change
-is a `lxdex.commands` value that the sequencer journals before applying. A
-command is acknowledged (its future resolved) only after the batch it is in
-is durable under the sync policy. Readers take `lock` to look at the exchange
+is a `lxdex.commands` value that the sequencer journals (on the journal
+thread, while it applies the batch). A command is acknowledged (its future
+resolved) and published only after the batch it is in is durable under the
+sync policy. Readers take `lock` to look at the exchange
 between batches.
 
 Recovery (`open`): the newest valid snapshot is loaded, then the journal tail
@@ -28,7 +30,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -121,6 +123,7 @@ class Node:
         self.recovery: Recovery | None = None
         self.started_at = time.time()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="lxdex-journal")
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._failed: BaseException | None = None
@@ -215,6 +218,7 @@ class Node:
         if snapshot and self._failed is None and self.exchange.last_seq > self._snapshot_seq:
             self._snapshot()
         self.journal.close()
+        self._journal_thread.shutdown()
         log.info("stopped at seq %d", self.exchange.last_seq)
 
     # -- commands ---------------------------------------------------------------------
@@ -281,15 +285,24 @@ class Node:
         ts = max(int(time.time() * 1000), self._last_ts)
         self._last_ts = ts
         cmds = [C.with_ts(c, ts) for c, _ in batch]
-        try:
-            last = self.journal.append([C.encode(c) for c in cmds])
-        except BaseException as e:
-            _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
-            raise
-        first = last - len(cmds) + 1
+        payloads = [C.encode(c) for c in cmds]
+        first = self.journal.last_seq + 1
+        # The batch is written and fdatasync'd on the journal thread while it
+        # is applied here; nothing is acknowledged or published before both
+        # are done. If the write fails, the applied batch is never
+        # acknowledged and the node stops: a restart rebuilds the state from
+        # what the journal holds.
+        durable = self._journal_thread.submit(self.journal.append, payloads)
         ex = self.exchange
         with self.lock:
             outs = [ex.execute(c, first + i) for i, c in enumerate(cmds)]
+        try:
+            last = durable.result()
+        except BaseException as e:
+            _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
+            raise
+        if last != first + len(cmds) - 1:  # pragma: no cover - the journal has one writer
+            raise RuntimeError(f"journal numbered the batch {last - len(cmds) + 1}..{last}, expected {first}..")
         _resolve(batch, outs)
         self._count(cmds, outs)
         if self.listeners:
