@@ -129,9 +129,15 @@ def _set_results(items: list) -> None:
             fut.set_result(res)
 
 
-def build_app(node: Node, metrics: Metrics | None = None):
-    """The node's ASGI app: POST /order on a fast path, the rest on Starlette."""
+def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
+    """The node's ASGI app: POST /order on a fast path, the rest on Starlette;
+    WebSocket streams (`ws.py`) and the web UI (`ui.py`) beside them. The
+    app's `ws_hub` is the WebSocket gateway (`close()` detaches it)."""
+    from .ui import ui_routes
+    from .ws import WsHub
+
     metrics = metrics or Metrics(node)
+    ws_hub = WsHub(node, ws_limits)
     max_body = node.config.max_body_bytes
 
     async def body(request: Request) -> bytes | JSON:
@@ -322,6 +328,8 @@ def build_app(node: Node, metrics: Metrics | None = None):
         Route("/health", get_health, methods=["GET"]),
         Route("/metrics", get_metrics, methods=["GET"]),
         Route("/command", post_command, methods=["POST"]),
+        *ws_hub.routes(),
+        *ui_routes(node, ws_hub),
     ]
     starlette = Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
 
@@ -356,6 +364,7 @@ def build_app(node: Node, metrics: Metrics | None = None):
         return await starlette(scope, receive, send)
 
     app.starlette = starlette  # type: ignore[attr-defined]
+    app.ws_hub = ws_hub  # type: ignore[attr-defined]
     return app
 
 
