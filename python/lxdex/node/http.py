@@ -361,6 +361,8 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
     async def app(scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == "/order" and scope["method"] == "POST":
             return await order_fast_path(scope, receive, send)
+        if scope["type"] == "websocket":  # the server's own send: ws.py aborts a stalled client through it
+            scope["lxdex.server_send"] = send
         return await starlette(scope, receive, send)
 
     app.starlette = starlette  # type: ignore[attr-defined]

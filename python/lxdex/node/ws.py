@@ -186,6 +186,15 @@ class _Candle:
         self.first, self.last, self.seq, self.sent = first, last, seq, False
 
 
+class _Sync:
+    """A queue marker: start over from the state at `seq`."""
+
+    __slots__ = ("seq", "trade_ids")
+
+    def __init__(self, seq: int, trade_ids: dict[int, int]) -> None:
+        self.seq, self.trade_ids = seq, trade_ids
+
+
 class Converter:
     """Turns sequencer batches into encoded messages. One per hub, used only
     by its worker thread; it reads the exchange (under `node.lock`) only for
@@ -199,17 +208,20 @@ class Converter:
         self.candles: dict[tuple[int, str], _Candle] = {}
         self.bbo: dict[int, tuple] = {}
 
-    def resync(self) -> None:
-        """Starts over from the current state: what was applied up to now is
+    @staticmethod
+    def read_sync(ex) -> tuple[int, dict[int, int]]:
+        """`(last seq, {market: last trade id})` of the exchange (call under `node.lock`)."""
+        ids = {}
+        for m in ex._market_by_id:
+            t = ex.core.trades(m.id, 1)
+            ids[m.id] = t[-1][0] if t else 0
+        return ex.last_seq, ids
+
+    def reset(self, seq: int, trade_ids: dict[int, int]) -> None:
+        """Starts over from the state at `seq`: batches up to it are
         skipped, trade ids continue from the exchange's."""
-        node = self.node
-        with node.lock:
-            ex = node.exchange
-            self.skip_until = ex.last_seq
-            self.trade_id = {}
-            for m in ex._market_by_id:
-                t = ex.core.trades(m.id, 1)
-                self.trade_id[m.id] = t[-1][0] if t else 0
+        self.skip_until = seq
+        self.trade_id = dict(trade_ids)
         self.candles.clear()
         self.bbo.clear()
 
@@ -352,7 +364,8 @@ class Converter:
                 c.q += p * q
                 c.n += 1
                 c.last = tid
-            if c.start >= 0 and c.seq < acc[-1][2]:
+            # (a candle read from the exchange after these fills already holds them)
+            if c.start >= 0:
                 msgs.append(self._kline(m, iv, c, acc[-1][1], closed=False))
                 c.sent = True
             if msgs:
@@ -551,14 +564,18 @@ class _Conn:
         self.refilled = time.monotonic()
         self.reason: str | None = None
 
-    def push(self, msg: str) -> None:
+    def push(self, msgs: list[str]) -> None:
+        """Queues one delivery's messages. A subscriber still holding more
+        than `max_queue` messages of earlier deliveries is not keeping up:
+        it is disconnected (one delivery may be large under load, so the
+        bound applies to what is left over, not to the burst)."""
         if self.closing:
             return
         q = self.q
-        if len(q) >= self.hub.limits.max_queue:
+        if len(q) > self.hub.limits.max_queue:
             self.drop("slow consumer")
             return
-        q.append(msg)
+        q.extend(msgs)
         w = self.wake
         if w is not None and not w.done():
             w.set_result(None)
@@ -598,14 +615,19 @@ class _Conn:
             await asyncio.wait_for(self.ws.close(1008, reason), self.hub.limits.close_timeout)
         except Exception:
             # The client does not read: its close frame cannot be sent either.
-            # Abort the TCP connection (uvicorn's protocol holds the transport).
-            proto = getattr(self.ws._send, "__self__", None)
-            transport = getattr(proto, "transport", None)
+            # Abort the TCP connection (where the server lets us reach it).
+            transport = self.transport()
             if transport is not None:
                 transport.abort()
 
+    def transport(self):
+        """The connection's asyncio transport where the server exposes it
+        (uvicorn: its `send` is a method of the protocol that holds it), else None."""
+        send = self.ws.scope.get("lxdex.server_send")
+        return getattr(getattr(send, "__self__", None), "transport", None)
+
     def reply(self, msg: dict) -> None:
-        self.push(_enc.encode(msg).decode())
+        self.push([_enc.encode(msg).decode()])
 
     def allow_request(self) -> bool:
         lim = self.hub.limits
@@ -618,6 +640,23 @@ class _Conn:
         return True
 
 
+class _Handover:
+    """One delivery handed to `n` event loops; `event` is set when all took it."""
+
+    __slots__ = ("n", "lock", "event")
+
+    def __init__(self, n: int) -> None:
+        self.n, self.lock, self.event = n, threading.Lock(), threading.Event()
+        if n <= 0:
+            self.event.set()
+
+    def done(self) -> None:
+        with self.lock:
+            self.n -= 1
+            if self.n <= 0:
+                self.event.set()
+
+
 class _LoopFanout:
     """The subscribers on one event loop, by topic and by user."""
 
@@ -627,34 +666,53 @@ class _LoopFanout:
         self.users: dict[int, dict[_Conn, None]] = {}
 
     def deliver(self, topic_msgs: dict, user_msgs: dict, done) -> None:
+        """On the loop: the same message strings to every subscriber (wrapped
+        once per stream name for combined-stream connections)."""
         try:
-            wrapped: dict[tuple, str] = {}
+            per_conn: dict[_Conn, list[str]] = {}
+            wrapped: dict[tuple, list[str]] = {}
             for topic, msgs in topic_msgs.items():
                 conns = self.topics.get(topic)
                 if not conns:
                     continue
-                for c in list(conns):
+                for c in conns:
                     if c.wrap:
                         name = c.names[topic]
-                        for m in msgs:
-                            key = (name, id(m))
-                            w = wrapped.get(key)
-                            if w is None:
-                                w = wrapped[key] = f'{{"stream":"{name}","data":{m}}}'
-                            c.push(w)
+                        w = wrapped.get((topic, name))
+                        if w is None:
+                            w = wrapped[(topic, name)] = [f'{{"stream":"{name}","data":{m}}}' for m in msgs]
+                        out = w
                     else:
-                        for m in msgs:
-                            c.push(m)
+                        out = msgs
+                    have = per_conn.get(c)
+                    if have is None:
+                        per_conn[c] = out
+                    else:
+                        if not isinstance(have, _Own):
+                            have = per_conn[c] = _Own(have)
+                        have.extend(out)
             for uid, msgs in user_msgs.items():
                 conns = self.users.get(uid)
                 if not conns:
                     continue
-                for c in list(conns):
-                    for m in msgs:
-                        c.push(f'{{"stream":"user","data":{m}}}' if c.wrap else m)
+                for c in conns:
+                    out = [f'{{"stream":"user","data":{m}}}' for m in msgs] if c.wrap else msgs
+                    have = per_conn.get(c)
+                    if have is None:
+                        per_conn[c] = out
+                    else:
+                        if not isinstance(have, _Own):
+                            have = per_conn[c] = _Own(have)
+                        have.extend(out)
+            for c, msgs in per_conn.items():
+                c.push(msgs)
         finally:
             # after the sender tasks woken above have had their turn
             self.loop.call_soon(done)
+
+
+class _Own(list):
+    """A connection's own list of messages (the shared per-topic lists are never extended)."""
 
 
 class WsHub:
@@ -669,8 +727,6 @@ class WsHub:
         self._topic_count: dict[tuple, int] = {}
         self._user_count: dict[int, int] = {}
         self._nsubs = 0
-        self._skipped = 0
-        self._seen_skipped = -1
         self._queue: deque = deque()
         self._cv = threading.Condition(threading.Lock())
         self._worker: threading.Thread | None = None
@@ -688,13 +744,27 @@ class WsHub:
 
     # -- the sequencer side -----------------------------------------------------------------------
     def _on_batch(self, pairs: list) -> None:
-        """Called on the sequencer thread: O(1), never blocks."""
+        """Called on the sequencer thread: O(1), never blocks. Nothing at
+        all while nobody subscribes."""
         if self._nsubs == 0:
-            self._skipped += 1
             return
         with self._cv:
             self._queue.append(pairs)
             self._cv.notify()
+
+    def _activate(self) -> None:
+        """The first subscription after none (under self._lock): the worker
+        starts over from the state now. The state is read and the marker
+        queued under `node.lock`, so that every batch applied after it is
+        queued after the marker, and every one before it is skipped."""
+        with self.node.lock:
+            seq, ids = Converter.read_sync(self.node.exchange)
+            with self._cv:
+                self._queue.append(_Sync(seq, ids))
+                self._cv.notify()
+        if self._worker is None and not self._closed:
+            self._worker = threading.Thread(target=self._work, name="lxdex-ws-fanout", daemon=True)
+            self._worker.start()
 
     def close(self) -> None:
         """Detaches from the node and stops the worker."""
@@ -708,37 +778,32 @@ class WsHub:
             w.join(timeout=5)
 
     # -- the worker ---------------------------------------------------------------------------------
-    def _ensure_worker(self) -> None:
-        # under self._lock
-        if self._worker is None and not self._closed:
-            self._worker = threading.Thread(target=self._work, name="lxdex-ws-fanout", daemon=True)
-            self._worker.start()
-
     def _work(self) -> None:
         conv = self.converter
-        caught_up = threading.Event()
-        pending = 0
         try:
-            skipped = self._skipped
-            conv.resync()
-            self._seen_skipped = skipped
             while not self._closed:
                 with self._cv:
-                    while not self._queue and not self._closed:
-                        if self._nsubs == 0:
-                            with self._lock:
-                                if self._nsubs == 0:
-                                    self._worker = None
-                                    return
+                    if not self._queue and not self._closed:
                         self._cv.wait(1.0)
-                    batches = list(self._queue)
+                    items = list(self._queue)
                     self._queue.clear()
                 if self._closed:
                     return
-                skipped = self._skipped
-                if skipped != self._seen_skipped:  # batches went by with nobody subscribed
-                    conv.resync()
-                    self._seen_skipped = skipped
+                if not items:
+                    with self._lock:  # (never _cv then _lock: _activate takes them the other way)
+                        if self._nsubs == 0 and not self._queue:
+                            self._worker = None
+                            return
+                    continue
+                batches = []
+                for item in items:
+                    if type(item) is _Sync:  # what came before it is history
+                        conv.reset(item.seq, item.trade_ids)
+                        batches = []
+                    else:
+                        batches.append(item)
+                if not batches:
+                    continue
                 with self._lock:
                     topics, users = set(self._topic_count), set(self._user_count)
                     loops = list(self._loops.values())
@@ -746,33 +811,24 @@ class WsHub:
                 try:
                     topic_msgs, user_msgs = conv.convert(batches, topics, users)
                 except Exception:
-                    log.exception("ws: converting a batch failed; resyncing")
-                    conv.resync()
+                    log.exception("ws: converting a batch failed; starting over from the current state")
+                    with self.node.lock:
+                        conv.reset(*Converter.read_sync(self.node.exchange))
                     continue
                 if not topic_msgs and not user_msgs:
                     continue
-                # one hand-over per loop; wait (bounded) until the loop has
+                # one hand-over per loop; wait (bounded) until the loops have
                 # taken it, so that batches queued meanwhile coalesce
-                caught_up.clear()
-                pending = 0
-                lock = threading.Lock()
-                counter = [0]
-
-                def done(n=len(loops)) -> None:
-                    with lock:
-                        counter[0] += 1
-                        if counter[0] >= n:
-                            caught_up.set()
-
+                handover = _Handover(len(loops))
                 for f in loops:
                     try:
-                        f.loop.call_soon_threadsafe(f.deliver, topic_msgs, user_msgs, done)
-                        pending += 1
-                    except RuntimeError:  # that loop is closed
-                        done()
+                        f.loop.call_soon_threadsafe(f.deliver, topic_msgs, user_msgs, handover.done)
+                    except RuntimeError:  # that loop is closed: its connections are gone
+                        handover.done()
+                        with self._lock:
+                            self._loops.pop(f.loop, None)
                 self.deliveries += 1
-                if pending:
-                    caught_up.wait(1.0)
+                handover.event.wait(1.0)
         except Exception:  # pragma: no cover - a bug; never take the node down
             log.exception("ws: fan-out worker failed")
             with self._lock:
@@ -800,6 +856,7 @@ class WsHub:
     def _subscribe(self, conn: _Conn, topics: list[tuple[tuple, str]]) -> None:
         f = self._fanout(conn.loop)
         with self._lock:
+            was = self._nsubs
             for topic, name in topics:
                 if topic in conn.names:
                     conn.names[topic] = name
@@ -808,7 +865,8 @@ class WsHub:
                 f.topics.setdefault(topic, {})[conn] = None
                 self._topic_count[topic] = self._topic_count.get(topic, 0) + 1
                 self._nsubs += 1
-            self._ensure_worker()
+            if was == 0 and self._nsubs:
+                self._activate()
 
     def _unsubscribe(self, conn: _Conn, topics: list[tuple]) -> None:
         f = self._fanout(conn.loop)
@@ -850,7 +908,8 @@ class WsHub:
                 f.users.setdefault(user, {})[conn] = None
                 self._user_count[user] = self._user_count.get(user, 0) + 1
                 self._nsubs += 1
-                self._ensure_worker()
+                if self._nsubs == 1:
+                    self._activate()
 
     def _unsubscribe_all(self, conn: _Conn) -> None:
         self._unsubscribe(conn, list(conn.names))
