@@ -306,7 +306,10 @@ def demo(data_dir: Path = typer.Option(None, "--data-dir", help="keep the demo's
         b.start()
         bots.append(b)
         base = f"http://{http_host}:{http_port}"
-        print(f"lxdex demo node is running (data in {data_dir}); look at:\n"
+        print(f"lxdex demo node is running (data in {data_dir}).\n"
+              f"Trading page (the demo account, live over WebSocket): {base}/\n"
+              f"WebSocket streams: ws://{http_host}:{http_port}/stream?streams=btcusd@trade/btcusd@depth (docs/ws.md)\n"
+              f"Look at:\n"
               f"  {base}/stats\n  {base}/book/BTC-USD\n  {base}/trades/BTC-USD\n  {base}/markets\n"
               f"  {base}/metrics\nplace an order as the demo trader:\n"
               f"  curl -s -X POST {base}/order -d '{{\"symbol\":\"BTC-USD\",\"side\":0,\"price\":50000,\"size\":1}}'\n"
