@@ -328,6 +328,27 @@ def test_snapshot_plus_diffs_reproduce_the_book(served, node):
         assert bp == sorted(set(bp), reverse=True) and ap == sorted(set(ap))
 
 
+def test_the_asgi_send_path_too(served, node):
+    """Without direct writes (a server other than uvicorn, or `direct=False`)
+    the same messages go through the ASGI send."""
+    served.hub.direct = False
+    c = subscribed(served, ["btcusd@depth", "btcusd@trade"], "/stream")
+    user = login(served, node, 1)
+    assert not any(k.direct for f in served.hub._loops.values() for conns in f.topics.values() for k in conns)
+    random_load(node, random.Random(8), 200, accounts=(0, 1, 2))
+    wait_idle(node)
+    final = served.http.get("/book/BTC-USD?depth=1000").json()
+    trades = served.http.get("/trades/BTC-USD?limit=1000").json()
+    msgs = c.until(lambda m: m["stream"] == "btcusd@depth" and m["data"]["u"] == final["last_update_id"])
+    msgs += c.drain()
+    bids, asks = apply_resync({"last_update_id": 0, "bids": [], "asks": []},
+                              [m["data"] for m in msgs if m["stream"] == "btcusd@depth"])
+    assert bids == {Decimal(p): Decimal(q) for p, q in final["bids"]}
+    assert asks == {Decimal(p): Decimal(q) for p, q in final["asks"]}
+    assert [m["data"]["t"] for m in msgs if m["stream"] == "btcusd@trade"] == [t["id"] for t in trades]
+    assert any(m.get("x") == "TRADE" for m in user.drain())
+
+
 # -- private streams ------------------------------------------------------------------------------------------
 def make_key(node, user_id: int, permissions=("read",), ip_allow=None) -> tuple[str, str]:
     km = generate_key_material(node.master_key, user_id)

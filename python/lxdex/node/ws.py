@@ -544,28 +544,62 @@ class Converter:
 
 
 # -- connections (event loop) -------------------------------------------------------------------
+def text_frame(payload: bytes) -> bytes:
+    """A whole, unmasked WebSocket text frame (RFC 6455 §5.2), as a server
+    sends it: the same bytes for every connection. (With permessage-deflate
+    negotiated it is an uncompressed message, RSV1 clear, which RFC 7692
+    allows.)"""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+def _direct_protocol(ws: WebSocket):
+    """uvicorn's websockets-sansio protocol of a connection, when the server
+    is uvicorn with it (the default with `websockets` installed): its
+    transport, write-flow event and close state let the gateway write
+    pre-framed messages itself. None elsewhere (the ASGI send is used)."""
+    send = ws.scope.get("lxdex.server_send")
+    proto = getattr(send, "__self__", None)
+    if (proto is not None and isinstance(getattr(proto, "writable", None), asyncio.Event)
+            and hasattr(proto, "transport") and hasattr(proto, "close_sent")):
+        return proto
+    return None
+
+
 class _Conn:
     """One WebSocket connection: its subscriptions, its bounded queue of
-    messages and the task that sends them."""
+    messages and the task that sends them.
+
+    On uvicorn (`direct`) the queue holds whole frames (bytes, built once
+    per message for all connections) written straight to the transport, in
+    one write per delivery when the connection keeps up; otherwise it holds
+    text sent through the ASGI `send`."""
 
     __slots__ = ("hub", "ws", "loop", "wrap", "names", "user", "q", "wake", "task", "closing", "tokens",
-                 "refilled", "reason")
+                 "refilled", "reason", "proto", "direct")
 
     def __init__(self, hub: "WsHub", ws: WebSocket, wrap: bool) -> None:
         self.hub, self.ws, self.wrap = hub, ws, wrap
         self.loop = asyncio.get_running_loop()
         self.names: dict[tuple, str] = {}
         self.user: int | None = None
-        self.q: deque[str] = deque()
+        self.q: deque = deque()
         self.wake: asyncio.Future | None = None
         self.task: asyncio.Task | None = None
         self.closing = False
         self.tokens = float(hub.limits.request_burst)
         self.refilled = time.monotonic()
         self.reason: str | None = None
+        self.proto = _direct_protocol(ws) if hub.direct else None
+        self.direct = self.proto is not None
 
-    def push(self, msgs: list[str]) -> None:
-        """Queues one delivery's messages. A subscriber still holding more
+    def push(self, msgs: list) -> None:
+        """Queues (or writes) one delivery's messages: frames (bytes) on a
+        direct connection, text otherwise. A subscriber still holding more
         than `max_queue` messages of earlier deliveries is not keeping up:
         it is disconnected (one delivery may be large under load, so the
         bound applies to what is left over, not to the burst)."""
@@ -575,14 +609,36 @@ class _Conn:
         if len(q) > self.hub.limits.max_queue:
             self.drop("slow consumer")
             return
+        if self.direct and not q:
+            proto = self.proto
+            if proto.writable.is_set() and not proto.close_sent and not proto.transport.is_closing():
+                proto.transport.write(msgs[0] if len(msgs) == 1 else b"".join(msgs))
+                self.hub.sent += len(msgs)
+                return
         q.extend(msgs)
         w = self.wake
         if w is not None and not w.done():
             w.set_result(None)
 
     async def sender(self) -> None:
-        q, send = self.q, self.ws.send
+        q = self.q
         try:
+            if self.direct:
+                proto = self.proto
+                while True:
+                    while not q:
+                        self.wake = self.loop.create_future()
+                        await self.wake
+                    if not proto.writable.is_set():  # the client is behind: wait for its buffer to drain
+                        await proto.writable.wait()
+                    if proto.close_sent or proto.transport.is_closing():
+                        raise ConnectionError("closed")
+                    n = len(q)
+                    data = b"".join(q)
+                    q.clear()
+                    proto.transport.write(data)
+                    self.hub.sent += n
+            send = self.ws.send
             while True:
                 while not q:
                     self.wake = self.loop.create_future()
@@ -594,6 +650,7 @@ class _Conn:
             raise
         except Exception:  # the client went away: the receive loop sees the disconnect
             self.closing = True
+            self.q.clear()
             self.hub._unsubscribe_all(self)
 
     def drop(self, reason: str) -> None:
@@ -627,7 +684,8 @@ class _Conn:
         return getattr(getattr(send, "__self__", None), "transport", None)
 
     def reply(self, msg: dict) -> None:
-        self.push([_enc.encode(msg).decode()])
+        data = _enc.encode(msg)
+        self.push([text_frame(data) if self.direct else data.decode()])
 
     def allow_request(self) -> bool:
         lim = self.hub.limits
@@ -666,44 +724,49 @@ class _LoopFanout:
         self.users: dict[int, dict[_Conn, None]] = {}
 
     def deliver(self, topic_msgs: dict, user_msgs: dict, done) -> None:
-        """On the loop: the same message strings to every subscriber (wrapped
-        once per stream name for combined-stream connections)."""
+        """On the loop: the same messages to every subscriber, as text or
+        as frames built once (wrapped once per stream name for
+        combined-stream connections)."""
         try:
-            per_conn: dict[_Conn, list[str]] = {}
-            wrapped: dict[tuple, list[str]] = {}
+            per_conn: dict[_Conn, list] = {}
+            cache: dict[tuple, list] = {}
+
+            def add(c: _Conn, out: list) -> None:
+                have = per_conn.get(c)
+                if have is None:
+                    per_conn[c] = out
+                else:
+                    if not isinstance(have, _Own):
+                        have = per_conn[c] = _Own(have)
+                    have.extend(out)
+
             for topic, msgs in topic_msgs.items():
                 conns = self.topics.get(topic)
                 if not conns:
                     continue
                 for c in conns:
-                    if c.wrap:
-                        name = c.names[topic]
-                        w = wrapped.get((topic, name))
-                        if w is None:
-                            w = wrapped[(topic, name)] = [f'{{"stream":"{name}","data":{m}}}' for m in msgs]
-                        out = w
-                    else:
-                        out = msgs
-                    have = per_conn.get(c)
-                    if have is None:
-                        per_conn[c] = out
-                    else:
-                        if not isinstance(have, _Own):
-                            have = per_conn[c] = _Own(have)
-                        have.extend(out)
+                    name = c.names[topic] if c.wrap else None
+                    key = (topic, name, c.direct)
+                    out = cache.get(key)
+                    if out is None:
+                        out = msgs if name is None else [f'{{"stream":"{name}","data":{m}}}' for m in msgs]
+                        if c.direct:
+                            out = [text_frame(m.encode()) for m in out]
+                        cache[key] = out
+                    add(c, out)
             for uid, msgs in user_msgs.items():
                 conns = self.users.get(uid)
                 if not conns:
                     continue
                 for c in conns:
-                    out = [f'{{"stream":"user","data":{m}}}' for m in msgs] if c.wrap else msgs
-                    have = per_conn.get(c)
-                    if have is None:
-                        per_conn[c] = out
-                    else:
-                        if not isinstance(have, _Own):
-                            have = per_conn[c] = _Own(have)
-                        have.extend(out)
+                    key = (("user", uid), c.wrap, c.direct)
+                    out = cache.get(key)
+                    if out is None:
+                        out = [f'{{"stream":"user","data":{m}}}' for m in msgs] if c.wrap else msgs
+                        if c.direct:
+                            out = [text_frame(m.encode()) for m in out]
+                        cache[key] = out
+                    add(c, out)
             for c, msgs in per_conn.items():
                 c.push(msgs)
         finally:
@@ -719,9 +782,11 @@ class WsHub:
     """The node's WebSocket gateway: routes, subscriptions and the fan-out
     worker. `build_app` makes one per app; `close()` detaches it."""
 
-    def __init__(self, node: Node, limits: WsLimits | None = None) -> None:
+    def __init__(self, node: Node, limits: WsLimits | None = None, direct: bool = True) -> None:
         self.node = node
         self.limits = limits or WsLimits()
+        #: write pre-framed messages to uvicorn's transports (False: always the ASGI send)
+        self.direct = direct
         self.converter = Converter(node)
         self._lock = threading.Lock()
         self._topic_count: dict[tuple, int] = {}
