@@ -1,0 +1,1063 @@
+"""The node's history store: fills, orders and 1-minute candles in SQL.
+
+```
+sequencer thread                      writer thread                       callers (HTTP API)
+  store(pairs)  --queue (no I/O)-->    convert events to rows,  --SQL-->   fills() orders() order()
+  skips seq <= fed seq                  one transaction per group          candles(): own connection
+                                        of batches, last_seq in it           per thread
+```
+
+The store is a listener of the node (`node.listeners`): the sequencer hands
+it each batch's `(command, Outcome)` pairs after applying them; it only
+drops the pairs it already has (by sequence number) and queues the rest. A
+writer thread turns events into rows and writes a group of batches in one
+transaction, together with the highest command sequence number it covers
+(`last_seq`): after a crash the node re-feeds the outcomes of its journal
+replay, and everything after `last_seq` is written again, exactly once.
+
+Backends: SQLite (stdlib; the default, `DATA_DIR/history.sqlite3`, WAL,
+synchronous=NORMAL) or PostgreSQL (psycopg 3) for a `postgresql://` URL.
+Prices and quantities are stored as integers (ticks, lots, the quote asset's
+units for fees) with the market's sizes in the `markets` table; queries
+return decimal strings. docs/history.md has the schema and the rules.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .. import commands as C
+from ..enums import COMMAND_DTYPE, CommandKind, EventKind, Flags, OrderType, Reason, Side, Stp, TimeInForce
+
+log = logging.getLogger("lxdex.node.history")
+
+SCHEMA_VERSION = 1
+DEFAULT_FILE = "history.sqlite3"
+
+#: Commands (pairs) per writer transaction at most; a Records command counts as one.
+GROUP_MAX = 20_000
+MAX_LIMIT = 5_000
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+#: Intervals served (Binance names); every one is aggregated from the 1m candles.
+INTERVALS = {"1m": MINUTE, "3m": 3 * MINUTE, "5m": 5 * MINUTE, "15m": 15 * MINUTE, "30m": 30 * MINUTE,
+             "1h": HOUR, "2h": 2 * HOUR, "4h": 4 * HOUR, "6h": 6 * HOUR, "8h": 8 * HOUR, "12h": 12 * HOUR,
+             "1d": DAY, "1w": WEEK, "1M": 31 * DAY}
+
+_FILL, _ACCEPTED, _CANCELLED, _AMENDED, _TRIGGERED, _REJECTED, _DEPTH = (
+    int(EventKind.FILL), int(EventKind.ACCEPTED), int(EventKind.CANCELLED), int(EventKind.AMENDED),
+    int(EventKind.TRIGGERED), int(EventKind.REJECTED), int(EventKind.DEPTH))
+_EXPIRED = int(Reason.EXPIRED)
+_REASON_NAMES = {int(r): r.name.lower() for r in Reason}
+_SIDE_NAMES = {int(s): s.name.lower() for s in Side}
+_TYPE_NAMES = {int(t): t.name.lower() for t in OrderType}
+_TIF_NAMES = {int(t): t.name.lower() for t in TimeInForce}
+_STP_NAMES = {int(t): t.name.lower() for t in Stp}
+_MARKET_TYPES = {int(OrderType.MARKET), int(OrderType.STOP_MARKET), int(OrderType.TAKE_PROFIT_MARKET),
+                 int(OrderType.TRAILING_STOP)}
+_ADVANCE_TIME = int(CommandKind.ADVANCE_TIME)
+
+# Order state, as the writer keeps it for the orders a group creates (one row to insert).
+(O_ID, O_ACCOUNT, O_MARKET, O_SIDE, O_TYPE, O_TIF, O_STP, O_FLAGS, O_PRICE, O_TRIGGER, O_DISPLAY, O_EXPIRE, O_QTY,
+ O_FILLED, O_QUOTE, O_REMAINING, O_STATUS, O_REASON, O_CREATED_TS, O_UPDATED_TS, O_CREATED_SEQ, O_UPDATED_SEQ,
+ O_TRIGGERED_TS) = range(23)
+# ... and the change to an order an earlier group created (one UPDATE).
+(D_FILLED, D_QUOTE, D_REMAINING, D_STATUS, D_REASON, D_PRICE, D_QTY_FROM_FILLED, D_TRIGGERED_TS, D_UPDATED_TS,
+ D_UPDATED_SEQ) = range(10)
+
+_ORDER_COLUMNS = ("order_id", "account", "market", "side", "order_type", "tif", "stp", "flags", "price",
+                  "trigger_price", "display_qty", "expire_ts", "qty", "filled_qty", "filled_quote", "remaining",
+                  "status", "reason", "created_ts", "updated_ts", "created_seq", "updated_seq", "triggered_ts")
+_FILL_COLUMNS = ("id", "seq", "ts", "market", "taker_order", "taker_account", "maker_order", "maker_account",
+                 "taker_side", "price", "qty", "taker_fee", "maker_fee")
+_CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
+
+
+def _schema(big: str) -> list[str]:
+    """The tables (`big` is the 64-bit integer type's name)."""
+    return [
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {big} NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS markets (id INTEGER PRIMARY KEY, symbol TEXT NOT NULL UNIQUE, "
+        "base TEXT NOT NULL, quote TEXT NOT NULL, base_decimals INTEGER NOT NULL, quote_decimals INTEGER NOT NULL, "
+        "tick_size TEXT NOT NULL, lot_size TEXT NOT NULL, maker_bps INTEGER NOT NULL, taker_bps INTEGER NOT NULL, "
+        "fee_mode TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS fills (id {big} PRIMARY KEY, seq {big} NOT NULL, ts {big} NOT NULL, "
+        f"market INTEGER NOT NULL, taker_order {big} NOT NULL, taker_account {big} NOT NULL, "
+        f"maker_order {big} NOT NULL, maker_account {big} NOT NULL, taker_side SMALLINT NOT NULL, "
+        f"price {big} NOT NULL, qty {big} NOT NULL, taker_fee {big}, maker_fee {big})",
+        "CREATE INDEX IF NOT EXISTS fills_taker ON fills (taker_account, id)",
+        "CREATE INDEX IF NOT EXISTS fills_maker ON fills (maker_account, id)",
+        f"CREATE TABLE IF NOT EXISTS orders (order_id {big} PRIMARY KEY, account {big} NOT NULL, "
+        f"market INTEGER NOT NULL, side SMALLINT NOT NULL, order_type SMALLINT NOT NULL, tif SMALLINT NOT NULL, "
+        f"stp SMALLINT NOT NULL, flags SMALLINT NOT NULL, price {big} NOT NULL, trigger_price {big} NOT NULL, "
+        f"display_qty {big} NOT NULL, expire_ts {big} NOT NULL, qty {big} NOT NULL, filled_qty {big} NOT NULL, "
+        f"filled_quote {big} NOT NULL, remaining {big} NOT NULL, status TEXT NOT NULL, reason TEXT, "
+        f"created_ts {big} NOT NULL, updated_ts {big} NOT NULL, created_seq {big} NOT NULL, "
+        f"updated_seq {big} NOT NULL, triggered_ts {big})",
+        "CREATE INDEX IF NOT EXISTS orders_account ON orders (account, order_id)",
+        f"CREATE TABLE IF NOT EXISTS candles_1m (market INTEGER NOT NULL, start {big} NOT NULL, "
+        f"open {big} NOT NULL, high {big} NOT NULL, low {big} NOT NULL, close {big} NOT NULL, "
+        f"volume {big} NOT NULL, quote_volume {big} NOT NULL, trades {big} NOT NULL, PRIMARY KEY (market, start))",
+        f"CREATE TABLE IF NOT EXISTS gaps (first_seq {big} NOT NULL, last_seq {big} NOT NULL, "
+        f"detected_at {big} NOT NULL)",
+    ]
+
+
+# -- backends -----------------------------------------------------------------------------------------------
+
+
+class _Backend:
+    """What differs between SQLite and PostgreSQL: connecting, parameter
+    style, a few functions, and how rows are bulk-inserted."""
+
+    name = ""
+    big = "BIGINT"
+    greatest = "max"
+    least = "min"
+    def connect(self, writer: bool):
+        raise NotImplementedError
+
+    def transient(self, e: BaseException) -> bool:
+        """Whether a failed write is worth retrying (the database went away,
+        is busy or full) rather than a bug."""
+        return False
+
+    def sql(self, s: str) -> str:
+        return s
+
+    def month_start(self, col: str) -> str:
+        raise NotImplementedError
+
+    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: list) -> None:
+        cur.executemany(self.sql(f"INSERT INTO {table} ({', '.join(columns)}) "
+                                 f"VALUES ({', '.join('?' * len(columns))})"), rows)
+
+    def begin(self, conn) -> None:
+        pass
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class _SQLite(_Backend):
+    name = "sqlite"
+    big = "INTEGER"  # SQLite integers are 64-bit; INTEGER PRIMARY KEY is the rowid
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def connect(self, writer: bool):
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if writer:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+        return conn
+
+    def begin(self, conn) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def transient(self, e: BaseException) -> bool:
+        msg = str(e).lower()
+        return isinstance(e, sqlite3.OperationalError) and any(
+            w in msg for w in ("locked", "busy", "disk", "i/o", "full", "unable to open"))
+
+    def month_start(self, col: str) -> str:
+        return f"CAST(strftime('%s', {col} / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000"
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+
+class _Postgres(_Backend):
+    name = "postgresql"
+    greatest = "GREATEST"
+    least = "LEAST"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as e:  # pragma: no cover - psycopg is a dependency
+            raise RuntimeError("a postgresql:// history URL needs psycopg 3 (pip install 'psycopg[binary]')") from e
+        self.psycopg = psycopg
+        self.url = url
+
+    def connect(self, writer: bool):
+        from psycopg.types.numeric import Int8Dumper
+
+        conn = self.psycopg.connect(self.url, autocommit=True)
+        # Every integer we send fits 64 bits: one parameter type, one prepared plan.
+        conn.adapters.register_dumper(int, Int8Dumper)
+        if writer:
+            # One writer per database: a second node writing the same history would corrupt it.
+            if not conn.execute("SELECT pg_try_advisory_lock(hashtext('lxdex-history'))").fetchone()[0]:
+                conn.close()
+                raise RuntimeError(f"history database {self.describe()} is being written by another lxdex "
+                                   "(its advisory lock is held)")
+        return conn
+
+    def transient(self, e: BaseException) -> bool:
+        return isinstance(e, self.psycopg.OperationalError)
+
+    def sql(self, s: str) -> str:
+        return s.replace("%", "%%").replace("?", "%s")
+
+    def begin(self, conn) -> None:
+        conn.execute("BEGIN")
+
+    def month_start(self, col: str) -> str:
+        return (f"CAST(EXTRACT(EPOCH FROM date_trunc('month', to_timestamp({col} / 1000) AT TIME ZONE 'UTC')) "
+                f"AS BIGINT) * 1000")
+
+    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: list) -> None:
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row(r)
+
+    def describe(self) -> str:
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            d = conninfo_to_dict(self.url)
+            return f"postgresql://{d.get('host', '')}:{d.get('port', '')}/{d.get('dbname', '')}"
+        except Exception:
+            return "postgresql://..."
+
+
+def _backend_for(url: str | None, data_dir: Path) -> _Backend:
+    if url is None or url in ("", "sqlite://", "sqlite:///"):
+        return _SQLite(Path(data_dir) / DEFAULT_FILE)
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///"):]
+        if rest == ":memory:" or rest.startswith("file:"):
+            raise ValueError("history_url: an in-memory SQLite database cannot be shared between threads")
+        p = Path(rest)
+        return _SQLite(p if p.is_absolute() else Path(data_dir) / p)
+    if url.startswith(("postgresql://", "postgres://")):
+        return _Postgres(url)
+    raise ValueError(f"history_url: {url!r} is not sqlite:///PATH or postgresql://...")
+
+
+# -- market facts the writer and the queries need ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Market:
+    id: int
+    symbol: str
+    quote: str
+    quote_decimals: int
+    tick_size: Decimal
+    lot_size: Decimal
+    maker_bps: int
+    taker_bps: int
+    tick_units: int  # quote units per tick per lot
+
+
+def _market_from_info(info) -> _Market:
+    tick_units = info.tick_size * info.lot_size / info.quote.unit
+    return _Market(info.id, info.symbol, info.quote.symbol, info.quote.decimals, info.tick_size, info.lot_size,
+                   info.maker_bps, info.taker_bps, int(tick_units))
+
+
+def _market_from_row(r) -> _Market:
+    mid, symbol, _base, quote, _bd, qd, tick, lot, maker, taker = r[:10]
+    tick, lot = Decimal(tick), Decimal(lot)
+    return _Market(mid, symbol, quote, qd, tick, lot, maker, taker, int(tick * lot * Decimal(10) ** qd))
+
+
+def _fee(notional: int, bps: int) -> int:
+    """The core's fee rounding (crates/engine/src/exchange.rs `fee`): fees round
+    up (against the payer), rebates toward zero."""
+    if bps >= 0:
+        return -((-notional * bps) // 10_000)
+    return -((notional * -bps) // 10_000)
+
+
+def _dec(n: int, step: Decimal) -> str:
+    return f"{n * step:f}"
+
+
+# -- the store ------------------------------------------------------------------------------------------------
+
+
+class HistoryStore:
+    """Fills, orders and candles of the exchange, written off the sequencer thread.
+
+    Use `HistoryStore.open(url, data_dir, exchange_markets)`; add the store
+    to `node.listeners`. `exchange_markets(market_id)` returns the exchange's
+    `MarketInfo` (the store calls it the first time it sees a market)."""
+
+    def __init__(self, backend: _Backend, exchange_markets: Callable[[int], Any]) -> None:
+        self._b = backend
+        self._exchange_markets = exchange_markets
+        self._conn = backend.connect(writer=True)
+        self._init_schema()
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        #: Highest command seq durably written.
+        self.last_seq: int = int(meta.get("last_seq", 0))
+        self._now = int(meta.get("now", 0))
+        self._next_fill_id = int(meta.get("next_fill_id", 1))
+        self._markets: dict[int, _Market] = {}
+        self._fee_mode: dict[int, str] = {}
+        self._symbols: dict[str, int] = {}
+        for r in self._conn.execute(self._b.sql(
+                "SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, maker_bps, "
+                "taker_bps, fee_mode FROM markets")).fetchall():
+            m = _market_from_row(r)
+            self._markets[m.id] = m
+            self._symbols[m.symbol] = m.id
+            self._fee_mode[m.id] = r[10]
+        # Queue bookkeeping (the listener runs on the sequencer thread, the writer on its own).
+        self._fed_seq = self.last_seq       # highest seq queued (sequencer thread only)
+        self._queued = 0                    # commands queued (sequencer thread)
+        self._written = 0                   # commands written (writer thread)
+        self._processed_seq = self.last_seq  # highest seq converted (writer thread)
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._failed: BaseException | None = None
+        self._dropped = 0
+        self._closed = False
+        self._local = threading.local()
+        self._query_conns: list = []
+        self._query_lock = threading.Lock()
+        self._qmarkets: dict[int, _Market] = dict(self._markets)
+        self._qsymbols: dict[str, int] = dict(self._symbols)
+        self._stats = {"groups": 0, "fills": 0, "orders": 0, "write_s": 0.0, "convert_s": 0.0}
+        self._thread = threading.Thread(target=self._run, name="lxdex-history", daemon=True)
+        self._thread.start()
+        log.info("history store %s: last seq %d", backend.describe(), self.last_seq)
+
+    @classmethod
+    def open(cls, url: str | None, data_dir: Path, exchange_markets: Callable[[int], Any]) -> "HistoryStore":
+        """A store on `url`: None (or `sqlite:///PATH`, relative to
+        `data_dir`) for SQLite, `postgresql://...` for PostgreSQL. Creates the
+        schema if missing; refuses a database of another schema version."""
+        data_dir = Path(data_dir)
+        backend = _backend_for(url, data_dir)
+        if isinstance(backend, _SQLite):
+            backend.path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(backend, exchange_markets)
+
+    def _init_schema(self) -> None:
+        c, b = self._conn, self._b
+        b.begin(c)
+        try:
+            for stmt in _schema(b.big):
+                c.execute(stmt)
+            rows = c.execute("SELECT version FROM schema_version").fetchall()
+            if not rows:
+                c.execute(b.sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
+            elif rows[0][0] != SCHEMA_VERSION:
+                raise RuntimeError(f"history database {b.describe()} has schema version {rows[0][0]}; "
+                                   f"this lxdex writes version {SCHEMA_VERSION}")
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    # -- the listener (sequencer thread) ----------------------------------------------------------------------
+    def __call__(self, pairs: list) -> None:
+        """Queues the pairs this store does not have yet (seq > last fed).
+        Never blocks on I/O."""
+        if not pairs:
+            return
+        hi = self._fed_seq
+        if pairs[0][1].seq <= hi:
+            pairs = [p for p in pairs if p[1].seq > hi]
+            if not pairs:
+                return
+        if self._failed is not None:
+            self._dropped += len(pairs)
+            return
+        self._fed_seq = pairs[-1][1].seq
+        self._queued += len(pairs)
+        self._q.put(pairs)
+
+    @property
+    def lag(self) -> int:
+        """Commands queued but not yet written."""
+        return self._queued - self._written
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that stopped the writer (None while it works)."""
+        return self._failed
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Waits until everything queued so far is written (TimeoutError if
+        not within `timeout` seconds; the writer's error if it failed)."""
+        target = self._queued
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._written < target and self._failed is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"history: {target - self._written} commands still queued after {timeout} s")
+                self._cond.wait(left)
+        if self._failed is not None:
+            raise RuntimeError(f"history writer failed: {self._failed!r}") from self._failed
+
+    def close(self) -> None:
+        """Writes what is queued, stops the writer, closes every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(None)
+        self._thread.join()
+        for conn in [self._conn, *self._query_conns]:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover
+                pass
+        self._query_conns.clear()
+
+    def __enter__(self) -> "HistoryStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict:
+        """Writer counters: groups (transactions), fills and orders written, seconds spent."""
+        return dict(self._stats, last_seq=self.last_seq, lag=self.lag, dropped=self._dropped,
+                    failed=repr(self._failed) if self._failed else None)
+
+    # -- the writer thread -----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        q = self._q
+        stop = False
+        while not stop:
+            item = q.get()
+            if item is None:
+                break
+            items = [item]
+            n = len(item)
+            while n < GROUP_MAX:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                items.append(item)
+                n += len(item)
+            try:
+                t0 = time.perf_counter()
+                group = self._convert(items)
+                t1 = time.perf_counter()
+                self._write_with_retry(group)
+                self._stats["convert_s"] += t1 - t0
+                self._stats["write_s"] += time.perf_counter() - t1
+            except BaseException as e:
+                log.exception("history writer stopped: %s", e)
+                with self._cond:
+                    self._failed = e
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self.last_seq = group.last_seq
+                self._written += n
+                self._cond.notify_all()
+
+    def _write_with_retry(self, g: "_Group") -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._write(g)
+                return
+            except Exception as e:
+                if not self._b.transient(e) or self._closed:
+                    raise
+                log.warning("history write failed (%s); retrying in %.1f s", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+                try:
+                    self._conn = self._b.connect(writer=True)
+                    # The commit may have landed before the connection broke.
+                    row = self._conn.execute(self._b.sql("SELECT value FROM meta WHERE key = ?"),
+                                             ("last_seq",)).fetchone()
+                    if row is not None and row[0] >= g.last_seq:
+                        return
+                except Exception as e2:
+                    if not self._b.transient(e2) and not isinstance(e2, RuntimeError):
+                        raise
+                    log.warning("history reconnect failed: %s", e2)
+
+    def _write(self, g: "_Group") -> None:
+        b, conn = self._b, self._conn
+        sql = b.sql
+        b.begin(conn)
+        try:
+            cur = conn.cursor()
+            if g.markets:
+                cur.executemany(sql(
+                    "INSERT INTO markets (id, symbol, base, quote, base_decimals, quote_decimals, tick_size, "
+                    "lot_size, maker_bps, taker_bps, fee_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING"), g.markets)
+            if g.fee_modes:
+                cur.executemany(sql("UPDATE markets SET fee_mode = ? WHERE id = ?"),
+                                [(mode, mid) for mid, mode in g.fee_modes.items()])
+            if g.fills:
+                b.insert_many(cur, "fills", _FILL_COLUMNS, g.fills)
+            if g.new_orders:
+                b.insert_many(cur, "orders", _ORDER_COLUMNS, list(g.new_orders.values()))
+            if g.deltas:
+                cur.executemany(sql(
+                    "UPDATE orders SET filled_qty = filled_qty + ?, filled_quote = filled_quote + ?, "
+                    "remaining = COALESCE(CAST(? AS BIGINT), remaining), status = COALESCE(CAST(? AS TEXT), status), "
+                    "reason = COALESCE(CAST(? AS TEXT), reason), price = COALESCE(CAST(? AS BIGINT), price), "
+                    "qty = CASE WHEN CAST(? AS BIGINT) IS NULL THEN qty ELSE filled_qty + CAST(? AS BIGINT) END, "
+                    "triggered_ts = COALESCE(CAST(? AS BIGINT), triggered_ts), updated_ts = ?, updated_seq = ? "
+                    "WHERE order_id = ?"),
+                    [(d[D_FILLED], d[D_QUOTE], d[D_REMAINING], d[D_STATUS], d[D_REASON], d[D_PRICE],
+                      d[D_QTY_FROM_FILLED], d[D_QTY_FROM_FILLED], d[D_TRIGGERED_TS], d[D_UPDATED_TS],
+                      d[D_UPDATED_SEQ], oid) for oid, d in g.deltas.items()])
+            if g.candles:
+                hi, lo = b.greatest, b.least
+                cur.executemany(sql(
+                    f"INSERT INTO candles_1m ({', '.join(_CANDLE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"ON CONFLICT (market, start) DO UPDATE SET high = {hi}(candles_1m.high, excluded.high), "
+                    f"low = {lo}(candles_1m.low, excluded.low), close = excluded.close, "
+                    f"volume = candles_1m.volume + excluded.volume, "
+                    f"quote_volume = candles_1m.quote_volume + excluded.quote_volume, "
+                    f"trades = candles_1m.trades + excluded.trades"),
+                    [(m, s, *c) for (m, s), c in g.candles.items()])
+            if g.gaps:
+                cur.executemany(sql("INSERT INTO gaps (first_seq, last_seq, detected_at) VALUES (?, ?, ?)"),
+                                [(a, z, int(time.time() * 1000)) for a, z in g.gaps])
+            cur.executemany(sql("INSERT INTO meta (key, value) VALUES (?, ?) "
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+                            [("last_seq", g.last_seq), ("now", g.now), ("next_fill_id", g.next_fill_id)])
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+        st = self._stats
+        st["groups"] += 1
+        st["fills"] += len(g.fills)
+        st["orders"] += len(g.new_orders)
+        for mid in g.new_market_ids:
+            m = self._markets[mid]
+            self._qmarkets[mid] = m
+            self._qsymbols[m.symbol] = mid
+
+    # -- events to rows (writer thread) ----------------------------------------------------------------------
+    def _market(self, mid: int, g: "_Group", seen_added: bool = False) -> _Market:
+        m = self._markets.get(mid)
+        if m is None:
+            info = self._exchange_markets(mid)
+            m = _market_from_info(info)
+            mode = "flat" if seen_added else "unknown"
+            self._markets[mid] = m
+            self._symbols[m.symbol] = mid
+            self._fee_mode[mid] = mode
+            g.markets.append((mid, m.symbol, info.base.symbol, m.quote, info.base.decimals, m.quote_decimals,
+                              str(m.tick_size), str(m.lot_size), m.maker_bps, m.taker_bps, mode))
+            g.new_market_ids.append(mid)
+        return m
+
+    def _convert(self, items: list[list]) -> "_Group":
+        g = _Group()
+        now = self._now
+        for pairs in items:
+            for cmd, out in pairs:
+                seq = out.seq
+                if seq > self._processed_seq + 1:
+                    self._gap(g, self._processed_seq + 1, seq - 1)
+                self._processed_seq = seq
+                if cmd.ts > now:
+                    now = cmd.ts
+                if len(out.clock_events):
+                    self._events(g, out.clock_events, now, seq, cmd, None)
+                if out.error is not None:
+                    continue
+                tp = type(cmd)
+                if tp is C.Records:
+                    ev = out.events
+                    if len(ev):
+                        now = self._records(g, cmd, ev, now, seq)
+                elif len(out.events):
+                    self._events(g, out.events, now, seq, cmd, None)
+                elif tp is C.AddMarket:
+                    self._market(out.value["market_id"], g, seen_added=True)
+                elif tp is C.SetFeeTiers:
+                    mid = self._symbols.get(cmd.market)
+                    if mid is not None:
+                        mode = "tiered" if cmd.tiers else "flat"
+                        self._fee_mode[mid] = mode
+                        g.fee_modes[mid] = mode
+        self._now = now
+        g.last_seq = self._processed_seq
+        g.now = now
+        g.next_fill_id = self._next_fill_id
+        return g
+
+    def _gap(self, g: "_Group", first: int, last: int) -> None:
+        log.warning("history: commands %d..%d were never fed to the store; their fills and orders are missing, "
+                    "and fees are not computed from here on until a market's fee tiers are set again", first, last)
+        g.gaps.append((first, last))
+        for mid in self._fee_mode:  # fee tiers may have been set in the gap
+            if self._fee_mode[mid] != "unknown":
+                self._fee_mode[mid] = "unknown"
+                g.fee_modes[mid] = "unknown"
+
+    def _records(self, g: "_Group", cmd: C.Records, ev: np.ndarray, now: int, seq: int) -> int:
+        """A Records batch: the events (EVENT_DTYPE) name their row in `cmd_index`."""
+        kinds = ev["kind"]
+        keep = ev[(kinds != _DEPTH) & (kinds != _REJECTED)]
+        if not len(keep):
+            return now
+        rows = np.frombuffer(cmd.data, COMMAND_DTYPE)
+        k = keep["kind"]
+        acc_idx = keep["cmd_index"][k == _ACCEPTED]
+        params = {}
+        if len(acc_idx):
+            sub = rows[acc_idx]
+            params = dict(zip(acc_idx.tolist(), zip(
+                sub["tif"].tolist(), sub["stp"].tolist(), sub["flags"].tolist(), sub["trigger_price"].tolist(),
+                sub["display_qty"].tolist(), sub["expire_ts"].tolist())))
+        ts_of_row = None
+        adv = rows["kind"] == _ADVANCE_TIME
+        if adv.any():
+            # Rows that moved the clock (ADVANCE_TIME, not rejected): later rows' events happen then.
+            ok = adv.copy()
+            rejected = ev["cmd_index"][kinds == _REJECTED]
+            ok[rejected] = False
+            t = np.where(ok, rows["expire_ts"].astype(np.int64), 0)
+            t[0] = max(int(t[0]), now)
+            ts_of_row = np.maximum.accumulate(t)
+            now = int(ts_of_row[-1])
+        self._events(g, keep.tolist(), now, seq, None, params, ts_of_row)
+        return now
+
+    def _events(self, g: "_Group", events, ts: int, seq: int, cmd, params, ts_of_row=None) -> None:
+        """Applies events (core Event objects, or EVENT_DTYPE row tuples when
+        `params` is given) to the group's rows."""
+        new_orders, deltas, fills, candles = g.new_orders, g.deltas, g.fills, g.candles
+        markets, fee_mode = self._markets, self._fee_mode
+        fill_id = self._next_fill_id
+        market_of = self._market
+        for e in events:
+            if params is None:
+                kind = e.kind
+                if kind == _DEPTH or kind == _REJECTED:
+                    continue
+                t = e.astuple()
+                _, reason, side, otype, oid, owner, other, other_owner, price, qty, rem, orem = t
+                market = e.market
+                cmd_index = 0
+            else:
+                kind, reason, side, otype, cmd_index, market, oid, owner, other, other_owner, price, qty, rem, orem = e
+                if ts_of_row is not None:
+                    ts = int(ts_of_row[cmd_index])
+            if kind == _FILL:
+                m = markets.get(market) or market_of(market, g)
+                if fee_mode[market] == "flat":
+                    n = price * qty * m.tick_units
+                    tb, mb = m.taker_bps, m.maker_bps
+                    tfee = -((-n * tb) // 10_000) if tb >= 0 else -((n * -tb) // 10_000)
+                    mfee = -((-n * mb) // 10_000) if mb >= 0 else -((n * -mb) // 10_000)
+                else:
+                    tfee = mfee = None
+                fills.append((fill_id, seq, ts, market, oid, owner, other, other_owner, side, price, qty, tfee, mfee))
+                fill_id += 1
+                pq = price * qty
+                for order_id, left in ((oid, rem), (other, orem)):
+                    o = new_orders.get(order_id)
+                    status = "filled" if left == 0 else "partially_filled"
+                    if o is not None:
+                        o[O_FILLED] += qty
+                        o[O_QUOTE] += pq
+                        o[O_REMAINING] = left
+                        o[O_STATUS] = status
+                        o[O_UPDATED_TS] = ts
+                        o[O_UPDATED_SEQ] = seq
+                    else:
+                        d = deltas.get(order_id)
+                        if d is None:
+                            deltas[order_id] = [qty, pq, left, status, None, None, None, None, ts, seq]
+                        else:
+                            d[D_FILLED] += qty
+                            d[D_QUOTE] += pq
+                            d[D_REMAINING] = left
+                            d[D_STATUS] = status
+                            d[D_UPDATED_TS] = ts
+                            d[D_UPDATED_SEQ] = seq
+                key = (market, ts - ts % MINUTE)
+                c = candles.get(key)
+                if c is None:
+                    candles[key] = [price, price, price, price, qty, pq, 1]
+                else:
+                    if price > c[1]:
+                        c[1] = price
+                    if price < c[2]:
+                        c[2] = price
+                    c[3] = price
+                    c[4] += qty
+                    c[5] += pq
+                    c[6] += 1
+            elif kind == _ACCEPTED:
+                if params is None:
+                    m = markets.get(market) or market_of(market, g)
+                    tif, stp, flags, trigger, display, expire = _place_params(cmd, m, otype)
+                else:
+                    tif, stp, flags, trigger, display, expire = params.get(cmd_index, (0, 0, 0, 0, 0, 0))
+                    if market not in markets:
+                        market_of(market, g)
+                new_orders[oid] = [oid, owner, market, side, otype, tif, stp, flags, price, trigger, display, expire,
+                                   qty, 0, 0, qty, "new", None, ts, ts, seq, seq, None]
+            elif kind == _CANCELLED:
+                status = reason_name = None
+                if rem == 0:
+                    status = "expired" if reason == _EXPIRED else "cancelled"
+                    reason_name = _REASON_NAMES.get(reason, str(reason))
+                o = new_orders.get(oid)
+                if o is not None:
+                    o[O_REMAINING] = rem
+                    if status is not None:
+                        o[O_STATUS] = status
+                        o[O_REASON] = reason_name
+                    o[O_UPDATED_TS] = ts
+                    o[O_UPDATED_SEQ] = seq
+                else:
+                    d = deltas.get(oid)
+                    if d is None:
+                        deltas[oid] = [0, 0, rem, status, reason_name, None, None, None, ts, seq]
+                    else:
+                        d[D_REMAINING] = rem
+                        if status is not None:
+                            d[D_STATUS] = status
+                            d[D_REASON] = reason_name
+                        d[D_UPDATED_TS] = ts
+                        d[D_UPDATED_SEQ] = seq
+            elif kind == _AMENDED:
+                o = new_orders.get(oid)
+                if o is not None:
+                    o[O_PRICE] = price
+                    o[O_REMAINING] = qty
+                    o[O_QTY] = o[O_FILLED] + qty
+                    o[O_UPDATED_TS] = ts
+                    o[O_UPDATED_SEQ] = seq
+                else:
+                    d = deltas.get(oid)
+                    if d is None:
+                        deltas[oid] = [0, 0, qty, None, None, price, qty, None, ts, seq]
+                    else:
+                        d[D_REMAINING] = qty
+                        d[D_PRICE] = price
+                        d[D_QTY_FROM_FILLED] = d[D_FILLED] + qty
+                        d[D_UPDATED_TS] = ts
+                        d[D_UPDATED_SEQ] = seq
+            elif kind == _TRIGGERED:
+                o = new_orders.get(oid)
+                if o is not None:
+                    o[O_TRIGGERED_TS] = ts
+                    o[O_UPDATED_TS] = ts
+                    o[O_UPDATED_SEQ] = seq
+                else:
+                    d = deltas.get(oid)
+                    if d is None:
+                        deltas[oid] = [0, 0, None, None, None, None, None, ts, ts, seq]
+                    else:
+                        d[D_TRIGGERED_TS] = ts
+                        d[D_UPDATED_TS] = ts
+                        d[D_UPDATED_SEQ] = seq
+        self._next_fill_id = fill_id
+
+    # -- queries (caller's thread, own connection) ------------------------------------------------------------
+    def _qconn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("history store is closed")
+            conn = self._b.connect(writer=False)
+            self._local.conn = conn
+            with self._query_lock:
+                self._query_conns.append(conn)
+        return conn
+
+    def _query(self, sql: str, params: Iterable) -> list:
+        conn = self._qconn()
+        if self._b.name == "sqlite":
+            return conn.execute(sql, tuple(params)).fetchall()
+        with conn.cursor() as cur:
+            cur.execute(self._b.sql(sql), tuple(params))
+            return cur.fetchall()
+
+    def _qmarket(self, mid: int) -> _Market:
+        m = self._qmarkets.get(mid)
+        if m is None:
+            self._refresh_markets()
+            m = self._qmarkets[mid]
+        return m
+
+    def _refresh_markets(self) -> None:
+        for r in self._query("SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, "
+                             "maker_bps, taker_bps FROM markets", ()):
+            m = _market_from_row(r)
+            self._qmarkets[m.id] = m
+            self._qsymbols[m.symbol] = m.id
+
+    def _market_id(self, symbol: str) -> int:
+        if not isinstance(symbol, str):
+            raise ValueError(f"market: {symbol!r} is not a market symbol")
+        mid = self._qsymbols.get(symbol)
+        if mid is None:
+            self._refresh_markets()
+            mid = self._qsymbols.get(symbol)
+            if mid is None:
+                raise ValueError(f"market: no market {symbol!r} in the history")
+        return mid
+
+    @staticmethod
+    def _check(account: int | None, start_ts, end_ts, from_id, limit) -> None:
+        for name, v in (("account", account), ("start_ts", start_ts), ("end_ts", end_ts), ("from_id", from_id)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ValueError(f"{name}: {v!r} is not a non-negative integer")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit: {limit!r} is not an integer in 1..{MAX_LIMIT}")
+        if start_ts is not None and end_ts is not None and start_ts > end_ts:
+            raise ValueError(f"start_ts: {start_ts} is after end_ts {end_ts}")
+
+    def fills(self, account: int, market: str | None = None, start_ts: int | None = None,
+              end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
+        """The account's fills, oldest first: from `from_id` (a fill id) or
+        `start_ts` onward, else the most recent `limit`. A self-trade (the
+        account on both sides) is two entries with the same id. `fee` is in
+        the market's quote asset (negative: a rebate), None where the store
+        cannot know it (docs/history.md)."""
+        self._check(account, start_ts, end_ts, from_id, limit)
+        where, params = [], []
+        if market is not None:
+            where.append("market = ?")
+            params.append(self._market_id(market))
+        if start_ts is not None:
+            where.append("ts >= ?")
+            params.append(start_ts)
+        if end_ts is not None:
+            where.append("ts <= ?")
+            params.append(end_ts)
+        if from_id is not None:
+            where.append("id >= ?")
+            params.append(from_id)
+        forward = from_id is not None or start_ts is not None
+        order = "ASC" if forward else "DESC"
+        cond = "".join(f" AND {w}" for w in where)
+        cols = "id, seq, ts, market, taker_order, taker_account, maker_order, maker_account, taker_side, price, qty, " \
+               "taker_fee, maker_fee"
+        sql = (f"SELECT * FROM (SELECT {cols}, 0 AS role FROM fills WHERE taker_account = ?{cond} "
+               f"ORDER BY id {order} LIMIT ?) AS t UNION ALL "
+               f"SELECT * FROM (SELECT {cols}, 1 AS role FROM fills WHERE maker_account = ?{cond} "
+               f"ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, role {order} LIMIT ?")
+        rows = self._query(sql, [account, *params, limit, account, *params, limit, limit])
+        if not forward:
+            rows.reverse()
+        out = []
+        for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role) in rows:
+            m = self._qmarket(mid)
+            maker = role == 1
+            fee = m_fee if maker else t_fee
+            side = t_side ^ 1 if maker else t_side
+            out.append({
+                "id": fid, "seq": seq, "ts": ts, "market": m.symbol,
+                "order_id": m_order if maker else t_order, "other_order_id": t_order if maker else m_order,
+                "side": _SIDE_NAMES[side], "maker": maker, "taker_side": _SIDE_NAMES[t_side],
+                "price": _dec(price, m.tick_size), "qty": _dec(qty, m.lot_size),
+                "quote_qty": _dec(price * qty, m.tick_size * m.lot_size),
+                "fee": None if fee is None else f"{Decimal(fee).scaleb(-m.quote_decimals):f}",
+                "fee_asset": m.quote,
+            })
+        return out
+
+    def _order_dict(self, r) -> dict:
+        (oid, account, mid, side, otype, tif, stp, flags, price, trigger, display, expire, qty, filled, fquote,
+         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts) = r
+        m = self._qmarket(mid)
+        fquote = int(fquote)
+        avg = None
+        if filled:
+            # Exact at the tick's precision when it can be; else 6 more digits (the sum is in quote_qty).
+            q = (Decimal(fquote) * m.tick_size / Decimal(filled)).quantize(m.tick_size.scaleb(-6)).normalize()
+            if q.as_tuple().exponent > m.tick_size.as_tuple().exponent:
+                q = q.quantize(m.tick_size)
+            avg = f"{q:f}"
+        d = {
+            "order_id": oid, "account": account, "market": m.symbol, "side": _SIDE_NAMES[side],
+            "type": _TYPE_NAMES.get(otype, str(otype)), "tif": _TIF_NAMES.get(tif, str(tif)),
+            "stp": _STP_NAMES.get(stp, str(stp)), "post_only": bool(flags & Flags.POST_ONLY),
+            "price": _dec(price, m.tick_size) if price else None,
+            "qty": _dec(qty, m.lot_size), "filled_qty": _dec(filled, m.lot_size),
+            "remaining_qty": _dec(remaining, m.lot_size),
+            "quote_qty": _dec(fquote, m.tick_size * m.lot_size), "avg_price": avg,
+            "status": status, "reason": reason,
+            "created_ts": created_ts, "updated_ts": updated_ts, "created_seq": created_seq,
+            "updated_seq": updated_seq,
+        }
+        if otype in (OrderType.TRAILING_STOP,) and flags & Flags.TRAIL_BPS:
+            d["trail_bps"] = trigger
+        elif trigger:
+            d["trigger_price"] = _dec(trigger, m.tick_size)
+        if triggered_ts is not None:
+            d["triggered_ts"] = triggered_ts
+        if display:
+            d["display_qty"] = _dec(display, m.lot_size)
+        if expire:
+            d["expire_ts"] = expire
+        return d
+
+    def orders(self, account: int, market: str | None = None, start_ts: int | None = None,
+               end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
+        """The account's orders (open and closed), by id: from `from_id` (an
+        order id) or `start_ts` (creation time) onward, else the most recent
+        `limit`."""
+        self._check(account, start_ts, end_ts, from_id, limit)
+        where, params = ["account = ?"], [account]
+        if market is not None:
+            where.append("market = ?")
+            params.append(self._market_id(market))
+        if start_ts is not None:
+            where.append("created_ts >= ?")
+            params.append(start_ts)
+        if end_ts is not None:
+            where.append("created_ts <= ?")
+            params.append(end_ts)
+        if from_id is not None:
+            where.append("order_id >= ?")
+            params.append(from_id)
+        forward = from_id is not None or start_ts is not None
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
+                           f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
+        if not forward:
+            rows.reverse()
+        return [self._order_dict(r) for r in rows]
+
+    def order(self, order_id: int) -> dict | None:
+        """One order by id, or None if the history has no such order."""
+        if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 0:
+            raise ValueError(f"order_id: {order_id!r} is not a non-negative integer")
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = ?", [order_id])
+        return self._order_dict(rows[0]) if rows else None
+
+    def candles(self, market: str, interval: str = "1m", start_ts: int | None = None, end_ts: int | None = None,
+                limit: int = 500) -> list[dict]:
+        """OHLCV candles of `market` (start in ms, oldest first; only
+        intervals with trades), aggregated from the 1m candles: from
+        `start_ts` onward (candles starting at or after it), else the most
+        recent `limit`; `end_ts` bounds the candles' start."""
+        self._check(None, start_ts, end_ts, None, limit)
+        if interval not in INTERVALS:
+            raise ValueError(f"interval: {interval!r} is not one of {', '.join(INTERVALS)}")
+        mid = self._market_id(market)
+        m = self._qmarket(mid)
+        forward = start_ts is not None
+        order = "ASC" if forward else "DESC"
+        lo = 0 if start_ts is None else start_ts
+        hi = None if end_ts is None else _next_start(interval, end_ts)
+        cond = " AND start >= ?" + ("" if hi is None else " AND start < ?")
+        params: list = [mid, lo] + ([] if hi is None else [hi])
+        if interval == "1m":
+            rows = self._query(f"SELECT start, open, high, low, close, volume, quote_volume, trades FROM candles_1m "
+                               f"WHERE market = ?{cond} ORDER BY start {order} LIMIT ?", [*params, limit])
+        else:
+            bucket = self._bucket_sql(interval)
+            sql = (f"WITH g AS (SELECT {bucket} AS bucket, MIN(start) AS first, MAX(start) AS last, "
+                   f"MAX(high) AS high, MIN(low) AS low, SUM(volume) AS volume, SUM(quote_volume) AS qv, "
+                   f"SUM(trades) AS trades FROM candles_1m WHERE market = ?{cond} GROUP BY {bucket}) "
+                   f"SELECT g.bucket, o.open, g.high, g.low, c.close, g.volume, g.qv, g.trades FROM g "
+                   f"JOIN candles_1m o ON o.market = ? AND o.start = g.first "
+                   f"JOIN candles_1m c ON c.market = ? AND c.start = g.last "
+                   f"WHERE g.bucket >= ? ORDER BY g.bucket {order} LIMIT ?")
+            rows = self._query(sql, [*params, mid, mid, lo, limit])
+        if not forward:
+            rows.reverse()
+        tick, lot = m.tick_size, m.lot_size
+        qv = tick * lot
+        return [{"start": int(s), "open": _dec(o, tick), "high": _dec(h, tick), "low": _dec(lw, tick),
+                 "close": _dec(c, tick), "volume": _dec(int(v), lot), "quote_volume": _dec(int(q), qv),
+                 "trades": int(n)} for s, o, h, lw, c, v, q, n in rows]
+
+    def _bucket_sql(self, interval: str) -> str:
+        if interval == "1M":
+            return self._b.month_start("start")
+        if interval == "1w":
+            # Weeks start on Monday; 1970-01-01 was a Thursday (as the core: docs/exchange.md).
+            s = f"(start + {3 * DAY})"
+            return f"{self._b.greatest}({s} - {s} % {WEEK} - {3 * DAY}, 0)"
+        n = INTERVALS[interval]
+        return f"(start - start % {n})"
+
+
+def _next_start(interval: str, ts: int) -> int:
+    """The start of the interval after the one containing `ts` (ms)."""
+    if interval == "1M":
+        d = datetime.fromtimestamp(ts // 1000, timezone.utc)
+        y, mo = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+        return calendar.timegm((y, mo, 1, 0, 0, 0)) * 1000
+    if interval == "1w":
+        s = ts + 3 * DAY
+        return s - s % WEEK - 3 * DAY + WEEK
+    n = INTERVALS[interval]
+    return ts - ts % n + n
+
+
+def _place_params(cmd, m: _Market, otype: int) -> tuple[int, int, int, int, int, int]:
+    """(tif, stp, flags, trigger ticks, display lots, expire_ts) of a PlaceOrder the exchange accepted."""
+    if not isinstance(cmd, C.PlaceOrder):  # pragma: no cover - only places are accepted
+        return 0, 0, 0, 0, 0, 0
+    if cmd.tif is None:
+        tif = int(TimeInForce.IOC) if otype in _MARKET_TYPES else int(TimeInForce.GTC)
+    else:
+        tif = int(TimeInForce[cmd.tif.upper()])
+    stp = int(Stp[cmd.stp.upper()]) if isinstance(cmd.stp, str) else int(cmd.stp)
+    flags = int(Flags.POST_ONLY) if cmd.post_only else 0
+    trigger = 0 if cmd.trigger_price is None else int(Decimal(cmd.trigger_price) / m.tick_size)
+    display = 0 if cmd.display_qty is None else int(Decimal(cmd.display_qty) / m.lot_size)
+    return tif, stp, flags, trigger, display, cmd.expire_ts
+
+
+class _Group:
+    """The rows of one writer transaction."""
+
+    __slots__ = ("fills", "new_orders", "deltas", "candles", "markets", "new_market_ids", "fee_modes", "gaps",
+                 "last_seq", "now", "next_fill_id")
+
+    def __init__(self) -> None:
+        self.fills: list[tuple] = []
+        self.new_orders: dict[int, list] = {}
+        self.deltas: dict[int, list] = {}
+        self.candles: dict[tuple[int, int], list] = {}
+        self.markets: list[tuple] = []
+        self.new_market_ids: list[int] = []
+        self.fee_modes: dict[int, str] = {}
+        self.gaps: list[tuple[int, int]] = []
+        self.last_seq = 0
+        self.now = 0
+        self.next_fill_id = 1
