@@ -464,3 +464,125 @@ def test_queries_from_other_threads(backend):
         assert not errors and all(results) and len(results) == 15
     finally:
         store.close()
+
+
+def _flow_run(n: int = 6_000, n_markets: int = 3, n_accounts: int = 60) -> Run:
+    """The exchange benchmark's random flow (resting orders, IOC, market
+    orders, cancels, amends) as Records batches, ticks across minutes, a
+    Records batch that moves the clock itself (GTD expiries at a row's time),
+    then struct commands on what rests."""
+    from lxdex.bench.exchange import flow
+
+    r = Run()
+    r.do(C.AddAsset(symbol="Q", decimals=0))
+    for m in range(n_markets):
+        r.do(C.AddAsset(symbol=f"B{m}", decimals=3))
+        r.do(C.AddMarket(symbol=f"B{m}-Q", base=f"B{m}", quote="Q", tick_size="1", lot_size="1", maker_bps=-1,
+                         taker_bps=5))
+    for _ in range(n_accounts):
+        r.do(C.CreateAccount())
+    fund = np.zeros(3 * n_accounts, COMMAND_DTYPE)
+    fund["kind"] = 8
+    fund["owner"] = np.repeat(np.arange(n_accounts), 3)
+    bases = np.arange(1, n_markets + 1)
+    a = np.arange(n_accounts)
+    fund["order_id"] = np.stack([np.zeros(n_accounts, int), bases[a % n_markets],
+                                 bases[(a * 7 + 3) % n_markets]], 1).ravel()
+    fund["qty"] = 10**12
+    assert r.do(C.Records(data=fund.tobytes())).ok
+    cmds = flow(n, n_markets, n_accounts, seed=3)
+    for i, lo in enumerate(range(0, n, 256)):
+        r.do(C.Records(data=cmds[lo : lo + 256].tobytes()), dt=7_000)
+        if i % 5 == 4:
+            r.do(C.Tick(), dt=MIN)
+    # GTD orders, then a batch whose ADVANCE_TIME row expires them mid-batch, and trades after it.
+    t = r.ts + 1_000
+    rows = [{"kind": 0, "market": 0, "owner": 1, "side": Side.BUY, "order_type": OrderType.LIMIT,
+             "tif": TimeInForce.GTD, "price": 90_000, "qty": 2, "expire_ts": t + 5 * MIN}]
+    r.do(C.Records(data=_records(rows)))
+    rows = [{"kind": 0, "market": 0, "owner": 2, "side": Side.SELL, "order_type": OrderType.LIMIT,
+             "tif": TimeInForce.GTC, "price": 200_000, "qty": 3},
+            {"kind": 4, "expire_ts": t + 10 * MIN},
+            {"kind": 0, "market": 0, "owner": 3, "side": Side.BUY, "order_type": OrderType.LIMIT,
+             "tif": TimeInForce.IOC, "price": 200_000, "qty": 2},
+            {"kind": 4, "expire_ts": t},  # earlier than now: rejected, the clock stays
+            {"kind": 0, "market": 0, "owner": 4, "side": Side.BUY, "order_type": OrderType.MARKET,
+             "tif": TimeInForce.IOC, "qty": 1}]
+    out = r.do(C.Records(data=_records(rows)))
+    ev = out.events
+    assert (ev["reason"] == 6).any() and (ev["kind"] == EventKind.FILL).sum() >= 2  # expiry + trades
+    # Struct commands on resting orders.
+    for acc in range(5):
+        for o in r.ex.open_orders(acc)[:2]:
+            if o["status"] == "resting":
+                r.do(C.AmendOrder(account=acc, order_id=o["order_id"], qty=str(max(1, int(o["qty"]) - 1))))
+    r.do(C.CancelAll(account=5))
+    r.place(6, "B0-Q", "buy", "5", order_type="market", price="200000")
+    r.place(7, "B1-Q", "sell", "5", "1")
+    return r
+
+
+def _dump(path) -> dict:
+    conn = sqlite3.connect(path)
+    out = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+           for t in ("fills", "orders", "candles_1m", "markets", "meta", "gaps")}
+    conn.close()
+    return out
+
+
+def test_column_wise_conversion_matches_the_event_loop(tmp_path, monkeypatch):
+    """The numpy conversion (the hot path) writes exactly what the plain
+    per-event loop writes, however the commands are grouped."""
+    import lxdex.node.history as H
+
+    r = _flow_run()
+    dumps = {}
+    for name, vec, step in (("loop", False, 1), ("vec_big", True, len(r.pairs)), ("vec_small", True, 1),
+                            ("vec_mixed", True, 17)):
+        monkeypatch.setattr(H, "VECTORIZED", vec)
+        d = tmp_path / name
+        store = _open((None, d), r.ex)
+        for i in range(0, len(r.pairs), step):
+            store(r.pairs[i : i + step])
+            if name == "vec_small" and i % 3 == 0:
+                store.flush()  # many small transactions: orders cross transaction boundaries
+        store.flush()
+        store.close()
+        dumps[name] = _dump(d / "history.sqlite3")
+    assert len(dumps["loop"]["fills"]) > 1_000 and len(dumps["loop"]["orders"]) > 3_000
+    statuses = {row[16] for row in dumps["loop"]["orders"]}
+    assert statuses == {"new", "partially_filled", "filled", "cancelled", "expired"}
+    for name in ("vec_big", "vec_small", "vec_mixed"):
+        for table, rows in dumps["loop"].items():
+            assert dumps[name][table] == rows, (name, table)
+
+
+def test_flow_matches_the_exchange(tmp_path):
+    r = _flow_run()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        for i in range(0, len(r.pairs), 9):
+            store(r.pairs[i : i + 9])
+        store.flush()
+        for account in range(60):
+            got = store.fills(account, limit=100)
+            want = r.ex.recent_fills(account)
+            assert [(f["ts"], f["order_id"], f["side"], f["maker"], Decimal(f["price"]), Decimal(f["qty"]),
+                     Decimal(f["fee"])) for f in got][-len(want):] == [
+                (w["ts"], w["order_id"], w["side"], w["maker"], w["price"], w["qty"], w["fee"]) for w in want]
+            orders = {o["order_id"]: o for o in store.orders(account, limit=5000)}
+            for o in r.ex.open_orders(account):
+                h = orders[o["order_id"]]
+                assert h["status"] in ("new", "partially_filled")
+                assert Decimal(h["remaining_qty"]) == o["qty"] and Decimal(h["price"]) == o["price"]
+            open_ids = {o["order_id"] for o in r.ex.open_orders(account)}
+            for h in orders.values():
+                if h["order_id"] not in open_ids:
+                    assert h["status"] in ("filled", "cancelled", "expired") and h["remaining_qty"] == "0", h
+        for m in ("B0-Q", "B1-Q", "B2-Q"):
+            for iv in ("1m", "5m", "1h"):
+                got = store.candles(m, iv, limit=1000)
+                assert [{k: (Decimal(v) if isinstance(v, str) else v) for k, v in c.items()} for c in got] == \
+                    r.ex.candles(m, iv, limit=1000), (m, iv)
+    finally:
+        store.close()

@@ -39,15 +39,16 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .. import commands as C
-from ..enums import COMMAND_DTYPE, CommandKind, EventKind, Flags, OrderType, Reason, Side, Stp, TimeInForce
+from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, OrderType, Reason, Side, Stp, TimeInForce
 
 log = logging.getLogger("lxdex.node.history")
 
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "history.sqlite3"
 
-#: Commands (pairs) per writer transaction at most; a Records command counts as one.
-GROUP_MAX = 20_000
+#: A writer transaction takes queued batches until it has about this many
+#: commands + events (a Records command weighs as its events).
+GROUP_MAX = 100_000
 MAX_LIMIT = 5_000
 
 MINUTE = 60_000
@@ -71,6 +72,16 @@ _STP_NAMES = {int(t): t.name.lower() for t in Stp}
 _MARKET_TYPES = {int(OrderType.MARKET), int(OrderType.STOP_MARKET), int(OrderType.TAKE_PROFIT_MARKET),
                  int(OrderType.TRAILING_STOP)}
 _ADVANCE_TIME = int(CommandKind.ADVANCE_TIME)
+_STATUS_NAMES = {1: "partially_filled", 2: "filled", 3: "cancelled", 4: "expired"}
+#: Status by code (0: unchanged, 5: new) and reason name by Reason value (255: none), for numpy indexing.
+_STATUS_OF = np.array([None, "partially_filled", "filled", "cancelled", "expired", "new"], dtype=object)
+_REASON_OF = np.array([_REASON_NAMES.get(i, str(i)) if i != 255 else None for i in range(256)], dtype=object)
+#: What the history keeps of an order's submit parameters.
+_PARAMS_DTYPE = np.dtype([("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("trigger_price", "<i8"),
+                          ("display_qty", "<i8"), ("expire_ts", "<u8")])
+#: Records batches are converted column-wise in numpy (False: through the
+#: per-event loop, which struct commands use; the tests compare the two).
+VECTORIZED = True
 
 # Order state, as the writer keeps it for the orders a group creates (one row to insert).
 (O_ID, O_ACCOUNT, O_MARKET, O_SIDE, O_TYPE, O_TIF, O_STP, O_FLAGS, O_PRICE, O_TRIGGER, O_DISPLAY, O_EXPIRE, O_QTY,
@@ -320,13 +331,14 @@ class HistoryStore:
         self._markets: dict[int, _Market] = {}
         self._fee_mode: dict[int, str] = {}
         self._symbols: dict[str, int] = {}
+        # The same per market id, as arrays for the column-wise conversion.
+        self._flat = np.zeros(0, bool)
+        self._registered = np.zeros(0, bool)
+        self._tick_units = self._taker_bps = self._maker_bps = np.zeros(0, np.int64)
         for r in self._conn.execute(self._b.sql(
                 "SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, maker_bps, "
                 "taker_bps, fee_mode FROM markets")).fetchall():
-            m = _market_from_row(r)
-            self._markets[m.id] = m
-            self._symbols[m.symbol] = m.id
-            self._fee_mode[m.id] = r[10]
+            self._remember_market(_market_from_row(r), r[10])
         # Queue bookkeeping (the listener runs on the sequencer thread, the writer on its own).
         self._fed_seq = self.last_seq       # highest seq queued (sequencer thread only)
         self._queued = 0                    # commands queued (sequencer thread)
@@ -391,7 +403,10 @@ class HistoryStore:
             return
         self._fed_seq = pairs[-1][1].seq
         self._queued += len(pairs)
-        self._q.put(pairs)
+        weight = len(pairs)
+        for _, out in pairs:
+            weight += len(out.events)
+        self._q.put((pairs, weight))
 
     @property
     def lag(self) -> int:
@@ -450,9 +465,9 @@ class HistoryStore:
             item = q.get()
             if item is None:
                 break
-            items = [item]
-            n = len(item)
-            while n < GROUP_MAX:
+            items = [item[0]]
+            n, weight = len(item[0]), item[1]
+            while weight < GROUP_MAX:
                 try:
                     item = q.get_nowait()
                 except queue.Empty:
@@ -460,8 +475,9 @@ class HistoryStore:
                 if item is None:
                     stop = True
                     break
-                items.append(item)
-                n += len(item)
+                items.append(item[0])
+                n += len(item[0])
+                weight += item[1]
             try:
                 t0 = time.perf_counter()
                 group = self._convert(items)
@@ -522,22 +538,21 @@ class HistoryStore:
             if g.fee_modes:
                 cur.executemany(sql("UPDATE markets SET fee_mode = ? WHERE id = ?"),
                                 [(mode, mid) for mid, mode in g.fee_modes.items()])
-            if g.fills:
-                b.insert_many(cur, "fills", _FILL_COLUMNS, g.fills)
-            if g.new_orders:
-                b.insert_many(cur, "orders", _ORDER_COLUMNS, list(g.new_orders.values()))
-            if g.deltas:
+            if g.fill_rows:
+                b.insert_many(cur, "fills", _FILL_COLUMNS, g.fill_rows)
+            if g.order_rows:
+                b.insert_many(cur, "orders", _ORDER_COLUMNS, g.order_rows)
+            if g.delta_rows:
+                # A NULL leaves the column; qty = filled before this group + (filled in it until the
+                # last amend + the amend's new remaining).
                 cur.executemany(sql(
                     "UPDATE orders SET filled_qty = filled_qty + ?, filled_quote = filled_quote + ?, "
                     "remaining = COALESCE(CAST(? AS BIGINT), remaining), status = COALESCE(CAST(? AS TEXT), status), "
                     "reason = COALESCE(CAST(? AS TEXT), reason), price = COALESCE(CAST(? AS BIGINT), price), "
-                    "qty = CASE WHEN CAST(? AS BIGINT) IS NULL THEN qty ELSE filled_qty + CAST(? AS BIGINT) END, "
+                    "qty = COALESCE(filled_qty + CAST(? AS BIGINT), qty), "
                     "triggered_ts = COALESCE(CAST(? AS BIGINT), triggered_ts), updated_ts = ?, updated_seq = ? "
-                    "WHERE order_id = ?"),
-                    [(d[D_FILLED], d[D_QUOTE], d[D_REMAINING], d[D_STATUS], d[D_REASON], d[D_PRICE],
-                      d[D_QTY_FROM_FILLED], d[D_QTY_FROM_FILLED], d[D_TRIGGERED_TS], d[D_UPDATED_TS],
-                      d[D_UPDATED_SEQ], oid) for oid, d in g.deltas.items()])
-            if g.candles:
+                    "WHERE order_id = ?"), g.delta_rows)
+            if g.candle_rows:
                 hi, lo = b.greatest, b.least
                 cur.executemany(sql(
                     f"INSERT INTO candles_1m ({', '.join(_CANDLE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -546,7 +561,7 @@ class HistoryStore:
                     f"volume = candles_1m.volume + excluded.volume, "
                     f"quote_volume = candles_1m.quote_volume + excluded.quote_volume, "
                     f"trades = candles_1m.trades + excluded.trades"),
-                    [(m, s, *c) for (m, s), c in g.candles.items()])
+                    g.candle_rows)
             if g.gaps:
                 cur.executemany(sql("INSERT INTO gaps (first_seq, last_seq, detected_at) VALUES (?, ?, ?)"),
                                 [(a, z, int(time.time() * 1000)) for a, z in g.gaps])
@@ -562,23 +577,34 @@ class HistoryStore:
             raise
         st = self._stats
         st["groups"] += 1
-        st["fills"] += len(g.fills)
-        st["orders"] += len(g.new_orders)
+        st["fills"] += len(g.fill_rows)
+        st["orders"] += len(g.order_rows)
         for mid in g.new_market_ids:
             m = self._markets[mid]
             self._qmarkets[mid] = m
             self._qsymbols[m.symbol] = mid
 
     # -- events to rows (writer thread) ----------------------------------------------------------------------
+    def _remember_market(self, m: _Market, mode: str) -> None:
+        mid = m.id
+        self._markets[mid] = m
+        self._symbols[m.symbol] = mid
+        self._fee_mode[mid] = mode
+        if mid >= len(self._flat):
+            self._grow_market_arrays(mid + 1)
+        self._registered[mid] = True
+        self._flat[mid] = mode == "flat"
+        self._tick_units[mid], self._taker_bps[mid], self._maker_bps[mid] = m.tick_units, m.taker_bps, m.maker_bps
+
     def _market(self, mid: int, g: "_Group", seen_added: bool = False) -> _Market:
+        """The market's facts; the first time, from the exchange (its fees are
+        known only if the store saw it being added: no tiers were set unseen)."""
         m = self._markets.get(mid)
         if m is None:
             info = self._exchange_markets(mid)
             m = _market_from_info(info)
             mode = "flat" if seen_added else "unknown"
-            self._markets[mid] = m
-            self._symbols[m.symbol] = mid
-            self._fee_mode[mid] = mode
+            self._remember_market(m, mode)
             g.markets.append((mid, m.symbol, info.base.symbol, m.quote, info.base.decimals, m.quote_decimals,
                               str(m.tick_size), str(m.lot_size), m.maker_bps, m.taker_bps, mode))
             g.new_market_ids.append(mid)
@@ -587,6 +613,7 @@ class HistoryStore:
     def _convert(self, items: list[list]) -> "_Group":
         g = _Group()
         now = self._now
+        vec = VECTORIZED
         for pairs in items:
             for cmd, out in pairs:
                 seq = out.seq
@@ -596,67 +623,299 @@ class HistoryStore:
                 if cmd.ts > now:
                     now = cmd.ts
                 if len(out.clock_events):
-                    self._events(g, out.clock_events, now, seq, cmd, None)
+                    self._struct_events(g, out.clock_events, now, seq, None, vec)
                 if out.error is not None:
                     continue
                 tp = type(cmd)
                 if tp is C.Records:
                     ev = out.events
                     if len(ev):
-                        now = self._records(g, cmd, ev, now, seq)
+                        now = self._records(g, cmd, ev, now, seq, vec)
                 elif len(out.events):
-                    self._events(g, out.events, now, seq, cmd, None)
+                    self._struct_events(g, out.events, now, seq, cmd, vec)
                 elif tp is C.AddMarket:
                     self._market(out.value["market_id"], g, seen_added=True)
                 elif tp is C.SetFeeTiers:
                     mid = self._symbols.get(cmd.market)
                     if mid is not None:
-                        mode = "tiered" if cmd.tiers else "flat"
-                        self._fee_mode[mid] = mode
-                        g.fee_modes[mid] = mode
+                        self._set_fee_mode(g, mid, "tiered" if cmd.tiers else "flat")
+        if vec:
+            self._finish_columns(g)
+        else:
+            self._finish_loop(g)
         self._now = now
         g.last_seq = self._processed_seq
         g.now = now
         g.next_fill_id = self._next_fill_id
         return g
 
+    def _set_fee_mode(self, g: "_Group", mid: int, mode: str) -> None:
+        self._fee_mode[mid] = mode
+        g.fee_modes[mid] = mode
+        self._flat[mid] = mode == "flat"
+
     def _gap(self, g: "_Group", first: int, last: int) -> None:
         log.warning("history: commands %d..%d were never fed to the store; their fills and orders are missing, "
                     "and fees are not computed from here on until a market's fee tiers are set again", first, last)
         g.gaps.append((first, last))
-        for mid in self._fee_mode:  # fee tiers may have been set in the gap
+        for mid in list(self._fee_mode):  # fee tiers may have been set in the gap
             if self._fee_mode[mid] != "unknown":
-                self._fee_mode[mid] = "unknown"
-                g.fee_modes[mid] = "unknown"
+                self._set_fee_mode(g, mid, "unknown")
 
-    def _records(self, g: "_Group", cmd: C.Records, ev: np.ndarray, now: int, seq: int) -> int:
+    def _struct_events(self, g: "_Group", events: list, ts: int, seq: int, cmd, vec: bool) -> None:
+        """Events of a struct command (lxdex._core.Event objects)."""
+        if not vec:
+            self._events(g, events, ts, seq, cmd, None)
+            return
+        rows, params = [], []
+        for e in events:
+            kind = e.kind
+            if kind == _DEPTH or kind == _REJECTED:
+                continue
+            t = e.astuple()
+            rows.append((kind, t[1], t[2], t[3], 0, e.market, *t[4:]))
+            if kind == _ACCEPTED:
+                params.append(_place_params(cmd, self._market(e.market, g), t[3]))
+        if rows:
+            ev = np.array(rows, dtype=EVENT_DTYPE)
+            self._add_chunk(g, ev, ts, seq, np.array(params, dtype=_PARAMS_DTYPE) if params else None)
+
+    def _records(self, g: "_Group", cmd: C.Records, ev: np.ndarray, now: int, seq: int, vec: bool) -> int:
         """A Records batch: the events (EVENT_DTYPE) name their row in `cmd_index`."""
-        kinds = ev["kind"]
-        keep = ev[(kinds != _DEPTH) & (kinds != _REJECTED)]
-        if not len(keep):
-            return now
         rows = np.frombuffer(cmd.data, COMMAND_DTYPE)
-        k = keep["kind"]
-        acc_idx = keep["cmd_index"][k == _ACCEPTED]
-        params = {}
-        if len(acc_idx):
-            sub = rows[acc_idx]
-            params = dict(zip(acc_idx.tolist(), zip(
-                sub["tif"].tolist(), sub["stp"].tolist(), sub["flags"].tolist(), sub["trigger_price"].tolist(),
-                sub["display_qty"].tolist(), sub["expire_ts"].tolist())))
+        kinds = ev["kind"]
         ts_of_row = None
         adv = rows["kind"] == _ADVANCE_TIME
         if adv.any():
             # Rows that moved the clock (ADVANCE_TIME, not rejected): later rows' events happen then.
             ok = adv.copy()
-            rejected = ev["cmd_index"][kinds == _REJECTED]
-            ok[rejected] = False
+            ok[ev["cmd_index"][kinds == _REJECTED]] = False
             t = np.where(ok, rows["expire_ts"].astype(np.int64), 0)
             t[0] = max(int(t[0]), now)
             ts_of_row = np.maximum.accumulate(t)
             now = int(ts_of_row[-1])
-        self._events(g, keep.tolist(), now, seq, None, params, ts_of_row)
+        keep = ev[(kinds != _DEPTH) & (kinds != _REJECTED)]
+        if not len(keep):
+            return now
+        acc_idx = keep["cmd_index"][keep["kind"] == _ACCEPTED]
+        if vec:
+            params = rows[acc_idx][list(_PARAMS_DTYPE.names)].astype(_PARAMS_DTYPE) if len(acc_idx) else None
+            self._add_chunk(g, keep, now if ts_of_row is None else ts_of_row[keep["cmd_index"]], seq, params)
+        else:
+            sub = rows[acc_idx]
+            params = dict(zip(acc_idx.tolist(), zip(
+                sub["tif"].tolist(), sub["stp"].tolist(), sub["flags"].tolist(), sub["trigger_price"].tolist(),
+                sub["display_qty"].tolist(), sub["expire_ts"].tolist())))
+            self._events(g, keep.tolist(), now, seq, None, params, ts_of_row)
         return now
+
+    def _add_chunk(self, g: "_Group", ev: np.ndarray, ts, seq: int, params: np.ndarray | None) -> None:
+        """Queues one command's events for `_finish_columns`; registers the
+        markets they name, and notes which fills' fees are knowable now
+        (fee tiers may change later in the group)."""
+        mk = ev["market"]
+        top = int(mk.max())
+        if top >= len(self._flat):
+            self._grow_market_arrays(top + 1)
+        if not self._registered[mk].all():
+            for mid in np.unique(mk).tolist():
+                if not self._registered[mid]:
+                    self._market(mid, g)
+        fm = ev["kind"] == _FILL
+        g.evs.append(ev)
+        g.ts.append(ts)
+        g.lens.append(len(ev))
+        g.seqs.append(seq)
+        g.known.append(self._flat[mk[fm]])
+        if params is not None:
+            g.params.append(params)
+
+    def _grow_market_arrays(self, n: int) -> None:
+        n = max(n, 2 * len(self._flat), 16)
+        for name, dt in (("_flat", bool), ("_registered", bool), ("_tick_units", np.int64), ("_taker_bps", np.int64),
+                         ("_maker_bps", np.int64)):
+            old = getattr(self, name)
+            new = np.zeros(n, dt)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def _finish_columns(self, g: "_Group") -> None:
+        """The group's rows from its events, column-wise (numpy): the same rows
+        as `_finish_loop` (tests check that), at a fraction of the cost."""
+        if not g.evs:
+            return
+        E = np.concatenate(g.evs) if len(g.evs) > 1 else g.evs[0]
+        lens = np.array(g.lens)
+        S = np.repeat(np.array(g.seqs, np.int64), lens)
+        if all(isinstance(t, int) for t in g.ts):
+            T = np.repeat(np.array(g.ts, np.int64), lens)
+        else:
+            T = np.concatenate([np.full(n, t, np.int64) if isinstance(t, int) else t.astype(np.int64)
+                                for t, n in zip(g.ts, g.lens)])
+        kind = E["kind"]
+        self._fill_rows(g, E, kind, S, T)
+        self._order_rows(g, E, kind, S, T)
+
+    def _fill_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
+        fm = kind == _FILL
+        F = E[fm]
+        nf = len(F)
+        if not nf:
+            return
+        price, qty = F["price"], F["qty"]
+        mkt = F["market"].astype(np.int64)
+        known = np.concatenate(g.known)
+        pq = price * qty
+        notional = pq * self._tick_units[mkt]  # quote units: fits i64 (the core settles it as i64)
+        if known.any() and int(np.abs(notional).max()) <= (2**63 - 1) // 10_000:
+            def fee(bps):
+                return np.where(bps >= 0, -((-notional * bps) // 10_000), -((notional * -bps) // 10_000))
+
+            tfee, mfee = fee(self._taker_bps[mkt]), fee(self._maker_bps[mkt])
+            if known.all():
+                tfee, mfee = tfee.tolist(), mfee.tolist()
+            else:
+                tfee, mfee = tfee.astype(object), mfee.astype(object)
+                tfee[~known] = None
+                mfee[~known] = None
+                tfee, mfee = tfee.tolist(), mfee.tolist()
+        else:  # nothing knowable, or products too large for int64: Python integers
+            nl, kl = notional.tolist(), known.tolist()
+            tfee = [_fee(n, b) if k else None for n, b, k in zip(nl, self._taker_bps[mkt].tolist(), kl)]
+            mfee = [_fee(n, b) if k else None for n, b, k in zip(nl, self._maker_bps[mkt].tolist(), kl)]
+        fid = self._next_fill_id
+        ts = T[fm]
+        g.fill_rows = list(zip(range(fid, fid + nf), S[fm].tolist(), ts.tolist(), mkt.tolist(),
+                               F["order_id"].tolist(), F["owner"].tolist(), F["other_id"].tolist(),
+                               F["other_owner"].tolist(), F["side"].tolist(), price.tolist(), qty.tolist(), tfee, mfee))
+        self._next_fill_id = fid + nf
+        # 1m candles per (market, minute), trades in event order.
+        minute = ts - ts % MINUTE
+        key = mkt * (1 << 44) + minute // MINUTE  # minutes since 1970 fit 44 bits until year 35,000
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        ends = np.r_[starts[1:], nf] - 1
+        p_s, q_s, pq_s = price[order], qty[order], pq[order]
+        g.candle_rows = list(zip(
+            mkt[order][starts].tolist(), minute[order][starts].tolist(), p_s[starts].tolist(),
+            np.maximum.reduceat(p_s, starts).tolist(), np.minimum.reduceat(p_s, starts).tolist(),
+            p_s[ends].tolist(), np.add.reduceat(q_s, starts).tolist(), np.add.reduceat(pq_s, starts).tolist(),
+            (ends - starts + 1).tolist()))
+
+    def _order_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
+        """New orders (ACCEPTED in this group) as whole rows; changes to older
+        orders as deltas. Per order, over its events in order: fills add up,
+        the last event gives `remaining` (an AMENDED one: its new quantity; a
+        TRIGGERED one: its quantity), the last FILL or final CANCELLED gives
+        the status, the last AMENDED the price and `qty` (filled so far + the
+        new remaining)."""
+        touch = (kind == _FILL) | (kind == _CANCELLED) | (kind == _AMENDED) | (kind == _TRIGGERED)
+        idx = np.flatnonzero(touch)
+        e = E[idx]
+        k = e["kind"]
+        fi = np.flatnonzero(k == _FILL)
+        isfill = k == _FILL
+        # One touch per order an event changes: its order_id, and for a FILL the maker (other_id) too.
+        oid = np.concatenate([e["order_id"], e["other_id"][fi]])
+        pos = np.concatenate([idx * 2, idx[fi] * 2 + 1])
+        tk = np.concatenate([k, np.full(len(fi), _FILL, np.uint8)])
+        rem = np.concatenate([np.where((k == _AMENDED) | (k == _TRIGGERED), e["qty"], e["remaining"]),
+                              e["other_remaining"][fi]])
+        pq_e = e["price"] * e["qty"]
+        filled = np.concatenate([np.where(isfill, e["qty"], 0), e["qty"][fi]])
+        quote = np.concatenate([np.where(isfill, pq_e, 0), pq_e[fi]])
+        reason = np.concatenate([e["reason"], np.zeros(len(fi), np.uint8)])
+        price = np.concatenate([e["price"], np.zeros(len(fi), np.int64)])
+        tts = np.concatenate([T[idx], T[idx][fi]])
+        tseq = np.concatenate([S[idx], S[idx][fi]])
+        # Status codes: 1 partially filled, 2 filled, 3 cancelled, 4 expired, 0 unchanged.
+        code = np.zeros(len(oid), np.int8)
+        tfill = tk == _FILL
+        code[tfill] = np.where(rem[tfill] == 0, 2, 1)
+        tcan = (tk == _CANCELLED) & (rem == 0)
+        code[tcan] = np.where(reason[tcan] == _EXPIRED, 4, 3)
+        order = np.lexsort((pos, oid))
+        oid, tk, rem, filled, quote, reason, price, code, tts, tseq = (
+            a[order] for a in (oid, tk, rem, filled, quote, reason, price, code, tts, tseq))
+        n = len(oid)
+        if n:
+            starts = np.flatnonzero(np.r_[True, oid[1:] != oid[:-1]])
+            ends = np.r_[starts[1:], n] - 1
+            at = np.arange(n)
+            u_oid = oid[starts]
+            sum_f = np.add.reduceat(filled, starts)
+            sum_q = np.add.reduceat(quote, starts)
+            last_rem = rem[ends]
+            u_ts, u_seq = tts[ends], tseq[ends]
+            st = np.maximum.reduceat(np.where(code != 0, at, -1), starts)
+            u_code = np.where(st >= 0, code[st], 0)
+            u_reason = np.where(u_code >= 3, reason[st], 255)
+            am = np.maximum.reduceat(np.where(tk == _AMENDED, at, -1), starts)
+            cum = np.cumsum(filled)
+            filled_at = cum - np.repeat(np.r_[0, cum[starts[1:] - 1]], ends - starts + 1)  # within the group
+            u_price = np.where(am >= 0, price[am], -1)
+            u_qty_from = np.where(am >= 0, filled_at[am] + rem[am], -1)
+            tr = np.maximum.reduceat(np.where(tk == _TRIGGERED, tts, -1), starts)
+        else:
+            u_oid = np.zeros(0, np.uint64)
+        # New orders: their ACCEPTED row joined with their touches.
+        am_ = kind == _ACCEPTED
+        A = E[am_]
+        na = len(A)
+        if na:
+            P = np.concatenate(g.params) if len(g.params) > 1 else g.params[0]
+            a_id = A["order_id"]
+            j = np.minimum(np.searchsorted(u_oid, a_id), max(len(u_oid) - 1, 0))
+            hit = (u_oid[j] == a_id) if len(u_oid) else np.zeros(na, bool)
+            c_ts, c_seq = T[am_], S[am_]
+            if len(u_oid):
+                r_filled = np.where(hit, sum_f[j], 0)
+                r_quote = np.where(hit, sum_q[j], 0)
+                r_rem = np.where(hit, last_rem[j], A["qty"])
+                r_code = np.where(hit, u_code[j], 0)
+                r_reason = np.where(hit, u_reason[j], 255)
+                amended = hit & (u_price[j] >= 0)
+                r_price = np.where(amended, u_price[j], A["price"])
+                r_qty = np.where(amended, u_qty_from[j], A["qty"])
+                r_uts = np.where(hit, u_ts[j], c_ts)
+                r_useq = np.where(hit, u_seq[j], c_seq)
+                r_trig = np.where(hit, tr[j], -1)
+            else:
+                r_filled = r_quote = np.zeros(na, np.int64)
+                r_rem, r_qty, r_price = A["qty"], A["qty"], A["price"]
+                r_code = np.zeros(na, np.int8)
+                r_reason = np.full(na, 255)
+                r_uts, r_useq, r_trig = c_ts, c_seq, np.full(na, -1)
+            g.order_rows = list(zip(
+                a_id.tolist(), A["owner"].tolist(), A["market"].tolist(), A["side"].tolist(),
+                A["order_type"].tolist(), P["tif"].tolist(), P["stp"].tolist(), P["flags"].tolist(),
+                r_price.tolist(), P["trigger_price"].tolist(), P["display_qty"].tolist(), P["expire_ts"].tolist(),
+                r_qty.tolist(), r_filled.tolist(), r_quote.tolist(), r_rem.tolist(),
+                _STATUS_OF[np.where(r_code == 0, 5, r_code)].tolist(), _REASON_OF[r_reason].tolist(),
+                c_ts.tolist(), r_uts.tolist(), c_seq.tolist(), r_useq.tolist(), _none_if_negative(r_trig)))
+            is_new = np.zeros(len(u_oid), bool)
+            if len(u_oid):
+                is_new[j[hit]] = True
+        else:
+            is_new = np.zeros(len(u_oid), bool)
+        # Older orders: one delta each.
+        old = ~is_new
+        if old.any():
+            g.delta_rows = list(zip(
+                sum_f[old].tolist(), sum_q[old].tolist(), last_rem[old].tolist(),
+                _STATUS_OF[u_code[old]].tolist(), _REASON_OF[u_reason[old]].tolist(),
+                _none_if_negative(u_price[old]), _none_if_negative(u_qty_from[old]),
+                _none_if_negative(tr[old]), u_ts[old].tolist(), u_seq[old].tolist(), u_oid[old].tolist()))
+
+    def _finish_loop(self, g: "_Group") -> None:
+        """The rows from the per-event loop's dicts (the reference path)."""
+        g.fill_rows = g.fills
+        g.order_rows = [tuple(o) for o in g.new_orders.values()]
+        g.delta_rows = [(d[D_FILLED], d[D_QUOTE], d[D_REMAINING], d[D_STATUS], d[D_REASON], d[D_PRICE],
+                         d[D_QTY_FROM_FILLED], d[D_TRIGGERED_TS], d[D_UPDATED_TS], d[D_UPDATED_SEQ], oid)
+                        for oid, d in sorted(g.deltas.items())]
+        g.candle_rows = [(m, s, *c) for (m, s), c in sorted(g.candles.items())]
 
     def _events(self, g: "_Group", events, ts: int, seq: int, cmd, params, ts_of_row=None) -> None:
         """Applies events (core Event objects, or EVENT_DTYPE row tuples when
@@ -873,15 +1132,18 @@ class HistoryStore:
         cond = "".join(f" AND {w}" for w in where)
         cols = "id, seq, ts, market, taker_order, taker_account, maker_order, maker_account, taker_side, price, qty, " \
                "taker_fee, maker_fee"
-        sql = (f"SELECT * FROM (SELECT {cols}, 0 AS role FROM fills WHERE taker_account = ?{cond} "
-               f"ORDER BY id {order} LIMIT ?) AS t UNION ALL "
-               f"SELECT * FROM (SELECT {cols}, 1 AS role FROM fills WHERE maker_account = ?{cond} "
-               f"ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, role {order} LIMIT ?")
+        # Two index scans (as taker, as maker); a self-trade is in both: buyer first, as the core lists it.
+        sql = (f"SELECT * FROM (SELECT {cols}, 0 AS role, taker_side AS vside FROM fills "
+               f"WHERE taker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS t UNION ALL "
+               f"SELECT * FROM (SELECT {cols}, 1 AS role, 1 - taker_side AS vside FROM fills "
+               f"WHERE maker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, vside {order} "
+               f"LIMIT ?")
         rows = self._query(sql, [account, *params, limit, account, *params, limit, limit])
         if not forward:
             rows.reverse()
         out = []
-        for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role) in rows:
+        for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role,
+             _vside) in rows:
             m = self._qmarket(mid)
             maker = role == 1
             fee = m_fee if maker else t_fee
@@ -1043,17 +1305,40 @@ def _place_params(cmd, m: _Market, otype: int) -> tuple[int, int, int, int, int,
     return tif, stp, flags, trigger, display, cmd.expire_ts
 
 
-class _Group:
-    """The rows of one writer transaction."""
+def _none_if_negative(a: np.ndarray) -> list:
+    """The values as Python ints, None where negative (absent)."""
+    out = a.tolist()
+    if (a < 0).any():
+        out = [None if v < 0 else v for v in out]
+    return out
 
-    __slots__ = ("fills", "new_orders", "deltas", "candles", "markets", "new_market_ids", "fee_modes", "gaps",
-                 "last_seq", "now", "next_fill_id")
+
+class _Group:
+    """One writer transaction: what it was made from, and its rows."""
+
+    __slots__ = ("evs", "ts", "lens", "seqs", "known", "params", "fills", "new_orders", "deltas", "candles",
+                 "fill_rows", "order_rows", "delta_rows", "candle_rows", "markets", "new_market_ids", "fee_modes",
+                 "gaps", "last_seq", "now", "next_fill_id")
 
     def __init__(self) -> None:
+        # Column-wise path: each command's kept events, ts (an int or one per event), seq, which fills'
+        # fees are knowable, and the ACCEPTED orders' submit parameters.
+        self.evs: list[np.ndarray] = []
+        self.ts: list = []
+        self.lens: list[int] = []
+        self.seqs: list[int] = []
+        self.known: list[np.ndarray] = []
+        self.params: list[np.ndarray] = []
+        # Per-event loop (reference) path: its running state.
         self.fills: list[tuple] = []
         self.new_orders: dict[int, list] = {}
         self.deltas: dict[int, list] = {}
         self.candles: dict[tuple[int, int], list] = {}
+        # The rows written.
+        self.fill_rows: list[tuple] = []
+        self.order_rows: list[tuple] = []
+        self.delta_rows: list[tuple] = []
+        self.candle_rows: list[tuple] = []
         self.markets: list[tuple] = []
         self.new_market_ids: list[int] = []
         self.fee_modes: dict[int, str] = {}
