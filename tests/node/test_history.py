@@ -121,7 +121,6 @@ def scenario() -> tuple[Run, dict]:
     # A Records batch: a deposit, two submits that trade, a rejected row, a cancel.
     btc = r.ex.market("BTC-USD")
     base = r.ex._assets["BTC"].id
-    next_id = r.ex.core.order_hold  # noqa: F841  (ids below come from the ACCEPTED events)
     data = _records([
         {"kind": 8, "owner": 3, "order_id": base, "qty": 10**8},  # deposit 1 BTC to account 3
         {"kind": 0, "market": btc.id, "owner": 3, "side": Side.SELL, "order_type": OrderType.LIMIT,
@@ -530,18 +529,15 @@ def _dump(path) -> dict:
     return out
 
 
-def test_column_wise_conversion_matches_the_event_loop(tmp_path, monkeypatch):
+def test_column_wise_conversion_matches_the_event_loop(tmp_path):
     """The numpy conversion (the hot path) writes exactly what the plain
     per-event loop writes, however the commands are grouped."""
-    import lxdex.node.history as H
-
     r = _flow_run()
     dumps = {}
     for name, vec, step in (("loop", False, 1), ("vec_big", True, len(r.pairs)), ("vec_small", True, 1),
                             ("vec_mixed", True, 17)):
-        monkeypatch.setattr(H, "VECTORIZED", vec)
         d = tmp_path / name
-        store = _open((None, d), r.ex)
+        store = HistoryStore.open(None, d, lambda i: r.ex._market_by_id[i], vectorized=vec)
         for i in range(0, len(r.pairs), step):
             store(r.pairs[i : i + step])
             if name == "vec_small" and i % 3 == 0:
@@ -586,3 +582,45 @@ def test_flow_matches_the_exchange(tmp_path):
                     r.ex.candles(m, iv, limit=1000), (m, iv)
     finally:
         store.close()
+
+
+def test_a_dead_writer_is_reported_and_nothing_blocks(tmp_path):
+    r, _ = scenario()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        half = len(r.pairs) // 2
+        store(r.pairs[:half])
+        store.flush()
+        store._proc.kill()  # the writer process dies (OOM killer, a bug)
+        store._proc.wait()
+        deadline = time.monotonic() + 10
+        while store.failed is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "history writer exited" in str(store.failed)
+        t0 = time.perf_counter()
+        store(r.pairs[half:])  # dropped, at once: the journal has them for the next start
+        assert time.perf_counter() - t0 < 0.1
+        assert store.stats()["dropped"] == len(r.pairs) - half
+        assert store.last_seq == r.pairs[half - 1][1].seq
+    finally:
+        store.close()
+    # The next start catches up from last_seq.
+    store = _open((None, tmp_path), r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        assert store.last_seq == r.ex.last_seq
+    finally:
+        store.close()
+
+
+def test_one_writer_per_postgresql_database(pg_server):
+    ex = Exchange()
+    url = pg_server.create_db()
+    first = HistoryStore.open(url, None, lambda i: ex._market_by_id[i])
+    try:
+        with pytest.raises(RuntimeError, match="being written by another lxdex"):
+            HistoryStore.open(url, None, lambda i: ex._market_by_id[i])
+    finally:
+        first.close()
+    HistoryStore.open(url, None, lambda i: ex._market_by_id[i]).close()  # the lock went with the first

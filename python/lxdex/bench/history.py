@@ -22,7 +22,6 @@ earlier batches (price-time priority), every fill closes a maker, and about
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time

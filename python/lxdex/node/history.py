@@ -1,19 +1,24 @@
 """The node's history store: fills, orders and 1-minute candles in SQL.
 
 ```
-sequencer thread                      writer thread                       callers (HTTP API)
-  store(pairs)  --queue (no I/O)-->    convert events to rows,  --SQL-->   fills() orders() order()
-  skips seq <= fed seq                  one transaction per group          candles(): own connection
-                                        of batches, last_seq in it           per thread
+ node process                                                     writer process (nice 10)
+  sequencer thread       sender thread                              converts events to rows in numpy,
+  store(pairs) --queue--> plain tuples, numpy arrays --pipe-->        writes a group of batches per
+  (skips seq <= fed;       (pickled, framed)                          transaction with last_seq in it,
+   no I/O, no conversion)                          <--pipe-- reports  reports each commit
+  callers (HTTP API): fills() orders() order() candles(), each thread with its own DB connection
 ```
 
 The store is a listener of the node (`node.listeners`): the sequencer hands
 it each batch's `(command, Outcome)` pairs after applying them; it only
 drops the pairs it already has (by sequence number) and queues the rest. A
-writer thread turns events into rows and writes a group of batches in one
-transaction, together with the highest command sequence number it covers
-(`last_seq`): after a crash the node re-feeds the outcomes of its journal
-replay, and everything after `last_seq` is written again, exactly once.
+sender thread turns them into plain data and pipes them to a writer
+*process*, so that neither the database's I/O nor the conversion's Python
+work holds the sequencer's GIL. The writer turns events into rows and
+writes a group of batches in one transaction, together with the highest
+command sequence number it covers (`last_seq`): after a crash the node
+re-feeds the outcomes of its journal replay, and everything after `last_seq`
+is written again, exactly once.
 
 Backends: SQLite (stdlib; the default, `DATA_DIR/history.sqlite3`, WAL,
 synchronous=NORMAL) or PostgreSQL (psycopg 3) for a `postgresql://` URL.
@@ -25,9 +30,16 @@ return decimal strings. docs/history.md has the schema and the rules.
 from __future__ import annotations
 
 import calendar
+import json
 import logging
+import os
+import pickle
 import queue
+import select
 import sqlite3
+import struct
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -49,6 +61,12 @@ DEFAULT_FILE = "history.sqlite3"
 #: A writer transaction takes queued batches until it has about this many
 #: commands + events (a Records command weighs as its events).
 GROUP_MAX = 100_000
+#: ... and the store sends it messages of about this many commands + events.
+SEND_MAX = 2_048
+#: How long the writer waits for more input before writing a small group.
+LINGER_S = 0.005
+#: The writer process's nice value (lower CPU priority than the node).
+WRITER_NICE = 10
 MAX_LIMIT = 5_000
 
 MINUTE = 60_000
@@ -72,16 +90,12 @@ _STP_NAMES = {int(t): t.name.lower() for t in Stp}
 _MARKET_TYPES = {int(OrderType.MARKET), int(OrderType.STOP_MARKET), int(OrderType.TAKE_PROFIT_MARKET),
                  int(OrderType.TRAILING_STOP)}
 _ADVANCE_TIME = int(CommandKind.ADVANCE_TIME)
-_STATUS_NAMES = {1: "partially_filled", 2: "filled", 3: "cancelled", 4: "expired"}
 #: Status by code (0: unchanged, 5: new) and reason name by Reason value (255: none), for numpy indexing.
 _STATUS_OF = np.array([None, "partially_filled", "filled", "cancelled", "expired", "new"], dtype=object)
 _REASON_OF = np.array([_REASON_NAMES.get(i, str(i)) if i != 255 else None for i in range(256)], dtype=object)
 #: What the history keeps of an order's submit parameters.
 _PARAMS_DTYPE = np.dtype([("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("trigger_price", "<i8"),
                           ("display_qty", "<i8"), ("expire_ts", "<u8")])
-#: Records batches are converted column-wise in numpy (False: through the
-#: per-event loop, which struct commands use; the tests compare the two).
-VECTORIZED = True
 
 # Order state, as the writer keeps it for the orders a group creates (one row to insert).
 (O_ID, O_ACCOUNT, O_MARKET, O_SIDE, O_TYPE, O_TIF, O_STP, O_FLAGS, O_PRICE, O_TRIGGER, O_DISPLAY, O_EXPIRE, O_QTY,
@@ -165,6 +179,10 @@ class _Backend:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def config(self) -> dict:
+        """What `_backend_from_config` rebuilds it from (in the writer process)."""
+        raise NotImplementedError
+
 
 class _SQLite(_Backend):
     name = "sqlite"
@@ -182,6 +200,9 @@ class _SQLite(_Backend):
                 raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+            # Checkpoint every ~40 MB of WAL rather than 4 MB: the account indexes take inserts at
+            # random places, and a page changed by many transactions is then copied back once.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
         return conn
 
     def begin(self, conn) -> None:
@@ -197,6 +218,9 @@ class _SQLite(_Backend):
 
     def describe(self) -> str:
         return f"sqlite:///{self.path}"
+
+    def config(self) -> dict:
+        return {"kind": "sqlite", "path": str(self.path)}
 
 
 class _Postgres(_Backend):
@@ -253,8 +277,37 @@ class _Postgres(_Backend):
         except Exception:
             return "postgresql://..."
 
+    def config(self) -> dict:
+        return {"kind": "postgresql", "url": self.url}
 
-def _backend_for(url: str | None, data_dir: Path) -> _Backend:
+
+def _backend_from_config(cfg: dict) -> _Backend:
+    return _SQLite(Path(cfg["path"])) if cfg["kind"] == "sqlite" else _Postgres(cfg["url"])
+
+
+def _init_schema(c, b: _Backend) -> None:
+    """Creates the tables if missing; refuses another schema version."""
+    b.begin(c)
+    try:
+        for stmt in _schema(b.big):
+            c.execute(stmt)
+        rows = c.execute("SELECT version FROM schema_version").fetchall()
+        if not rows:
+            c.execute(b.sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
+        elif rows[0][0] != SCHEMA_VERSION:
+            raise RuntimeError(f"history database {b.describe()} has schema version {rows[0][0]}; "
+                               f"this lxdex writes version {SCHEMA_VERSION}")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+
+
+def _backend_for(url: str | None, data_dir: Path | None) -> _Backend:
+    if url is not None and url.startswith(("postgresql://", "postgres://")):
+        return _Postgres(url)
+    if data_dir is None:
+        raise ValueError("data_dir: SQLite history needs the node's data directory")
     if url is None or url in ("", "sqlite://", "sqlite:///"):
         return _SQLite(Path(data_dir) / DEFAULT_FILE)
     if url.startswith("sqlite:///"):
@@ -284,12 +337,6 @@ class _Market:
     tick_units: int  # quote units per tick per lot
 
 
-def _market_from_info(info) -> _Market:
-    tick_units = info.tick_size * info.lot_size / info.quote.unit
-    return _Market(info.id, info.symbol, info.quote.symbol, info.quote.decimals, info.tick_size, info.lot_size,
-                   info.maker_bps, info.taker_bps, int(tick_units))
-
-
 def _market_from_row(r) -> _Market:
     mid, symbol, _base, quote, _bd, qd, tick, lot, maker, taker = r[:10]
     tick, lot = Decimal(tick), Decimal(lot)
@@ -312,85 +359,90 @@ def _dec(n: int, step: Decimal) -> str:
 
 
 class HistoryStore:
-    """Fills, orders and candles of the exchange, written off the sequencer thread.
+    """Fills, orders and candles of the exchange, written by a separate
+    process so that the sequencer never waits for it (not for I/O, and not
+    for the GIL either).
 
     Use `HistoryStore.open(url, data_dir, exchange_markets)`; add the store
     to `node.listeners`. `exchange_markets(market_id)` returns the exchange's
-    `MarketInfo` (the store calls it the first time it sees a market)."""
+    `MarketInfo` (called the first time a market shows up)."""
 
-    def __init__(self, backend: _Backend, exchange_markets: Callable[[int], Any]) -> None:
+    def __init__(self, backend: _Backend, exchange_markets: Callable[[int], Any], *, vectorized: bool = True,
+                 start_timeout: float = 60.0) -> None:
         self._b = backend
         self._exchange_markets = exchange_markets
-        self._conn = backend.connect(writer=True)
-        self._init_schema()
-        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        #: Highest command seq durably written.
+        conn = backend.connect(writer=True)
+        try:
+            _init_schema(conn, backend)
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            known = [r[0] for r in conn.execute("SELECT id FROM markets").fetchall()]
+        finally:
+            conn.close()
+        #: Highest command seq durably written (updated as the writer commits).
         self.last_seq: int = int(meta.get("last_seq", 0))
-        self._now = int(meta.get("now", 0))
-        self._next_fill_id = int(meta.get("next_fill_id", 1))
-        self._markets: dict[int, _Market] = {}
-        self._fee_mode: dict[int, str] = {}
-        self._symbols: dict[str, int] = {}
-        # The same per market id, as arrays for the column-wise conversion.
-        self._flat = np.zeros(0, bool)
-        self._registered = np.zeros(0, bool)
-        self._tick_units = self._taker_bps = self._maker_bps = np.zeros(0, np.int64)
-        for r in self._conn.execute(self._b.sql(
-                "SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, maker_bps, "
-                "taker_bps, fee_mode FROM markets")).fetchall():
-            self._remember_market(_market_from_row(r), r[10])
-        # Queue bookkeeping (the listener runs on the sequencer thread, the writer on its own).
-        self._fed_seq = self.last_seq       # highest seq queued (sequencer thread only)
-        self._queued = 0                    # commands queued (sequencer thread)
-        self._written = 0                   # commands written (writer thread)
-        self._processed_seq = self.last_seq  # highest seq converted (writer thread)
+        self._fed_seq = self.last_seq  # highest seq queued (sequencer thread)
+        self._queued = 0               # commands queued (sequencer thread)
+        self._written = 0              # commands the writer reports written
+        self._sent_markets: set[int] = set(known)  # sender thread
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._failed: BaseException | None = None
         self._dropped = 0
         self._closed = False
+        self._stats: dict = {"groups": 0, "fills": 0, "orders": 0, "write_s": 0.0, "convert_s": 0.0}
         self._local = threading.local()
         self._query_conns: list = []
         self._query_lock = threading.Lock()
-        self._qmarkets: dict[int, _Market] = dict(self._markets)
-        self._qsymbols: dict[str, int] = dict(self._symbols)
-        self._stats = {"groups": 0, "fills": 0, "orders": 0, "write_s": 0.0, "convert_s": 0.0}
-        self._thread = threading.Thread(target=self._run, name="lxdex-history", daemon=True)
-        self._thread.start()
-        log.info("history store %s: last seq %d", backend.describe(), self.last_seq)
+        self._qmarkets: dict[int, _Market] = {}
+        self._qsymbols: dict[str, int] = {}
+        # The writer process: commands in on one pipe, reports out on another.
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        import lxdex
+
+        env = dict(os.environ)
+        root = str(Path(lxdex.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cfg = json.dumps({"backend": backend.config(), "vectorized": vectorized, "in": to_r, "out": from_w})
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "from lxdex.node.history import _writer_main; _writer_main()", cfg],
+                pass_fds=(to_r, from_w), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(to_r)
+            os.close(from_w)
+        self._out = os.fdopen(to_w, "wb", buffering=1 << 20)
+        self._in = os.fdopen(from_r, "rb", buffering=0)
+        first = _read_message(self._in, start_timeout)
+        if first is None or first[0] != "ready":
+            self._proc.kill()
+            self._proc.wait()
+            self._out.close()
+            self._in.close()
+            why = first[1] if first is not None and len(first) > 1 else "it exited"
+            raise RuntimeError(f"history writer for {backend.describe()} did not start: {why}")
+        self._sender = threading.Thread(target=self._send_loop, name="lxdex-history-send", daemon=True)
+        self._receiver = threading.Thread(target=self._receive_loop, name="lxdex-history-recv", daemon=True)
+        self._sender.start()
+        self._receiver.start()
+        log.info("history store %s: last seq %d (writer pid %d)", backend.describe(), self.last_seq, self._proc.pid)
 
     @classmethod
-    def open(cls, url: str | None, data_dir: Path, exchange_markets: Callable[[int], Any]) -> "HistoryStore":
+    def open(cls, url: str | None, data_dir: Path, exchange_markets: Callable[[int], Any], *,
+             vectorized: bool = True) -> "HistoryStore":
         """A store on `url`: None (or `sqlite:///PATH`, relative to
         `data_dir`) for SQLite, `postgresql://...` for PostgreSQL. Creates the
-        schema if missing; refuses a database of another schema version."""
-        data_dir = Path(data_dir)
-        backend = _backend_for(url, data_dir)
+        schema if missing; refuses a database of another schema version.
+        (`vectorized=False` converts through the plain per-event loop: tests.)"""
+        backend = _backend_for(url, Path(data_dir) if data_dir is not None else None)
         if isinstance(backend, _SQLite):
             backend.path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(backend, exchange_markets)
-
-    def _init_schema(self) -> None:
-        c, b = self._conn, self._b
-        b.begin(c)
-        try:
-            for stmt in _schema(b.big):
-                c.execute(stmt)
-            rows = c.execute("SELECT version FROM schema_version").fetchall()
-            if not rows:
-                c.execute(b.sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
-            elif rows[0][0] != SCHEMA_VERSION:
-                raise RuntimeError(f"history database {b.describe()} has schema version {rows[0][0]}; "
-                                   f"this lxdex writes version {SCHEMA_VERSION}")
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+        return cls(backend, exchange_markets, vectorized=vectorized)
 
     # -- the listener (sequencer thread) ----------------------------------------------------------------------
     def __call__(self, pairs: list) -> None:
         """Queues the pairs this store does not have yet (seq > last fed).
-        Never blocks on I/O."""
+        Never blocks: no I/O, no conversion (the sender thread does that)."""
         if not pairs:
             return
         hi = self._fed_seq
@@ -398,15 +450,12 @@ class HistoryStore:
             pairs = [p for p in pairs if p[1].seq > hi]
             if not pairs:
                 return
-        if self._failed is not None:
+        if self._failed is not None or self._closed:
             self._dropped += len(pairs)
             return
         self._fed_seq = pairs[-1][1].seq
         self._queued += len(pairs)
-        weight = len(pairs)
-        for _, out in pairs:
-            weight += len(out.events)
-        self._q.put((pairs, weight))
+        self._q.put(pairs)
 
     @property
     def lag(self) -> int:
@@ -420,7 +469,7 @@ class HistoryStore:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Waits until everything queued so far is written (TimeoutError if
-        not within `timeout` seconds; the writer's error if it failed)."""
+        not within `timeout` seconds; RuntimeError if the writer failed)."""
         target = self._queued
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -429,17 +478,27 @@ class HistoryStore:
                 if left <= 0:
                     raise TimeoutError(f"history: {target - self._written} commands still queued after {timeout} s")
                 self._cond.wait(left)
-        if self._failed is not None:
-            raise RuntimeError(f"history writer failed: {self._failed!r}") from self._failed
+        if self._failed is not None and self._written < target:
+            raise RuntimeError(f"history writer failed: {self._failed}") from self._failed
 
-    def close(self) -> None:
-        """Writes what is queued, stops the writer, closes every connection."""
+    def close(self, timeout: float = 60.0) -> None:
+        """Writes what is queued, stops the writer (killed after `timeout`
+        seconds: what it had not written is re-fed from the journal at the
+        next start), closes every connection."""
         if self._closed:
             return
         self._closed = True
         self._q.put(None)
-        self._thread.join()
-        for conn in [self._conn, *self._query_conns]:
+        self._sender.join(timeout)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("history writer did not finish within %.0f s; killing it (pid %d)", timeout, self._proc.pid)
+            self._proc.kill()
+            self._proc.wait()
+        self._receiver.join(timeout)
+        self._in.close()
+        for conn in self._query_conns:
             try:
                 conn.close()
             except Exception:  # pragma: no cover
@@ -455,46 +514,423 @@ class HistoryStore:
     def stats(self) -> dict:
         """Writer counters: groups (transactions), fills and orders written, seconds spent."""
         return dict(self._stats, last_seq=self.last_seq, lag=self.lag, dropped=self._dropped,
-                    failed=repr(self._failed) if self._failed else None)
+                    failed=str(self._failed) if self._failed else None)
 
-    # -- the writer thread -----------------------------------------------------------------------------------
-    def _run(self) -> None:
-        q = self._q
+    # -- to and from the writer process ---------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        """Takes what the listener queued, turns it into plain tuples (numpy
+        arrays and bytes as they are) and pipes it to the writer."""
+        q, out = self._q, self._out
         stop = False
-        while not stop:
-            item = q.get()
-            if item is None:
-                break
-            items = [item[0]]
-            n, weight = len(item[0]), item[1]
-            while weight < GROUP_MAX:
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                items.append(item[0])
-                n += len(item[0])
-                weight += item[1]
+        try:
+            while not stop:
+                batches = [q.get()]
+                while True:
+                    try:
+                        batches.append(q.get_nowait())
+                    except queue.Empty:
+                        break
+                items: list = []
+                weight = 0
+                for pairs in batches:
+                    if pairs is None:
+                        stop = True
+                        break
+                    for pair in pairs:
+                        it = self._wire(pair, out)
+                        items.append(it)
+                        weight += 1 if len(it) == 2 else 1 + len(it[5])
+                        if weight >= SEND_MAX:  # messages stay small: the writer groups them as it likes
+                            _write_message(out, ("batch", len(items), items))
+                            items, weight = [], 0
+                        elif len(items) % 64 == 0:
+                            # Let the sequencer have the GIL: it must never wait for this thread long.
+                            time.sleep(0)
+                if items:
+                    _write_message(out, ("batch", len(items), items))
+                out.flush()
+            _write_message(out, ("close",))
+            out.flush()
+        except Exception as e:  # the writer is gone (its failure is reported by the receiver)
+            if not isinstance(e, (BrokenPipeError, OSError)):
+                log.exception("history sender failed")
+                self._fail(e)
+        finally:
             try:
-                t0 = time.perf_counter()
-                group = self._convert(items)
-                t1 = time.perf_counter()
-                self._write_with_retry(group)
-                self._stats["convert_s"] += t1 - t0
-                self._stats["write_s"] += time.perf_counter() - t1
-            except BaseException as e:
-                log.exception("history writer stopped: %s", e)
-                with self._cond:
-                    self._failed = e
-                    self._cond.notify_all()
+                out.close()
+            except OSError:
+                pass
+
+    def _wire(self, pair: tuple, out) -> tuple:
+        """One command as the writer needs it: `(seq, ts)` when it changes
+        no history, else `(seq, ts, rejected, tag, payload, events, clock
+        events)` with events as EVENT_DTYPE tuples (struct commands) or the
+        EVENT_DTYPE array (Records)."""
+        cmd, o = pair
+        seq, ts = o.seq, cmd.ts
+        clock = _tuples(o.clock_events) if len(o.clock_events) else ()
+        err = o.error is not None
+        tp = type(cmd)
+        ev = o.events
+        if err:
+            return (seq, ts, True, 0, None, (), clock) if clock else (seq, ts)
+        if tp is C.Records:
+            if not len(ev):
+                return (seq, ts, False, 0, None, (), clock) if clock else (seq, ts)
+            k = ev["kind"]
+            mk = ev["market"][(k == _FILL) | (k == _ACCEPTED)]
+            if len(mk):
+                self._need_markets(np.unique(mk).tolist(), out)
+            return (seq, ts, False, 1, cmd.data, ev, clock)
+        tuples = _tuples(ev) if len(ev) else ()
+        if tuples:
+            self._need_markets({t[5] for t in tuples if t[0] == _FILL or t[0] == _ACCEPTED}, out)
+        if tp is C.PlaceOrder:
+            return (seq, ts, False, 2, (cmd.tif, cmd.stp, cmd.post_only, cmd.display_qty, cmd.trigger_price,
+                                        cmd.expire_ts), tuples, clock)
+        if tp is C.AddMarket:
+            mid = o.value["market_id"]
+            self._need_markets([mid], out)
+            return (seq, ts, False, 3, mid, (), clock)
+        if tp is C.SetFeeTiers:
+            return (seq, ts, False, 4, (cmd.market, bool(cmd.tiers)), (), clock)
+        if tuples or clock:
+            return (seq, ts, False, 0, None, tuples, clock)
+        return (seq, ts)
+
+    def _need_markets(self, mids: Iterable[int], out) -> None:
+        for mid in mids:
+            if mid not in self._sent_markets:
+                info = self._exchange_markets(mid)
+                _write_message(out, ("market", (info.id, info.symbol, info.base.symbol, info.base.decimals,
+                                                info.quote.symbol, info.quote.decimals, str(info.tick_size),
+                                                str(info.lot_size), info.maker_bps, info.taker_bps)))
+                self._sent_markets.add(mid)
+
+    def _receive_loop(self) -> None:
+        while True:
+            try:
+                msg = _read_message(self._in)
+            except (OSError, ValueError):
+                msg = None
+            if msg is None:
+                if not self._closed or self._written < self._queued:
+                    self._fail(RuntimeError(f"history writer exited (code {self._proc.poll()})"))
                 return
-            with self._cond:
-                self.last_seq = group.last_seq
-                self._written += n
-                self._cond.notify_all()
+            if msg[0] == "written":
+                _, last_seq, written, stats = msg
+                with self._cond:
+                    self.last_seq = last_seq
+                    self._written = written
+                    self._stats = stats
+                    self._cond.notify_all()
+            elif msg[0] == "failed":
+                self._fail(RuntimeError(msg[1]))
+            elif msg[0] == "closed":
+                return
+
+    def _fail(self, e: BaseException) -> None:
+        with self._cond:
+            if self._failed is None:
+                self._failed = e
+                log.error("history writer failed: %s (later commands are not written; they are re-fed from the "
+                          "journal at the next start)", e)
+            self._cond.notify_all()
+
+    # -- queries (caller's thread, own connection) ------------------------------------------------------------
+    def _qconn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("history store is closed")
+            conn = self._b.connect(writer=False)
+            self._local.conn = conn
+            with self._query_lock:
+                self._query_conns.append(conn)
+        return conn
+
+    def _query(self, sql: str, params: Iterable) -> list:
+        conn = self._qconn()
+        if self._b.name == "sqlite":
+            return conn.execute(sql, tuple(params)).fetchall()
+        with conn.cursor() as cur:
+            cur.execute(self._b.sql(sql), tuple(params))
+            return cur.fetchall()
+
+    def _qmarket(self, mid: int) -> _Market:
+        m = self._qmarkets.get(mid)
+        if m is None:
+            self._refresh_markets()
+            m = self._qmarkets[mid]
+        return m
+
+    def _refresh_markets(self) -> None:
+        for r in self._query("SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, "
+                             "maker_bps, taker_bps FROM markets", ()):
+            m = _market_from_row(r)
+            self._qmarkets[m.id] = m
+            self._qsymbols[m.symbol] = m.id
+
+    def _market_id(self, symbol: str) -> int:
+        if not isinstance(symbol, str):
+            raise ValueError(f"market: {symbol!r} is not a market symbol")
+        mid = self._qsymbols.get(symbol)
+        if mid is None:
+            self._refresh_markets()
+            mid = self._qsymbols.get(symbol)
+            if mid is None:
+                raise ValueError(f"market: no market {symbol!r} in the history")
+        return mid
+
+    @staticmethod
+    def _check(account: int | None, start_ts, end_ts, from_id, limit) -> None:
+        for name, v in (("account", account), ("start_ts", start_ts), ("end_ts", end_ts), ("from_id", from_id)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ValueError(f"{name}: {v!r} is not a non-negative integer")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit: {limit!r} is not an integer in 1..{MAX_LIMIT}")
+        if start_ts is not None and end_ts is not None and start_ts > end_ts:
+            raise ValueError(f"start_ts: {start_ts} is after end_ts {end_ts}")
+
+    def fills(self, account: int, market: str | None = None, start_ts: int | None = None,
+              end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
+        """The account's fills, oldest first: from `from_id` (a fill id) or
+        `start_ts` onward, else the most recent `limit`. A self-trade (the
+        account on both sides) is two entries with the same id. `fee` is in
+        the market's quote asset (negative: a rebate), None where the store
+        cannot know it (docs/history.md)."""
+        self._check(account, start_ts, end_ts, from_id, limit)
+        where, params = [], []
+        if market is not None:
+            where.append("market = ?")
+            params.append(self._market_id(market))
+        if start_ts is not None:
+            where.append("ts >= ?")
+            params.append(start_ts)
+        if end_ts is not None:
+            where.append("ts <= ?")
+            params.append(end_ts)
+        if from_id is not None:
+            where.append("id >= ?")
+            params.append(from_id)
+        forward = from_id is not None or start_ts is not None
+        order = "ASC" if forward else "DESC"
+        cond = "".join(f" AND {w}" for w in where)
+        cols = "id, seq, ts, market, taker_order, taker_account, maker_order, maker_account, taker_side, price, qty, " \
+               "taker_fee, maker_fee"
+        # Two index scans (as taker, as maker); a self-trade is in both: buyer first, as the core lists it.
+        sql = (f"SELECT * FROM (SELECT {cols}, 0 AS role, taker_side AS vside FROM fills "
+               f"WHERE taker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS t UNION ALL "
+               f"SELECT * FROM (SELECT {cols}, 1 AS role, 1 - taker_side AS vside FROM fills "
+               f"WHERE maker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, vside {order} "
+               f"LIMIT ?")
+        rows = self._query(sql, [account, *params, limit, account, *params, limit, limit])
+        if not forward:
+            rows.reverse()
+        out = []
+        for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role,
+             _vside) in rows:
+            m = self._qmarket(mid)
+            maker = role == 1
+            fee = m_fee if maker else t_fee
+            side = t_side ^ 1 if maker else t_side
+            out.append({
+                "id": fid, "seq": seq, "ts": ts, "market": m.symbol,
+                "order_id": m_order if maker else t_order, "other_order_id": t_order if maker else m_order,
+                "side": _SIDE_NAMES[side], "maker": maker, "taker_side": _SIDE_NAMES[t_side],
+                "price": _dec(price, m.tick_size), "qty": _dec(qty, m.lot_size),
+                "quote_qty": _dec(price * qty, m.tick_size * m.lot_size),
+                "fee": None if fee is None else f"{Decimal(fee).scaleb(-m.quote_decimals):f}",
+                "fee_asset": m.quote,
+            })
+        return out
+
+    def _order_dict(self, r) -> dict:
+        (oid, account, mid, side, otype, tif, stp, flags, price, trigger, display, expire, qty, filled, fquote,
+         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts) = r
+        m = self._qmarket(mid)
+        fquote = int(fquote)
+        avg = None
+        if filled:
+            # Exact at the tick's precision when it can be; else 6 more digits (the sum is in quote_qty).
+            q = (Decimal(fquote) * m.tick_size / Decimal(filled)).quantize(m.tick_size.scaleb(-6)).normalize()
+            if q.as_tuple().exponent > m.tick_size.as_tuple().exponent:
+                q = q.quantize(m.tick_size)
+            avg = f"{q:f}"
+        d = {
+            "order_id": oid, "account": account, "market": m.symbol, "side": _SIDE_NAMES[side],
+            "type": _TYPE_NAMES.get(otype, str(otype)), "tif": _TIF_NAMES.get(tif, str(tif)),
+            "stp": _STP_NAMES.get(stp, str(stp)), "post_only": bool(flags & Flags.POST_ONLY),
+            "price": _dec(price, m.tick_size) if price else None,
+            "qty": _dec(qty, m.lot_size), "filled_qty": _dec(filled, m.lot_size),
+            "remaining_qty": _dec(remaining, m.lot_size),
+            "quote_qty": _dec(fquote, m.tick_size * m.lot_size), "avg_price": avg,
+            "status": status, "reason": reason,
+            "created_ts": created_ts, "updated_ts": updated_ts, "created_seq": created_seq,
+            "updated_seq": updated_seq,
+        }
+        if otype in (OrderType.TRAILING_STOP,) and flags & Flags.TRAIL_BPS:
+            d["trail_bps"] = trigger
+        elif trigger:
+            d["trigger_price"] = _dec(trigger, m.tick_size)
+        if triggered_ts is not None:
+            d["triggered_ts"] = triggered_ts
+        if display:
+            d["display_qty"] = _dec(display, m.lot_size)
+        if expire:
+            d["expire_ts"] = expire
+        return d
+
+    def orders(self, account: int, market: str | None = None, start_ts: int | None = None,
+               end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
+        """The account's orders (open and closed), by id: from `from_id` (an
+        order id) or `start_ts` (creation time) onward, else the most recent
+        `limit`."""
+        self._check(account, start_ts, end_ts, from_id, limit)
+        where, params = ["account = ?"], [account]
+        if market is not None:
+            where.append("market = ?")
+            params.append(self._market_id(market))
+        if start_ts is not None:
+            where.append("created_ts >= ?")
+            params.append(start_ts)
+        if end_ts is not None:
+            where.append("created_ts <= ?")
+            params.append(end_ts)
+        if from_id is not None:
+            where.append("order_id >= ?")
+            params.append(from_id)
+        forward = from_id is not None or start_ts is not None
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
+                           f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
+        if not forward:
+            rows.reverse()
+        return [self._order_dict(r) for r in rows]
+
+    def order(self, order_id: int) -> dict | None:
+        """One order by id, or None if the history has no such order."""
+        if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 0:
+            raise ValueError(f"order_id: {order_id!r} is not a non-negative integer")
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = ?", [order_id])
+        return self._order_dict(rows[0]) if rows else None
+
+    def candles(self, market: str, interval: str = "1m", start_ts: int | None = None, end_ts: int | None = None,
+                limit: int = 500) -> list[dict]:
+        """OHLCV candles of `market` (start in ms, oldest first; only
+        intervals with trades), aggregated from the 1m candles: from
+        `start_ts` onward (candles starting at or after it), else the most
+        recent `limit`; `end_ts` bounds the candles' start."""
+        self._check(None, start_ts, end_ts, None, limit)
+        if interval not in INTERVALS:
+            raise ValueError(f"interval: {interval!r} is not one of {', '.join(INTERVALS)}")
+        mid = self._market_id(market)
+        m = self._qmarket(mid)
+        forward = start_ts is not None
+        order = "ASC" if forward else "DESC"
+        lo = 0 if start_ts is None else start_ts
+        hi = None if end_ts is None else _next_start(interval, end_ts)
+        cond = " AND start >= ?" + ("" if hi is None else " AND start < ?")
+        params: list = [mid, lo] + ([] if hi is None else [hi])
+        if interval == "1m":
+            rows = self._query(f"SELECT start, open, high, low, close, volume, quote_volume, trades FROM candles_1m "
+                               f"WHERE market = ?{cond} ORDER BY start {order} LIMIT ?", [*params, limit])
+        else:
+            bucket = self._bucket_sql(interval)
+            sql = (f"WITH g AS (SELECT {bucket} AS bucket, MIN(start) AS first, MAX(start) AS last, "
+                   f"MAX(high) AS high, MIN(low) AS low, SUM(volume) AS volume, SUM(quote_volume) AS qv, "
+                   f"SUM(trades) AS trades FROM candles_1m WHERE market = ?{cond} GROUP BY {bucket}) "
+                   f"SELECT g.bucket, o.open, g.high, g.low, c.close, g.volume, g.qv, g.trades FROM g "
+                   f"JOIN candles_1m o ON o.market = ? AND o.start = g.first "
+                   f"JOIN candles_1m c ON c.market = ? AND c.start = g.last "
+                   f"WHERE g.bucket >= ? ORDER BY g.bucket {order} LIMIT ?")
+            rows = self._query(sql, [*params, mid, mid, lo, limit])
+        if not forward:
+            rows.reverse()
+        tick, lot = m.tick_size, m.lot_size
+        qv = tick * lot
+        return [{"start": int(s), "open": _dec(o, tick), "high": _dec(h, tick), "low": _dec(lw, tick),
+                 "close": _dec(c, tick), "volume": _dec(int(v), lot), "quote_volume": _dec(int(q), qv),
+                 "trades": int(n)} for s, o, h, lw, c, v, q, n in rows]
+
+    def _bucket_sql(self, interval: str) -> str:
+        if interval == "1M":
+            return self._b.month_start("start")
+        if interval == "1w":
+            # Weeks start on Monday; 1970-01-01 was a Thursday (as the core: docs/exchange.md).
+            s = f"(start + {3 * DAY})"
+            return f"{self._b.greatest}({s} - {s} % {WEEK} - {3 * DAY}, 0)"
+        n = INTERVALS[interval]
+        return f"(start - start % {n})"
+
+
+
+
+class _Writer:
+    """The writer process: turns commands' events into rows and writes them,
+    a group of batches per transaction, with the last seq in it."""
+
+    def __init__(self, backend: _Backend, vectorized: bool, inp, out) -> None:
+        self._b = backend
+        self._vec = vectorized
+        self._inp = inp
+        self._out = out
+        self._conn = backend.connect(writer=True)
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        self.last_seq = int(meta.get("last_seq", 0))
+        self._now = int(meta.get("now", 0))
+        self._next_fill_id = int(meta.get("next_fill_id", 1))
+        self._processed_seq = self.last_seq
+        self._written = 0
+        self._infos: dict[int, tuple] = {}
+        self._markets: dict[int, _Market] = {}
+        self._fee_mode: dict[int, str] = {}
+        self._symbols: dict[str, int] = {}
+        # The same per market id, as arrays for the column-wise conversion.
+        self._flat = np.zeros(0, bool)
+        self._registered = np.zeros(0, bool)
+        self._tick_units = self._taker_bps = self._maker_bps = np.zeros(0, np.int64)
+        for r in self._conn.execute(
+                "SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, maker_bps, "
+                "taker_bps, fee_mode FROM markets").fetchall():
+            self._remember_market(_market_from_row(r), r[10])
+        self._stats = {"groups": 0, "fills": 0, "orders": 0, "write_s": 0.0, "convert_s": 0.0}
+
+    def run(self) -> None:
+        """Reads until "close" (or the end of the pipe: the node is gone),
+        writing as it goes; every commit is reported."""
+        pending: list = []  # "batch" messages read, not yet written
+        weight = 0
+        done = False
+        while not done or pending:
+            if not done:
+                # Block for input when there is nothing to write; with a small group, linger a
+                # moment for more (fewer, larger transactions rewrite fewer index pages per row).
+                wait = None if not pending else (LINGER_S if weight < GROUP_MAX // 4 else 0.0)
+                msgs = self._inp.available(wait)
+                for msg in msgs:
+                    if msg is None or msg[0] == "close":
+                        done = True
+                    elif msg[0] == "market":
+                        self._infos[msg[1][0]] = msg[1]
+                    elif msg[0] == "batch":
+                        pending.append(msg)
+                        weight += sum(1 if len(it) == 2 else 1 + len(it[5]) for it in msg[2])
+                if not done and msgs and weight < GROUP_MAX:
+                    continue  # more may be on its way: group it
+            if not pending:
+                continue
+            t0 = time.perf_counter()
+            g = self._convert([it for m in pending for it in m[2]])
+            t1 = time.perf_counter()
+            self._write_with_retry(g)
+            self._stats["convert_s"] += t1 - t0
+            self._stats["write_s"] += time.perf_counter() - t1
+            self.last_seq = g.last_seq
+            self._written += sum(m[1] for m in pending)
+            pending, weight = [], 0
+            _write_message(self._out, ("written", self.last_seq, self._written, self._stats))
+            self._out.flush()
+        self._conn.close()
 
     def _write_with_retry(self, g: "_Group") -> None:
         delay = 0.2
@@ -503,7 +939,7 @@ class HistoryStore:
                 self._write(g)
                 return
             except Exception as e:
-                if not self._b.transient(e) or self._closed:
+                if not self._b.transient(e):
                     raise
                 log.warning("history write failed (%s); retrying in %.1f s", e, delay)
                 time.sleep(delay)
@@ -579,10 +1015,6 @@ class HistoryStore:
         st["groups"] += 1
         st["fills"] += len(g.fill_rows)
         st["orders"] += len(g.order_rows)
-        for mid in g.new_market_ids:
-            m = self._markets[mid]
-            self._qmarkets[mid] = m
-            self._qsymbols[m.symbol] = mid
 
     # -- events to rows (writer thread) ----------------------------------------------------------------------
     def _remember_market(self, m: _Market, mode: str) -> None:
@@ -601,44 +1033,46 @@ class HistoryStore:
         known only if the store saw it being added: no tiers were set unseen)."""
         m = self._markets.get(mid)
         if m is None:
-            info = self._exchange_markets(mid)
-            m = _market_from_info(info)
+            info = self._infos.get(mid)
+            if info is None:
+                raise RuntimeError(f"market {mid}: its facts were never sent to the history writer")
+            _, symbol, base, base_dec, quote, quote_dec, tick, lot, maker, taker = info
+            row = (mid, symbol, base, quote, base_dec, quote_dec, tick, lot, maker, taker)
+            m = _market_from_row(row)
             mode = "flat" if seen_added else "unknown"
             self._remember_market(m, mode)
-            g.markets.append((mid, m.symbol, info.base.symbol, m.quote, info.base.decimals, m.quote_decimals,
-                              str(m.tick_size), str(m.lot_size), m.maker_bps, m.taker_bps, mode))
-            g.new_market_ids.append(mid)
+            g.markets.append((*row, mode))
         return m
 
-    def _convert(self, items: list[list]) -> "_Group":
+    def _convert(self, items: list) -> "_Group":
+        """Rows for `items` (`HistoryStore._wire` tuples, in seq order)."""
         g = _Group()
         now = self._now
-        vec = VECTORIZED
-        for pairs in items:
-            for cmd, out in pairs:
-                seq = out.seq
-                if seq > self._processed_seq + 1:
-                    self._gap(g, self._processed_seq + 1, seq - 1)
-                self._processed_seq = seq
-                if cmd.ts > now:
-                    now = cmd.ts
-                if len(out.clock_events):
-                    self._struct_events(g, out.clock_events, now, seq, None, vec)
-                if out.error is not None:
-                    continue
-                tp = type(cmd)
-                if tp is C.Records:
-                    ev = out.events
-                    if len(ev):
-                        now = self._records(g, cmd, ev, now, seq, vec)
-                elif len(out.events):
-                    self._struct_events(g, out.events, now, seq, cmd, vec)
-                elif tp is C.AddMarket:
-                    self._market(out.value["market_id"], g, seen_added=True)
-                elif tp is C.SetFeeTiers:
-                    mid = self._symbols.get(cmd.market)
-                    if mid is not None:
-                        self._set_fee_mode(g, mid, "tiered" if cmd.tiers else "flat")
+        vec = self._vec
+        for it in items:
+            seq = it[0]
+            if seq > self._processed_seq + 1:
+                self._gap(g, self._processed_seq + 1, seq - 1)
+            self._processed_seq = seq
+            if it[1] > now:
+                now = it[1]
+            if len(it) == 2:
+                continue
+            _, _, rejected, tag, payload, events, clock = it
+            if clock:
+                self._struct_events(g, clock, now, seq, None, vec)
+            if rejected:
+                continue
+            if tag == 1:
+                now = self._records(g, payload, events, now, seq, vec)
+            elif tag == 3:
+                self._market(payload, g, seen_added=True)
+            elif tag == 4:
+                mid = self._symbols.get(payload[0])
+                if mid is not None:
+                    self._set_fee_mode(g, mid, "tiered" if payload[1] else "flat")
+            elif events:
+                self._struct_events(g, events, now, seq, payload if tag == 2 else None, vec)
         if vec:
             self._finish_columns(g)
         else:
@@ -662,27 +1096,19 @@ class HistoryStore:
             if self._fee_mode[mid] != "unknown":
                 self._set_fee_mode(g, mid, "unknown")
 
-    def _struct_events(self, g: "_Group", events: list, ts: int, seq: int, cmd, vec: bool) -> None:
-        """Events of a struct command (lxdex._core.Event objects)."""
+    def _struct_events(self, g: "_Group", events: list, ts: int, seq: int, place, vec: bool) -> None:
+        """Events of a struct command (EVENT_DTYPE tuples); `place` is a
+        PlaceOrder's parameters."""
         if not vec:
-            self._events(g, events, ts, seq, cmd, None)
+            self._events(g, events, ts, seq, place, None)
             return
-        rows, params = [], []
-        for e in events:
-            kind = e.kind
-            if kind == _DEPTH or kind == _REJECTED:
-                continue
-            t = e.astuple()
-            rows.append((kind, t[1], t[2], t[3], 0, e.market, *t[4:]))
-            if kind == _ACCEPTED:
-                params.append(_place_params(cmd, self._market(e.market, g), t[3]))
-        if rows:
-            ev = np.array(rows, dtype=EVENT_DTYPE)
-            self._add_chunk(g, ev, ts, seq, np.array(params, dtype=_PARAMS_DTYPE) if params else None)
+        params = [_place_params(place, self._market(e[5], g), e[3]) for e in events if e[0] == _ACCEPTED]
+        self._add_chunk(g, np.array(events, dtype=EVENT_DTYPE), ts, seq,
+                        np.array(params, dtype=_PARAMS_DTYPE) if params else None)
 
-    def _records(self, g: "_Group", cmd: C.Records, ev: np.ndarray, now: int, seq: int, vec: bool) -> int:
+    def _records(self, g: "_Group", data: bytes, ev: np.ndarray, now: int, seq: int, vec: bool) -> int:
         """A Records batch: the events (EVENT_DTYPE) name their row in `cmd_index`."""
-        rows = np.frombuffer(cmd.data, COMMAND_DTYPE)
+        rows = np.frombuffer(data, COMMAND_DTYPE)
         kinds = ev["kind"]
         ts_of_row = None
         adv = rows["kind"] == _ADVANCE_TIME
@@ -917,26 +1343,18 @@ class HistoryStore:
                         for oid, d in sorted(g.deltas.items())]
         g.candle_rows = [(m, s, *c) for (m, s), c in sorted(g.candles.items())]
 
-    def _events(self, g: "_Group", events, ts: int, seq: int, cmd, params, ts_of_row=None) -> None:
-        """Applies events (core Event objects, or EVENT_DTYPE row tuples when
-        `params` is given) to the group's rows."""
+    def _events(self, g: "_Group", events, ts: int, seq: int, place, params, ts_of_row=None) -> None:
+        """The reference conversion: applies events (EVENT_DTYPE tuples) one
+        by one to the group's running state. ACCEPTED orders' parameters come
+        from `params` (Records: by row) or `place` (a PlaceOrder's)."""
         new_orders, deltas, fills, candles = g.new_orders, g.deltas, g.fills, g.candles
         markets, fee_mode = self._markets, self._fee_mode
         fill_id = self._next_fill_id
         market_of = self._market
         for e in events:
-            if params is None:
-                kind = e.kind
-                if kind == _DEPTH or kind == _REJECTED:
-                    continue
-                t = e.astuple()
-                _, reason, side, otype, oid, owner, other, other_owner, price, qty, rem, orem = t
-                market = e.market
-                cmd_index = 0
-            else:
-                kind, reason, side, otype, cmd_index, market, oid, owner, other, other_owner, price, qty, rem, orem = e
-                if ts_of_row is not None:
-                    ts = int(ts_of_row[cmd_index])
+            kind, reason, side, otype, cmd_index, market, oid, owner, other, other_owner, price, qty, rem, orem = e
+            if ts_of_row is not None:
+                ts = int(ts_of_row[cmd_index])
             if kind == _FILL:
                 m = markets.get(market) or market_of(market, g)
                 if fee_mode[market] == "flat":
@@ -986,7 +1404,7 @@ class HistoryStore:
             elif kind == _ACCEPTED:
                 if params is None:
                     m = markets.get(market) or market_of(market, g)
-                    tif, stp, flags, trigger, display, expire = _place_params(cmd, m, otype)
+                    tif, stp, flags, trigger, display, expire = _place_params(place, m, otype)
                 else:
                     tif, stp, flags, trigger, display, expire = params.get(cmd_index, (0, 0, 0, 0, 0, 0))
                     if market not in markets:
@@ -1051,231 +1469,6 @@ class HistoryStore:
                         d[D_UPDATED_SEQ] = seq
         self._next_fill_id = fill_id
 
-    # -- queries (caller's thread, own connection) ------------------------------------------------------------
-    def _qconn(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise RuntimeError("history store is closed")
-            conn = self._b.connect(writer=False)
-            self._local.conn = conn
-            with self._query_lock:
-                self._query_conns.append(conn)
-        return conn
-
-    def _query(self, sql: str, params: Iterable) -> list:
-        conn = self._qconn()
-        if self._b.name == "sqlite":
-            return conn.execute(sql, tuple(params)).fetchall()
-        with conn.cursor() as cur:
-            cur.execute(self._b.sql(sql), tuple(params))
-            return cur.fetchall()
-
-    def _qmarket(self, mid: int) -> _Market:
-        m = self._qmarkets.get(mid)
-        if m is None:
-            self._refresh_markets()
-            m = self._qmarkets[mid]
-        return m
-
-    def _refresh_markets(self) -> None:
-        for r in self._query("SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, "
-                             "maker_bps, taker_bps FROM markets", ()):
-            m = _market_from_row(r)
-            self._qmarkets[m.id] = m
-            self._qsymbols[m.symbol] = m.id
-
-    def _market_id(self, symbol: str) -> int:
-        if not isinstance(symbol, str):
-            raise ValueError(f"market: {symbol!r} is not a market symbol")
-        mid = self._qsymbols.get(symbol)
-        if mid is None:
-            self._refresh_markets()
-            mid = self._qsymbols.get(symbol)
-            if mid is None:
-                raise ValueError(f"market: no market {symbol!r} in the history")
-        return mid
-
-    @staticmethod
-    def _check(account: int | None, start_ts, end_ts, from_id, limit) -> None:
-        for name, v in (("account", account), ("start_ts", start_ts), ("end_ts", end_ts), ("from_id", from_id)):
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise ValueError(f"{name}: {v!r} is not a non-negative integer")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit: {limit!r} is not an integer in 1..{MAX_LIMIT}")
-        if start_ts is not None and end_ts is not None and start_ts > end_ts:
-            raise ValueError(f"start_ts: {start_ts} is after end_ts {end_ts}")
-
-    def fills(self, account: int, market: str | None = None, start_ts: int | None = None,
-              end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
-        """The account's fills, oldest first: from `from_id` (a fill id) or
-        `start_ts` onward, else the most recent `limit`. A self-trade (the
-        account on both sides) is two entries with the same id. `fee` is in
-        the market's quote asset (negative: a rebate), None where the store
-        cannot know it (docs/history.md)."""
-        self._check(account, start_ts, end_ts, from_id, limit)
-        where, params = [], []
-        if market is not None:
-            where.append("market = ?")
-            params.append(self._market_id(market))
-        if start_ts is not None:
-            where.append("ts >= ?")
-            params.append(start_ts)
-        if end_ts is not None:
-            where.append("ts <= ?")
-            params.append(end_ts)
-        if from_id is not None:
-            where.append("id >= ?")
-            params.append(from_id)
-        forward = from_id is not None or start_ts is not None
-        order = "ASC" if forward else "DESC"
-        cond = "".join(f" AND {w}" for w in where)
-        cols = "id, seq, ts, market, taker_order, taker_account, maker_order, maker_account, taker_side, price, qty, " \
-               "taker_fee, maker_fee"
-        # Two index scans (as taker, as maker); a self-trade is in both: buyer first, as the core lists it.
-        sql = (f"SELECT * FROM (SELECT {cols}, 0 AS role, taker_side AS vside FROM fills "
-               f"WHERE taker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS t UNION ALL "
-               f"SELECT * FROM (SELECT {cols}, 1 AS role, 1 - taker_side AS vside FROM fills "
-               f"WHERE maker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, vside {order} "
-               f"LIMIT ?")
-        rows = self._query(sql, [account, *params, limit, account, *params, limit, limit])
-        if not forward:
-            rows.reverse()
-        out = []
-        for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role,
-             _vside) in rows:
-            m = self._qmarket(mid)
-            maker = role == 1
-            fee = m_fee if maker else t_fee
-            side = t_side ^ 1 if maker else t_side
-            out.append({
-                "id": fid, "seq": seq, "ts": ts, "market": m.symbol,
-                "order_id": m_order if maker else t_order, "other_order_id": t_order if maker else m_order,
-                "side": _SIDE_NAMES[side], "maker": maker, "taker_side": _SIDE_NAMES[t_side],
-                "price": _dec(price, m.tick_size), "qty": _dec(qty, m.lot_size),
-                "quote_qty": _dec(price * qty, m.tick_size * m.lot_size),
-                "fee": None if fee is None else f"{Decimal(fee).scaleb(-m.quote_decimals):f}",
-                "fee_asset": m.quote,
-            })
-        return out
-
-    def _order_dict(self, r) -> dict:
-        (oid, account, mid, side, otype, tif, stp, flags, price, trigger, display, expire, qty, filled, fquote,
-         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts) = r
-        m = self._qmarket(mid)
-        fquote = int(fquote)
-        avg = None
-        if filled:
-            # Exact at the tick's precision when it can be; else 6 more digits (the sum is in quote_qty).
-            q = (Decimal(fquote) * m.tick_size / Decimal(filled)).quantize(m.tick_size.scaleb(-6)).normalize()
-            if q.as_tuple().exponent > m.tick_size.as_tuple().exponent:
-                q = q.quantize(m.tick_size)
-            avg = f"{q:f}"
-        d = {
-            "order_id": oid, "account": account, "market": m.symbol, "side": _SIDE_NAMES[side],
-            "type": _TYPE_NAMES.get(otype, str(otype)), "tif": _TIF_NAMES.get(tif, str(tif)),
-            "stp": _STP_NAMES.get(stp, str(stp)), "post_only": bool(flags & Flags.POST_ONLY),
-            "price": _dec(price, m.tick_size) if price else None,
-            "qty": _dec(qty, m.lot_size), "filled_qty": _dec(filled, m.lot_size),
-            "remaining_qty": _dec(remaining, m.lot_size),
-            "quote_qty": _dec(fquote, m.tick_size * m.lot_size), "avg_price": avg,
-            "status": status, "reason": reason,
-            "created_ts": created_ts, "updated_ts": updated_ts, "created_seq": created_seq,
-            "updated_seq": updated_seq,
-        }
-        if otype in (OrderType.TRAILING_STOP,) and flags & Flags.TRAIL_BPS:
-            d["trail_bps"] = trigger
-        elif trigger:
-            d["trigger_price"] = _dec(trigger, m.tick_size)
-        if triggered_ts is not None:
-            d["triggered_ts"] = triggered_ts
-        if display:
-            d["display_qty"] = _dec(display, m.lot_size)
-        if expire:
-            d["expire_ts"] = expire
-        return d
-
-    def orders(self, account: int, market: str | None = None, start_ts: int | None = None,
-               end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
-        """The account's orders (open and closed), by id: from `from_id` (an
-        order id) or `start_ts` (creation time) onward, else the most recent
-        `limit`."""
-        self._check(account, start_ts, end_ts, from_id, limit)
-        where, params = ["account = ?"], [account]
-        if market is not None:
-            where.append("market = ?")
-            params.append(self._market_id(market))
-        if start_ts is not None:
-            where.append("created_ts >= ?")
-            params.append(start_ts)
-        if end_ts is not None:
-            where.append("created_ts <= ?")
-            params.append(end_ts)
-        if from_id is not None:
-            where.append("order_id >= ?")
-            params.append(from_id)
-        forward = from_id is not None or start_ts is not None
-        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
-                           f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
-        if not forward:
-            rows.reverse()
-        return [self._order_dict(r) for r in rows]
-
-    def order(self, order_id: int) -> dict | None:
-        """One order by id, or None if the history has no such order."""
-        if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 0:
-            raise ValueError(f"order_id: {order_id!r} is not a non-negative integer")
-        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = ?", [order_id])
-        return self._order_dict(rows[0]) if rows else None
-
-    def candles(self, market: str, interval: str = "1m", start_ts: int | None = None, end_ts: int | None = None,
-                limit: int = 500) -> list[dict]:
-        """OHLCV candles of `market` (start in ms, oldest first; only
-        intervals with trades), aggregated from the 1m candles: from
-        `start_ts` onward (candles starting at or after it), else the most
-        recent `limit`; `end_ts` bounds the candles' start."""
-        self._check(None, start_ts, end_ts, None, limit)
-        if interval not in INTERVALS:
-            raise ValueError(f"interval: {interval!r} is not one of {', '.join(INTERVALS)}")
-        mid = self._market_id(market)
-        m = self._qmarket(mid)
-        forward = start_ts is not None
-        order = "ASC" if forward else "DESC"
-        lo = 0 if start_ts is None else start_ts
-        hi = None if end_ts is None else _next_start(interval, end_ts)
-        cond = " AND start >= ?" + ("" if hi is None else " AND start < ?")
-        params: list = [mid, lo] + ([] if hi is None else [hi])
-        if interval == "1m":
-            rows = self._query(f"SELECT start, open, high, low, close, volume, quote_volume, trades FROM candles_1m "
-                               f"WHERE market = ?{cond} ORDER BY start {order} LIMIT ?", [*params, limit])
-        else:
-            bucket = self._bucket_sql(interval)
-            sql = (f"WITH g AS (SELECT {bucket} AS bucket, MIN(start) AS first, MAX(start) AS last, "
-                   f"MAX(high) AS high, MIN(low) AS low, SUM(volume) AS volume, SUM(quote_volume) AS qv, "
-                   f"SUM(trades) AS trades FROM candles_1m WHERE market = ?{cond} GROUP BY {bucket}) "
-                   f"SELECT g.bucket, o.open, g.high, g.low, c.close, g.volume, g.qv, g.trades FROM g "
-                   f"JOIN candles_1m o ON o.market = ? AND o.start = g.first "
-                   f"JOIN candles_1m c ON c.market = ? AND c.start = g.last "
-                   f"WHERE g.bucket >= ? ORDER BY g.bucket {order} LIMIT ?")
-            rows = self._query(sql, [*params, mid, mid, lo, limit])
-        if not forward:
-            rows.reverse()
-        tick, lot = m.tick_size, m.lot_size
-        qv = tick * lot
-        return [{"start": int(s), "open": _dec(o, tick), "high": _dec(h, tick), "low": _dec(lw, tick),
-                 "close": _dec(c, tick), "volume": _dec(int(v), lot), "quote_volume": _dec(int(q), qv),
-                 "trades": int(n)} for s, o, h, lw, c, v, q, n in rows]
-
-    def _bucket_sql(self, interval: str) -> str:
-        if interval == "1M":
-            return self._b.month_start("start")
-        if interval == "1w":
-            # Weeks start on Monday; 1970-01-01 was a Thursday (as the core: docs/exchange.md).
-            s = f"(start + {3 * DAY})"
-            return f"{self._b.greatest}({s} - {s} % {WEEK} - {3 * DAY}, 0)"
-        n = INTERVALS[interval]
-        return f"(start - start % {n})"
-
 
 def _next_start(interval: str, ts: int) -> int:
     """The start of the interval after the one containing `ts` (ms)."""
@@ -1290,19 +1483,141 @@ def _next_start(interval: str, ts: int) -> int:
     return ts - ts % n + n
 
 
-def _place_params(cmd, m: _Market, otype: int) -> tuple[int, int, int, int, int, int]:
-    """(tif, stp, flags, trigger ticks, display lots, expire_ts) of a PlaceOrder the exchange accepted."""
-    if not isinstance(cmd, C.PlaceOrder):  # pragma: no cover - only places are accepted
+def _place_params(place, m: _Market, otype: int) -> tuple[int, int, int, int, int, int]:
+    """(tif, stp, flags, trigger ticks, display lots, expire_ts) of a placed
+    order from its PlaceOrder's `(tif, stp, post_only, display_qty,
+    trigger_price, expire_ts)` (the exchange accepted them: they are valid)."""
+    if place is None:  # pragma: no cover - only placements are accepted
         return 0, 0, 0, 0, 0, 0
-    if cmd.tif is None:
+    tif_s, stp_s, post_only, display_qty, trigger_price, expire_ts = place
+    if tif_s is None:
         tif = int(TimeInForce.IOC) if otype in _MARKET_TYPES else int(TimeInForce.GTC)
     else:
-        tif = int(TimeInForce[cmd.tif.upper()])
-    stp = int(Stp[cmd.stp.upper()]) if isinstance(cmd.stp, str) else int(cmd.stp)
-    flags = int(Flags.POST_ONLY) if cmd.post_only else 0
-    trigger = 0 if cmd.trigger_price is None else int(Decimal(cmd.trigger_price) / m.tick_size)
-    display = 0 if cmd.display_qty is None else int(Decimal(cmd.display_qty) / m.lot_size)
-    return tif, stp, flags, trigger, display, cmd.expire_ts
+        tif = int(TimeInForce[tif_s.upper()])
+    stp = int(Stp[stp_s.upper()]) if isinstance(stp_s, str) else int(stp_s)
+    flags = int(Flags.POST_ONLY) if post_only else 0
+    trigger = 0 if trigger_price is None else int(Decimal(trigger_price) / m.tick_size)
+    display = 0 if display_qty is None else int(Decimal(display_qty) / m.lot_size)
+    return tif, stp, flags, trigger, display, expire_ts
+
+
+_KEEP = frozenset({_ACCEPTED, _FILL, _CANCELLED, _AMENDED, _TRIGGERED})
+
+
+def _tuples(events) -> list[tuple]:
+    """Core Event objects as EVENT_DTYPE tuples, only the kinds the history uses."""
+    out = []
+    for e in events:
+        k = e.kind
+        if k in _KEEP:
+            t = e.astuple()
+            out.append((k, t[1], t[2], t[3], 0, e.market, t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11]))
+    return out
+
+
+# -- the pipes between the store and its writer process -----------------------------------------------------
+_HEADER = struct.Struct("<Q")
+
+
+def _write_message(f, msg) -> None:
+    data = pickle.dumps(msg, protocol=5)
+    f.write(_HEADER.pack(len(data)))
+    f.write(data)
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        c = os.read(fd, n - got)
+        if not c:
+            return None
+        chunks.append(c)
+        got += len(c)
+    return b"".join(chunks)
+
+
+def _read_message(f, timeout: float | None = None):
+    """The next message from `f` (None at the end of the pipe or after `timeout` s)."""
+    fd = f.fileno()
+    if timeout is not None and not select.select([fd], [], [], timeout)[0]:
+        return None
+    head = _read_exact(fd, _HEADER.size)
+    if head is None:
+        return None
+    body = _read_exact(fd, _HEADER.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+class _Reader:
+    """Reads framed messages from a pipe: whatever is complete, blocking or not."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+        self.pos = 0
+        self.eof = False
+
+    def _parse(self) -> list:
+        msgs, buf, pos = [], self.buf, self.pos
+        while len(buf) - pos >= _HEADER.size:
+            n = _HEADER.unpack_from(buf, pos)[0]
+            if len(buf) - pos - _HEADER.size < n:
+                break
+            start = pos + _HEADER.size
+            msgs.append(pickle.loads(memoryview(buf)[start : start + n]))
+            pos = start + n
+        if pos > (1 << 24) or pos == len(buf):
+            del buf[:pos]
+            pos = 0
+        self.pos = pos
+        return msgs
+
+    def available(self, wait: float | None) -> list:
+        """Complete messages (None for the end of the pipe); waits at most
+        `wait` seconds for one (None: as long as it takes)."""
+        msgs = self._parse()
+        while not msgs:
+            if self.eof:
+                return [None]
+            if not select.select([self.fd], [], [], wait)[0]:
+                return []
+            chunk = os.read(self.fd, 1 << 22)
+            if not chunk:
+                self.eof = True
+                return [None]
+            self.buf += chunk
+            msgs = self._parse()
+        return msgs
+
+
+def _writer_main() -> None:
+    """The writer process (`HistoryStore` starts it with its config as argv[1])."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the node's to handle: it closes the pipe
+    # Background work: when cores are short, the sequencer goes first; the writer catches up in its gaps.
+    os.nice(WRITER_NICE)
+    cfg = json.loads(sys.argv[1])
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s (writer process): %(message)s")
+    out = os.fdopen(cfg["out"], "wb")
+    try:
+        w = _Writer(_backend_from_config(cfg["backend"]), cfg["vectorized"], _Reader(cfg["in"]), out)
+    except Exception as e:
+        _write_message(out, ("failed", f"{type(e).__name__}: {e}"))
+        out.flush()
+        sys.exit(1)
+    _write_message(out, ("ready",))
+    out.flush()
+    try:
+        w.run()
+    except Exception as e:
+        log.exception("history writer stopped")
+        _write_message(out, ("failed", f"{type(e).__name__}: {e}"))
+        out.flush()
+        sys.exit(1)
+    _write_message(out, ("closed",))
+    out.flush()
 
 
 def _none_if_negative(a: np.ndarray) -> list:
