@@ -8,16 +8,21 @@ STAMP  := $(VENV)/.deps-stamp
 EXT    := $(VENV)/.ext-stamp
 RUST_SOURCES := $(shell find crates -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
 
-.PHONY: setup build run demo test test-rust test-python test-slow bench clean
+.PHONY: setup system build run demo test test-rust test-python test-slow bench clean
 
 setup: $(EXT)
+
+# System packages the tests need (a PostgreSQL server for the history store's
+# tests); installs them when run as root. `make run` does not need them.
+system:
+	bash scripts/setup-system.sh
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.9,<2" "numpy>=2.0" "typer>=0.12" "rich>=13" "cryptography>=42" \
 		"msgspec>=0.19" "pyzmq>=26" "starlette>=0.40" "uvicorn[standard]>=0.30" "httpx>=0.27" \
-		"prometheus-client>=0.20" "pytest>=8" "hypothesis>=6.100" nanobook orderly-chaos
+		"prometheus-client>=0.20" "psycopg[binary]>=3.1" "pytest>=8" "hypothesis>=6.100" nanobook orderly-chaos
 	touch $@
 
 # The extension is always built in release mode: tests and benchmarks share it.
@@ -32,7 +37,7 @@ run: demo
 demo: $(EXT)
 	$(PY) -m lxdex demo
 
-test: test-rust test-slow test-python
+test: system test-rust test-slow test-python
 
 test-rust:
 	cargo test --quiet -p lxdex-engine
