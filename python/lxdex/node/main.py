@@ -83,6 +83,7 @@ class NodeOptions:
     zmq_port: int | None = 5555
     pub_port: int | None = None  # default zmq_port + 1
     sync: str = "fdatasync"
+    history: bool = True
 
 
 class NodeProcess:
@@ -92,7 +93,7 @@ class NodeProcess:
     def __init__(self, opts: NodeOptions, cfg: Config | None = None) -> None:
         self.opts = opts
         self.cfg = cfg or Config.load(opts.config)
-        self.node = Node(opts.data_dir, self.cfg, sync=opts.sync)
+        self.node = Node(opts.data_dir, self.cfg, sync=opts.sync, history=opts.history)
         self.metrics = Metrics(self.node)
         self.gateway = None
         self.server: uvicorn.Server | None = None
