@@ -126,6 +126,10 @@ struct Hold {
     /// Hold per remaining lot; 0 for a market buy (held by a book walk and
     /// released when it ends).
     per_lot: i64,
+    /// Where the order is in its account's `open` list (not part of the
+    /// state: rebuilt on restore), so that closing it is O(1) whatever the
+    /// number of orders a market maker keeps open.
+    open_idx: u32,
 }
 
 /// The exchange core.
@@ -433,8 +437,9 @@ impl Exchange {
         }
         let held = held as i64;
         self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
-        self.holds.insert(id, Hold { account, market, side, asset, held, per_lot });
-        self.open[account as usize].push(id);
+        let open = &mut self.open[account as usize];
+        self.holds.insert(id, Hold { account, market, side, asset, held, per_lot, open_idx: open.len() as u32 });
+        open.push(id);
         self.next_order_id += 1;
         let start = out.len();
         self.markets[market as usize].book.submit(&req, out).expect("validated above");
@@ -666,10 +671,14 @@ impl Exchange {
         debug_assert!(excess >= 0, "order {order_id} holds {} but needs {keep}", h.held);
         let (account, asset) = (h.account, h.asset);
         if remaining == 0 {
+            let i = h.open_idx as usize;
             self.holds.remove(&order_id);
             let open = &mut self.open[account as usize];
-            let i = open.iter().position(|&o| o == order_id).expect("open order is listed");
+            debug_assert_eq!(open[i], order_id, "open order is listed where its hold says");
             open.swap_remove(i);
+            if let Some(&moved) = open.get(i) {
+                self.holds.get_mut(&moved).expect("open orders have holds").open_idx = i as u32;
+            }
         } else {
             h.held = keep;
         }
@@ -712,8 +721,14 @@ impl Exchange {
             return Err("open-order lists do not match the holds".into());
         }
         for (a, v) in self.open.iter().enumerate() {
-            if !v.iter().all(|id| self.holds.get(id).is_some_and(|h| h.account == a as u32)) {
-                return Err(format!("account {a} lists an order that is not its own"));
+            for (i, id) in v.iter().enumerate() {
+                match self.holds.get(id) {
+                    Some(h) if h.account == a as u32 && h.open_idx as usize == i => {}
+                    Some(h) if h.account == a as u32 => {
+                        return Err(format!("order {id} is at {i} in account {a}'s open list, its hold says {}", h.open_idx));
+                    }
+                    _ => return Err(format!("account {a} lists an order that is not its own")),
+                }
             }
         }
         Ok(())
@@ -843,8 +858,9 @@ impl Exchange {
             if account as usize >= x.open.len() || x.holds.contains_key(&id) || id >= x.next_order_id {
                 return bad(format!("hold of order {id} inconsistent"));
             }
-            x.holds.insert(id, Hold { account, market, side, asset, held, per_lot });
-            x.open[account as usize].push(id);
+            let open = &mut x.open[account as usize];
+            x.holds.insert(id, Hold { account, market, side, asset, held, per_lot, open_idx: open.len() as u32 });
+            open.push(id);
         }
         for _ in 0..n {
             let mut hist = VecDeque::new();
