@@ -176,7 +176,7 @@ def bench_node(
     seconds: float = typer.Option(10.0, help="seconds of each load (ZeroMQ, then HTTP)"),
     zmq_clients: int = typer.Option(1, help="ZeroMQ client processes"),
     rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
-    window: int = typer.Option(8, help="ZeroMQ requests in flight per client"),
+    window: int = typer.Option(16, help="ZeroMQ requests in flight per client"),
     http_clients: int = typer.Option(1, help="HTTP client processes"),
     connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
     sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
