@@ -204,7 +204,8 @@ def bench_node(
                   str(la["p999_ms"]), str(la["max_ms"]), load)
     rc = result["recovery"]
     t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
-                 f"in {rc['seconds']} s = {rc['records_per_s']:,} records/s, {rc['orders_per_s']:,} order commands/s; "
+                 f"in {rc['seconds']} s = {rc['orders_per_s']:,} order commands/s overall; binary batches "
+                 f"{rc['binary_rows_per_s']:,} rows/s, single (JSON-form) commands {rc['single_commands_per_s']:,}/s; "
                  f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")
     _emit(result, as_json, output, t)
 
