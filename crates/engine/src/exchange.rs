@@ -6,13 +6,12 @@
 //! markets); books see them as their caller-assigned ids and accounts as
 //! owners. A rejected command returns `Err` and changes nothing.
 
-use std::collections::VecDeque;
-
 use rustc_hash::FxHashMap;
 
 use crate::book::Book;
 use crate::ledger::{Ledger, LedgerError};
 use crate::codec::{bad, Reader, SnapshotError, Writer};
+use crate::compact::{get_delta, get_u128, get_u64, put_delta, put_u128, put_u64, unzigzag, zigzag, DeltaLog, Row};
 use crate::marketdata::MarketData;
 use crate::record::{kind, records, CommandRecord};
 use crate::types::*;
@@ -143,10 +142,15 @@ pub struct Exchange {
     /// such market got them.
     volumes: FxHashMap<(u32, u32), VolumeWindow>,
     tiered_quotes: Vec<u32>,
-    /// Per account: its open order ids (unordered) and its recent fills.
+    /// Per account: its open order ids (unordered) and its recent fills
+    /// (delta-encoded; none until its first fill: most accounts never trade).
     open: Vec<Vec<u64>>,
-    history: Vec<VecDeque<FillRecord>>,
+    history: Vec<Option<Box<DeltaLog<FillRecord>>>>,
 }
+
+/// Version of [`Exchange::snapshot`]'s format (2: trade tapes, candle rings
+/// and fill histories delta-encoded, see `compact.rs`).
+const SNAPSHOT_VERSION: u16 = 2;
 
 /// How many fills each account's recent history keeps.
 pub const HISTORY_KEPT: usize = 100;
@@ -163,6 +167,44 @@ pub struct FillRecord {
     pub qty: i64,
     /// Fee paid in the quote asset (negative: a rebate received).
     pub fee: i64,
+}
+
+impl Row for FillRecord {
+    const ORIGIN: FillRecord =
+        FillRecord { ts: 0, order_id: 0, market: 0, side: Side::Buy, maker: false, price: 0, qty: 0, fee: 0 };
+    const MAX_BYTES: usize = 10 * 5 + 19;
+
+    /// Deltas from the account's previous fill (time, order id, market,
+    /// price, fee), then quantity, side and maker flag in one varint: about
+    /// 10 bytes where the struct takes 48.
+    #[inline]
+    fn put(&self, prev: &FillRecord, out: &mut Vec<u8>) {
+        put_u64(out, self.ts.wrapping_sub(prev.ts));
+        put_delta(out, self.order_id as i64, prev.order_id as i64);
+        put_u64(out, zigzag(self.market.wrapping_sub(prev.market) as i32 as i64));
+        put_delta(out, self.price, prev.price);
+        put_delta(out, self.fee, prev.fee);
+        put_u128(out, (zigzag(self.qty) as u128) << 2 | (self.side as u128) << 1 | self.maker as u128);
+    }
+
+    #[inline]
+    fn get(prev: &FillRecord, buf: &[u8], at: &mut usize) -> Option<FillRecord> {
+        let ts = prev.ts.wrapping_add(get_u64(buf, at)?);
+        let order_id = get_delta(buf, at, prev.order_id as i64)? as u64;
+        let market = unzigzag(get_u64(buf, at)?);
+        if i32::try_from(market).is_err() {
+            return None;
+        }
+        let market = prev.market.wrapping_add(market as i32 as u32);
+        let price = get_delta(buf, at, prev.price)?;
+        let fee = get_delta(buf, at, prev.fee)?;
+        let v = get_u128(buf, at)?;
+        if v >> 66 != 0 {
+            return None;
+        }
+        let side = if v & 2 == 0 { Side::Buy } else { Side::Sell };
+        Some(FillRecord { ts, order_id, market, side, maker: v & 1 == 1, price, qty: unzigzag((v >> 2) as u64), fee })
+    }
 }
 
 fn ledger_reason(e: LedgerError) -> Reject {
@@ -335,7 +377,7 @@ impl Exchange {
     pub fn add_account(&mut self) -> u32 {
         self.suspended.push(false);
         self.open.push(Vec::new());
-        self.history.push(VecDeque::new());
+        self.history.push(None);
         self.ledger.add_account()
     }
 
@@ -631,11 +673,8 @@ impl Exchange {
             (b, buyer, Side::Buy, buyer_fee, !taker_is_buyer),
             (s, seller, Side::Sell, seller_fee, taker_is_buyer),
         ] {
-            let hist = &mut self.history[h.account as usize];
-            if hist.len() == HISTORY_KEPT {
-                hist.pop_front();
-            }
-            hist.push_back(FillRecord { ts: self.now, order_id, market: h.market, side, maker, price: e.price, qty: e.qty, fee });
+            let hist = self.history[h.account as usize].get_or_insert_with(Default::default);
+            hist.push_bounded(FillRecord { ts: self.now, order_id, market: h.market, side, maker, price: e.price, qty: e.qty, fee }, HISTORY_KEPT);
         }
     }
 
@@ -647,8 +686,9 @@ impl Exchange {
     }
 
     /// An account's most recent fills (at most [`HISTORY_KEPT`]), oldest first.
-    pub fn recent_fills(&self, account: u32) -> Option<&VecDeque<FillRecord>> {
-        self.history.get(account as usize)
+    pub fn recent_fills(&self, account: u32) -> Option<Vec<FillRecord>> {
+        let hist = self.history.get(account as usize)?;
+        Some(hist.as_ref().map_or_else(Vec::new, |h| h.iter().collect()))
     }
 
     /// An order's remaining quantity is now `remaining`: release what it no
@@ -724,7 +764,7 @@ impl Exchange {
     pub fn snapshot(&self) -> Vec<u8> {
         let mut w = Writer(Vec::new());
         w.0.extend_from_slice(b"LXEX");
-        w.0.extend_from_slice(&1u16.to_le_bytes());
+        w.0.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         w.u64(self.now);
         w.u64(self.next_order_id);
         self.ledger.encode(&mut w);
@@ -765,16 +805,9 @@ impl Exchange {
             w.i64(h.per_lot);
         }
         for hist in &self.history {
-            w.u64(hist.len() as u64);
-            for f in hist {
-                w.u64(f.ts);
-                w.u64(f.order_id);
-                w.u32(f.market);
-                w.u8(f.side as u8);
-                w.u8(f.maker as u8);
-                w.i64(f.price);
-                w.i64(f.qty);
-                w.i64(f.fee);
+            match hist {
+                Some(h) if !h.is_empty() => h.encode(&mut w),
+                _ => w.u64(0),
             }
         }
         let mut keys: Vec<&(u32, u32)> = self.volumes.keys().collect();
@@ -800,7 +833,7 @@ impl Exchange {
     /// inconsistent bytes give an error, never a half-built exchange.
     pub fn restore(bytes: &[u8]) -> Result<Exchange, SnapshotError> {
         let mut r = Reader { b: bytes, at: 0 };
-        if r.take(4)? != b"LXEX" || r.take(2)? != 1u16.to_le_bytes() {
+        if r.take(4)? != b"LXEX" || r.take(2)? != SNAPSHOT_VERSION.to_le_bytes() {
             return bad("not an exchange snapshot (magic or version)");
         }
         let mut x = Exchange::new();
@@ -847,19 +880,8 @@ impl Exchange {
             x.open[account as usize].push(id);
         }
         for _ in 0..n {
-            let mut hist = VecDeque::new();
-            let k = r.count(46)?;
-            if k > HISTORY_KEPT {
-                return bad("fill history longer than kept");
-            }
-            for _ in 0..k {
-                let (ts, order_id, market) = (r.u64()?, r.u64()?, r.u32()?);
-                let side = r.enum_(Side::from_u8, "fill side")?;
-                let maker = r.flag("maker")?;
-                let (price, qty, fee) = (r.i64()?, r.i64()?, r.i64()?);
-                hist.push_back(FillRecord { ts, order_id, market, side, maker, price, qty, fee });
-            }
-            x.history.push(hist);
+            let hist: DeltaLog<FillRecord> = DeltaLog::decode(&mut r, HISTORY_KEPT, "fill history")?;
+            x.history.push((!hist.is_empty()).then(|| Box::new(hist)));
         }
         let mut prev = None;
         for _ in 0..r.count(16 + 8 * VOLUME_DAYS)? {
