@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use crate::book::Book;
 use crate::ledger::{Ledger, LedgerError};
 use crate::codec::{bad, Reader, SnapshotError, Writer};
-use crate::compact::{get_delta, get_u128, get_u64, put_delta, put_u128, put_u64, unzigzag, zigzag, DeltaLog, Row};
+use crate::compact::{get_delta, get_u128, get_u64, unzigzag, zigzag, DeltaLog, Enc, Row};
 use crate::marketdata::MarketData;
 use crate::record::{kind, records, CommandRecord};
 use crate::types::*;
@@ -172,38 +172,47 @@ pub struct FillRecord {
 impl Row for FillRecord {
     const ORIGIN: FillRecord =
         FillRecord { ts: 0, order_id: 0, market: 0, side: Side::Buy, maker: false, price: 0, qty: 0, fee: 0 };
-    const MAX_BYTES: usize = 10 * 5 + 19;
+    const MAX_BYTES: usize = 10 * 4 + 19 + 5;
 
-    /// Deltas from the account's previous fill (time, order id, market,
-    /// price, fee), then quantity, side and maker flag in one varint: about
-    /// 10 bytes where the struct takes 48.
+    /// Deltas from the account's previous fill (time, order id, price,
+    /// fee), then quantity, side, maker and "other market" flags in one
+    /// varint, then the market delta if it changed: about 9 bytes where
+    /// the struct takes 48.
     #[inline]
-    fn put(&self, prev: &FillRecord, out: &mut Vec<u8>) {
-        put_u64(out, self.ts.wrapping_sub(prev.ts));
-        put_delta(out, self.order_id as i64, prev.order_id as i64);
-        put_u64(out, zigzag(self.market.wrapping_sub(prev.market) as i32 as i64));
-        put_delta(out, self.price, prev.price);
-        put_delta(out, self.fee, prev.fee);
-        put_u128(out, (zigzag(self.qty) as u128) << 2 | (self.side as u128) << 1 | self.maker as u128);
+    fn put(&self, prev: &FillRecord, out: &mut Enc) {
+        let market = self.market.wrapping_sub(prev.market) as i32;
+        out.u64(self.ts.wrapping_sub(prev.ts));
+        out.delta(self.order_id as i64, prev.order_id as i64);
+        out.delta(self.price, prev.price);
+        out.delta(self.fee, prev.fee);
+        out.u128((zigzag(self.qty) as u128) << 3 | ((market != 0) as u128) << 2 | (self.side as u128) << 1 | self.maker as u128);
+        if market != 0 {
+            out.u64(zigzag(market as i64));
+        }
     }
 
     #[inline]
     fn get(prev: &FillRecord, buf: &[u8], at: &mut usize) -> Option<FillRecord> {
         let ts = prev.ts.wrapping_add(get_u64(buf, at)?);
         let order_id = get_delta(buf, at, prev.order_id as i64)? as u64;
-        let market = unzigzag(get_u64(buf, at)?);
-        if i32::try_from(market).is_err() {
-            return None;
-        }
-        let market = prev.market.wrapping_add(market as i32 as u32);
         let price = get_delta(buf, at, prev.price)?;
         let fee = get_delta(buf, at, prev.fee)?;
         let v = get_u128(buf, at)?;
-        if v >> 66 != 0 {
+        if v >> 67 != 0 {
             return None;
         }
+        let market = if v & 4 == 0 {
+            prev.market
+        } else {
+            // A flagged delta is never 0 (one encoding per record).
+            let d = unzigzag(get_u64(buf, at)?);
+            if d == 0 || i32::try_from(d).is_err() {
+                return None;
+            }
+            prev.market.wrapping_add(d as i32 as u32)
+        };
         let side = if v & 2 == 0 { Side::Buy } else { Side::Sell };
-        Some(FillRecord { ts, order_id, market, side, maker: v & 1 == 1, price, qty: unzigzag((v >> 2) as u64), fee })
+        Some(FillRecord { ts, order_id, market, side, maker: v & 1 == 1, price, qty: unzigzag((v >> 3) as u64), fee })
     }
 }
 
@@ -673,8 +682,8 @@ impl Exchange {
             (b, buyer, Side::Buy, buyer_fee, !taker_is_buyer),
             (s, seller, Side::Sell, seller_fee, taker_is_buyer),
         ] {
-            let hist = self.history[h.account as usize].get_or_insert_with(Default::default);
-            hist.push_bounded(FillRecord { ts: self.now, order_id, market: h.market, side, maker, price: e.price, qty: e.qty, fee }, HISTORY_KEPT);
+            let hist = self.history[h.account as usize].get_or_insert_with(|| Box::new(DeltaLog::new(HISTORY_KEPT)));
+            hist.push(FillRecord { ts: self.now, order_id, market: h.market, side, maker, price: e.price, qty: e.qty, fee });
         }
     }
 

@@ -7,7 +7,7 @@
 //! (3m…30m from 1m, 2h…12h from 1h, 1w and 1M from 1d). Only intervals in
 //! which something traded have a candle.
 
-use crate::compact::{get_delta, get_u128, get_u64, put_delta, put_u128, put_u64, zigzag, DeltaLog, Row};
+use crate::compact::{get_delta, get_u128, get_u64, zigzag, DeltaLog, Enc, Row};
 use crate::types::Side;
 
 pub const SECOND: u64 = 1_000;
@@ -186,7 +186,7 @@ impl Row for Slotted {
     /// A flags byte, the slot delta, the open as a delta from the previous
     /// close, then the flagged fields; a one-trade candle takes 3-5 bytes.
     #[inline]
-    fn put(&self, prev: &Slotted, out: &mut Vec<u8>) {
+    fn put(&self, prev: &Slotted, out: &mut Enc) {
         let (c, p) = (&self.0, &prev.0);
         let high = c.high.wrapping_sub(c.open) as u64;
         let low = c.open.wrapping_sub(c.low) as u64;
@@ -201,19 +201,19 @@ impl Row for Slotted {
             | flag(volume != 0, VOLUME)
             | flag(quote != 0, QUOTE)
             | flag(trades != 0, TRADES);
-        out.push(flags);
-        put_u64(out, c.start.wrapping_sub(p.start));
-        put_delta(out, c.open, p.close);
+        out.u8(flags);
+        out.u64(c.start.wrapping_sub(p.start));
+        out.delta(c.open, p.close);
         for (f, v) in [(HIGH, high), (LOW, low), (CLOSE, close), (VOLUME, volume)] {
             if flags & f != 0 {
-                put_u64(out, v);
+                out.u64(v);
             }
         }
         if flags & QUOTE != 0 {
-            put_u128(out, quote);
+            out.u128(quote);
         }
         if flags & TRADES != 0 {
-            put_u64(out, trades);
+            out.u64(trades);
         }
     }
 
@@ -257,7 +257,7 @@ struct Ring {
 impl Ring {
     fn new(len: u64, keep: usize) -> Ring {
         debug_assert!(keep >= 2);
-        Ring { len, keep, closed: DeltaLog::new(), open: None }
+        Ring { len, keep, closed: DeltaLog::new(keep - 1), open: None }
     }
     #[inline]
     fn add(&mut self, ts: u64, price: i64, qty: i64) {
@@ -266,7 +266,7 @@ impl Ring {
             Some(c) if c.start == start => c.add(price, qty),
             _ => {
                 if let Some(c) = self.open.take() {
-                    self.closed.push_bounded(Slotted::of(c, self.len), self.keep - 1);
+                    self.closed.push(Slotted::of(c, self.len));
                 }
                 self.open = Some(Candle::new(start, price, qty));
             }
@@ -308,10 +308,10 @@ impl Row for TapeRow {
     /// Time delta, price delta, then quantity and side in one varint: 4-6
     /// bytes for a trade a minute after the last at a nearby price.
     #[inline]
-    fn put(&self, prev: &TapeRow, out: &mut Vec<u8>) {
-        put_u64(out, self.ts.wrapping_sub(prev.ts));
-        put_delta(out, self.price, prev.price);
-        put_u128(out, (zigzag(self.qty) as u128) << 1 | self.taker_side as u128);
+    fn put(&self, prev: &TapeRow, out: &mut Enc) {
+        out.u64(self.ts.wrapping_sub(prev.ts));
+        out.delta(self.price, prev.price);
+        out.u128((zigzag(self.qty) as u128) << 1 | self.taker_side as u128);
     }
 
     #[inline]
@@ -339,7 +339,7 @@ impl Default for MarketData {
     fn default() -> Self {
         MarketData {
             next_trade_id: 1,
-            tape: DeltaLog::new(),
+            tape: DeltaLog::new(TRADES_KEPT),
             rings: [
                 Ring::new(SECOND, KEEP_1S),
                 Ring::new(MINUTE, KEEP_1M),
@@ -355,7 +355,7 @@ impl MarketData {
     pub fn record(&mut self, ts: u64, price: i64, qty: i64, taker_side: Side) -> u64 {
         let id = self.next_trade_id;
         self.next_trade_id += 1;
-        self.tape.push_bounded(TapeRow { ts, price, qty, taker_side }, TRADES_KEPT);
+        self.tape.push(TapeRow { ts, price, qty, taker_side });
         for r in &mut self.rings {
             r.add(ts, price, qty);
         }

@@ -27,10 +27,10 @@ fn fill() -> impl Strategy<Value = FillRecord> {
 proptest! {
     #[test]
     fn fill_records_round_trip(fills in prop::collection::vec(fill(), 0..300)) {
-        let mut log = DeltaLog::new();
+        let mut log = DeltaLog::new(HISTORY_KEPT);
         let mut model = VecDeque::new();
         for f in fills {
-            log.push_bounded(f, HISTORY_KEPT);
+            log.push(f);
             if model.len() == HISTORY_KEPT {
                 model.pop_front();
             }
