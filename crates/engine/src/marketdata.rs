@@ -177,14 +177,16 @@ const CLOSE: u8 = 4; // close - low
 const VOLUME: u8 = 8; // volume - 1
 const QUOTE: u8 = 16; // quote_volume - low x volume
 const TRADES: u8 = 32; // trades - 1
+const NEXT: u8 = 64; // the candle follows the previous one (slot delta 1, not written)
 
 impl Row for Slotted {
     const ORIGIN: Slotted =
         Slotted(Candle { start: 0, open: 0, high: 0, low: 0, close: 0, volume: 0, quote_volume: 0, trades: 0 });
     const MAX_BYTES: usize = 1 + 10 * 7 + 19;
 
-    /// A flags byte, the slot delta, the open as a delta from the previous
-    /// close, then the flagged fields; a one-trade candle takes 3-5 bytes.
+    /// A flags byte, the slot delta (unless it is 1), the open as a delta
+    /// from the previous close, then the flagged fields: a one-trade
+    /// candle right after the previous one takes 2-4 bytes.
     #[inline]
     fn put(&self, prev: &Slotted, out: &mut Enc) {
         let (c, p) = (&self.0, &prev.0);
@@ -200,9 +202,12 @@ impl Row for Slotted {
             | flag(close != 0, CLOSE)
             | flag(volume != 0, VOLUME)
             | flag(quote != 0, QUOTE)
-            | flag(trades != 0, TRADES);
+            | flag(trades != 0, TRADES)
+            | flag(c.start.wrapping_sub(p.start) == 1, NEXT);
         out.u8(flags);
-        out.u64(c.start.wrapping_sub(p.start));
+        if flags & NEXT == 0 {
+            out.u64(c.start.wrapping_sub(p.start));
+        }
         out.delta(c.open, p.close);
         for (f, v) in [(HIGH, high), (LOW, low), (CLOSE, close), (VOLUME, volume)] {
             if flags & f != 0 {
@@ -221,10 +226,11 @@ impl Row for Slotted {
     fn get(prev: &Slotted, buf: &[u8], at: &mut usize) -> Option<Slotted> {
         let flags = *buf.get(*at)?;
         *at += 1;
-        if flags >= 64 {
+        if flags >= 128 {
             return None;
         }
-        let start = prev.0.start.wrapping_add(get_u64(buf, at)?);
+        let step = if flags & NEXT != 0 { 1 } else { get_u64(buf, at).filter(|&d| d != 1)? };
+        let start = prev.0.start.wrapping_add(step);
         let open = get_delta(buf, at, prev.0.close)?;
         let mut field = |f: u8| -> Option<u64> {
             if flags & f == 0 {
@@ -630,9 +636,10 @@ mod tests {
         assert_same(&md, &model, start + 2 * DAY);
         assert_eq!(md.rings[1].iter().count(), KEEP_1M);
         let heap = md.tape.heap_bytes() + md.rings.iter().map(|r| r.closed.heap_bytes()).sum::<usize>();
-        // 1,000 trades + 1,740 candles: ~6 and ~3 bytes each here (the plain
-        // structs took 40 and 80, in power-of-two rings: ~250 KB).
-        assert!(heap < 16_000, "{heap} bytes");
+        // 1,000 trades + 1,740 candles: ~5 and 2-3 bytes each here, with
+        // the slack (the plain structs took 40 and 80, in power-of-two
+        // rings: ~250 KB).
+        assert!(heap < 12_000, "{heap} bytes");
         assert_same(&snapshot_round_trip(&md), &model, start + 2 * DAY);
     }
 
