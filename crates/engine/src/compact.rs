@@ -64,11 +64,16 @@ impl Enc {
     /// Appends `v` as unsigned LEB128.
     #[inline(always)]
     pub fn u64(&mut self, mut v: u64) {
+        // The position in a local: LLVM cannot tell that the byte stores
+        // leave `self.n` alone, and would reload and store it per byte.
+        let mut n = self.n;
         while v >= 0x80 {
-            self.u8(v as u8 | 0x80);
+            self.buf[n].write(v as u8 | 0x80);
             v >>= 7;
+            n += 1;
         }
-        self.u8(v as u8);
+        self.buf[n].write(v as u8);
+        self.n = n + 1;
     }
 
     /// Appends `v` as unsigned LEB128 (up to 19 bytes).
@@ -77,12 +82,14 @@ impl Enc {
         if v <= u64::MAX as u128 {
             return self.u64(v as u64);
         }
-        let mut v = v;
+        let (mut v, mut n) = (v, self.n);
         while v >= 0x80 {
-            self.u8(v as u8 | 0x80);
+            self.buf[n].write(v as u8 | 0x80);
             v >>= 7;
+            n += 1;
         }
-        self.u8(v as u8);
+        self.buf[n].write(v as u8);
+        self.n = n + 1;
     }
 
     /// Appends `zigzag(a - b)` (wrapping): exact for any two values.

@@ -517,9 +517,10 @@ impl Exchange {
         self.holds.insert(id, Hold::new(account, market, side, held, per_lot));
         let open = &mut self.open[account as usize];
         if open.len() == open.capacity() {
-            // Grow by half, not `Vec`'s doubling to 4: most accounts have
-            // one to three open orders (a 32-byte allocation, not 48).
-            open.reserve_exact(1 + open.len() / 2);
+            // 3, then grow by half, not `Vec`'s 4 then doubling: most
+            // accounts have one to three open orders (a 32-byte allocation,
+            // not 48).
+            open.reserve_exact((open.len() / 2).max(3));
         }
         open.push(id);
         self.next_order_id += 1;
@@ -652,7 +653,7 @@ impl Exchange {
                     self.settle_fill(market, &cfg, tiered, e);
                     self.markets[market as usize].md.record(self.now, e.price, e.qty, e.side);
                 }
-                EventKind::Cancelled => self.after_reduce(e.order_id, e.remaining),
+                EventKind::Cancelled => self.after_reduce(&cfg, e.order_id, e.remaining),
                 _ => {}
             }
         }
@@ -709,8 +710,8 @@ impl Exchange {
         let spent = notional + buyer_fee.max(0);
         self.holds.get_mut(&buyer).unwrap().held -= spent;
         self.holds.get_mut(&seller).unwrap().held -= base;
-        self.after_reduce(buyer, buyer_rem);
-        self.after_reduce(seller, seller_rem);
+        self.after_reduce(cfg, buyer, buyer_rem);
+        self.after_reduce(cfg, seller, seller_rem);
         if self.tiered_quotes.contains(&cfg.quote) {
             self.add_volume(b.account, cfg.quote, notional);
             self.add_volume(s.account, cfg.quote, notional);
@@ -739,7 +740,8 @@ impl Exchange {
 
     /// An order's remaining quantity is now `remaining`: release what it no
     /// longer needs (all of it once it is gone).
-    fn after_reduce(&mut self, order_id: u64, remaining: i64) {
+    /// `cfg` is the config of the order's market.
+    fn after_reduce(&mut self, cfg: &MarketConfig, order_id: u64, remaining: i64) {
         let Some(h) = self.holds.get_mut(&order_id) else { return };
         let keep = if remaining == 0 {
             0
@@ -750,7 +752,7 @@ impl Exchange {
         };
         let excess = h.held - keep;
         debug_assert!(excess >= 0, "order {order_id} holds {} but needs {keep}", h.held);
-        let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
+        let (account, asset) = (h.account, h.asset(cfg));
         if remaining == 0 {
             self.holds.remove(&order_id);
             let open = &mut self.open[account as usize];
