@@ -1367,24 +1367,10 @@ impl Book {
     /// frees its slot and returns it.
     fn unlink_resting(&mut self, idx: u32) -> (Order, Extra) {
         let x = self.extra(idx);
-        let o = std::mem::replace(
-            &mut self.orders[idx as usize],
-            Order {
-                id: 0,
-                owner: 0,
-                price: 0,
-                visible: 0,
-                hidden: 0,
-                seq: 0,
-                prev: NIL,
-                next: NIL,
-                side: Side::Buy,
-                tif: Tif::Gtc,
-                stp: Stp::None,
-                post_only: false,
-                extra: false,
-            },
-        );
+        let slot = &mut self.orders[idx as usize];
+        let o = slot.clone();
+        // A free slot is one with id 0; nothing reads its other fields.
+        (slot.id, slot.extra) = (0, false);
         if o.prev != NIL {
             self.orders[o.prev as usize].next = o.next;
         }
