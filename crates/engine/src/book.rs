@@ -3,7 +3,9 @@
 //!
 //! Layout, chosen for a flow where most activity is near the top of book:
 //! - resting orders live in a slab (`Vec<Order>` + free list) and each price
-//!   level is an intrusive doubly linked FIFO through the slab;
+//!   level is an intrusive doubly linked FIFO through the slab; a slot is
+//!   64 bytes, the fields only some orders have (iceberg display size, GTD
+//!   expiry, bracket/OCO group) in a parallel `extras` vector;
 //! - each side keeps its levels in a sorted `Vec`, best level *last*, so the
 //!   common operations (match at the top, add near the top) touch the end;
 //! - order ids map to slab slots through an Fx hash map;
