@@ -1,4 +1,5 @@
-"""The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`, `lxdex bench ...`."""
+"""The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`,
+`lxdex bench engine|exchange|journal|node|memory|history`."""
 
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def bench_node(
     seconds: float = typer.Option(10.0, help="seconds of each load (ZeroMQ, then HTTP)"),
     zmq_clients: int = typer.Option(1, help="ZeroMQ client processes"),
     rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
-    window: int = typer.Option(8, help="ZeroMQ requests in flight per client"),
+    window: int = typer.Option(16, help="ZeroMQ requests in flight per client"),
     http_clients: int = typer.Option(1, help="HTTP client processes"),
     connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
     sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
@@ -203,7 +204,8 @@ def bench_node(
                   str(la["p999_ms"]), str(la["max_ms"]), load)
     rc = result["recovery"]
     t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
-                 f"in {rc['seconds']} s = {rc['records_per_s']:,} records/s, {rc['orders_per_s']:,} order commands/s; "
+                 f"in {rc['seconds']} s = {rc['orders_per_s']:,} order commands/s overall; binary batches "
+                 f"{rc['binary_rows_per_s']:,} rows/s, single (JSON-form) commands {rc['single_commands_per_s']:,}/s; "
                  f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")
     _emit(result, as_json, output, t)
 
@@ -252,6 +254,53 @@ def bench_ws(
     ]
     for r in rows:
         t.add_row(*r)
+    _emit(result, as_json, output, t)
+
+
+@bench_app.command("history")
+def bench_history(
+    batches: int = typer.Option(1_000, help="Records batches in the workload"),
+    makers: int = typer.Option(512, help="resting orders per batch (each filled by the next batch's takers)"),
+    markets: int = typer.Option(8, help="markets"),
+    accounts: int = typer.Option(10_000, help="accounts"),
+    postgres: bool = typer.Option(False, "--postgres", help="start a throwaway PostgreSQL server (Debian's "
+                                  "postgresql package, durable defaults) and measure it too"),
+    dir: Path = typer.Option(None, help="where the SQLite file goes (default: the system temp dir)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """The node's history store: fills and orders written per second, and what it costs the sequencer."""
+    _single_threaded_blas()
+    from .bench import history
+    from .bench.engine import machine
+
+    runs = [history.run(lambda: None, batches, makers, markets, accounts, dir=dir,
+                        progress=lambda m: console.log(m))]
+    if postgres:
+        from .bench.pgserver import PgServer, pg_bindir
+
+        bindir = pg_bindir()
+        if bindir is None:
+            raise typer.BadParameter("no /usr/lib/postgresql/*/bin/initdb: run scripts/setup-system.sh as root")
+        server = PgServer(bindir, durable=True)
+        server.start()
+        try:
+            runs.append(history.run(server.create_db, batches, makers, markets, accounts,
+                                    progress=lambda m: console.log(m)))
+        finally:
+            server.stop()
+    result = {"machine": machine(), "runs": runs}
+    m = result["machine"]
+    w = runs[0]["workload"]
+    t = Table(title=f"lxdex history writer — {w['fills']:,} fills, {w['orders']:,} orders in {w['commands']:,} "
+                    f"commands; {m['cpu']} ({m['cores']} cores)")
+    for col in ("backend", "fills/s", "orders/s", "seconds", "transactions", "convert s", "write s",
+                "listener µs/cmd", "exchange alone s", "exchange + history s"):
+        t.add_column(col, justify="right")
+    for r in runs:
+        t.add_row(r["backend"], f"{r['fills_per_s']:,}", f"{r['orders_per_s']:,}", str(r["seconds"]),
+                  str(r["transactions"]), str(r["convert_s"]), str(r["write_s"]), str(r["listener_us_per_command"]),
+                  str(r["sequencer_alone_s"]), str(r["sequencer_with_history_s"]))
     _emit(result, as_json, output, t)
 
 

@@ -1,0 +1,1673 @@
+"""The node's history store: fills, orders and 1-minute candles in SQL.
+
+```
+ node process                                                     writer process (nice 10)
+  sequencer thread       sender thread                              converts events to rows in numpy,
+  store(pairs) --queue--> plain tuples, numpy arrays --pipe-->        writes a group of batches per
+  (skips seq <= fed;       (pickled, framed)                          transaction with last_seq in it,
+   no I/O, no conversion)                          <--pipe-- reports  reports each commit
+  callers (HTTP API): fills() orders() order() candles(), each thread with its own DB connection
+```
+
+The store is a listener of the node (`node.listeners`): the sequencer hands
+it each batch's `(command, Outcome)` pairs after applying them; it only
+drops the pairs it already has (by sequence number) and queues the rest. A
+sender thread turns them into plain data and pipes them to a writer
+*process*, so that neither the database's I/O nor the conversion's Python
+work holds the sequencer's GIL. The writer turns events into rows and
+writes a group of batches in one transaction, together with the highest
+command sequence number it covers (`last_seq`): after a crash the node
+re-feeds the outcomes of its journal replay, and everything after `last_seq`
+is written again, exactly once.
+
+Backends: SQLite (stdlib; the default, `DATA_DIR/history.sqlite3`, WAL,
+synchronous=NORMAL) or PostgreSQL (psycopg 3) for a `postgresql://` URL.
+Prices and quantities are stored as integers (ticks, lots, the quote asset's
+units for fees) with the market's sizes in the `markets` table; queries
+return decimal strings. docs/history.md has the schema and the rules.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+import os
+import pickle
+import queue
+import select
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .. import commands as C
+from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, OrderType, Reason, Side, Stp, TimeInForce
+
+log = logging.getLogger("lxdex.node.history")
+
+SCHEMA_VERSION = 1
+DEFAULT_FILE = "history.sqlite3"
+
+#: A writer transaction takes queued batches until it has about this many
+#: commands + events (a Records command weighs as its events).
+GROUP_MAX = 100_000
+#: ... and the store sends it messages of about this many commands + events.
+SEND_MAX = 2_048
+#: How long the writer waits for more input before writing a small group.
+LINGER_S = 0.005
+#: The writer process's nice value (lower CPU priority than the node).
+WRITER_NICE = 10
+MAX_LIMIT = 5_000
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+#: Intervals served (Binance names); every one is aggregated from the 1m candles.
+INTERVALS = {"1m": MINUTE, "3m": 3 * MINUTE, "5m": 5 * MINUTE, "15m": 15 * MINUTE, "30m": 30 * MINUTE,
+             "1h": HOUR, "2h": 2 * HOUR, "4h": 4 * HOUR, "6h": 6 * HOUR, "8h": 8 * HOUR, "12h": 12 * HOUR,
+             "1d": DAY, "1w": WEEK, "1M": 31 * DAY}
+
+_FILL, _ACCEPTED, _CANCELLED, _AMENDED, _TRIGGERED, _REJECTED, _DEPTH = (
+    int(EventKind.FILL), int(EventKind.ACCEPTED), int(EventKind.CANCELLED), int(EventKind.AMENDED),
+    int(EventKind.TRIGGERED), int(EventKind.REJECTED), int(EventKind.DEPTH))
+_EXPIRED = int(Reason.EXPIRED)
+_REASON_NAMES = {int(r): r.name.lower() for r in Reason}
+_SIDE_NAMES = {int(s): s.name.lower() for s in Side}
+_TYPE_NAMES = {int(t): t.name.lower() for t in OrderType}
+_TIF_NAMES = {int(t): t.name.lower() for t in TimeInForce}
+_STP_NAMES = {int(t): t.name.lower() for t in Stp}
+_MARKET_TYPES = {int(OrderType.MARKET), int(OrderType.STOP_MARKET), int(OrderType.TAKE_PROFIT_MARKET),
+                 int(OrderType.TRAILING_STOP)}
+_ADVANCE_TIME = int(CommandKind.ADVANCE_TIME)
+#: Status by code (0: unchanged, 5: new) and reason name by Reason value (255: none), for numpy indexing.
+_STATUS_OF = np.array([None, "partially_filled", "filled", "cancelled", "expired", "new"], dtype=object)
+_REASON_OF = np.array([_REASON_NAMES.get(i, str(i)) if i != 255 else None for i in range(256)], dtype=object)
+#: What the history keeps of an order's submit parameters.
+_PARAMS_DTYPE = np.dtype([("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("trigger_price", "<i8"),
+                          ("display_qty", "<i8"), ("expire_ts", "<u8")])
+
+# Order state, as the writer keeps it for the orders a group creates (one row to insert).
+(O_ID, O_ACCOUNT, O_MARKET, O_SIDE, O_TYPE, O_TIF, O_STP, O_FLAGS, O_PRICE, O_TRIGGER, O_DISPLAY, O_EXPIRE, O_QTY,
+ O_FILLED, O_QUOTE, O_REMAINING, O_STATUS, O_REASON, O_CREATED_TS, O_UPDATED_TS, O_CREATED_SEQ, O_UPDATED_SEQ,
+ O_TRIGGERED_TS) = range(23)
+# ... and the change to an order an earlier group created (one UPDATE).
+(D_FILLED, D_QUOTE, D_REMAINING, D_STATUS, D_REASON, D_PRICE, D_QTY_FROM_FILLED, D_TRIGGERED_TS, D_UPDATED_TS,
+ D_UPDATED_SEQ) = range(10)
+
+_ORDER_COLUMNS = ("order_id", "account", "market", "side", "order_type", "tif", "stp", "flags", "price",
+                  "trigger_price", "display_qty", "expire_ts", "qty", "filled_qty", "filled_quote", "remaining",
+                  "status", "reason", "created_ts", "updated_ts", "created_seq", "updated_seq", "triggered_ts")
+_FILL_COLUMNS = ("id", "seq", "ts", "market", "taker_order", "taker_account", "maker_order", "maker_account",
+                 "taker_side", "price", "qty", "taker_fee", "maker_fee")
+_CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
+
+
+def _schema(big: str) -> list[str]:
+    """The tables (`big` is the 64-bit integer type's name)."""
+    return [
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {big} NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS markets (id INTEGER PRIMARY KEY, symbol TEXT NOT NULL UNIQUE, "
+        "base TEXT NOT NULL, quote TEXT NOT NULL, base_decimals INTEGER NOT NULL, quote_decimals INTEGER NOT NULL, "
+        "tick_size TEXT NOT NULL, lot_size TEXT NOT NULL, maker_bps INTEGER NOT NULL, taker_bps INTEGER NOT NULL, "
+        "fee_mode TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS fills (id {big} PRIMARY KEY, seq {big} NOT NULL, ts {big} NOT NULL, "
+        f"market INTEGER NOT NULL, taker_order {big} NOT NULL, taker_account {big} NOT NULL, "
+        f"maker_order {big} NOT NULL, maker_account {big} NOT NULL, taker_side SMALLINT NOT NULL, "
+        f"price {big} NOT NULL, qty {big} NOT NULL, taker_fee {big}, maker_fee {big})",
+        "CREATE INDEX IF NOT EXISTS fills_taker ON fills (taker_account, id)",
+        "CREATE INDEX IF NOT EXISTS fills_maker ON fills (maker_account, id)",
+        f"CREATE TABLE IF NOT EXISTS orders (order_id {big} PRIMARY KEY, account {big} NOT NULL, "
+        f"market INTEGER NOT NULL, side SMALLINT NOT NULL, order_type SMALLINT NOT NULL, tif SMALLINT NOT NULL, "
+        f"stp SMALLINT NOT NULL, flags SMALLINT NOT NULL, price {big} NOT NULL, trigger_price {big} NOT NULL, "
+        f"display_qty {big} NOT NULL, expire_ts {big} NOT NULL, qty {big} NOT NULL, filled_qty {big} NOT NULL, "
+        f"filled_quote {big} NOT NULL, remaining {big} NOT NULL, status TEXT NOT NULL, reason TEXT, "
+        f"created_ts {big} NOT NULL, updated_ts {big} NOT NULL, created_seq {big} NOT NULL, "
+        f"updated_seq {big} NOT NULL, triggered_ts {big})",
+        "CREATE INDEX IF NOT EXISTS orders_account ON orders (account, order_id)",
+        f"CREATE TABLE IF NOT EXISTS candles_1m (market INTEGER NOT NULL, start {big} NOT NULL, "
+        f"open {big} NOT NULL, high {big} NOT NULL, low {big} NOT NULL, close {big} NOT NULL, "
+        f"volume {big} NOT NULL, quote_volume {big} NOT NULL, trades {big} NOT NULL, PRIMARY KEY (market, start))",
+        f"CREATE TABLE IF NOT EXISTS gaps (first_seq {big} NOT NULL, last_seq {big} NOT NULL, "
+        f"detected_at {big} NOT NULL)",
+    ]
+
+
+# -- backends -----------------------------------------------------------------------------------------------
+
+
+class _Backend:
+    """What differs between SQLite and PostgreSQL: connecting, parameter
+    style, a few functions, and how rows are bulk-inserted."""
+
+    name = ""
+    big = "BIGINT"
+    greatest = "max"
+    least = "min"
+    def connect(self, writer: bool):
+        raise NotImplementedError
+
+    def transient(self, e: BaseException) -> bool:
+        """Whether a failed write is worth retrying (the database went away,
+        is busy or full) rather than a bug."""
+        return False
+
+    def sql(self, s: str) -> str:
+        return s
+
+    def month_start(self, col: str) -> str:
+        raise NotImplementedError
+
+    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: list) -> None:
+        cur.executemany(self.sql(f"INSERT INTO {table} ({', '.join(columns)}) "
+                                 f"VALUES ({', '.join('?' * len(columns))})"), rows)
+
+    def begin(self, conn) -> None:
+        pass
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """What `_backend_from_config` rebuilds it from (in the writer process)."""
+        raise NotImplementedError
+
+
+class _SQLite(_Backend):
+    name = "sqlite"
+    big = "INTEGER"  # SQLite integers are 64-bit; INTEGER PRIMARY KEY is the rowid
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def connect(self, writer: bool):
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if writer:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+            # Checkpoint every ~40 MB of WAL rather than 4 MB: the account indexes take inserts at
+            # random places, and a page changed by many transactions is then copied back once.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
+        return conn
+
+    def begin(self, conn) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def transient(self, e: BaseException) -> bool:
+        msg = str(e).lower()
+        return isinstance(e, sqlite3.OperationalError) and any(
+            w in msg for w in ("locked", "busy", "disk", "i/o", "full", "unable to open"))
+
+    def month_start(self, col: str) -> str:
+        return f"CAST(strftime('%s', {col} / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000"
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def config(self) -> dict:
+        return {"kind": "sqlite", "path": str(self.path)}
+
+
+class _Postgres(_Backend):
+    name = "postgresql"
+    greatest = "GREATEST"
+    least = "LEAST"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as e:  # pragma: no cover - psycopg is a dependency
+            raise RuntimeError("a postgresql:// history URL needs psycopg 3 (pip install 'psycopg[binary]')") from e
+        self.psycopg = psycopg
+        self.url = url
+
+    def connect(self, writer: bool):
+        from psycopg.types.numeric import Int8Dumper
+
+        conn = self.psycopg.connect(self.url, autocommit=True)
+        # Every integer we send fits 64 bits: one parameter type, one prepared plan.
+        conn.adapters.register_dumper(int, Int8Dumper)
+        if writer:
+            # One writer per database: a second node writing the same history would corrupt it.
+            if not conn.execute("SELECT pg_try_advisory_lock(hashtext('lxdex-history'))").fetchone()[0]:
+                conn.close()
+                raise RuntimeError(f"history database {self.describe()} is being written by another lxdex "
+                                   "(its advisory lock is held)")
+        return conn
+
+    def transient(self, e: BaseException) -> bool:
+        return isinstance(e, self.psycopg.OperationalError)
+
+    def sql(self, s: str) -> str:
+        return s.replace("%", "%%").replace("?", "%s")
+
+    def begin(self, conn) -> None:
+        conn.execute("BEGIN")
+
+    def month_start(self, col: str) -> str:
+        return (f"CAST(EXTRACT(EPOCH FROM date_trunc('month', to_timestamp({col} / 1000) AT TIME ZONE 'UTC')) "
+                f"AS BIGINT) * 1000")
+
+    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: list) -> None:
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row(r)
+
+    def describe(self) -> str:
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            d = conninfo_to_dict(self.url)
+            return f"postgresql://{d.get('host', '')}:{d.get('port', '')}/{d.get('dbname', '')}"
+        except Exception:
+            return "postgresql://..."
+
+    def config(self) -> dict:
+        return {"kind": "postgresql", "url": self.url}
+
+
+def _backend_from_config(cfg: dict) -> _Backend:
+    return _SQLite(Path(cfg["path"])) if cfg["kind"] == "sqlite" else _Postgres(cfg["url"])
+
+
+def _init_schema(c, b: _Backend) -> None:
+    """Creates the tables if missing; refuses another schema version."""
+    b.begin(c)
+    try:
+        for stmt in _schema(b.big):
+            c.execute(stmt)
+        rows = c.execute("SELECT version FROM schema_version").fetchall()
+        if not rows:
+            c.execute(b.sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
+        elif rows[0][0] != SCHEMA_VERSION:
+            raise RuntimeError(f"history database {b.describe()} has schema version {rows[0][0]}; "
+                               f"this lxdex writes version {SCHEMA_VERSION}")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+
+
+def _backend_for(url: str | None, data_dir: Path | None) -> _Backend:
+    if url is not None and url.startswith(("postgresql://", "postgres://")):
+        return _Postgres(url)
+    if data_dir is None:
+        raise ValueError("data_dir: SQLite history needs the node's data directory")
+    if url is None or url in ("", "sqlite://", "sqlite:///"):
+        return _SQLite(Path(data_dir) / DEFAULT_FILE)
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///"):]
+        if rest == ":memory:" or rest.startswith("file:"):
+            raise ValueError("history_url: an in-memory SQLite database cannot be shared between threads")
+        p = Path(rest)
+        return _SQLite(p if p.is_absolute() else Path(data_dir) / p)
+    if url.startswith(("postgresql://", "postgres://")):
+        return _Postgres(url)
+    raise ValueError(f"history_url: {url!r} is not sqlite:///PATH or postgresql://...")
+
+
+# -- market facts the writer and the queries need ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Market:
+    id: int
+    symbol: str
+    quote: str
+    quote_decimals: int
+    tick_size: Decimal
+    lot_size: Decimal
+    maker_bps: int
+    taker_bps: int
+    tick_units: int  # quote units per tick per lot
+
+
+def _market_from_row(r) -> _Market:
+    mid, symbol, _base, quote, _bd, qd, tick, lot, maker, taker = r[:10]
+    tick, lot = Decimal(tick), Decimal(lot)
+    return _Market(mid, symbol, quote, qd, tick, lot, maker, taker, int(tick * lot * Decimal(10) ** qd))
+
+
+def _fee(notional: int, bps: int) -> int:
+    """The core's fee rounding (crates/engine/src/exchange.rs `fee`): fees round
+    up (against the payer), rebates toward zero."""
+    if bps >= 0:
+        return -((-notional * bps) // 10_000)
+    return -((notional * -bps) // 10_000)
+
+
+def _dec(n: int, step: Decimal) -> str:
+    return f"{n * step:f}"
+
+
+# -- the store ------------------------------------------------------------------------------------------------
+
+
+class HistoryStore:
+    """Fills, orders and candles of the exchange, written by a separate
+    process so that the sequencer never waits for it (not for I/O, and not
+    for the GIL either).
+
+    Use `HistoryStore.open(url, data_dir, exchange_markets)`; add the store
+    to `node.listeners`. `exchange_markets(market_id)` returns the exchange's
+    `MarketInfo` (called the first time a market shows up)."""
+
+    def __init__(self, backend: _Backend, exchange_markets: Callable[[int], Any], *, vectorized: bool = True,
+                 start_timeout: float = 60.0) -> None:
+        self._b = backend
+        self._exchange_markets = exchange_markets
+        conn = backend.connect(writer=True)
+        try:
+            _init_schema(conn, backend)
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            known = [r[0] for r in conn.execute("SELECT id FROM markets").fetchall()]
+        finally:
+            conn.close()
+        #: Highest command seq durably written (updated as the writer commits).
+        self.last_seq: int = int(meta.get("last_seq", 0))
+        self._fed_seq = self.last_seq  # highest seq queued (sequencer thread)
+        self._queued = 0               # commands queued (sequencer thread)
+        self._written = 0              # commands the writer reports written
+        self._sent_markets: set[int] = set(known)  # sender thread
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._failed: BaseException | None = None
+        self._dropped = 0
+        self._closed = False
+        self._stats: dict = {"groups": 0, "fills": 0, "orders": 0, "write_s": 0.0, "convert_s": 0.0}
+        self._local = threading.local()
+        self._query_conns: list = []
+        self._query_lock = threading.Lock()
+        self._qmarkets: dict[int, _Market] = {}
+        self._qsymbols: dict[str, int] = {}
+        # The writer process: commands in on one pipe, reports out on another.
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        import lxdex
+
+        env = dict(os.environ)
+        root = str(Path(lxdex.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cfg = json.dumps({"in": to_r, "out": from_w})  # the rest goes through the pipe: no password in `ps`
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "from lxdex.node.history import _writer_main; _writer_main()", cfg],
+                pass_fds=(to_r, from_w), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(to_r)
+            os.close(from_w)
+        self._out = os.fdopen(to_w, "wb", buffering=1 << 20)
+        self._in = os.fdopen(from_r, "rb", buffering=0)
+        try:
+            _write_message(self._out, ("config", backend.config(), vectorized))
+            self._out.flush()
+        except OSError:
+            pass  # it died at once: the read below says so
+        first = _read_message(self._in, start_timeout)
+        if first is None or first[0] != "ready":
+            self._proc.kill()
+            self._proc.wait()
+            self._out.close()
+            self._in.close()
+            why = first[1] if first is not None and len(first) > 1 else "it exited"
+            raise RuntimeError(f"history writer for {backend.describe()} did not start: {why}")
+        self._sender = threading.Thread(target=self._send_loop, name="lxdex-history-send", daemon=True)
+        self._receiver = threading.Thread(target=self._receive_loop, name="lxdex-history-recv", daemon=True)
+        self._sender.start()
+        self._receiver.start()
+        log.info("history store %s: last seq %d (writer pid %d)", backend.describe(), self.last_seq, self._proc.pid)
+
+    @classmethod
+    def open(cls, url: str | None, data_dir: Path, exchange_markets: Callable[[int], Any], *,
+             vectorized: bool = True) -> "HistoryStore":
+        """A store on `url`: None (or `sqlite:///PATH`, relative to
+        `data_dir`) for SQLite, `postgresql://...` for PostgreSQL. Creates the
+        schema if missing; refuses a database of another schema version.
+        (`vectorized=False` converts through the plain per-event loop: tests.)"""
+        backend = _backend_for(url, Path(data_dir) if data_dir is not None else None)
+        if isinstance(backend, _SQLite):
+            backend.path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(backend, exchange_markets, vectorized=vectorized)
+
+    # -- the listener (sequencer thread) ----------------------------------------------------------------------
+    def __call__(self, pairs: list) -> None:
+        """Queues the pairs this store does not have yet (seq > last fed).
+        Never blocks: no I/O, no conversion (the sender thread does that)."""
+        if not pairs:
+            return
+        hi = self._fed_seq
+        if pairs[0][1].seq <= hi:
+            pairs = [p for p in pairs if p[1].seq > hi]
+            if not pairs:
+                return
+        if self._failed is not None or self._closed:
+            self._dropped += len(pairs)
+            return
+        self._fed_seq = pairs[-1][1].seq
+        self._queued += len(pairs)
+        self._q.put(pairs)
+
+    @property
+    def lag(self) -> int:
+        """Commands queued but not yet written."""
+        return self._queued - self._written
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that stopped the writer (None while it works)."""
+        return self._failed
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Waits until everything queued so far is written (TimeoutError if
+        not within `timeout` seconds; RuntimeError if the writer failed)."""
+        target = self._queued
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._written < target and self._failed is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"history: {target - self._written} commands still queued after {timeout} s")
+                self._cond.wait(left)
+        if self._failed is not None and self._written < target:
+            raise RuntimeError(f"history writer failed: {self._failed}") from self._failed
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Writes what is queued, stops the writer (killed after `timeout`
+        seconds: what it had not written is re-fed from the journal at the
+        next start), closes every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(None)
+        self._sender.join(timeout)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("history writer did not finish within %.0f s; killing it (pid %d)", timeout, self._proc.pid)
+            self._proc.kill()
+            self._proc.wait()
+        self._receiver.join(timeout)
+        self._in.close()
+        for conn in self._query_conns:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover
+                pass
+        self._query_conns.clear()
+
+    def __enter__(self) -> "HistoryStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict:
+        """Writer counters: groups (transactions), fills and orders written, seconds spent."""
+        return dict(self._stats, last_seq=self.last_seq, lag=self.lag, dropped=self._dropped,
+                    failed=str(self._failed) if self._failed else None)
+
+    # -- to and from the writer process ---------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        """Takes what the listener queued, turns it into plain tuples (numpy
+        arrays and bytes as they are) and pipes it to the writer."""
+        q, out = self._q, self._out
+        stop = False
+        try:
+            while not stop:
+                batches = [q.get()]
+                while True:
+                    try:
+                        batches.append(q.get_nowait())
+                    except queue.Empty:
+                        break
+                items: list = []
+                weight = 0
+                for pairs in batches:
+                    if pairs is None:
+                        stop = True
+                        break
+                    for pair in pairs:
+                        it = self._wire(pair, out)
+                        items.append(it)
+                        weight += 1 if len(it) == 2 else 1 + len(it[5])
+                        if weight >= SEND_MAX:  # messages stay small: the writer groups them as it likes
+                            _write_message(out, ("batch", len(items), items))
+                            items, weight = [], 0
+                        elif len(items) % 64 == 0:
+                            # Let the sequencer have the GIL: it must never wait for this thread long.
+                            time.sleep(0)
+                if items:
+                    _write_message(out, ("batch", len(items), items))
+                out.flush()
+            _write_message(out, ("close",))
+            out.flush()
+        except Exception as e:  # the writer is gone (its failure is reported by the receiver)
+            if not isinstance(e, (BrokenPipeError, OSError)):
+                log.exception("history sender failed")
+                self._fail(e)
+        finally:
+            try:
+                out.close()
+            except OSError:
+                pass
+
+    def _wire(self, pair: tuple, out) -> tuple:
+        """One command as the writer needs it: `(seq, ts)` when it changes
+        no history, else `(seq, ts, rejected, tag, payload, events, clock
+        events)` with events as EVENT_DTYPE tuples (struct commands) or the
+        EVENT_DTYPE array (Records)."""
+        cmd, o = pair
+        seq, ts = o.seq, cmd.ts
+        clock = _tuples(o.clock_events) if len(o.clock_events) else ()
+        err = o.error is not None
+        tp = type(cmd)
+        ev = o.events
+        if err:
+            return (seq, ts, True, 0, None, (), clock) if clock else (seq, ts)
+        if tp is C.Records:
+            if not len(ev):
+                return (seq, ts, False, 0, None, (), clock) if clock else (seq, ts)
+            k = ev["kind"]
+            mk = ev["market"][(k == _FILL) | (k == _ACCEPTED)]
+            if len(mk):
+                self._need_markets(np.unique(mk).tolist(), out)
+            return (seq, ts, False, 1, cmd.data, ev, clock)
+        tuples = _tuples(ev) if len(ev) else ()
+        if tuples:
+            self._need_markets({t[5] for t in tuples if t[0] == _FILL or t[0] == _ACCEPTED}, out)
+        if tp is C.PlaceOrder:
+            return (seq, ts, False, 2, (cmd.tif, cmd.stp, cmd.post_only, cmd.display_qty, cmd.trigger_price,
+                                        cmd.expire_ts), tuples, clock)
+        if tp is C.AddMarket:
+            mid = o.value["market_id"]
+            self._need_markets([mid], out)
+            return (seq, ts, False, 3, mid, (), clock)
+        if tp is C.SetFeeTiers:
+            return (seq, ts, False, 4, (cmd.market, bool(cmd.tiers)), (), clock)
+        if tuples or clock:
+            return (seq, ts, False, 0, None, tuples, clock)
+        return (seq, ts)
+
+    def _need_markets(self, mids: Iterable[int], out) -> None:
+        for mid in mids:
+            if mid not in self._sent_markets:
+                info = self._exchange_markets(mid)
+                _write_message(out, ("market", (info.id, info.symbol, info.base.symbol, info.base.decimals,
+                                                info.quote.symbol, info.quote.decimals, str(info.tick_size),
+                                                str(info.lot_size), info.maker_bps, info.taker_bps)))
+                self._sent_markets.add(mid)
+
+    def _receive_loop(self) -> None:
+        while True:
+            try:
+                msg = _read_message(self._in)
+            except (OSError, ValueError):
+                msg = None
+            if msg is None:
+                if not self._closed or self._written < self._queued:
+                    self._fail(RuntimeError(f"history writer exited (code {self._proc.poll()})"))
+                return
+            if msg[0] == "written":
+                _, last_seq, written, stats = msg
+                with self._cond:
+                    self.last_seq = last_seq
+                    self._written = written
+                    self._stats = stats
+                    self._cond.notify_all()
+            elif msg[0] == "failed":
+                self._fail(RuntimeError(msg[1]))
+            elif msg[0] == "closed":
+                return
+
+    def _fail(self, e: BaseException) -> None:
+        with self._cond:
+            if self._failed is None:
+                self._failed = e
+                log.error("history writer failed: %s (later commands are not written; they are re-fed from the "
+                          "journal at the next start)", e)
+            self._cond.notify_all()
+
+    # -- queries (caller's thread, own connection) ------------------------------------------------------------
+    def _qconn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("history store is closed")
+            conn = self._b.connect(writer=False)
+            self._local.conn = conn
+            with self._query_lock:
+                self._query_conns.append(conn)
+        return conn
+
+    def _query(self, sql: str, params: Iterable) -> list:
+        conn = self._qconn()
+        if self._b.name == "sqlite":
+            return conn.execute(sql, tuple(params)).fetchall()
+        with conn.cursor() as cur:
+            cur.execute(self._b.sql(sql), tuple(params))
+            return cur.fetchall()
+
+    def _qmarket(self, mid: int) -> _Market:
+        m = self._qmarkets.get(mid)
+        if m is None:
+            self._refresh_markets()
+            m = self._qmarkets[mid]
+        return m
+
+    def _refresh_markets(self) -> None:
+        for r in self._query("SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, "
+                             "maker_bps, taker_bps FROM markets", ()):
+            m = _market_from_row(r)
+            self._qmarkets[m.id] = m
+            self._qsymbols[m.symbol] = m.id
+
+    def _market_id(self, symbol: str) -> int:
+        if not isinstance(symbol, str):
+            raise ValueError(f"market: {symbol!r} is not a market symbol")
+        mid = self._qsymbols.get(symbol)
+        if mid is None:
+            self._refresh_markets()
+            mid = self._qsymbols.get(symbol)
+            if mid is None:
+                raise ValueError(f"market: no market {symbol!r} in the history")
+        return mid
+
+    @staticmethod
+    def _check(account: int | None, start_ts, end_ts, from_id, limit) -> None:
+        for name, v in (("account", account), ("start_ts", start_ts), ("end_ts", end_ts), ("from_id", from_id)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ValueError(f"{name}: {v!r} is not a non-negative integer")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit: {limit!r} is not an integer in 1..{MAX_LIMIT}")
+        if start_ts is not None and end_ts is not None and start_ts > end_ts:
+            raise ValueError(f"start_ts: {start_ts} is after end_ts {end_ts}")
+
+    def fills(self, account: int, market: str | None = None, start_ts: int | None = None,
+              end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
+        """The account's fills, oldest first: from `from_id` (a fill id) or
+        `start_ts` onward, else the most recent `limit`. A self-trade (the
+        account on both sides) is two entries with the same id. `fee` is in
+        the market's quote asset (negative: a rebate), None where the store
+        cannot know it (docs/history.md)."""
+        self._check(account, start_ts, end_ts, from_id, limit)
+        where, params = [], []
+        if market is not None:
+            where.append("market = ?")
+            params.append(self._market_id(market))
+        if start_ts is not None:
+            where.append("ts >= ?")
+            params.append(start_ts)
+        if end_ts is not None:
+            where.append("ts <= ?")
+            params.append(end_ts)
+        if from_id is not None:
+            where.append("id >= ?")
+            params.append(from_id)
+        forward = from_id is not None or start_ts is not None
+        order = "ASC" if forward else "DESC"
+        cond = "".join(f" AND {w}" for w in where)
+        cols = "id, seq, ts, market, taker_order, taker_account, maker_order, maker_account, taker_side, price, qty, " \
+               "taker_fee, maker_fee"
+        # Two index scans (as taker, as maker); a self-trade is in both: buyer first, as the core lists it.
+        sql = (f"SELECT * FROM (SELECT {cols}, 0 AS role, taker_side AS vside FROM fills "
+               f"WHERE taker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS t UNION ALL "
+               f"SELECT * FROM (SELECT {cols}, 1 AS role, 1 - taker_side AS vside FROM fills "
+               f"WHERE maker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, vside {order} "
+               f"LIMIT ?")
+        rows = self._query(sql, [account, *params, limit, account, *params, limit, limit])
+        if not forward:
+            rows.reverse()
+        out = []
+        for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role,
+             _vside) in rows:
+            m = self._qmarket(mid)
+            maker = role == 1
+            fee = m_fee if maker else t_fee
+            side = t_side ^ 1 if maker else t_side
+            out.append({
+                "id": fid, "seq": seq, "ts": ts, "market": m.symbol,
+                "order_id": m_order if maker else t_order, "other_order_id": t_order if maker else m_order,
+                "side": _SIDE_NAMES[side], "maker": maker, "taker_side": _SIDE_NAMES[t_side],
+                "price": _dec(price, m.tick_size), "qty": _dec(qty, m.lot_size),
+                "quote_qty": _dec(price * qty, m.tick_size * m.lot_size),
+                "fee": None if fee is None else f"{Decimal(fee).scaleb(-m.quote_decimals):f}",
+                "fee_asset": m.quote,
+            })
+        return out
+
+    def _order_dict(self, r) -> dict:
+        (oid, account, mid, side, otype, tif, stp, flags, price, trigger, display, expire, qty, filled, fquote,
+         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts) = r
+        m = self._qmarket(mid)
+        fquote = int(fquote)
+        avg = None
+        if filled:
+            # Exact at the tick's precision when it can be; else 6 more digits (the sum is in quote_qty).
+            q = (Decimal(fquote) * m.tick_size / Decimal(filled)).quantize(m.tick_size.scaleb(-6)).normalize()
+            if q.as_tuple().exponent > m.tick_size.as_tuple().exponent:
+                q = q.quantize(m.tick_size)
+            avg = f"{q:f}"
+        d = {
+            "order_id": oid, "account": account, "market": m.symbol, "side": _SIDE_NAMES[side],
+            "type": _TYPE_NAMES.get(otype, str(otype)), "tif": _TIF_NAMES.get(tif, str(tif)),
+            "stp": _STP_NAMES.get(stp, str(stp)), "post_only": bool(flags & Flags.POST_ONLY),
+            "price": _dec(price, m.tick_size) if price else None,
+            "qty": _dec(qty, m.lot_size), "filled_qty": _dec(filled, m.lot_size),
+            "remaining_qty": _dec(remaining, m.lot_size),
+            "quote_qty": _dec(fquote, m.tick_size * m.lot_size), "avg_price": avg,
+            "status": status, "reason": reason,
+            "created_ts": created_ts, "updated_ts": updated_ts, "created_seq": created_seq,
+            "updated_seq": updated_seq,
+        }
+        if otype in (OrderType.TRAILING_STOP,) and flags & Flags.TRAIL_BPS:
+            d["trail_bps"] = trigger
+        elif trigger:
+            d["trigger_price"] = _dec(trigger, m.tick_size)
+        if triggered_ts is not None:
+            d["triggered_ts"] = triggered_ts
+        if display:
+            d["display_qty"] = _dec(display, m.lot_size)
+        if expire:
+            d["expire_ts"] = expire
+        return d
+
+    def orders(self, account: int, market: str | None = None, start_ts: int | None = None,
+               end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
+        """The account's orders (open and closed), by id: from `from_id` (an
+        order id) or `start_ts` (creation time) onward, else the most recent
+        `limit`."""
+        self._check(account, start_ts, end_ts, from_id, limit)
+        where, params = ["account = ?"], [account]
+        if market is not None:
+            where.append("market = ?")
+            params.append(self._market_id(market))
+        if start_ts is not None:
+            where.append("created_ts >= ?")
+            params.append(start_ts)
+        if end_ts is not None:
+            where.append("created_ts <= ?")
+            params.append(end_ts)
+        if from_id is not None:
+            where.append("order_id >= ?")
+            params.append(from_id)
+        forward = from_id is not None or start_ts is not None
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
+                           f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
+        if not forward:
+            rows.reverse()
+        return [self._order_dict(r) for r in rows]
+
+    def order(self, order_id: int) -> dict | None:
+        """One order by id, or None if the history has no such order."""
+        if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 0:
+            raise ValueError(f"order_id: {order_id!r} is not a non-negative integer")
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = ?", [order_id])
+        return self._order_dict(rows[0]) if rows else None
+
+    def candles(self, market: str, interval: str = "1m", start_ts: int | None = None, end_ts: int | None = None,
+                limit: int = 500) -> list[dict]:
+        """OHLCV candles of `market` (start in ms, oldest first; only
+        intervals with trades), aggregated from the 1m candles: from
+        `start_ts` onward (candles starting at or after it), else the most
+        recent `limit`; `end_ts` bounds the candles' start."""
+        self._check(None, start_ts, end_ts, None, limit)
+        if interval not in INTERVALS:
+            raise ValueError(f"interval: {interval!r} is not one of {', '.join(INTERVALS)}")
+        mid = self._market_id(market)
+        m = self._qmarket(mid)
+        forward = start_ts is not None
+        order = "ASC" if forward else "DESC"
+        lo = 0 if start_ts is None else start_ts
+        hi = None if end_ts is None else _next_start(interval, end_ts)
+        cond = " AND start >= ?" + ("" if hi is None else " AND start < ?")
+        params: list = [mid, lo] + ([] if hi is None else [hi])
+        if interval == "1m":
+            rows = self._query(f"SELECT start, open, high, low, close, volume, quote_volume, trades FROM candles_1m "
+                               f"WHERE market = ?{cond} ORDER BY start {order} LIMIT ?", [*params, limit])
+        else:
+            bucket = self._bucket_sql(interval)
+            sql = (f"WITH g AS (SELECT {bucket} AS bucket, MIN(start) AS first, MAX(start) AS last, "
+                   f"MAX(high) AS high, MIN(low) AS low, SUM(volume) AS volume, SUM(quote_volume) AS qv, "
+                   f"SUM(trades) AS trades FROM candles_1m WHERE market = ?{cond} GROUP BY {bucket}) "
+                   f"SELECT g.bucket, o.open, g.high, g.low, c.close, g.volume, g.qv, g.trades FROM g "
+                   f"JOIN candles_1m o ON o.market = ? AND o.start = g.first "
+                   f"JOIN candles_1m c ON c.market = ? AND c.start = g.last "
+                   f"WHERE g.bucket >= ? ORDER BY g.bucket {order} LIMIT ?")
+            rows = self._query(sql, [*params, mid, mid, lo, limit])
+        if not forward:
+            rows.reverse()
+        tick, lot = m.tick_size, m.lot_size
+        qv = tick * lot
+        return [{"start": int(s), "open": _dec(o, tick), "high": _dec(h, tick), "low": _dec(lw, tick),
+                 "close": _dec(c, tick), "volume": _dec(int(v), lot), "quote_volume": _dec(int(q), qv),
+                 "trades": int(n)} for s, o, h, lw, c, v, q, n in rows]
+
+    def _bucket_sql(self, interval: str) -> str:
+        if interval == "1M":
+            return self._b.month_start("start")
+        if interval == "1w":
+            # Weeks start on Monday; 1970-01-01 was a Thursday (as the core: docs/exchange.md).
+            s = f"(start + {3 * DAY})"
+            return f"{self._b.greatest}({s} - {s} % {WEEK} - {3 * DAY}, 0)"
+        n = INTERVALS[interval]
+        return f"(start - start % {n})"
+
+
+
+
+class _Writer:
+    """The writer process: turns commands' events into rows and writes them,
+    a group of batches per transaction, with the last seq in it."""
+
+    def __init__(self, backend: _Backend, vectorized: bool, inp, out) -> None:
+        self._b = backend
+        self._vec = vectorized
+        self._inp = inp
+        self._out = out
+        self._conn = backend.connect(writer=True)
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        self.last_seq = int(meta.get("last_seq", 0))
+        self._now = int(meta.get("now", 0))
+        self._next_fill_id = int(meta.get("next_fill_id", 1))
+        self._processed_seq = self.last_seq
+        self._written = 0
+        self._infos: dict[int, tuple] = {}
+        self._markets: dict[int, _Market] = {}
+        self._fee_mode: dict[int, str] = {}
+        self._symbols: dict[str, int] = {}
+        # The same per market id, as arrays for the column-wise conversion.
+        self._flat = np.zeros(0, bool)
+        self._registered = np.zeros(0, bool)
+        self._tick_units = self._taker_bps = self._maker_bps = np.zeros(0, np.int64)
+        for r in self._conn.execute(
+                "SELECT id, symbol, base, quote, base_decimals, quote_decimals, tick_size, lot_size, maker_bps, "
+                "taker_bps, fee_mode FROM markets").fetchall():
+            self._remember_market(_market_from_row(r), r[10])
+        self._stats = {"groups": 0, "fills": 0, "orders": 0, "write_s": 0.0, "convert_s": 0.0}
+
+    def run(self) -> None:
+        """Reads until "close" (or the end of the pipe: the node is gone),
+        writing as it goes; every commit is reported."""
+        pending: list = []  # "batch" messages read, not yet written
+        weight = 0
+        done = False
+        while not done or pending:
+            if not done:
+                # Block for input when there is nothing to write; with a small group, linger a
+                # moment for more (fewer, larger transactions rewrite fewer index pages per row).
+                wait = None if not pending else (LINGER_S if weight < GROUP_MAX // 4 else 0.0)
+                msgs = self._inp.available(wait)
+                for msg in msgs:
+                    if msg is None or msg[0] == "close":
+                        done = True
+                    elif msg[0] == "market":
+                        self._infos[msg[1][0]] = msg[1]
+                    elif msg[0] == "batch":
+                        pending.append(msg)
+                        weight += sum(1 if len(it) == 2 else 1 + len(it[5]) for it in msg[2])
+                if not done and msgs and weight < GROUP_MAX:
+                    continue  # more may be on its way: group it
+            if not pending:
+                continue
+            t0 = time.perf_counter()
+            g = self._convert([it for m in pending for it in m[2]])
+            t1 = time.perf_counter()
+            self._write_with_retry(g)
+            self._stats["convert_s"] += t1 - t0
+            self._stats["write_s"] += time.perf_counter() - t1
+            self.last_seq = g.last_seq
+            self._written += sum(m[1] for m in pending)
+            pending, weight = [], 0
+            _write_message(self._out, ("written", self.last_seq, self._written, self._stats))
+            self._out.flush()
+        self._conn.close()
+
+    def _write_with_retry(self, g: "_Group") -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._write(g)
+                return
+            except Exception as e:
+                if not self._b.transient(e):
+                    raise
+                log.warning("history write failed (%s); retrying in %.1f s", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+                try:
+                    self._conn = self._b.connect(writer=True)
+                    # The commit may have landed before the connection broke.
+                    row = self._conn.execute(self._b.sql("SELECT value FROM meta WHERE key = ?"),
+                                             ("last_seq",)).fetchone()
+                    if row is not None and row[0] >= g.last_seq:
+                        return
+                except Exception as e2:
+                    if not self._b.transient(e2) and not isinstance(e2, RuntimeError):
+                        raise
+                    log.warning("history reconnect failed: %s", e2)
+
+    def _write(self, g: "_Group") -> None:
+        b, conn = self._b, self._conn
+        sql = b.sql
+        b.begin(conn)
+        try:
+            cur = conn.cursor()
+            if g.markets:
+                cur.executemany(sql(
+                    "INSERT INTO markets (id, symbol, base, quote, base_decimals, quote_decimals, tick_size, "
+                    "lot_size, maker_bps, taker_bps, fee_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING"), g.markets)
+            if g.fee_modes:
+                cur.executemany(sql("UPDATE markets SET fee_mode = ? WHERE id = ?"),
+                                [(mode, mid) for mid, mode in g.fee_modes.items()])
+            if g.fill_rows:
+                b.insert_many(cur, "fills", _FILL_COLUMNS, g.fill_rows)
+            if g.order_rows:
+                b.insert_many(cur, "orders", _ORDER_COLUMNS, g.order_rows)
+            if g.delta_rows:
+                # A NULL leaves the column; qty = filled before this group + (filled in it until the
+                # last amend + the amend's new remaining).
+                cur.executemany(sql(
+                    "UPDATE orders SET filled_qty = filled_qty + ?, filled_quote = filled_quote + ?, "
+                    "remaining = COALESCE(CAST(? AS BIGINT), remaining), status = COALESCE(CAST(? AS TEXT), status), "
+                    "reason = COALESCE(CAST(? AS TEXT), reason), price = COALESCE(CAST(? AS BIGINT), price), "
+                    "qty = COALESCE(filled_qty + CAST(? AS BIGINT), qty), "
+                    "triggered_ts = COALESCE(CAST(? AS BIGINT), triggered_ts), updated_ts = ?, updated_seq = ? "
+                    "WHERE order_id = ?"), g.delta_rows)
+            if g.candle_rows:
+                hi, lo = b.greatest, b.least
+                cur.executemany(sql(
+                    f"INSERT INTO candles_1m ({', '.join(_CANDLE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"ON CONFLICT (market, start) DO UPDATE SET high = {hi}(candles_1m.high, excluded.high), "
+                    f"low = {lo}(candles_1m.low, excluded.low), close = excluded.close, "
+                    f"volume = candles_1m.volume + excluded.volume, "
+                    f"quote_volume = candles_1m.quote_volume + excluded.quote_volume, "
+                    f"trades = candles_1m.trades + excluded.trades"),
+                    g.candle_rows)
+            if g.gaps:
+                cur.executemany(sql("INSERT INTO gaps (first_seq, last_seq, detected_at) VALUES (?, ?, ?)"),
+                                [(a, z, int(time.time() * 1000)) for a, z in g.gaps])
+            cur.executemany(sql("INSERT INTO meta (key, value) VALUES (?, ?) "
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+                            [("last_seq", g.last_seq), ("now", g.now), ("next_fill_id", g.next_fill_id)])
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+        st = self._stats
+        st["groups"] += 1
+        st["fills"] += len(g.fill_rows)
+        st["orders"] += len(g.order_rows)
+
+    # -- events to rows (writer thread) ----------------------------------------------------------------------
+    def _remember_market(self, m: _Market, mode: str) -> None:
+        mid = m.id
+        self._markets[mid] = m
+        self._symbols[m.symbol] = mid
+        self._fee_mode[mid] = mode
+        if mid >= len(self._flat):
+            self._grow_market_arrays(mid + 1)
+        self._registered[mid] = True
+        self._flat[mid] = mode == "flat"
+        self._tick_units[mid], self._taker_bps[mid], self._maker_bps[mid] = m.tick_units, m.taker_bps, m.maker_bps
+
+    def _market(self, mid: int, g: "_Group", seen_added: bool = False) -> _Market:
+        """The market's facts; the first time, from the exchange (its fees are
+        known only if the store saw it being added: no tiers were set unseen)."""
+        m = self._markets.get(mid)
+        if m is None:
+            info = self._infos.get(mid)
+            if info is None:
+                raise RuntimeError(f"market {mid}: its facts were never sent to the history writer")
+            _, symbol, base, base_dec, quote, quote_dec, tick, lot, maker, taker = info
+            row = (mid, symbol, base, quote, base_dec, quote_dec, tick, lot, maker, taker)
+            m = _market_from_row(row)
+            mode = "flat" if seen_added else "unknown"
+            self._remember_market(m, mode)
+            g.markets.append((*row, mode))
+        return m
+
+    def _convert(self, items: list) -> "_Group":
+        """Rows for `items` (`HistoryStore._wire` tuples, in seq order)."""
+        g = _Group()
+        now = self._now
+        vec = self._vec
+        for it in items:
+            seq = it[0]
+            if seq > self._processed_seq + 1:
+                self._gap(g, self._processed_seq + 1, seq - 1)
+            self._processed_seq = seq
+            if it[1] > now:
+                now = it[1]
+            if len(it) == 2:
+                continue
+            _, _, rejected, tag, payload, events, clock = it
+            if clock:
+                self._struct_events(g, clock, now, seq, None, vec)
+            if rejected:
+                continue
+            if tag == 1:
+                now = self._records(g, payload, events, now, seq, vec)
+            elif tag == 3:
+                self._market(payload, g, seen_added=True)
+            elif tag == 4:
+                mid = self._symbols.get(payload[0])
+                if mid is not None:
+                    self._set_fee_mode(g, mid, "tiered" if payload[1] else "flat")
+            elif events:
+                self._struct_events(g, events, now, seq, payload if tag == 2 else None, vec)
+        if vec:
+            self._finish_columns(g)
+        else:
+            self._finish_loop(g)
+        self._now = now
+        g.last_seq = self._processed_seq
+        g.now = now
+        g.next_fill_id = self._next_fill_id
+        return g
+
+    def _set_fee_mode(self, g: "_Group", mid: int, mode: str) -> None:
+        self._fee_mode[mid] = mode
+        g.fee_modes[mid] = mode
+        self._flat[mid] = mode == "flat"
+
+    def _gap(self, g: "_Group", first: int, last: int) -> None:
+        log.warning("history: commands %d..%d were never fed to the store; their fills and orders are missing, "
+                    "and fees are not computed from here on until a market's fee tiers are set again", first, last)
+        g.gaps.append((first, last))
+        for mid in list(self._fee_mode):  # fee tiers may have been set in the gap
+            if self._fee_mode[mid] != "unknown":
+                self._set_fee_mode(g, mid, "unknown")
+
+    def _struct_events(self, g: "_Group", events: list, ts: int, seq: int, place, vec: bool) -> None:
+        """Events of a struct command (EVENT_DTYPE tuples); `place` is a
+        PlaceOrder's parameters."""
+        if not vec:
+            self._events(g, events, ts, seq, place, None)
+            return
+        params = [_place_params(place, self._market(e[5], g), e[3]) for e in events if e[0] == _ACCEPTED]
+        self._add_chunk(g, np.array(events, dtype=EVENT_DTYPE), ts, seq,
+                        np.array(params, dtype=_PARAMS_DTYPE) if params else None)
+
+    def _records(self, g: "_Group", data: bytes, ev: np.ndarray, now: int, seq: int, vec: bool) -> int:
+        """A Records batch: the events (EVENT_DTYPE) name their row in `cmd_index`."""
+        rows = np.frombuffer(data, COMMAND_DTYPE)
+        kinds = ev["kind"]
+        ts_of_row = None
+        adv = rows["kind"] == _ADVANCE_TIME
+        if adv.any():
+            # Rows that moved the clock (ADVANCE_TIME, not rejected): later rows' events happen then.
+            ok = adv.copy()
+            ok[ev["cmd_index"][kinds == _REJECTED]] = False
+            t = np.where(ok, rows["expire_ts"].astype(np.int64), 0)
+            t[0] = max(int(t[0]), now)
+            ts_of_row = np.maximum.accumulate(t)
+            now = int(ts_of_row[-1])
+        keep = ev[(kinds != _DEPTH) & (kinds != _REJECTED)]
+        if not len(keep):
+            return now
+        acc_idx = keep["cmd_index"][keep["kind"] == _ACCEPTED]
+        if vec:
+            params = rows[acc_idx][list(_PARAMS_DTYPE.names)].astype(_PARAMS_DTYPE) if len(acc_idx) else None
+            self._add_chunk(g, keep, now if ts_of_row is None else ts_of_row[keep["cmd_index"]], seq, params)
+        else:
+            sub = rows[acc_idx]
+            params = dict(zip(acc_idx.tolist(), zip(
+                sub["tif"].tolist(), sub["stp"].tolist(), sub["flags"].tolist(), sub["trigger_price"].tolist(),
+                sub["display_qty"].tolist(), sub["expire_ts"].tolist())))
+            self._events(g, keep.tolist(), now, seq, None, params, ts_of_row)
+        return now
+
+    def _add_chunk(self, g: "_Group", ev: np.ndarray, ts, seq: int, params: np.ndarray | None) -> None:
+        """Queues one command's events for `_finish_columns`; registers the
+        markets they name, and notes which fills' fees are knowable now
+        (fee tiers may change later in the group)."""
+        mk = ev["market"]
+        top = int(mk.max())
+        if top >= len(self._flat):
+            self._grow_market_arrays(top + 1)
+        if not self._registered[mk].all():
+            for mid in np.unique(mk).tolist():
+                if not self._registered[mid]:
+                    self._market(mid, g)
+        fm = ev["kind"] == _FILL
+        g.evs.append(ev)
+        g.ts.append(ts)
+        g.lens.append(len(ev))
+        g.seqs.append(seq)
+        g.known.append(self._flat[mk[fm]])
+        if params is not None:
+            g.params.append(params)
+
+    def _grow_market_arrays(self, n: int) -> None:
+        n = max(n, 2 * len(self._flat), 16)
+        for name, dt in (("_flat", bool), ("_registered", bool), ("_tick_units", np.int64), ("_taker_bps", np.int64),
+                         ("_maker_bps", np.int64)):
+            old = getattr(self, name)
+            new = np.zeros(n, dt)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def _finish_columns(self, g: "_Group") -> None:
+        """The group's rows from its events, column-wise (numpy): the same rows
+        as `_finish_loop` (tests check that), at a fraction of the cost."""
+        if not g.evs:
+            return
+        E = np.concatenate(g.evs) if len(g.evs) > 1 else g.evs[0]
+        lens = np.array(g.lens)
+        S = np.repeat(np.array(g.seqs, np.int64), lens)
+        if all(isinstance(t, int) for t in g.ts):
+            T = np.repeat(np.array(g.ts, np.int64), lens)
+        else:
+            T = np.concatenate([np.full(n, t, np.int64) if isinstance(t, int) else t.astype(np.int64)
+                                for t, n in zip(g.ts, g.lens)])
+        kind = E["kind"]
+        self._fill_rows(g, E, kind, S, T)
+        self._order_rows(g, E, kind, S, T)
+
+    def _fill_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
+        fm = kind == _FILL
+        F = E[fm]
+        nf = len(F)
+        if not nf:
+            return
+        price, qty = F["price"], F["qty"]
+        mkt = F["market"].astype(np.int64)
+        known = np.concatenate(g.known)
+        pq = price * qty
+        notional = pq * self._tick_units[mkt]  # quote units: fits i64 (the core settles it as i64)
+        if known.any() and int(np.abs(notional).max()) <= (2**63 - 1) // 10_000:
+            def fee(bps):
+                return np.where(bps >= 0, -((-notional * bps) // 10_000), -((notional * -bps) // 10_000))
+
+            tfee, mfee = fee(self._taker_bps[mkt]), fee(self._maker_bps[mkt])
+            if known.all():
+                tfee, mfee = tfee.tolist(), mfee.tolist()
+            else:
+                tfee, mfee = tfee.astype(object), mfee.astype(object)
+                tfee[~known] = None
+                mfee[~known] = None
+                tfee, mfee = tfee.tolist(), mfee.tolist()
+        else:  # nothing knowable, or products too large for int64: Python integers
+            nl, kl = notional.tolist(), known.tolist()
+            tfee = [_fee(n, b) if k else None for n, b, k in zip(nl, self._taker_bps[mkt].tolist(), kl)]
+            mfee = [_fee(n, b) if k else None for n, b, k in zip(nl, self._maker_bps[mkt].tolist(), kl)]
+        fid = self._next_fill_id
+        ts = T[fm]
+        g.fill_rows = list(zip(range(fid, fid + nf), S[fm].tolist(), ts.tolist(), mkt.tolist(),
+                               F["order_id"].tolist(), F["owner"].tolist(), F["other_id"].tolist(),
+                               F["other_owner"].tolist(), F["side"].tolist(), price.tolist(), qty.tolist(), tfee, mfee))
+        self._next_fill_id = fid + nf
+        # 1m candles per (market, minute), trades in event order.
+        minute = ts - ts % MINUTE
+        key = mkt * (1 << 44) + minute // MINUTE  # minutes since 1970 fit 44 bits until year 35,000
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        ends = np.r_[starts[1:], nf] - 1
+        p_s, q_s, pq_s = price[order], qty[order], pq[order]
+        g.candle_rows = list(zip(
+            mkt[order][starts].tolist(), minute[order][starts].tolist(), p_s[starts].tolist(),
+            np.maximum.reduceat(p_s, starts).tolist(), np.minimum.reduceat(p_s, starts).tolist(),
+            p_s[ends].tolist(), np.add.reduceat(q_s, starts).tolist(), np.add.reduceat(pq_s, starts).tolist(),
+            (ends - starts + 1).tolist()))
+
+    def _order_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
+        """New orders (ACCEPTED in this group) as whole rows; changes to older
+        orders as deltas. Per order, over its events in order: fills add up,
+        the last event gives `remaining` (an AMENDED one: its new quantity; a
+        TRIGGERED one: its quantity), the last FILL or final CANCELLED gives
+        the status, the last AMENDED the price and `qty` (filled so far + the
+        new remaining)."""
+        touch = (kind == _FILL) | (kind == _CANCELLED) | (kind == _AMENDED) | (kind == _TRIGGERED)
+        idx = np.flatnonzero(touch)
+        e = E[idx]
+        k = e["kind"]
+        fi = np.flatnonzero(k == _FILL)
+        isfill = k == _FILL
+        # One touch per order an event changes: its order_id, and for a FILL the maker (other_id) too.
+        oid = np.concatenate([e["order_id"], e["other_id"][fi]])
+        pos = np.concatenate([idx * 2, idx[fi] * 2 + 1])
+        tk = np.concatenate([k, np.full(len(fi), _FILL, np.uint8)])
+        rem = np.concatenate([np.where((k == _AMENDED) | (k == _TRIGGERED), e["qty"], e["remaining"]),
+                              e["other_remaining"][fi]])
+        pq_e = e["price"] * e["qty"]
+        filled = np.concatenate([np.where(isfill, e["qty"], 0), e["qty"][fi]])
+        quote = np.concatenate([np.where(isfill, pq_e, 0), pq_e[fi]])
+        reason = np.concatenate([e["reason"], np.zeros(len(fi), np.uint8)])
+        price = np.concatenate([e["price"], np.zeros(len(fi), np.int64)])
+        tts = np.concatenate([T[idx], T[idx][fi]])
+        tseq = np.concatenate([S[idx], S[idx][fi]])
+        # Status codes: 1 partially filled, 2 filled, 3 cancelled, 4 expired, 0 unchanged.
+        code = np.zeros(len(oid), np.int8)
+        tfill = tk == _FILL
+        code[tfill] = np.where(rem[tfill] == 0, 2, 1)
+        tcan = (tk == _CANCELLED) & (rem == 0)
+        code[tcan] = np.where(reason[tcan] == _EXPIRED, 4, 3)
+        order = np.lexsort((pos, oid))
+        oid, tk, rem, filled, quote, reason, price, code, tts, tseq = (
+            a[order] for a in (oid, tk, rem, filled, quote, reason, price, code, tts, tseq))
+        n = len(oid)
+        if n:
+            starts = np.flatnonzero(np.r_[True, oid[1:] != oid[:-1]])
+            ends = np.r_[starts[1:], n] - 1
+            at = np.arange(n)
+            u_oid = oid[starts]
+            sum_f = np.add.reduceat(filled, starts)
+            sum_q = np.add.reduceat(quote, starts)
+            last_rem = rem[ends]
+            u_ts, u_seq = tts[ends], tseq[ends]
+            st = np.maximum.reduceat(np.where(code != 0, at, -1), starts)
+            u_code = np.where(st >= 0, code[st], 0)
+            u_reason = np.where(u_code >= 3, reason[st], 255)
+            am = np.maximum.reduceat(np.where(tk == _AMENDED, at, -1), starts)
+            cum = np.cumsum(filled)
+            filled_at = cum - np.repeat(np.r_[0, cum[starts[1:] - 1]], ends - starts + 1)  # within the group
+            u_price = np.where(am >= 0, price[am], -1)
+            u_qty_from = np.where(am >= 0, filled_at[am] + rem[am], -1)
+            tr = np.maximum.reduceat(np.where(tk == _TRIGGERED, tts, -1), starts)
+        else:
+            u_oid = np.zeros(0, np.uint64)
+        # New orders: their ACCEPTED row joined with their touches.
+        am_ = kind == _ACCEPTED
+        A = E[am_]
+        na = len(A)
+        if na:
+            P = np.concatenate(g.params) if len(g.params) > 1 else g.params[0]
+            a_id = A["order_id"]
+            j = np.minimum(np.searchsorted(u_oid, a_id), max(len(u_oid) - 1, 0))
+            hit = (u_oid[j] == a_id) if len(u_oid) else np.zeros(na, bool)
+            c_ts, c_seq = T[am_], S[am_]
+            if len(u_oid):
+                r_filled = np.where(hit, sum_f[j], 0)
+                r_quote = np.where(hit, sum_q[j], 0)
+                r_rem = np.where(hit, last_rem[j], A["qty"])
+                r_code = np.where(hit, u_code[j], 0)
+                r_reason = np.where(hit, u_reason[j], 255)
+                amended = hit & (u_price[j] >= 0)
+                r_price = np.where(amended, u_price[j], A["price"])
+                r_qty = np.where(amended, u_qty_from[j], A["qty"])
+                r_uts = np.where(hit, u_ts[j], c_ts)
+                r_useq = np.where(hit, u_seq[j], c_seq)
+                r_trig = np.where(hit, tr[j], -1)
+            else:
+                r_filled = r_quote = np.zeros(na, np.int64)
+                r_rem, r_qty, r_price = A["qty"], A["qty"], A["price"]
+                r_code = np.zeros(na, np.int8)
+                r_reason = np.full(na, 255)
+                r_uts, r_useq, r_trig = c_ts, c_seq, np.full(na, -1)
+            g.order_rows = list(zip(
+                a_id.tolist(), A["owner"].tolist(), A["market"].tolist(), A["side"].tolist(),
+                A["order_type"].tolist(), P["tif"].tolist(), P["stp"].tolist(), P["flags"].tolist(),
+                r_price.tolist(), P["trigger_price"].tolist(), P["display_qty"].tolist(), P["expire_ts"].tolist(),
+                r_qty.tolist(), r_filled.tolist(), r_quote.tolist(), r_rem.tolist(),
+                _STATUS_OF[np.where(r_code == 0, 5, r_code)].tolist(), _REASON_OF[r_reason].tolist(),
+                c_ts.tolist(), r_uts.tolist(), c_seq.tolist(), r_useq.tolist(), _none_if_negative(r_trig)))
+            is_new = np.zeros(len(u_oid), bool)
+            if len(u_oid):
+                is_new[j[hit]] = True
+        else:
+            is_new = np.zeros(len(u_oid), bool)
+        # Older orders: one delta each.
+        old = ~is_new
+        if old.any():
+            g.delta_rows = list(zip(
+                sum_f[old].tolist(), sum_q[old].tolist(), last_rem[old].tolist(),
+                _STATUS_OF[u_code[old]].tolist(), _REASON_OF[u_reason[old]].tolist(),
+                _none_if_negative(u_price[old]), _none_if_negative(u_qty_from[old]),
+                _none_if_negative(tr[old]), u_ts[old].tolist(), u_seq[old].tolist(), u_oid[old].tolist()))
+
+    def _finish_loop(self, g: "_Group") -> None:
+        """The rows from the per-event loop's dicts (the reference path)."""
+        g.fill_rows = g.fills
+        g.order_rows = [tuple(o) for o in g.new_orders.values()]
+        g.delta_rows = [(d[D_FILLED], d[D_QUOTE], d[D_REMAINING], d[D_STATUS], d[D_REASON], d[D_PRICE],
+                         d[D_QTY_FROM_FILLED], d[D_TRIGGERED_TS], d[D_UPDATED_TS], d[D_UPDATED_SEQ], oid)
+                        for oid, d in sorted(g.deltas.items())]
+        g.candle_rows = [(m, s, *c) for (m, s), c in sorted(g.candles.items())]
+
+    def _events(self, g: "_Group", events, ts: int, seq: int, place, params, ts_of_row=None) -> None:
+        """The reference conversion: applies events (EVENT_DTYPE tuples) one
+        by one to the group's running state. ACCEPTED orders' parameters come
+        from `params` (Records: by row) or `place` (a PlaceOrder's)."""
+        new_orders, deltas, fills, candles = g.new_orders, g.deltas, g.fills, g.candles
+        markets, fee_mode = self._markets, self._fee_mode
+        fill_id = self._next_fill_id
+        market_of = self._market
+        for e in events:
+            kind, reason, side, otype, cmd_index, market, oid, owner, other, other_owner, price, qty, rem, orem = e
+            if ts_of_row is not None:
+                ts = int(ts_of_row[cmd_index])
+            if kind == _FILL:
+                m = markets.get(market) or market_of(market, g)
+                if fee_mode[market] == "flat":
+                    n = price * qty * m.tick_units
+                    tb, mb = m.taker_bps, m.maker_bps
+                    tfee = -((-n * tb) // 10_000) if tb >= 0 else -((n * -tb) // 10_000)
+                    mfee = -((-n * mb) // 10_000) if mb >= 0 else -((n * -mb) // 10_000)
+                else:
+                    tfee = mfee = None
+                fills.append((fill_id, seq, ts, market, oid, owner, other, other_owner, side, price, qty, tfee, mfee))
+                fill_id += 1
+                pq = price * qty
+                for order_id, left in ((oid, rem), (other, orem)):
+                    o = new_orders.get(order_id)
+                    status = "filled" if left == 0 else "partially_filled"
+                    if o is not None:
+                        o[O_FILLED] += qty
+                        o[O_QUOTE] += pq
+                        o[O_REMAINING] = left
+                        o[O_STATUS] = status
+                        o[O_UPDATED_TS] = ts
+                        o[O_UPDATED_SEQ] = seq
+                    else:
+                        d = deltas.get(order_id)
+                        if d is None:
+                            deltas[order_id] = [qty, pq, left, status, None, None, None, None, ts, seq]
+                        else:
+                            d[D_FILLED] += qty
+                            d[D_QUOTE] += pq
+                            d[D_REMAINING] = left
+                            d[D_STATUS] = status
+                            d[D_UPDATED_TS] = ts
+                            d[D_UPDATED_SEQ] = seq
+                key = (market, ts - ts % MINUTE)
+                c = candles.get(key)
+                if c is None:
+                    candles[key] = [price, price, price, price, qty, pq, 1]
+                else:
+                    if price > c[1]:
+                        c[1] = price
+                    if price < c[2]:
+                        c[2] = price
+                    c[3] = price
+                    c[4] += qty
+                    c[5] += pq
+                    c[6] += 1
+            elif kind == _ACCEPTED:
+                if params is None:
+                    m = markets.get(market) or market_of(market, g)
+                    tif, stp, flags, trigger, display, expire = _place_params(place, m, otype)
+                else:
+                    tif, stp, flags, trigger, display, expire = params.get(cmd_index, (0, 0, 0, 0, 0, 0))
+                    if market not in markets:
+                        market_of(market, g)
+                new_orders[oid] = [oid, owner, market, side, otype, tif, stp, flags, price, trigger, display, expire,
+                                   qty, 0, 0, qty, "new", None, ts, ts, seq, seq, None]
+            elif kind == _CANCELLED:
+                status = reason_name = None
+                if rem == 0:
+                    status = "expired" if reason == _EXPIRED else "cancelled"
+                    reason_name = _REASON_NAMES.get(reason, str(reason))
+                o = new_orders.get(oid)
+                if o is not None:
+                    o[O_REMAINING] = rem
+                    if status is not None:
+                        o[O_STATUS] = status
+                        o[O_REASON] = reason_name
+                    o[O_UPDATED_TS] = ts
+                    o[O_UPDATED_SEQ] = seq
+                else:
+                    d = deltas.get(oid)
+                    if d is None:
+                        deltas[oid] = [0, 0, rem, status, reason_name, None, None, None, ts, seq]
+                    else:
+                        d[D_REMAINING] = rem
+                        if status is not None:
+                            d[D_STATUS] = status
+                            d[D_REASON] = reason_name
+                        d[D_UPDATED_TS] = ts
+                        d[D_UPDATED_SEQ] = seq
+            elif kind == _AMENDED:
+                o = new_orders.get(oid)
+                if o is not None:
+                    o[O_PRICE] = price
+                    o[O_REMAINING] = qty
+                    o[O_QTY] = o[O_FILLED] + qty
+                    o[O_UPDATED_TS] = ts
+                    o[O_UPDATED_SEQ] = seq
+                else:
+                    d = deltas.get(oid)
+                    if d is None:
+                        deltas[oid] = [0, 0, qty, None, None, price, qty, None, ts, seq]
+                    else:
+                        d[D_REMAINING] = qty
+                        d[D_PRICE] = price
+                        d[D_QTY_FROM_FILLED] = d[D_FILLED] + qty
+                        d[D_UPDATED_TS] = ts
+                        d[D_UPDATED_SEQ] = seq
+            elif kind == _TRIGGERED:
+                o = new_orders.get(oid)
+                if o is not None:
+                    o[O_TRIGGERED_TS] = ts
+                    o[O_UPDATED_TS] = ts
+                    o[O_UPDATED_SEQ] = seq
+                else:
+                    d = deltas.get(oid)
+                    if d is None:
+                        deltas[oid] = [0, 0, None, None, None, None, None, ts, ts, seq]
+                    else:
+                        d[D_TRIGGERED_TS] = ts
+                        d[D_UPDATED_TS] = ts
+                        d[D_UPDATED_SEQ] = seq
+        self._next_fill_id = fill_id
+
+
+def _next_start(interval: str, ts: int) -> int:
+    """The start of the interval after the one containing `ts` (ms)."""
+    if interval == "1M":
+        d = datetime.fromtimestamp(ts // 1000, timezone.utc)
+        y, mo = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+        return calendar.timegm((y, mo, 1, 0, 0, 0)) * 1000
+    if interval == "1w":
+        s = ts + 3 * DAY
+        return s - s % WEEK - 3 * DAY + WEEK
+    n = INTERVALS[interval]
+    return ts - ts % n + n
+
+
+def _place_params(place, m: _Market, otype: int) -> tuple[int, int, int, int, int, int]:
+    """(tif, stp, flags, trigger ticks, display lots, expire_ts) of a placed
+    order from its PlaceOrder's `(tif, stp, post_only, display_qty,
+    trigger_price, expire_ts)` (the exchange accepted them: they are valid)."""
+    if place is None:  # pragma: no cover - only placements are accepted
+        return 0, 0, 0, 0, 0, 0
+    tif_s, stp_s, post_only, display_qty, trigger_price, expire_ts = place
+    if tif_s is None:
+        tif = int(TimeInForce.IOC) if otype in _MARKET_TYPES else int(TimeInForce.GTC)
+    else:
+        tif = int(TimeInForce[tif_s.upper()])
+    stp = int(Stp[stp_s.upper()]) if isinstance(stp_s, str) else int(stp_s)
+    flags = int(Flags.POST_ONLY) if post_only else 0
+    trigger = 0 if trigger_price is None else int(Decimal(trigger_price) / m.tick_size)
+    display = 0 if display_qty is None else int(Decimal(display_qty) / m.lot_size)
+    return tif, stp, flags, trigger, display, expire_ts
+
+
+_KEEP = frozenset({_ACCEPTED, _FILL, _CANCELLED, _AMENDED, _TRIGGERED})
+
+
+def _tuples(events) -> list[tuple]:
+    """Core Event objects as EVENT_DTYPE tuples, only the kinds the history uses."""
+    out = []
+    for e in events:
+        k = e.kind
+        if k in _KEEP:
+            t = e.astuple()
+            out.append((k, t[1], t[2], t[3], 0, e.market, t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11]))
+    return out
+
+
+# -- the pipes between the store and its writer process -----------------------------------------------------
+_HEADER = struct.Struct("<Q")
+
+
+def _write_message(f, msg) -> None:
+    data = pickle.dumps(msg, protocol=5)
+    f.write(_HEADER.pack(len(data)))
+    f.write(data)
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        c = os.read(fd, n - got)
+        if not c:
+            return None
+        chunks.append(c)
+        got += len(c)
+    return b"".join(chunks)
+
+
+def _read_message(f, timeout: float | None = None):
+    """The next message from `f` (None at the end of the pipe or after `timeout` s)."""
+    fd = f.fileno()
+    if timeout is not None and not select.select([fd], [], [], timeout)[0]:
+        return None
+    head = _read_exact(fd, _HEADER.size)
+    if head is None:
+        return None
+    body = _read_exact(fd, _HEADER.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+class _Reader:
+    """Reads framed messages from a pipe: whatever is complete, blocking or not."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+        self.pos = 0
+        self.eof = False
+
+    def _parse(self) -> list:
+        msgs, buf, pos = [], self.buf, self.pos
+        while len(buf) - pos >= _HEADER.size:
+            n = _HEADER.unpack_from(buf, pos)[0]
+            if len(buf) - pos - _HEADER.size < n:
+                break
+            start = pos + _HEADER.size
+            msgs.append(pickle.loads(memoryview(buf)[start : start + n]))
+            pos = start + n
+        if pos > (1 << 24) or pos == len(buf):
+            del buf[:pos]
+            pos = 0
+        self.pos = pos
+        return msgs
+
+    def available(self, wait: float | None) -> list:
+        """Complete messages (None for the end of the pipe); waits at most
+        `wait` seconds for one (None: as long as it takes)."""
+        msgs = self._parse()
+        while not msgs:
+            if self.eof:
+                return [None]
+            if not select.select([self.fd], [], [], wait)[0]:
+                return []
+            chunk = os.read(self.fd, 1 << 22)
+            if not chunk:
+                self.eof = True
+                return [None]
+            self.buf += chunk
+            msgs = self._parse()
+        return msgs
+
+
+def _writer_main() -> None:
+    """The writer process (`HistoryStore` starts it with its config as argv[1])."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the node's to handle: it closes the pipe
+    # Background work: when cores are short, the sequencer goes first; the writer catches up in its gaps.
+    os.nice(WRITER_NICE)
+    cfg = json.loads(sys.argv[1])
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s (writer process): %(message)s")
+    out = os.fdopen(cfg["out"], "wb")
+    reader = _Reader(cfg["in"])
+    try:
+        first = reader.available(None)
+        if not first or first[0] is None or first[0][0] != "config" or len(first) > 1:
+            raise RuntimeError("expected the config message first")
+        _, backend_cfg, vectorized = first[0]
+        w = _Writer(_backend_from_config(backend_cfg), vectorized, reader, out)
+    except Exception as e:
+        _write_message(out, ("failed", f"{type(e).__name__}: {e}"))
+        out.flush()
+        sys.exit(1)
+    _write_message(out, ("ready",))
+    out.flush()
+    try:
+        w.run()
+    except Exception as e:
+        log.exception("history writer stopped")
+        _write_message(out, ("failed", f"{type(e).__name__}: {e}"))
+        out.flush()
+        sys.exit(1)
+    _write_message(out, ("closed",))
+    out.flush()
+
+
+def _none_if_negative(a: np.ndarray) -> list:
+    """The values as Python ints, None where negative (absent)."""
+    out = a.tolist()
+    if (a < 0).any():
+        out = [None if v < 0 else v for v in out]
+    return out
+
+
+class _Group:
+    """One writer transaction: what it was made from, and its rows."""
+
+    __slots__ = ("evs", "ts", "lens", "seqs", "known", "params", "fills", "new_orders", "deltas", "candles",
+                 "fill_rows", "order_rows", "delta_rows", "candle_rows", "markets", "new_market_ids", "fee_modes",
+                 "gaps", "last_seq", "now", "next_fill_id")
+
+    def __init__(self) -> None:
+        # Column-wise path: each command's kept events, ts (an int or one per event), seq, which fills'
+        # fees are knowable, and the ACCEPTED orders' submit parameters.
+        self.evs: list[np.ndarray] = []
+        self.ts: list = []
+        self.lens: list[int] = []
+        self.seqs: list[int] = []
+        self.known: list[np.ndarray] = []
+        self.params: list[np.ndarray] = []
+        # Per-event loop (reference) path: its running state.
+        self.fills: list[tuple] = []
+        self.new_orders: dict[int, list] = {}
+        self.deltas: dict[int, list] = {}
+        self.candles: dict[tuple[int, int], list] = {}
+        # The rows written.
+        self.fill_rows: list[tuple] = []
+        self.order_rows: list[tuple] = []
+        self.delta_rows: list[tuple] = []
+        self.candle_rows: list[tuple] = []
+        self.markets: list[tuple] = []
+        self.new_market_ids: list[int] = []
+        self.fee_modes: dict[int, str] = {}
+        self.gaps: list[tuple[int, int]] = []
+        self.last_seq = 0
+        self.now = 0
+        self.next_fill_id = 1

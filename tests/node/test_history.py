@@ -1,0 +1,626 @@
+"""The history store (python/lxdex/node/history.py) against a real Exchange,
+on SQLite and on a real PostgreSQL server (tests/node/conftest.py).
+
+Commands go through `Exchange.execute`; their (command, Outcome) pairs are fed
+to the store as the node's sequencer would; what the store returns is checked
+against what the exchange itself reports (`recent_fills`, `open_orders`,
+`candles`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from lxdex import commands as C
+from lxdex.enums import COMMAND_DTYPE, EventKind, OrderType, Side, TimeInForce
+from lxdex.exchange import Exchange
+from lxdex.node.history import HistoryStore, _fee
+
+MIN = 60_000
+T0 = 1_700_000_000_000  # a Tuesday, mid-month: candles cross minutes, hours, a day
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """`(url, data_dir)` for a fresh, empty history database."""
+    if request.param == "sqlite":
+        return None, tmp_path
+    server = request.getfixturevalue("pg_server")
+    return server.create_db(), tmp_path
+
+
+def _open(backend, ex):
+    url, data_dir = backend
+    return HistoryStore.open(url, data_dir, lambda i: ex._market_by_id[i])
+
+
+class Run:
+    """An exchange and the (command, outcome) pairs it produced."""
+
+    def __init__(self) -> None:
+        self.ex = Exchange()
+        self.pairs: list = []
+        self.ts = T0
+
+    def do(self, cmd, dt: int = 1_000):
+        self.ts += dt
+        out = self.ex.execute(C.with_ts(cmd, self.ts))
+        self.pairs.append((cmd if cmd.ts else C.with_ts(cmd, self.ts), out))
+        return out
+
+    def place(self, account, market, side, qty, price=None, dt=1_000, **kw):
+        out = self.do(C.PlaceOrder(account=account, market=market, side=side, qty=qty, price=price, **kw), dt)
+        return out.value["order_id"] if out.ok else out
+
+
+def _records(rows: list[dict]) -> bytes:
+    a = np.zeros(len(rows), COMMAND_DTYPE)
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            a[i][k] = v
+    return a.tobytes()
+
+
+def scenario() -> tuple[Run, dict]:
+    """Assets, markets, accounts, deposits; orders that trade (partial fills,
+    several makers, both sides), IOC and market remainders, post-only, amends,
+    cancels, a GTD expiry, a triggered stop, a self-trade decrement, a Records
+    batch with a rejected row, and fee tiers on one market."""
+    r = Run()
+    ids: dict = {}
+    for c in [C.AddAsset(symbol="BTC", decimals=8), C.AddAsset(symbol="ETH", decimals=8),
+              C.AddAsset(symbol="USD", decimals=6),
+              C.AddMarket(symbol="BTC-USD", base="BTC", quote="USD", tick_size="0.01", lot_size="0.0001",
+                          maker_bps=-1, taker_bps=5),
+              C.AddMarket(symbol="ETH-USD", base="ETH", quote="USD", tick_size="0.01", lot_size="0.001",
+                          maker_bps=2, taker_bps=7)]:
+        assert r.do(c).ok
+    for _ in range(4):
+        r.do(C.CreateAccount())
+    for a in range(4):
+        for asset, amount in (("BTC", "10"), ("ETH", "100"), ("USD", "1000000")):
+            assert r.do(C.Deposit(account=a, asset=asset, amount=amount)).ok
+    # Makers at several prices; a taker sweeps two levels and rests its remainder.
+    ids["s1"] = r.place(0, "BTC-USD", "sell", "0.5", "50000")
+    ids["s2"] = r.place(1, "BTC-USD", "sell", "0.3", "50001.5")
+    ids["s3"] = r.place(0, "BTC-USD", "sell", "1", "50100")
+    ids["b1"] = r.place(2, "BTC-USD", "buy", "1", "50050", dt=MIN)   # fills s1 + s2, rests 0.2
+    ids["b2"] = r.place(3, "BTC-USD", "buy", "0.4", "50200", tif="ioc")  # 0.4 of s3
+    ids["m1"] = r.place(1, "BTC-USD", "sell", "0.5", order_type="market", dt=MIN)  # hits b1 0.2, rest cancelled
+    ids["po"] = r.place(2, "BTC-USD", "buy", "0.1", "50200", post_only=True)  # would take: cancelled
+    ids["a1"] = r.place(3, "BTC-USD", "buy", "0.2", "49000")
+    assert r.do(C.AmendOrder(account=3, order_id=ids["a1"], qty="0.1")).ok
+    assert r.do(C.AmendOrder(account=3, order_id=ids["a1"], price="49500", qty="0.3")).ok
+    ids["c1"] = r.place(2, "BTC-USD", "buy", "0.1", "48000")
+    assert r.do(C.CancelOrder(account=2, order_id=ids["c1"])).ok
+    ids["gtd"] = r.place(2, "BTC-USD", "buy", "0.1", "47000", tif="gtd", expire_ts=r.ts + 30_000)
+    ids["stop"] = r.place(1, "BTC-USD", "buy", "0.2", "50150", order_type="stop_limit", trigger_price="50100")
+    r.do(C.Tick(), dt=60 * MIN)  # the GTD order expires (a clock event)
+    # The stop triggers on a trade at 50100 and buys the rest of s3 at 50100.
+    ids["t1"] = r.place(2, "BTC-USD", "buy", "0.1", "50100")
+    # Self-trade prevention by decrement: account 3 sells into its own resting a1.
+    ids["d1"] = r.place(3, "BTC-USD", "sell", "0.1", "49500", stp="decrement")
+    # A partially filled order that is then cancelled.
+    ids["p1"] = r.place(0, "BTC-USD", "sell", "0.4", "49400", dt=MIN)   # takes 0.2 of a1 at 49500, rests 0.2
+    ids["p1x"] = r.place(1, "BTC-USD", "buy", "0.05", "49400")
+    assert r.do(C.CancelOrder(account=0, order_id=ids["p1"])).ok
+    # A rejected placement changes nothing and gets no id.
+    rej = r.place(1, "BTC-USD", "buy", "1000", "50000")
+    assert not isinstance(rej, int) and rej.error["reason"] == "INSUFFICIENT_FUNDS"
+    # ETH-USD trades at positive maker fees, then gets volume tiers: fees unknown from then on.
+    ids["e1"] = r.place(0, "ETH-USD", "sell", "2", "3000", dt=DAY_MS)
+    ids["e2"] = r.place(1, "ETH-USD", "buy", "1.5", "3000")
+    assert r.do(C.SetFeeTiers(market="ETH-USD", tiers=[("1000", 1, 5)])).ok
+    ids["e3"] = r.place(2, "ETH-USD", "buy", "0.5", "3000")
+    # A Records batch: a deposit, two submits that trade, a rejected row, a cancel.
+    btc = r.ex.market("BTC-USD")
+    base = r.ex._assets["BTC"].id
+    data = _records([
+        {"kind": 8, "owner": 3, "order_id": base, "qty": 10**8},  # deposit 1 BTC to account 3
+        {"kind": 0, "market": btc.id, "owner": 3, "side": Side.SELL, "order_type": OrderType.LIMIT,
+         "tif": TimeInForce.GTC, "price": 5_000_000, "qty": 3_000},            # sell 0.3 at 50000
+        {"kind": 0, "market": btc.id, "owner": 0, "side": Side.BUY, "order_type": OrderType.LIMIT,
+         "tif": TimeInForce.IOC, "price": 5_001_000, "qty": 1_000},            # buys 0.1
+        {"kind": 0, "market": btc.id, "owner": 99, "side": Side.BUY, "order_type": OrderType.LIMIT,
+         "tif": TimeInForce.GTC, "price": 5_001_000, "qty": 1_000},            # unknown account: rejected
+        {"kind": 0, "market": btc.id, "owner": 1, "side": Side.BUY, "order_type": OrderType.LIMIT,
+         "tif": TimeInForce.GTC, "price": 5_000_000, "qty": 500, "display_qty": 0},  # buys 0.05
+    ])
+    out = r.do(C.Records(data=data), dt=MIN)
+    ev = out.events
+    assert (ev["kind"] == EventKind.REJECTED).sum() == 1
+    acc = ev[ev["kind"] == EventKind.ACCEPTED]
+    ids["r_sell"] = int(acc["order_id"][0])
+    data = _records([{"kind": 1, "owner": 3, "order_id": ids["r_sell"]}])  # cancel the rest of it
+    assert not (r.do(C.Records(data=data)).events["kind"] == EventKind.REJECTED).any()
+    return r, ids
+
+
+DAY_MS = 24 * 60 * MIN
+
+
+def _fill_key(f: dict):
+    return (f["ts"], f["order_id"], f["market"], f["side"], f["maker"], Decimal(f["price"]), Decimal(f["qty"]))
+
+
+def check_against_exchange(store: HistoryStore, r: Run, ids: dict) -> None:
+    ex = r.ex
+    n_fill_events = 0
+    for _, out in r.pairs:
+        ev = out.events
+        if isinstance(ev, np.ndarray):
+            n_fill_events += int((ev["kind"] == EventKind.FILL).sum())
+        else:
+            n_fill_events += sum(1 for e in ev if e.kind == EventKind.FILL)
+        n_fill_events += sum(1 for e in out.clock_events if e.kind == EventKind.FILL)
+    seen_ids = set()
+    for account in range(4):
+        got = store.fills(account, limit=5000)
+        want = ex.recent_fills(account)
+        assert len(want) < 100  # the exchange keeps the last 100: all of them here
+        assert [_fill_key(f) for f in got] == [
+            (w["ts"], w["order_id"], w["market"], w["side"], w["maker"], w["price"], w["qty"]) for w in want]
+        for f, w in zip(got, want):
+            if f["market"] == "ETH-USD" and f["seq"] > _tiers_seq(r):
+                assert f["fee"] is None  # tiered: the store cannot know the rate
+            else:
+                assert Decimal(f["fee"]) == w["fee"], (f, w)
+            assert Decimal(f["quote_qty"]) == Decimal(f["price"]) * Decimal(f["qty"])
+            assert f["fee_asset"] == "USD"
+        seen_ids |= {f["id"] for f in got}
+    assert seen_ids == set(range(1, n_fill_events + 1))
+    # Orders: the open ones match the exchange's view; the closed ones have the right status.
+    open_ids = set()
+    for account in range(4):
+        orders = {o["order_id"]: o for o in store.orders(account, limit=5000)}
+        for o in ex.open_orders(account):
+            h = orders[o["order_id"]]
+            open_ids.add(o["order_id"])
+            assert h["status"] in ("new", "partially_filled"), h
+            assert Decimal(h["price"]) == o["price"]
+            assert Decimal(h["remaining_qty"]) == o["qty"], (h, o)
+        for h in orders.values():
+            assert h["account"] == account
+            fills = [f for f in store.fills(account, limit=5000) if f["order_id"] == h["order_id"]]
+            assert Decimal(h["filled_qty"]) == sum((Decimal(f["qty"]) for f in fills), Decimal(0))
+            assert Decimal(h["quote_qty"]) == sum((Decimal(f["quote_qty"]) for f in fills), Decimal(0))
+            if h["order_id"] not in open_ids:
+                assert h["status"] in ("filled", "cancelled", "expired"), h
+                assert Decimal(h["remaining_qty"]) == 0
+    o = store.order
+    assert o(ids["s1"])["status"] == "filled" and o(ids["s1"])["avg_price"] == "50000.00"
+    b1 = o(ids["b1"])
+    assert (b1["status"], b1["filled_qty"], b1["remaining_qty"]) == ("filled", "1.0000", "0.0000")
+    # 0.5 at 50000 + 0.3 at 50001.50 + 0.2 at 50050 (as the maker of m1)
+    assert Decimal(b1["quote_qty"]) == Decimal("0.5") * 50000 + Decimal("0.3") * Decimal("50001.5") + Decimal("0.2") * 50050
+    assert Decimal(b1["avg_price"]) == (Decimal(b1["quote_qty"]) / 1).quantize(Decimal("0.00000001"))
+    assert o(ids["b2"])["status"] == "filled" and o(ids["b2"])["tif"] == "ioc"
+    m1 = o(ids["m1"])
+    assert (m1["status"], m1["reason"], m1["type"], m1["price"]) == ("cancelled", "market_remainder", "market", None)
+    assert m1["filled_qty"] == "0.2000" and m1["qty"] == "0.5000"
+    po = o(ids["po"])
+    assert (po["status"], po["reason"], po["post_only"], po["filled_qty"]) == ("cancelled", "post_only", True, "0.0000")
+    a1 = o(ids["a1"])  # amended to 0.1 then to 0.3 at 49500; 0.1 decremented by STP; 0.2 filled by p1
+    assert (a1["price"], a1["qty"], a1["filled_qty"], a1["status"]) == ("49500.00", "0.3000", "0.2000", "filled")
+    assert o(ids["c1"])["status"] == "cancelled" and o(ids["c1"])["reason"] == "user"
+    gtd = o(ids["gtd"])
+    assert (gtd["status"], gtd["reason"], gtd["tif"]) == ("expired", "expired", "gtd")
+    assert gtd["expire_ts"] == gtd["created_ts"] + 29_000 and gtd["updated_ts"] > gtd["expire_ts"]
+    stop = o(ids["stop"])
+    assert (stop["type"], stop["trigger_price"], stop["status"]) == ("stop_limit", "50100.00", "filled")
+    assert stop["triggered_ts"] == o(ids["t1"])["created_ts"]
+    d1 = o(ids["d1"])
+    assert (d1["status"], d1["reason"], d1["stp"], d1["filled_qty"]) == ("cancelled", "stp", "decrement", "0.0000")
+    p1 = o(ids["p1"])
+    assert (p1["status"], p1["filled_qty"], p1["remaining_qty"]) == ("cancelled", "0.2500", "0.0000")
+    assert o(ids["e1"])["status"] == "filled"
+    rs = o(ids["r_sell"])
+    assert (rs["status"], rs["filled_qty"], rs["reason"]) == ("cancelled", "0.1500", "user")
+    assert o(10**9) is None
+    # Candles: every interval the history serves, against the exchange's own.
+    for market in ("BTC-USD", "ETH-USD"):
+        for iv in ("1m", "3m", "5m", "15m", "1h", "4h", "1d", "1w", "1M"):
+            got = store.candles(market, iv, limit=1000)
+            want = ex.candles(market, iv, limit=1000)
+            assert [{k: (Decimal(v) if isinstance(v, str) else v) for k, v in c.items()} for c in got] == want, iv
+
+
+def _tiers_seq(r: Run) -> int:
+    return next(out.seq for cmd, out in r.pairs if isinstance(cmd, C.SetFeeTiers))
+
+
+def test_history_matches_the_exchange(backend):
+    r, ids = scenario()
+    store = _open(backend, r.ex)
+    try:
+        # As the sequencer would: in batches of a few commands.
+        for i in range(0, len(r.pairs), 7):
+            store(r.pairs[i : i + 7])
+        store.flush()
+        assert store.last_seq == r.ex.last_seq and store.lag == 0
+        check_against_exchange(store, r, ids)
+    finally:
+        store.close()
+
+
+def test_fees_match_the_core_rounding():
+    # fee() of crates/engine/src/exchange.rs: fees up, rebates toward zero.
+    assert _fee(10_001, 5) == 6 and _fee(10_000, 5) == 5 and _fee(0, 5) == 0
+    assert _fee(10_001, -1) == -1 and _fee(9_999, -1) == 0 and _fee(29_999, -3) == -8
+
+
+def test_refeeding_old_seqs_changes_nothing(backend):
+    r, ids = scenario()
+    store = _open(backend, r.ex)
+    try:
+        half = len(r.pairs) // 2
+        store(r.pairs[:half])
+        store(r.pairs[:half])           # the same batch again
+        store(r.pairs[half - 3 : half + 5])  # overlapping the end
+        store(r.pairs)                  # everything, as a replay after a crash would
+        store(r.pairs[-2:])
+        store.flush()
+        assert store.last_seq == r.ex.last_seq
+        check_against_exchange(store, r, ids)
+    finally:
+        store.close()
+
+
+def test_reopen_keeps_last_seq_and_continues(backend):
+    r, ids = scenario()
+    cut = len(r.pairs) - 12
+    store = _open(backend, r.ex)
+    store(r.pairs[:cut])
+    store.flush()
+    first = store.last_seq
+    n_fills = {a: len(store.fills(a, limit=5000)) for a in range(4)}
+    store.close()
+    assert first == r.pairs[cut - 1][1].seq
+    store = _open(backend, r.ex)
+    try:
+        assert store.last_seq == first
+        assert {a: len(store.fills(a, limit=5000)) for a in range(4)} == n_fills
+        store(r.pairs)  # a replay from the start: only seq > last_seq is taken
+        store.flush()
+        assert store.last_seq == r.ex.last_seq
+        check_against_exchange(store, r, ids)
+    finally:
+        store.close()
+
+
+def test_pagination(backend):
+    r, ids = scenario()
+    store = _open(backend, r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        everything = store.fills(0, limit=5000)
+        assert len(everything) >= 6
+        # from_id walks forward, oldest first.
+        page, got = store.fills(0, from_id=0, limit=2), []
+        while page:
+            got += page
+            page = store.fills(0, from_id=page[-1]["id"] + 1, limit=2)
+        assert got == everything
+        # No from_id: the most recent `limit`, still oldest first.
+        assert store.fills(0, limit=3) == everything[-3:]
+        # Time window and market filter.
+        ts = everything[2]["ts"]
+        assert store.fills(0, start_ts=ts, limit=5000) == [f for f in everything if f["ts"] >= ts]
+        assert store.fills(0, end_ts=ts, limit=5000) == [f for f in everything if f["ts"] <= ts]
+        assert store.fills(0, market="ETH-USD", limit=5000) == [f for f in everything if f["market"] == "ETH-USD"]
+        orders = store.orders(3, limit=5000)
+        assert [o["order_id"] for o in orders] == sorted(o["order_id"] for o in orders)
+        page, got = store.orders(3, from_id=0, limit=1), []
+        while page:
+            got += page
+            page = store.orders(3, from_id=page[-1]["order_id"] + 1, limit=1)
+        assert got == orders
+        assert store.orders(3, limit=2) == orders[-2:]
+        assert store.orders(3, market="ETH-USD") == []
+        c = store.candles("BTC-USD", "1m", limit=1000)
+        assert store.candles("BTC-USD", "1m", limit=2) == c[-2:]
+        assert store.candles("BTC-USD", "1m", start_ts=c[1]["start"], limit=2) == c[1:3]
+        assert store.candles("BTC-USD", "1m", start_ts=c[1]["start"] - 1, end_ts=c[1]["start"]) == [c[1]]
+    finally:
+        store.close()
+
+
+def test_bad_queries_name_the_field(tmp_path):
+    r, _ = scenario()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        with pytest.raises(ValueError, match=r"^market: no market 'DOGE-USD'"):
+            store.fills(0, market="DOGE-USD")
+        with pytest.raises(ValueError, match=r"^market: "):
+            store.orders(0, market="DOGE-USD")
+        with pytest.raises(ValueError, match=r"^market: "):
+            store.candles("DOGE-USD")
+        with pytest.raises(ValueError, match=r"^interval: '7m' is not one of"):
+            store.candles("BTC-USD", "7m")
+        with pytest.raises(ValueError, match=r"^limit: "):
+            store.fills(0, limit=0)
+        with pytest.raises(ValueError, match=r"^limit: "):
+            store.orders(0, limit=10**6)
+        with pytest.raises(ValueError, match=r"^start_ts: "):
+            store.fills(0, start_ts=10, end_ts=5)
+        with pytest.raises(ValueError, match=r"^account: "):
+            store.fills(-1)
+        with pytest.raises(ValueError, match=r"^from_id: "):
+            store.orders(0, from_id="x")
+        with pytest.raises(ValueError, match=r"^order_id: "):
+            store.order(-3)
+    finally:
+        store.close()
+
+
+def test_bad_urls(tmp_path):
+    with pytest.raises(ValueError, match="^history_url: "):
+        HistoryStore.open("mysql://x", tmp_path, lambda i: None)
+    with pytest.raises(ValueError, match="^history_url: "):
+        HistoryStore.open("sqlite:///:memory:", tmp_path, lambda i: None)
+
+
+def test_sqlite_default_file_and_url(tmp_path):
+    ex = Exchange()
+    s = HistoryStore.open(None, tmp_path, lambda i: ex._market_by_id[i])
+    s.close()
+    assert (tmp_path / "history.sqlite3").exists()
+    conn = sqlite3.connect(tmp_path / "history.sqlite3")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    conn.execute("UPDATE schema_version SET version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        HistoryStore.open(None, tmp_path, lambda i: ex._market_by_id[i])
+    s = HistoryStore.open("sqlite:///sub/h.db", tmp_path, lambda i: ex._market_by_id[i])
+    s.close()
+    assert (tmp_path / "sub" / "h.db").exists()
+    s = HistoryStore.open(f"sqlite:///{tmp_path}/abs.db", tmp_path / "elsewhere", lambda i: ex._market_by_id[i])
+    s.close()
+    assert (tmp_path / "abs.db").exists()
+
+
+def test_the_listener_does_not_wait_for_the_database(tmp_path):
+    """While another connection holds SQLite's write lock, feeding returns at
+    once; the writer retries and catches up when the lock goes."""
+    r, ids = scenario()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        blocker = sqlite3.connect(tmp_path / "history.sqlite3", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        t0 = time.perf_counter()
+        for i in range(0, len(r.pairs), 5):
+            store(r.pairs[i : i + 5])
+        assert time.perf_counter() - t0 < 0.5
+        time.sleep(0.2)
+        assert store.lag > 0 and store.last_seq < r.ex.last_seq
+        with pytest.raises(TimeoutError):
+            store.flush(timeout=0.2)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        store.flush(timeout=60)
+        assert store.last_seq == r.ex.last_seq and store.lag == 0
+        check_against_exchange(store, r, ids)
+    finally:
+        store.close()
+
+
+def test_a_gap_is_recorded_and_fees_become_unknown(tmp_path):
+    r, _ = scenario()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        n = len(r.pairs)
+        first = next(i for i, (c, _) in enumerate(r.pairs) if isinstance(c, C.PlaceOrder))
+        store(r.pairs[: first + 6])
+        store(r.pairs[first + 9 :])  # three commands never fed
+        store.flush()
+        assert store.last_seq == r.ex.last_seq
+        conn = sqlite3.connect(tmp_path / "history.sqlite3")
+        gap = r.pairs[first + 6][1].seq, r.pairs[first + 8][1].seq
+        assert conn.execute("SELECT first_seq, last_seq FROM gaps").fetchall() == [gap]
+        # BTC-USD: tiers may have been set in the gap; ETH-USD got tiers after it (seen).
+        assert dict(conn.execute("SELECT symbol, fee_mode FROM markets")) == {"BTC-USD": "unknown",
+                                                                             "ETH-USD": "tiered"}
+        conn.close()
+        late = [f for f in store.fills(2, limit=5000) if f["seq"] > gap[1]]
+        assert late and all(f["fee"] is None for f in late)
+        assert n
+    finally:
+        store.close()
+
+
+def test_queries_from_other_threads(backend):
+    r, _ = scenario()
+    store = _open(backend, r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        want = store.fills(2, limit=5000)
+        results, errors = [], []
+
+        def q():
+            try:
+                for _ in range(5):
+                    results.append(store.fills(2, limit=5000) == want)
+            except Exception as e:  # pragma: no cover
+                errors.append(e)
+
+        threads = [threading.Thread(target=q) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and all(results) and len(results) == 15
+    finally:
+        store.close()
+
+
+def _flow_run(n: int = 6_000, n_markets: int = 3, n_accounts: int = 60) -> Run:
+    """The exchange benchmark's random flow (resting orders, IOC, market
+    orders, cancels, amends) as Records batches, ticks across minutes, a
+    Records batch that moves the clock itself (GTD expiries at a row's time),
+    then struct commands on what rests."""
+    from lxdex.bench.exchange import flow
+
+    r = Run()
+    r.do(C.AddAsset(symbol="Q", decimals=0))
+    for m in range(n_markets):
+        r.do(C.AddAsset(symbol=f"B{m}", decimals=3))
+        r.do(C.AddMarket(symbol=f"B{m}-Q", base=f"B{m}", quote="Q", tick_size="1", lot_size="1", maker_bps=-1,
+                         taker_bps=5))
+    for _ in range(n_accounts):
+        r.do(C.CreateAccount())
+    fund = np.zeros(3 * n_accounts, COMMAND_DTYPE)
+    fund["kind"] = 8
+    fund["owner"] = np.repeat(np.arange(n_accounts), 3)
+    bases = np.arange(1, n_markets + 1)
+    a = np.arange(n_accounts)
+    fund["order_id"] = np.stack([np.zeros(n_accounts, int), bases[a % n_markets],
+                                 bases[(a * 7 + 3) % n_markets]], 1).ravel()
+    fund["qty"] = 10**12
+    assert r.do(C.Records(data=fund.tobytes())).ok
+    cmds = flow(n, n_markets, n_accounts, seed=3)
+    for i, lo in enumerate(range(0, n, 256)):
+        r.do(C.Records(data=cmds[lo : lo + 256].tobytes()), dt=7_000)
+        if i % 5 == 4:
+            r.do(C.Tick(), dt=MIN)
+    # GTD orders, then a batch whose ADVANCE_TIME row expires them mid-batch, and trades after it.
+    t = r.ts + 1_000
+    rows = [{"kind": 0, "market": 0, "owner": 1, "side": Side.BUY, "order_type": OrderType.LIMIT,
+             "tif": TimeInForce.GTD, "price": 90_000, "qty": 2, "expire_ts": t + 5 * MIN}]
+    r.do(C.Records(data=_records(rows)))
+    rows = [{"kind": 0, "market": 0, "owner": 2, "side": Side.SELL, "order_type": OrderType.LIMIT,
+             "tif": TimeInForce.GTC, "price": 200_000, "qty": 3},
+            {"kind": 4, "expire_ts": t + 10 * MIN},
+            {"kind": 0, "market": 0, "owner": 3, "side": Side.BUY, "order_type": OrderType.LIMIT,
+             "tif": TimeInForce.IOC, "price": 200_000, "qty": 2},
+            {"kind": 4, "expire_ts": t},  # earlier than now: rejected, the clock stays
+            {"kind": 0, "market": 0, "owner": 4, "side": Side.BUY, "order_type": OrderType.MARKET,
+             "tif": TimeInForce.IOC, "qty": 1}]
+    out = r.do(C.Records(data=_records(rows)))
+    ev = out.events
+    assert (ev["reason"] == 6).any() and (ev["kind"] == EventKind.FILL).sum() >= 2  # expiry + trades
+    # Struct commands on resting orders.
+    for acc in range(5):
+        for o in r.ex.open_orders(acc)[:2]:
+            if o["status"] == "resting":
+                r.do(C.AmendOrder(account=acc, order_id=o["order_id"], qty=str(max(1, int(o["qty"]) - 1))))
+    r.do(C.CancelAll(account=5))
+    r.place(6, "B0-Q", "buy", "5", order_type="market", price="200000")
+    r.place(7, "B1-Q", "sell", "5", "1")
+    return r
+
+
+def _dump(path) -> dict:
+    conn = sqlite3.connect(path)
+    out = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+           for t in ("fills", "orders", "candles_1m", "markets", "meta", "gaps")}
+    conn.close()
+    return out
+
+
+def test_column_wise_conversion_matches_the_event_loop(tmp_path):
+    """The numpy conversion (the hot path) writes exactly what the plain
+    per-event loop writes, however the commands are grouped."""
+    r = _flow_run()
+    dumps = {}
+    for name, vec, step in (("loop", False, 1), ("vec_big", True, len(r.pairs)), ("vec_small", True, 1),
+                            ("vec_mixed", True, 17)):
+        d = tmp_path / name
+        store = HistoryStore.open(None, d, lambda i: r.ex._market_by_id[i], vectorized=vec)
+        for i in range(0, len(r.pairs), step):
+            store(r.pairs[i : i + step])
+            if name == "vec_small" and i % 3 == 0:
+                store.flush()  # many small transactions: orders cross transaction boundaries
+        store.flush()
+        store.close()
+        dumps[name] = _dump(d / "history.sqlite3")
+    assert len(dumps["loop"]["fills"]) > 1_000 and len(dumps["loop"]["orders"]) > 3_000
+    statuses = {row[16] for row in dumps["loop"]["orders"]}
+    assert statuses == {"new", "partially_filled", "filled", "cancelled", "expired"}
+    for name in ("vec_big", "vec_small", "vec_mixed"):
+        for table, rows in dumps["loop"].items():
+            assert dumps[name][table] == rows, (name, table)
+
+
+def test_flow_matches_the_exchange(tmp_path):
+    r = _flow_run()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        for i in range(0, len(r.pairs), 9):
+            store(r.pairs[i : i + 9])
+        store.flush()
+        for account in range(60):
+            got = store.fills(account, limit=100)
+            want = r.ex.recent_fills(account)
+            assert [(f["ts"], f["order_id"], f["side"], f["maker"], Decimal(f["price"]), Decimal(f["qty"]),
+                     Decimal(f["fee"])) for f in got][-len(want):] == [
+                (w["ts"], w["order_id"], w["side"], w["maker"], w["price"], w["qty"], w["fee"]) for w in want]
+            orders = {o["order_id"]: o for o in store.orders(account, limit=5000)}
+            for o in r.ex.open_orders(account):
+                h = orders[o["order_id"]]
+                assert h["status"] in ("new", "partially_filled")
+                assert Decimal(h["remaining_qty"]) == o["qty"] and Decimal(h["price"]) == o["price"]
+            open_ids = {o["order_id"] for o in r.ex.open_orders(account)}
+            for h in orders.values():
+                if h["order_id"] not in open_ids:
+                    assert h["status"] in ("filled", "cancelled", "expired") and h["remaining_qty"] == "0", h
+        for m in ("B0-Q", "B1-Q", "B2-Q"):
+            for iv in ("1m", "5m", "1h"):
+                got = store.candles(m, iv, limit=1000)
+                assert [{k: (Decimal(v) if isinstance(v, str) else v) for k, v in c.items()} for c in got] == \
+                    r.ex.candles(m, iv, limit=1000), (m, iv)
+    finally:
+        store.close()
+
+
+def test_a_dead_writer_is_reported_and_nothing_blocks(tmp_path):
+    r, _ = scenario()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        half = len(r.pairs) // 2
+        store(r.pairs[:half])
+        store.flush()
+        store._proc.kill()  # the writer process dies (OOM killer, a bug)
+        store._proc.wait()
+        deadline = time.monotonic() + 10
+        while store.failed is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "history writer exited" in str(store.failed)
+        t0 = time.perf_counter()
+        store(r.pairs[half:])  # dropped, at once: the journal has them for the next start
+        assert time.perf_counter() - t0 < 0.1
+        assert store.stats()["dropped"] == len(r.pairs) - half
+        assert store.last_seq == r.pairs[half - 1][1].seq
+    finally:
+        store.close()
+    # The next start catches up from last_seq.
+    store = _open((None, tmp_path), r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        assert store.last_seq == r.ex.last_seq
+    finally:
+        store.close()
+
+
+def test_one_writer_per_postgresql_database(pg_server):
+    ex = Exchange()
+    url = pg_server.create_db()
+    first = HistoryStore.open(url, None, lambda i: ex._market_by_id[i])
+    try:
+        with pytest.raises(RuntimeError, match="being written by another lxdex"):
+            HistoryStore.open(url, None, lambda i: ex._market_by_id[i])
+    finally:
+        first.close()
+    HistoryStore.open(url, None, lambda i: ex._market_by_id[i]).close()  # the lock went with the first
