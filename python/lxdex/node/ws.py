@@ -24,14 +24,19 @@ Fan-out. The hub registers one listener on the node. On the sequencer thread
 it only puts the batch on a queue (nothing at all while nobody is connected).
 One worker thread takes everything queued, converts it once into encoded
 messages per topic (and per subscribed user), and hands them to each event
-loop that has subscribers with one `call_soon_threadsafe`; there the same
-message strings are appended to each subscriber's bounded queue, which a
-sender task per connection drains. The worker waits for the loop to take a
+loop that has subscribers with one `call_soon_threadsafe`; there each
+message is framed once (RFC 6455 text frame) and the same bytes go to every
+subscriber: written to its transport at once when it keeps up (one write per
+subscriber per delivery, on uvicorn), else appended to its bounded queue,
+which a sender task per connection drains (elsewhere, through the ASGI
+send). The worker waits for the loop to take a
 delivery before preparing the next one, so under load several sequencer
 batches coalesce into one delivery (depth diffs merge, as Binance's
 `@depth@100ms` does) instead of the loop falling behind. A subscriber whose
 queue overflows is cut off with close code 1008, reason "slow consumer": the
-node never waits for a client.
+node never waits for a client. (Nothing checks the Origin of a connection:
+on a demo node any page the browser opens can read the demo account's
+stream, as it can POST orders for it.)
 """
 
 from __future__ import annotations
