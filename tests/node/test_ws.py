@@ -21,7 +21,7 @@ from lxdex import commands as C
 from lxdex.accounts import generate_key_material, sign_request
 from lxdex.enums import COMMAND_DTYPE, CommandKind
 from lxdex.node.server import Node
-from lxdex.node.ws import WsLimits, interval_end, interval_start, parse_stream
+from lxdex.node.ws import WsLimits, interval_end, interval_start, parse_stream, text_frame
 
 from .nodeutil import FUNDS, two_accounts_config
 from .wsutil import Client, Served, random_load, wait_idle
@@ -86,6 +86,14 @@ def test_interval_arithmetic_matches_the_core(node):
     assert interval_start("1M", ts) == 1_698_796_800_000  # 2023-11-01
     assert interval_end("1M", 1_698_796_800_000) == 1_701_388_800_000 - 1
     assert interval_end("1h", 3_600_000) == 7_199_999
+
+
+def test_text_frames_are_what_a_websocket_library_would_send():
+    from websockets.frames import Frame, Opcode
+
+    for n in (0, 1, 125, 126, 127, 65535, 65536, 70000):
+        payload = b"x" * n
+        assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[]), n
 
 
 # -- public streams ---------------------------------------------------------------------------------------
