@@ -360,6 +360,8 @@ _LOG = typer.Option("json", "--log-format", help="json (one object per line) or 
 @app.command()
 def node(data_dir: Path = _DATA_DIR, config: Path = _CONFIG, http_host: str = _HTTP_HOST, http_port: int = _HTTP_PORT,
          zmq_host: str = _ZMQ_HOST, zmq_port: int = _ZMQ_PORT, pub_port: int = _PUB_PORT, sync: str = _SYNC,
+         history: bool = typer.Option(True, "--history/--no-history",
+                                      help="keep fills, orders and candles in the history store (SQL)"),
          log_format: str = _LOG) -> None:
     """Run a node: journal, snapshots and recovery in --data-dir, the HTTP API and the ZeroMQ gateway."""
     from .node.config import ConfigError
@@ -367,6 +369,7 @@ def node(data_dir: Path = _DATA_DIR, config: Path = _CONFIG, http_host: str = _H
 
     setup_logging(log_format)
     opts = _node_options(data_dir, config, http_host, http_port, zmq_host, zmq_port, pub_port, sync)
+    opts.history = history
     try:
         proc = NodeProcess(opts)
     except ConfigError as e:
