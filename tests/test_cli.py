@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_demo_prints_snapshots_without_a_terminal():
-    out = run("demo", "--seconds", "1").stdout
+    out = run("book-demo", "--seconds", "1").stdout
     assert "lxdex demo" in out and "depth" in out and "trades" in out
 
 

@@ -1,4 +1,4 @@
-"""The `lxdex` command line: `lxdex demo`, `lxdex bench engine|exchange|journal|memory|history`."""
+"""The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`, `lxdex bench ...` (engine, exchange, journal, memory, history, node)."""
 
 from __future__ import annotations
 
@@ -217,6 +217,44 @@ def bench_history(
     _emit(result, as_json, output, t)
 
 
+@bench_app.command("node")
+def bench_node(
+    seconds: float = typer.Option(10.0, help="seconds of each load (ZeroMQ, then HTTP)"),
+    zmq_clients: int = typer.Option(1, help="ZeroMQ client processes"),
+    rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
+    window: int = typer.Option(8, help="ZeroMQ requests in flight per client"),
+    http_clients: int = typer.Option(1, help="HTTP client processes"),
+    connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
+    sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
+    dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """A node process under load from separate client processes: ZeroMQ and POST /order throughput and
+    latency (send to ack), then recovery replay after a SIGKILL."""
+    _single_threaded_blas()
+    from .bench import node as bnode
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **bnode.run(seconds, zmq_clients, rows, window, http_clients, connections, sync,
+                                                dir, progress=lambda m: console.log(m))}
+    m = result["machine"]
+    t = Table(title=f"lxdex node, journal sync {sync} — {m['cpu']} ({m['cores']} cores), {result['data_dir_fs']}")
+    for col in ("path", "orders/s", "orders per node CPU-s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
+        t.add_column(col, justify="right")
+    z, h = result["zmq"], result["http"]
+    for name, r, load in (("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"),
+                          ("POST /order", h, f"{h['connections']} connections, 1 in flight each")):
+        la = r["latency"]
+        t.add_row(name, f"{r['orders_per_s']:,}", f"{r['orders_per_node_cpu_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
+                  str(la["p999_ms"]), str(la["max_ms"]), load)
+    rc = result["recovery"]
+    t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
+                 f"in {rc['seconds']} s = {rc['records_per_s']:,} records/s, {rc['orders_per_s']:,} order commands/s; "
+                 f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")
+    _emit(result, as_json, output, t)
+
+
 @bench_app.command("memory")
 def bench_memory(
     scale: float = typer.Option(1.0, help="fraction of the design point (1.0 = 1M users, 21,000 markets)"),
@@ -239,13 +277,99 @@ def bench_memory(
     _emit(result, as_json, output, t)
 
 
-@app.command()
-def demo(seconds: float = typer.Option(20.0, help="how long to run"),
-         seed: int = typer.Option(7, help="random seed")) -> None:
-    """A live simulated market on one book: depth ladder and trades."""
+@app.command("book-demo")
+def book_demo(seconds: float = typer.Option(20.0, help="how long to run"),
+              seed: int = typer.Option(7, help="random seed")) -> None:
+    """A live simulated market on one in-process book, in the terminal: depth ladder and trades."""
     from .demo import run
 
     run(seconds=seconds, seed=seed)
+
+
+def _node_options(data_dir, config, http_host, http_port, zmq_host, zmq_port, pub_port, sync):
+    from .node.main import NodeOptions
+
+    if sync not in ("fdatasync", "none"):
+        raise typer.BadParameter(f"--sync: {sync!r} is not fdatasync or none")
+    return NodeOptions(data_dir=data_dir, config=config, http_host=http_host, http_port=http_port,
+                       zmq_host=zmq_host, zmq_port=None if zmq_port == 0 else zmq_port, pub_port=pub_port,
+                       sync=sync)
+
+
+_DATA_DIR = typer.Option(Path("lxdex-data"), "--data-dir", help="where the journal, snapshots and history live (created if missing)")
+_CONFIG = typer.Option(None, "--config", help="TOML config (markets, fees, accounts, limits); defaults without one")
+_HTTP_HOST = typer.Option("127.0.0.1", "--http-host", help="HTTP listen address")
+_HTTP_PORT = typer.Option(8080, "--http-port", help="HTTP port")
+_ZMQ_HOST = typer.Option("127.0.0.1", "--zmq-host", help="ZeroMQ listen address (the gateway trusts its clients: keep it private)")
+_ZMQ_PORT = typer.Option(5555, "--zmq-port", help="ZeroMQ order gateway port (ROUTER); 0 turns the gateway off")
+_PUB_PORT = typer.Option(None, "--pub-port", help="ZeroMQ market data port (PUB); default --zmq-port + 1")
+_SYNC = typer.Option("fdatasync", "--sync", help="journal durability: fdatasync (per batch) or none (benchmarks only: "
+                     "a crash loses acknowledged commands)")
+_LOG = typer.Option("json", "--log-format", help="json (one object per line) or text")
+
+
+@app.command()
+def node(data_dir: Path = _DATA_DIR, config: Path = _CONFIG, http_host: str = _HTTP_HOST, http_port: int = _HTTP_PORT,
+         zmq_host: str = _ZMQ_HOST, zmq_port: int = _ZMQ_PORT, pub_port: int = _PUB_PORT, sync: str = _SYNC,
+         log_format: str = _LOG) -> None:
+    """Run a node: journal, snapshots and recovery in --data-dir, the HTTP API and the ZeroMQ gateway."""
+    from .node.config import ConfigError
+    from .node.main import NodeProcess, setup_logging
+
+    setup_logging(log_format)
+    opts = _node_options(data_dir, config, http_host, http_port, zmq_host, zmq_port, pub_port, sync)
+    try:
+        proc = NodeProcess(opts)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    raise typer.Exit(proc.serve())
+
+
+@app.command()
+def demo(data_dir: Path = typer.Option(None, "--data-dir", help="keep the demo's state here (default: a fresh temporary dir)"),
+         http_host: str = _HTTP_HOST, http_port: int = _HTTP_PORT, zmq_port: int = _ZMQ_PORT,
+         sync: str = _SYNC, seconds: float = typer.Option(0, help="stop after this many seconds (0: until Ctrl-C)"),
+         rate: float = typer.Option(5.0, help="bot steps per second (each re-quotes every market)"),
+         seed: int = typer.Option(7, help="bots' random seed"), log_format: str = typer.Option("text", "--log-format")) -> None:
+    """A node with simulated market makers and takers, so that books, trades and candles move."""
+    import tempfile
+    import threading
+
+    from .node.bots import Bots, demo_config
+    from .node.main import NodeProcess, setup_logging
+
+    setup_logging(log_format)
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="lxdex-demo-")
+        data_dir = Path(tmp.name)
+    opts = _node_options(data_dir, None, http_host, http_port, "127.0.0.1", zmq_port, None, sync)
+    proc = NodeProcess(opts, demo_config())
+    bots: list[Bots] = []
+
+    def started(p: NodeProcess) -> None:
+        b = Bots(p.node, seed=seed, rate=rate)
+        b.start()
+        bots.append(b)
+        base = f"http://{http_host}:{http_port}"
+        print(f"lxdex demo node is running (data in {data_dir}); look at:\n"
+              f"  {base}/stats\n  {base}/book/BTC-USD\n  {base}/trades/BTC-USD\n  {base}/markets\n"
+              f"  {base}/metrics\nplace an order as the demo trader:\n"
+              f"  curl -s -X POST {base}/order -d '{{\"symbol\":\"BTC-USD\",\"side\":0,\"price\":50000,\"size\":1}}'\n"
+              "Ctrl-C stops it.", flush=True)
+        if seconds > 0:
+            threading.Timer(seconds, p.request_stop).start()
+
+    proc.on_started.append(started)
+    try:
+        rc = proc.serve()
+    finally:
+        for b in bots:
+            b.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    raise typer.Exit(rc)
 
 
 def main() -> None:

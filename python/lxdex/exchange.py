@@ -450,12 +450,28 @@ class Exchange:
         FILL events themselves and in `recent_fills`; they are not copied into
         the inbox (at the design point that would double the fill history)."""
         notices: list[dict] = []
+        closing = isinstance(cmd, C.SetMarketStatus) and cmd.status == "closed"
         if isinstance(events, np.ndarray):
-            rows = events[(events["kind"] == EventKind.CANCELLED) | (events["kind"] == EventKind.FILL)]
+            # A batch: only system cancels and each market's last fill price
+            # matter; pick them out with numpy (most batches have no system
+            # cancel, and thousands of fills).
+            kind = events["kind"]
+            cancels = events[kind == EventKind.CANCELLED]
+            if len(cancels) and not closing:
+                cancels = cancels[_SYSTEM_CANCEL_LUT[cancels["reason"]]]
+            fills = events[kind == EventKind.FILL]
+            if len(fills) > 1:
+                # the last fill of each market, in event order
+                fm = fills["market"]
+                if (fm == fm[0]).all():
+                    fills = fills[-1:]
+                else:
+                    _, last = np.unique(fm[::-1], return_index=True)
+                    fills = fills[len(fills) - 1 - last]
+            rows = np.concatenate([cancels, fills]) if len(cancels) else fills
             evs = [_Row(*(r[i] for i in _ROW_FIELDS)) for r in rows.tolist()]
         else:
             evs = events
-        closing = isinstance(cmd, C.SetMarketStatus) and cmd.status == "closed"
         last_price: dict[int, int] = {}
         acc = self.accounts
         for e in evs:
@@ -560,6 +576,8 @@ class _Row(NamedTuple):
 
 
 _ROW_FIELDS = tuple(EVENT_DTYPE.names.index(f) for f in _Row._fields)
+_SYSTEM_CANCEL_LUT = np.zeros(256, dtype=bool)
+_SYSTEM_CANCEL_LUT[[int(r) for r in SYSTEM_CANCELS]] = True
 
 
 def _h_add_asset(ex: Exchange, c: C.AddAsset):

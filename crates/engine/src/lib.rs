@@ -27,6 +27,7 @@
 mod book;
 mod codec;
 pub mod exchange;
+pub mod gateway;
 pub mod journal;
 pub mod ledger;
 pub mod marketdata;

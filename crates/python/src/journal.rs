@@ -14,14 +14,14 @@ use crate::SendPtr;
 
 /// A read-only contiguous byte view of any buffer-protocol object (bytes,
 /// bytearray, memoryview, mmap, numpy array). The view holds the exporter.
-struct View {
+pub(crate) struct View {
     _buf: Option<PyBuffer<u8>>,
     ptr: *const u8,
     len: usize,
 }
 
 impl View {
-    fn new(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Self> {
+    pub(crate) fn new(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Self> {
         if let Ok(b) = obj.cast::<PyBytes>() {
             let s = b.as_bytes();
             // The bytes object is immutable and `obj` outlives the view.
@@ -37,7 +37,7 @@ impl View {
     }
 
     /// SAFETY: valid while `self` and the object it was made from live.
-    unsafe fn slice(&self) -> &[u8] {
+    pub(crate) unsafe fn slice(&self) -> &[u8] {
         if self.len == 0 {
             &[]
         } else {

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 mod exchange;
+mod gateway;
 mod journal;
 
 use lxdex_engine::record::{records, COMMAND_RECORD_SIZE};
@@ -605,6 +606,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bench_replay, m)?)?;
     m.add_function(wrap_pyfunction!(wire_enums, m)?)?;
     journal::register(m)?;
+    gateway::register(m)?;
     m.add("MAX_PRICE", lxdex_engine::MAX_PRICE)?;
     m.add("MAX_QTY", lxdex_engine::MAX_QTY)?;
     m.add("MAX_TRAIL_BPS", lxdex_engine::MAX_TRAIL_BPS)?;

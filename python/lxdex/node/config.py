@@ -6,6 +6,8 @@ snapshot_every = 100000     # commands between snapshots
 batch_max = 4096            # commands per journal batch (group commit)
 admin_token = "..."         # enables POST /command (admin commands); unset: disabled
 max_body_bytes = 65536
+journal_segment_bytes = 67108864   # journal segment size (compaction drops whole segments)
+history_url = "postgresql://user@host/db"   # history store; unset: SQLite in the data dir
 
 [[assets]]
 symbol = "BTC"
@@ -68,6 +70,9 @@ class Config:
     batch_max: int = 4096
     admin_token: str | None = None
     max_body_bytes: int = 65_536
+    journal_segment_bytes: int = 64 << 20
+    #: history store: None = SQLite in the data dir; "postgresql://..." = PostgreSQL
+    history_url: str | None = None
     assets: list[tuple[str, int]] = field(default_factory=lambda: list(DEFAULT_ASSETS))
     markets: list[dict[str, Any]] = field(default_factory=lambda: [dict(m) for m in DEFAULT_MARKETS])
     accounts: list[dict[str, Any]] = field(default_factory=lambda: [dict(a) for a in DEFAULT_ACCOUNTS])
@@ -86,17 +91,18 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> "Config":
         cfg = cls()
-        known = {"node_id", "snapshot_every", "batch_max", "admin_token", "max_body_bytes", "assets", "markets",
-                 "accounts"}
+        known = {"node_id", "snapshot_every", "batch_max", "admin_token", "max_body_bytes", "journal_segment_bytes",
+                 "history_url", "assets", "markets", "accounts"}
         for k in data:
             if k not in known:
                 raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(known))})")
-        for k, typ, lo in (("snapshot_every", int, 1), ("batch_max", int, 1), ("max_body_bytes", int, 1024)):
+        for k, typ, lo in (("snapshot_every", int, 1), ("batch_max", int, 1), ("max_body_bytes", int, 1024),
+                            ("journal_segment_bytes", int, 4096)):
             if k in data:
                 if not isinstance(data[k], typ) or data[k] < lo:
                     raise ConfigError(f"{where}: {k} must be an integer >= {lo}")
                 setattr(cfg, k, data[k])
-        for k in ("node_id", "admin_token"):
+        for k in ("node_id", "admin_token", "history_url"):
             if k in data:
                 if not isinstance(data[k], str) or not data[k]:
                     raise ConfigError(f"{where}: {k} must be a non-empty string")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from decimal import Decimal
 
 import msgspec
@@ -35,7 +36,9 @@ from starlette.routing import Route
 from .. import commands as C
 from ..enums import EventKind, OrderType, Reason
 from .metrics import Metrics
-from .server import Node, NodeStopped
+from .server import Node, NodeStopped, Sink
+
+log = logging.getLogger("lxdex.node.http")
 
 Number = int | float | str
 
@@ -93,9 +96,10 @@ def _validation_error(e: msgspec.ValidationError | msgspec.DecodeError) -> JSON:
     field = None
     if "`$." in msg:
         field = msg.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0]
-    elif "unknown field" in msg.lower():
-        field = msg.split("`")[1] if "`" in msg else None
-    code = "INVALID_JSON" if isinstance(e, msgspec.DecodeError) else "INVALID_REQUEST"
+    elif ("unknown field" in msg or "missing required field" in msg) and "`" in msg:
+        field = msg.split("`")[1]
+    # (msgspec.ValidationError is a DecodeError too: a well-formed JSON of the wrong shape)
+    code = "INVALID_REQUEST" if isinstance(e, msgspec.ValidationError) else "INVALID_JSON"
     return error(400, code, msg, field)
 
 
@@ -105,7 +109,28 @@ def _outcome_error(out) -> JSON:
     return error(status, e["reason"], e["message"], e.get("field"))
 
 
-def build_app(node: Node, metrics: Metrics | None = None) -> Starlette:
+class _LoopSink(Sink):
+    """Outcomes for requests waiting on one event loop: one wake-up of the
+    loop per sequencer batch, whatever the number of requests in it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def deliver(self, items: list) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_set_results, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _set_results(items: list) -> None:
+    for fut, res in items:
+        if not fut.done():  # the client may have gone away
+            fut.set_result(res)
+
+
+def build_app(node: Node, metrics: Metrics | None = None):
+    """The node's ASGI app: POST /order on a fast path, the rest on Starlette."""
     metrics = metrics or Metrics(node)
     max_body = node.config.max_body_bytes
 
@@ -120,11 +145,21 @@ def build_app(node: Node, metrics: Metrics | None = None) -> Starlette:
                 return error(413, "TOO_LARGE", f"request body over {max_body} bytes")
         return data
 
+    sinks: dict = {}
+
     async def run(cmd: C.Command):
-        try:
-            return await asyncio.wrap_future(node.submit(cmd))
-        except NodeStopped as e:
-            return error(503, "UNAVAILABLE", str(e))
+        """The command's Outcome once durable and applied, or a 503 reply."""
+        loop = asyncio.get_running_loop()
+        sink = sinks.get(loop)
+        if sink is None:
+            sink = sinks[loop] = _LoopSink(loop)
+        fut = loop.create_future()
+        if not node.submit_to(cmd, sink, fut):
+            return error(503, "UNAVAILABLE", "node is not accepting commands")
+        out = await fut
+        if isinstance(out, NodeStopped):
+            return error(503, "UNAVAILABLE", str(out))
+        return out
 
     def default_account(acct: int | None) -> int | None:
         if acct is not None:
@@ -135,6 +170,9 @@ def build_app(node: Node, metrics: Metrics | None = None) -> Starlette:
         data = await body(request)
         if isinstance(data, Response):
             return data
+        return await place_order(data)
+
+    async def place_order(data: bytes) -> Response:
         try:
             o = _order_decoder.decode(data)
             side = {0: "buy", 1: "sell"}.get(o.side, o.side) if isinstance(o.side, int) else o.side
@@ -161,8 +199,7 @@ def build_app(node: Node, metrics: Metrics | None = None) -> Starlette:
         metrics.http_orders.inc()
         if not out.ok:
             return _outcome_error(out)
-        with node.lock:
-            m = node.exchange.market(o.symbol)
+        m = node.exchange._markets[o.symbol]  # immutable once added: no lock needed
         return JSON(_order_reply(out, m))
 
     async def delete_order(request: Request) -> Response:
@@ -286,7 +323,45 @@ def build_app(node: Node, metrics: Metrics | None = None) -> Starlette:
         Route("/metrics", get_metrics, methods=["GET"]),
         Route("/command", post_command, methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+    starlette = Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+
+    async def order_fast_path(scope, receive, send) -> None:
+        """POST /order without the framework's request/response layers
+        (they cost more than the order itself)."""
+        for k, v in scope["headers"]:
+            if k == b"content-length" and (not v.isdigit() or int(v) > max_body):
+                return await _send(send, error(413, "TOO_LARGE", f"request body over {max_body} bytes"))
+        chunks, n = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            b = msg.get("body", b"")
+            n += len(b)
+            if n > max_body:
+                return await _send(send, error(413, "TOO_LARGE", f"request body over {max_body} bytes"))
+            chunks.append(b)
+            if not msg.get("more_body", False):
+                break
+        try:
+            response = await place_order(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except Exception:
+            log.exception("POST /order failed")
+            response = error(500, "INTERNAL", "internal error (logged)")
+        await _send(send, response)
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/order" and scope["method"] == "POST":
+            return await order_fast_path(scope, receive, send)
+        return await starlette(scope, receive, send)
+
+    app.starlette = starlette  # type: ignore[attr-defined]
+    return app
+
+
+async def _send(send, response: Response) -> None:
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def _order_reply(out, m) -> dict:

@@ -3,16 +3,18 @@
 ```
 gateways (HTTP, ZeroMQ)  --submit(cmd)-->  queue  -->  sequencer thread
                                                          | stamp ts, number (seq)
-                                                         | journal.append(batch)   <- durable (group commit)
+                                                         | journal.append(batch)   <- durable (group commit),
+                                                         |   on the journal thread, while
                                                          | exchange.execute(...)   <- under `lock`
                                                          | resolve futures (acks), listeners (PUB, history)
                                                          | snapshot every N, compact the journal
 ```
 
 Gateways only decode and validate the shape of a request; every state change
-is a `lxdex.commands` value that the sequencer journals before applying. A
-command is acknowledged (its future resolved) only after the batch it is in
-is durable under the sync policy. Readers take `lock` to look at the exchange
+is a `lxdex.commands` value that the sequencer journals (on the journal
+thread, while it applies the batch). A command is acknowledged (its future
+resolved) and published only after the batch it is in is durable under the
+sync policy. Readers take `lock` to look at the exchange
 between batches.
 
 Recovery (`open`): the newest valid snapshot is loaded, then the journal tail
@@ -28,7 +30,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,6 +44,31 @@ from .snapshots import SnapshotStore
 log = logging.getLogger("lxdex.node")
 
 Listener = Callable[[list[tuple[C.Command, Outcome]]], None]
+
+
+class Sink:
+    """Receives the outcomes of commands queued with `Node.submit_to`."""
+
+    def deliver(self, items: list) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _resolve(batch: list, results: list) -> None:
+    """Hands each command's result (an Outcome, or an exception) to its
+    future or sink; sinks get one call per batch."""
+    sinks: dict = {}
+    for (_, dest), res in zip(batch, results):
+        if type(dest) is tuple:
+            sinks.setdefault(dest[0], []).append((dest[1], res))
+        elif isinstance(res, BaseException):
+            dest.set_exception(res)
+        else:
+            dest.set_result(res)
+    for sink, items in sinks.items():
+        try:
+            sink.deliver(items)
+        except Exception:  # a gateway's failure never stops the sequencer
+            log.exception("sink %r failed", sink)
 
 
 class NodeStopped(RuntimeError):
@@ -89,9 +116,14 @@ class Node:
         self.journal: Journal | None = None
         self.snapshots = SnapshotStore(self.data_dir)
         self.listeners: list[Listener] = []
+        #: Listeners that also see the outcomes of the journal replay in
+        #: `open()` (a derived store catching up after a crash; it skips the
+        #: sequence numbers it already has).
+        self.replay_listeners: list[Listener] = []
         self.recovery: Recovery | None = None
         self.started_at = time.time()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="lxdex-journal")
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._failed: BaseException | None = None
@@ -119,7 +151,8 @@ class Node:
             ex = Exchange.restore(data, self.master_key)
             if ex.last_seq != snap_seq:
                 raise RuntimeError(f"snapshot {snap_seq} holds state at seq {ex.last_seq}")
-        self.journal = Journal.open(self.data_dir, sync=self.sync, start_seq=snap_seq + 1)
+        self.journal = Journal.open(self.data_dir, sync=self.sync, start_seq=snap_seq + 1,
+                                    segment_bytes=self.config.journal_segment_bytes)
         j = self.journal
         if j.last_seq < snap_seq:
             raise RuntimeError(f"journal ends at seq {j.last_seq}, before the snapshot at {snap_seq}: "
@@ -129,12 +162,18 @@ class Node:
                                f"after snapshot {snap_seq} are missing")
         replayed = 0
         if j.last_seq > snap_seq:
-            for batch in j.read_batches(snap_seq + 1):
-                for seq, payload in batch:
-                    cmd = C.decode(payload)
-                    ex.execute(cmd, seq)
-                    self._last_ts = max(self._last_ts, cmd.ts)
-                replayed += len(batch)
+            decode, execute, catch_up = C.decode, ex.execute, self.replay_listeners
+            for first, payloads in j.read_payloads(snap_seq + 1):
+                cmds = [decode(p) for p in payloads]
+                if catch_up:
+                    pairs = [(c, execute(c, first + i)) for i, c in enumerate(cmds)]
+                    for listener in catch_up:
+                        listener(pairs)
+                else:
+                    for i, c in enumerate(cmds):
+                        execute(c, first + i)
+                self._last_ts = max(self._last_ts, max(c.ts for c in cmds))
+                replayed += len(cmds)
         self.exchange = ex
         self._snapshot_seq = snap_seq
         self._last_ts = max(self._last_ts, ex.core.now)
@@ -169,9 +208,17 @@ class Node:
         self._queue.put(None)
         self._thread.join()
         self._thread = None
+        while True:  # a submit that raced with the stop: refuse it rather than leave it waiting
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _resolve([item], [NodeStopped("node is not accepting commands")])
         if snapshot and self._failed is None and self.exchange.last_seq > self._snapshot_seq:
             self._snapshot()
         self.journal.close()
+        self._journal_thread.shutdown()
         log.info("stopped at seq %d", self.exchange.last_seq)
 
     # -- commands ---------------------------------------------------------------------
@@ -185,6 +232,17 @@ class Node:
             return fut
         self._queue.put((cmd, fut))
         return fut
+
+    def submit_to(self, cmd: C.Command, sink: "Sink", token) -> bool:
+        """Queues a command whose outcome goes to `sink.deliver([(token,
+        outcome or NodeStopped), ...])`, called on the sequencer thread once
+        per batch for all of the sink's commands in it (a gateway wakes its
+        own thread once per batch instead of once per command). False (and
+        nothing queued) if the node is not accepting commands."""
+        if self._stopping.is_set() or self._failed is not None or self._thread is None:
+            return False
+        self._queue.put((cmd, (sink, token)))
+        return True
 
     def execute(self, cmd: C.Command, timeout: float = 30.0) -> Outcome:
         return self.submit(cmd).result(timeout)
@@ -218,7 +276,7 @@ class Node:
                 except queue.Empty:
                     break
                 if item is not None:
-                    item[1].set_exception(NodeStopped(f"node failed: {e}"))
+                    _resolve([item], [NodeStopped(f"node failed: {e}")])
 
     def _drain_done(self) -> bool:
         return self._stopping.is_set() and self._queue.empty()
@@ -227,18 +285,25 @@ class Node:
         ts = max(int(time.time() * 1000), self._last_ts)
         self._last_ts = ts
         cmds = [C.with_ts(c, ts) for c, _ in batch]
-        try:
-            last = self.journal.append([C.encode(c) for c in cmds])
-        except BaseException as e:
-            for _, fut in batch:
-                fut.set_exception(NodeStopped(f"journal append failed: {e}"))
-            raise
-        first = last - len(cmds) + 1
+        payloads = [C.encode(c) for c in cmds]
+        first = self.journal.last_seq + 1
+        # The batch is written and fdatasync'd on the journal thread while it
+        # is applied here; nothing is acknowledged or published before both
+        # are done. If the write fails, the applied batch is never
+        # acknowledged and the node stops: a restart rebuilds the state from
+        # what the journal holds.
+        durable = self._journal_thread.submit(self.journal.append, payloads)
         ex = self.exchange
         with self.lock:
             outs = [ex.execute(c, first + i) for i, c in enumerate(cmds)]
-        for (_, fut), out in zip(batch, outs):
-            fut.set_result(out)
+        try:
+            last = durable.result()
+        except BaseException as e:
+            _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
+            raise
+        if last != first + len(cmds) - 1:  # pragma: no cover - the journal has one writer
+            raise RuntimeError(f"journal numbered the batch {last - len(cmds) + 1}..{last}, expected {first}..")
+        _resolve(batch, outs)
         self._count(cmds, outs)
         if self.listeners:
             pairs = list(zip(cmds, outs))
@@ -278,7 +343,10 @@ class Node:
             data = self.exchange.snapshot()
         t0 = time.perf_counter()
         self.snapshots.save(seq, data)
-        removed = self.journal.compact(seq)
+        # Keep the journal from the oldest kept snapshot on: if the newest
+        # snapshot is found damaged on start, an older one plus a longer
+        # journal tail still recovers the state.
+        removed = self.journal.compact(min(self.snapshots.seqs()))
         self._snapshot_seq = seq
         log.info("snapshot at seq %d (%d bytes, %.3f s); %d journal segment(s) compacted", seq, len(data),
                  time.perf_counter() - t0, removed)

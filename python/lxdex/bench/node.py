@@ -1,0 +1,298 @@
+"""`lxdex bench node`: a real node process, loaded from separate client
+processes over loopback, with the journal fdatasync'd (the default).
+
+- ZeroMQ: each client process keeps `window` requests of `rows` order rows
+  in flight (70% limit orders around a mid price, some crossing; 30%
+  cancels of the client's own resting orders) and times every request from
+  send to ack.
+- HTTP: each client process keeps `connections` keep-alive connections,
+  one `POST /order` outstanding on each (closed loop), timed from send to
+  the complete response.
+- Recovery: the node is killed (SIGKILL), and the journal it left is
+  replayed by `Node.open()` in this process, timed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ACCOUNTS = 200
+MID = {0: 5_000_000, 1: 300_000, 2: 150_000}  # ticks: BTC 50000.00, ETH 3000.00, SOL 150.000
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(path: Path) -> None:
+    lines = ["snapshot_every = 1000000000", "max_body_bytes = 65536"]
+    for i in range(ACCOUNTS):
+        lines += ["[[accounts]]", f'name = "bench-{i}"',
+                  'deposits = { USD = "1000000000", BTC = "100000", ETH = "1000000", SOL = "10000000" }']
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _start(data: Path, cfg: Path, sync: str, log) -> tuple[subprocess.Popen, int, int]:
+    http, zmq_port, pub = _port(), _port(), _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lxdex", "node", "--data-dir", str(data), "--config", str(cfg), "--http-port",
+         str(http), "--zmq-port", str(zmq_port), "--pub-port", str(pub), "--sync", sync],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LXDEX_NO_REEXEC="1", OPENBLAS_NUM_THREADS="1"))
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"node exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{http}/health", timeout=1).status_code == 200:
+                return proc, http, zmq_port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("node did not become healthy")
+
+
+# -- ZeroMQ client process ---------------------------------------------------------------
+def _zmq_client(endpoint: str, seconds: float, rows: int, window: int, seed: int, q) -> None:
+    from ..enums import COMMAND_DTYPE, CommandKind
+    from ..node.zmq_client import ZmqClient
+
+    rng = np.random.default_rng(seed)
+    c = ZmqClient(endpoint)
+    n_pool = 64
+    pool = []
+    for _ in range(n_pool):
+        r = np.zeros(rows, COMMAND_DTYPE)
+        market = rng.integers(0, 3, rows)
+        side = rng.integers(0, 2, rows)
+        mids = np.array([MID[m] for m in market.tolist()])
+        off = rng.integers(-20, 60, rows)  # mostly resting, some crossing (off < 0)
+        r["kind"] = np.where(rng.random(rows) < 0.3, CommandKind.CANCEL, CommandKind.SUBMIT)
+        r["market"], r["side"] = market, side
+        r["owner"] = rng.integers(0, ACCOUNTS, rows)
+        r["price"] = np.where(side == 0, mids - off, mids + off)
+        r["qty"] = rng.integers(1, 20, rows) * np.array([10, 1, 1])[market]
+        pool.append(r)
+    resting: list[tuple[int, int, int]] = []  # (order id, owner, market)
+    sent_at: dict[int, int] = {}
+    lat: list[int] = []
+    acked_rows = 0
+    rid = 0
+    inflight = 0
+    t_end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        while inflight < window and now < t_end:
+            rid += 1
+            r = pool[rid % n_pool].copy()
+            cancels = np.flatnonzero(r["kind"] == CommandKind.CANCEL)
+            for i in cancels.tolist():
+                if resting:
+                    oid, owner, market = resting.pop(random.randrange(len(resting)))
+                    r[i]["order_id"], r[i]["owner"], r[i]["market"] = oid, owner, market
+                else:
+                    r[i]["kind"] = CommandKind.SUBMIT
+            sent_at[c.send(r, rid)] = time.perf_counter_ns()
+            inflight += 1
+        if inflight == 0:
+            break
+        got, _, acks = c.recv(timeout=30)
+        lat.append(time.perf_counter_ns() - sent_at.pop(got))
+        inflight -= 1
+        acked_rows += len(acks)
+        live = (acks["status"] == 0) & (acks["kind"] == CommandKind.SUBMIT) & (acks["done"] == 0)
+        if live.any() and len(resting) < 100_000:
+            req = pool[got % n_pool]
+            for i in np.flatnonzero(live).tolist():
+                resting.append((int(acks["order_id"][i]), int(req["owner"][i]), int(req["market"][i])))
+    elapsed = time.perf_counter() - t0
+    c.close()
+    q.put({"rows": acked_rows, "requests": len(lat), "seconds": elapsed, "lat_ns": lat})
+
+
+# -- HTTP client process -----------------------------------------------------------------
+def _http_client(port: int, seconds: float, connections: int, seed: int, q) -> None:
+    import selectors
+
+    rng = random.Random(seed)
+    bodies = []
+    for i in range(512):
+        side = rng.randrange(2)
+        mid = 50_000
+        off = rng.randint(-5, 30)
+        price = mid - off if side == 0 else mid + off
+        body = json.dumps({"symbol": "BTC-USD", "side": side, "price": price, "size": rng.randint(1, 20) / 1000,
+                           "account": rng.randrange(ACCOUNTS)}).encode()
+        bodies.append(b"POST /order HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    sel = selectors.DefaultSelector()
+    socks = []
+    for _ in range(connections):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        socks.append(s)
+    state = {}
+    lat: list[int] = []
+    errors = 0
+    k = 0
+    t0 = time.perf_counter()
+    t_end = t0 + seconds
+
+    def send(s):
+        nonlocal k
+        k += 1
+        s.sendall(bodies[k % len(bodies)])
+        state[s] = [time.perf_counter_ns(), b""]
+
+    for s in socks:
+        send(s)
+        sel.register(s, selectors.EVENT_READ)
+    open_socks = len(socks)
+    while open_socks:
+        for key, _ in sel.select(timeout=30):
+            s = key.fileobj
+            st = state[s]
+            st[1] += s.recv(65536)
+            buf = st[1]
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                continue
+            head = buf[:head_end].lower()
+            i = head.find(b"content-length:")
+            n = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+            if len(buf) < head_end + 4 + n:
+                continue
+            lat.append(time.perf_counter_ns() - st[0])
+            if not buf.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            if time.perf_counter() < t_end:
+                send(s)
+            else:
+                sel.unregister(s)
+                s.close()
+                open_socks -= 1
+    q.put({"requests": len(lat), "errors": errors, "seconds": time.perf_counter() - t0, "lat_ns": lat})
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _lat(ns: list[int]) -> dict:
+    a = np.array(ns, dtype=np.int64) / 1e6
+    p50, p90, p99, p999 = np.percentile(a, [50, 90, 99, 99.9])
+    return {"p50_ms": round(p50, 3), "p90_ms": round(p90, 3), "p99_ms": round(p99, 3), "p999_ms": round(p999, 3),
+            "max_ms": round(float(a.max()), 3)}
+
+
+def _run_clients(target, args_list) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, q)) for a in args_list]
+    for p in procs:
+        p.start()
+    out = [q.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(30)
+    return out
+
+
+def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: int = 8, http_clients: int = 1,
+        connections: int = 32, sync: str = "fdatasync", dir: Path | None = None,
+        progress: Callable[[str], None] = lambda m: None) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="lxdex-bench-node-", dir=dir))
+    cfg = root / "node.toml"
+    _config(cfg)
+    data = root / "data"
+    log = open(root / "node.log", "ab")
+    result: dict = {"sync": sync, "accounts": ACCOUNTS, "markets": 3, "data_dir_fs": _fs(root)}
+    try:
+        proc, http, zmq_port = _start(data, cfg, sync, log)
+        progress(f"node up (http {http}, zmq {zmq_port}, sync {sync}); ZeroMQ load for {seconds} s")
+        cpu0 = _cpu_seconds(proc.pid)
+        res = _run_clients(_zmq_client, [(f"tcp://127.0.0.1:{zmq_port}", seconds, rows, window, 11 + i)
+                                         for i in range(zmq_clients)])
+        n_rows = sum(r["rows"] for r in res)
+        secs = max(r["seconds"] for r in res)
+        result["zmq"] = {"clients": zmq_clients, "rows_per_request": rows, "window": window,
+                         "orders": n_rows, "seconds": round(secs, 3), "orders_per_s": round(n_rows / secs),
+                         "requests_per_s": round(sum(r["requests"] for r in res) / secs),
+                         "latency": _lat([x for r in res for x in r["lat_ns"]])}
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        result["zmq"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n_rows / cpu)}
+        progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} ms; "
+                 f"HTTP load for {seconds} s")
+        cpu0 = _cpu_seconds(proc.pid)
+        res = _run_clients(_http_client, [(http, seconds, connections, 21 + i) for i in range(http_clients)])
+        n = sum(r["requests"] for r in res)
+        secs = max(r["seconds"] for r in res)
+        result["http"] = {"clients": http_clients, "connections": connections * http_clients, "requests": n,
+                          "errors": sum(r["errors"] for r in res), "seconds": round(secs, 3),
+                          "orders_per_s": round(n / secs), "latency": _lat([x for r in res for x in r["lat_ns"]])}
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        result["http"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n / cpu)}
+        progress(f"http: {result['http']['orders_per_s']:,} orders/s, p99 {result['http']['latency']['p99_ms']} ms; "
+                 "killing the node and timing recovery")
+        import httpx
+
+        stats = httpx.get(f"http://127.0.0.1:{http}/stats").json()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        result["recovery"] = _recover(data, stats)
+        progress(f"recovery: {result['recovery']['records_per_s']:,} journal records/s, "
+                 f"{result['recovery']['orders_per_s']:,} order commands/s")
+    finally:
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def _recover(data: Path, stats: dict) -> dict:
+    from .. import commands as C
+    from ..node.config import Config
+    from ..node.journal import Journal
+    from ..node.server import Node
+
+    with Journal.open(data, sync="none") as j:
+        records, orders = 0, 0
+        for _, payloads in j.read_payloads(1):
+            for p in payloads:
+                c = C.decode(p)
+                records += 1
+                orders += len(c.data) // 120 if isinstance(c, C.Records) else int(isinstance(c, (C.PlaceOrder, C.CancelOrder)))
+    node = Node(data, Config(), sync="none")
+    t0 = time.perf_counter()
+    rec = node.open()
+    secs = time.perf_counter() - t0
+    node.journal.close()
+    return {"records": records, "order_commands": orders, "seconds": round(secs, 3),
+            "records_per_s": round(records / secs), "orders_per_s": round(orders / secs),
+            "hash_matches": rec.state_hash == stats["state_hash"] and rec.last_seq == stats["applied_seq"]}
+
+
+def _fs(path: Path) -> str:
+    from .journal import _filesystem
+
+    return _filesystem(path)
