@@ -322,6 +322,7 @@ def build_app(node: Node, metrics: Metrics | None = None):
         Route("/health", get_health, methods=["GET"]),
         Route("/metrics", get_metrics, methods=["GET"]),
         Route("/command", post_command, methods=["POST"]),
+        *__import__("lxdex.node.api", fromlist=["api_routes"]).api_routes(node),  # /api/v1, /api/v3, /openapi.json
     ]
     starlette = Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
 

@@ -100,8 +100,15 @@ class NodeProcess:
 
     def serve(self) -> int:
         node = self.node
-        rec = node.open()
-        node.start()
+        from .api import attach_history
+
+        history = attach_history(node)  # before open(): it catches up with the journal replay
+        try:
+            rec = node.open()
+            node.start()
+        except BaseException:
+            history.close()
+            raise
         try:
             if self.opts.zmq_port is not None:
                 from .zmq_gateway import ZmqGateway
@@ -123,6 +130,7 @@ class NodeProcess:
             if self.gateway is not None:
                 self.gateway.stop()
             node.stop()
+            history.close()
         log.info("node %s exited cleanly at seq %d", self.cfg.node_id, node.exchange.last_seq)
         return 0
 
