@@ -284,6 +284,23 @@ def routes(ctx: ApiContext) -> list:
                  "quoteQty": _fmt(t["price"] * t["qty"]), "time": t["ts"],
                  "isBuyerMaker": t["taker_side"] == "sell", "isBestMatch": True} for t in ts]
 
+    async def agg_trades(p, user):
+        # Every trade is its own aggregate here (one taker order, one maker, one price).
+        m = market_of(p.get("symbol"))
+        from_id = int_param(p, "fromId", None, 0, 2**63 - 1)
+        start = int_param(p, "startTime", None, 0, 2**62)
+        end = int_param(p, "endTime", None, 0, 2**62)
+        limit = int_param(p, "limit", 500, 1, 1000)
+        if from_id is not None and (start is not None or end is not None):
+            raise BError(-1128, "Combination of optional parameters invalid: fromId with startTime/endTime.")
+        with node.lock:
+            ts = node.exchange.trades(m.symbol, 1000 if (from_id or start or end) else limit)
+        ts = [t for t in ts if (from_id is None or t["id"] >= from_id) and (start is None or t["ts"] >= start)
+              and (end is None or t["ts"] <= end)]
+        ts = ts[:limit] if (from_id is not None or start is not None) else ts[-limit:]
+        return [{"a": t["id"], "p": _fmt(t["price"]), "q": _fmt(t["qty"]), "f": t["id"], "l": t["id"],
+                 "T": t["ts"], "m": t["taker_side"] == "sell", "M": True} for t in ts]
+
     async def klines(p, user):
         from .history import _next_start
 
@@ -665,6 +682,8 @@ def routes(ctx: ApiContext) -> list:
                                                          "symbolStatus"})), methods=["GET"]),
         Route("/depth", E(depth, None, S({"symbol", "limit"})), methods=["GET"]),
         Route("/trades", E(trades, None, S({"symbol", "limit"})), methods=["GET"]),
+        Route("/aggTrades", E(agg_trades, None, S({"symbol", "fromId", "startTime", "endTime", "limit"})),
+              methods=["GET"]),
         Route("/klines", E(klines, None, S({"symbol", "interval", "startTime", "endTime", "limit", "timeZone"})),
               methods=["GET"]),
         Route("/ticker/24hr", E(ticker_24hr, None, S({"symbol", "symbols", "type"})), methods=["GET"]),
