@@ -478,6 +478,8 @@ def routes(ctx: ApiContext) -> list:
                 conditional = otype not in ("limit", "market")
         if status is None:
             status = "partially_filled" if filled else "new"
+        if btype == "LIMIT_MAKER" and reason == "post_only":  # Binance rejects it rather than expire it
+            raise BError(-2010, "Order would immediately match and take.")
         if fills:
             with node.lock:
                 mine = [f for f in node.exchange.recent_fills(user) if f["order_id"] == oid]
