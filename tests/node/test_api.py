@@ -473,3 +473,23 @@ def test_the_original_endpoints_still_work(http):
     assert r.status_code == 200 and r.json()["status"] == "new"
     assert http.request("DELETE", "/order", json={"order_id": r.json()["order_id"]}).status_code == 200
     assert http.get("/book/BTC-USD").status_code == 200 and http.get("/markets").status_code == 200
+
+
+def test_out_of_range_numbers_are_rejected_and_the_node_lives_on(http, alice, api_node):
+    """Numbers that do not fit the core's integers used to escape Exchange.execute as OverflowError and stop
+    the sequencer (and the replay of a journal holding them)."""
+    before = state(api_node, alice.user_id)
+    for body, code in [({"qty": "1e30", "price": "100"}, "INVALID_QUANTITY"),
+                       ({"qty": "1", "price": "1e30"}, "INVALID_PRICE"),
+                       ({"qty": "1", "price": "100", "expire_ts": 2**70}, "INVALID_REQUEST")]:
+        r = _signed(http, alice, "POST", "/api/v1/orders",
+                    json.dumps({"market": "BTC-USD", "side": "buy", **body}).encode())
+        assert r.status_code == 400 and r.json()["error"]["code"] == code, r.json()
+    r = http.post("/order", json={"symbol": "BTC-USD", "side": 0, "price": 50000, "size": "1e30"})
+    assert r.status_code == 400
+    # an integer no command encoding can hold: refused by the sequencer, which goes on
+    r = http.post("/order", json={"symbol": "BTC-USD", "side": 0, "price": 5, "size": 1, "expire_ts": 2**70})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_COMMAND"
+    assert state(api_node, alice.user_id)[1] == before[1]
+    assert api_node.healthy and alice.client.place_order("BTC-USD", "buy", "1", "100")["status"] == "new"
+    alice.client.cancel_all()

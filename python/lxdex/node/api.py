@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Annotated, Any, Awaitable, Callable
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -421,6 +421,8 @@ def _invalid(e: Exception, code: str) -> ApiError:
 
 
 Number = int | float | str
+I63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+U32 = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 
 _Struct = dict(forbid_unknown_fields=True)
 
@@ -436,7 +438,7 @@ class OrderIn(msgspec.Struct, **_Struct):
     stp: str = "none"
     trigger_price: Number | None = None
     display_qty: Number | None = None
-    expire_ts: int = 0
+    expire_ts: I63 = 0
     client_order_id: str | None = None
 
 
@@ -451,7 +453,7 @@ class MoneyIn(msgspec.Struct, **_Struct):
 
 
 class AdminMoneyIn(msgspec.Struct, **_Struct):
-    account: int
+    account: U32
     asset: str
     amount: Number
 
@@ -475,7 +477,7 @@ class AlertIn(msgspec.Struct, **_Struct):
 
 
 class MarkReadIn(msgspec.Struct, **_Struct):
-    notification_ids: list[int] | None = None
+    notification_ids: list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]] | None = None
 
 
 _dec = {t: msgspec.json.Decoder(t) for t in (OrderIn, AmendIn, MoneyIn, AdminMoneyIn, UserIn, KeyIn, AlertIn,
@@ -781,8 +783,6 @@ def native_routes(ctx: ApiContext) -> list:
 
     async def post_mark_read(r: _Req):
         m: MarkReadIn = r.decode(_dec[MarkReadIn]) if r.body else MarkReadIn()
-        if m.notification_ids is not None and any(not 1 <= i < 2**63 for i in m.notification_ids):
-            raise ApiError(400, "INVALID_REQUEST", "notification_ids: ids are positive integers", "notification_ids")
         out = await submit(C.MarkRead(user_id=r.user, notification_ids=m.notification_ids))
         changed = out.notices[0]["notification_ids"] if out.notices else []
         return {"seq": out.seq, "marked_read": changed}
@@ -815,7 +815,7 @@ def native_routes(ctx: ApiContext) -> list:
     def admin_money(cls):
         async def f(r: _Req):
             m: AdminMoneyIn = r.decode(_dec[AdminMoneyIn])
-            if not 0 <= m.account < 2**32 or m.account >= ctx.read(lambda ex: ex.core.account_count):
+            if m.account >= ctx.read(lambda ex: ex.core.account_count):
                 raise ApiError(404, "UNKNOWN_ACCOUNT", f"account: no account {m.account}", "account")
             amount = _number(m.amount, "amount")
             out = await submit(cls(account=m.account, asset=m.asset, amount=amount))

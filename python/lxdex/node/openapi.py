@@ -18,7 +18,8 @@ NUM_IN = {"anyOf": [{"type": "string", "maxLength": 64}, {"type": "number"}],
 INT = {"type": "integer", "minimum": 0}
 INT_OR_NULL = {"anyOf": [INT, {"type": "null"}]}
 STR = {"type": "string"}
-MARKET_NAME = {"type": "string", "description": "market symbol, BASE-QUOTE (e.g. BTC-USD)"}
+MARKET_NAME = {"type": "string", "description": "market symbol, BASE-QUOTE (e.g. BTC-USD)",
+               "examples": ["BTC-USD", "ETH-USD"]}
 
 
 def ref(name: str) -> dict:
@@ -71,10 +72,13 @@ SCHEMAS: dict[str, Any] = {
         "tif": {"enum": ["gtc", "ioc", "fok", "gtd"], "description": "default gtc (ioc for market types)"},
         "post_only": {"type": "boolean", "default": False},
         "stp": {"enum": ["none", "cancel_taker", "cancel_maker", "cancel_both", "decrement"], "default": "none"},
-        "trigger_price": NUM_IN, "display_qty": NUM_IN, "expire_ts": {"type": "integer", "minimum": 0},
+        "trigger_price": NUM_IN, "display_qty": NUM_IN,
+        "expire_ts": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
         "client_order_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,36}$",
                             "description": "kept in memory by the node process only (not journaled)"},
-    }, ["market", "side", "qty"]),
+    }, ["market", "side", "qty"]) | {"examples": [{"market": "BTC-USD", "side": "buy", "qty": "0.01", "price": "100"},
+                                                  {"market": "ETH-USD", "side": "sell", "qty": "0.5", "price": "90000",
+                                                   "type": "limit", "tif": "gtc"}]},
     "Fill": obj({"price": DEC, "qty": DEC, "maker_order_id": INT}),
     "OrderReply": obj({"order_id": INT, "seq": INT, "market": MARKET_NAME,
                        "status": {"enum": ["new", "partially_filled", "filled", "cancelled", "pending_trigger"]},
@@ -106,8 +110,9 @@ SCHEMAS: dict[str, Any] = {
                         "taker_side": {"enum": ["buy", "sell"]}, "price": DEC, "qty": DEC, "quote_qty": DEC,
                         "fee": DEC_OR_NULL, "fee_asset": STR}),
     "FillPage": obj({"fills": arr(ref("HistoryFill")), "next_from_id": INT_OR_NULL}),
-    "MoneyIn": obj({"asset": STR, "amount": NUM_IN}),
-    "AdminMoneyIn": obj({"account": {"type": "integer", "minimum": 0}, "asset": STR, "amount": NUM_IN}),
+    "MoneyIn": obj({"asset": STR, "amount": NUM_IN}) | {"examples": [{"asset": "USD", "amount": "1"}]},
+    "AdminMoneyIn": obj({"account": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}, "asset": STR, "amount": NUM_IN})
+    | {"examples": [{"account": 0, "asset": "USD", "amount": "10"}]},
     "MoneyReply": obj({"seq": INT, "account": INT, "asset": STR, "amount": DEC}),
     "UserIn": obj({"display_name": {"type": "string", "maxLength": 64}, "email": STR,
                    "country": {"type": "string", "default": "US"}}, ["display_name", "email"]),
@@ -120,7 +125,8 @@ SCHEMAS: dict[str, Any] = {
                           "label": STR, "created_at": INT, "revoked_at": INT_OR_NULL,
                           "secret": {"type": "string", "description": "shown once: keep it, it is never shown again"}}),
     "RevokeReply": obj({"seq": INT, "api_key": STR, "revoked": {"const": True}}),
-    "AlertIn": obj({"market": MARKET_NAME, "condition": {"enum": ["above", "below"]}, "price": NUM_IN}),
+    "AlertIn": obj({"market": MARKET_NAME, "condition": {"enum": ["above", "below"]}, "price": NUM_IN})
+    | {"examples": [{"market": "BTC-USD", "condition": "above", "price": "70000"}]},
     "Alert": obj({"alert_id": INT, "user_id": INT, "market": MARKET_NAME, "condition": {"enum": ["above", "below"]},
                   "price": DEC, "created_at": INT}),
     "AlertReply": obj({"seq": INT, "alert_id": INT, "market": MARKET_NAME, "condition": {"enum": ["above", "below"]},
@@ -128,7 +134,8 @@ SCHEMAS: dict[str, Any] = {
     "AlertCancelled": obj({"seq": INT, "alert_id": INT, "cancelled": {"const": True}}),
     "Notification": obj({"notification_id": INT, "kind": STR, "payload": {"type": "object"}, "ts": INT,
                          "read": {"type": "boolean"}}),
-    "MarkReadIn": obj({"notification_ids": {"anyOf": [arr({"type": "integer", "minimum": 1}), {"type": "null"}]}},
+    "MarkReadIn": obj({"notification_ids": {"anyOf": [arr({"type": "integer", "minimum": 1, "maximum": 2**63 - 1}),
+                                                       {"type": "null"}]}},
                       []),
     "MarkReadReply": obj({"seq": INT, "marked_read": arr(INT)}),
 }
