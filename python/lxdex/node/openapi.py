@@ -22,6 +22,10 @@ MARKET_NAME = {"type": "string", "description": "market symbol, BASE-QUOTE (e.g.
                "examples": ["BTC-USD", "ETH-USD"]}
 
 
+LEVEL = {"type": "array", "items": {"anyOf": [DEC, INT]}, "minItems": 3, "maxItems": 3,
+         "description": "[price, quantity, orders at the level]: two decimal strings and an integer"}
+
+
 def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -43,9 +47,7 @@ SCHEMAS: dict[str, Any] = {
                    "maker_bps": {"type": "integer"}, "taker_bps": {"type": "integer"}, "base_decimals": INT,
                    "quote_decimals": INT}),
     "Depth": obj({"market": MARKET_NAME, "last_update_id": INT,
-                  "bids": arr({"type": "array", "prefixItems": [DEC, DEC, INT], "minItems": 3, "maxItems": 3,
-                               "description": "[price, quantity, orders]"}),
-                  "asks": arr({"type": "array", "prefixItems": [DEC, DEC, INT], "minItems": 3, "maxItems": 3})}),
+                  "bids": arr(LEVEL), "asks": arr(LEVEL)}),
     "Trade": obj({"id": INT, "ts": INT, "price": DEC, "qty": DEC, "taker_side": {"enum": ["buy", "sell"]}}),
     "Candle": obj({"start": INT, "open": DEC, "high": DEC, "low": DEC, "close": DEC, "volume": DEC,
                    "quote_volume": DEC, "trades": INT}),
