@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.9,<2" "numpy>=2.0" "typer>=0.12" "rich>=13" "cryptography>=42" \
 		"msgspec>=0.19" "pyzmq>=26" "starlette>=0.40" "uvicorn[standard]>=0.30" "httpx>=0.27" \
-		"prometheus-client>=0.20" "psycopg[binary]>=3.1" "pytest>=8" "hypothesis>=6.100" nanobook orderly-chaos
+		"prometheus-client>=0.20" "psycopg[binary]>=3.1" "pytest>=8" "hypothesis>=6.100" nanobook orderly-chaos \
+		"schemathesis>=4.0" "ccxt>=4.4"
 	touch $@
 
 # The extension is always built in release mode: tests and benchmarks share it.
