@@ -493,3 +493,17 @@ def test_out_of_range_numbers_are_rejected_and_the_node_lives_on(http, alice, ap
     assert state(api_node, alice.user_id)[1] == before[1]
     assert api_node.healthy and alice.client.place_order("BTC-USD", "buy", "1", "100")["status"] == "new"
     alice.client.cancel_all()
+
+
+def test_without_a_history_store(tmp_path):
+    node = make_node(tmp_path / "n", history=False)
+    try:
+        with TestClient(build_app(node), client=("127.0.0.1", 1)) as h:
+            u = new_user(Client("http://testserver", admin_token=ADMIN, http=h), h)
+            oid = u.client.place_order("BTC-USD", "buy", "1", "100")["order_id"]
+            assert u.client.order(oid)["status"] == "open"  # live from the core
+            for call in (u.client.fills, u.client.orders):
+                e = err(call)
+                assert (e.status, e.code) == (503, "HISTORY_UNAVAILABLE")
+    finally:
+        stop_node(node)

@@ -698,8 +698,6 @@ def native_routes(ctx: ApiContext) -> list:
 
     async def get_fills(r: _Req):
         kw = history_args(r)
-        if ctx.history is None:
-            return {"fills": [], "next_from_id": None}
         rows = await ctx.history_query(lambda s: s.fills(r.user, **kw))
         return {"fills": rows, "next_from_id": (rows[-1]["id"] + 1) if len(rows) >= kw["limit"] else None}
 
