@@ -194,6 +194,8 @@ class ApiContext:
 
     async def body(self, request: Request) -> bytes:
         n = request.headers.get("content-length")
+        if n is None and "transfer-encoding" not in request.headers:
+            return b""  # no body (a GET): do not wait on the ASGI receive channel
         if n is not None and (not n.isdigit() or int(n) > self.max_body):
             raise ApiError(413, "TOO_LARGE", f"request body over {self.max_body} bytes")
         chunks, size = [], 0

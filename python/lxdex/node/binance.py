@@ -67,11 +67,15 @@ _SIGNED = {"timestamp", "recvWindow", "signature"}
 def _fmt(d: Decimal | int | str | None, places: int = 8) -> str:
     """Binance's number strings: fixed point with 8 decimals (more when the value has more)."""
     if d is None:
-        return f"{Decimal(0):.{places}f}"
-    d = Decimal(d)
-    exp = d.normalize().as_tuple().exponent
+        d = Decimal(0)
+    elif not isinstance(d, Decimal):
+        d = Decimal(d)
+    if d.as_tuple().exponent >= -places:  # the common case: no normalize()
+        return f"{d:.{places}f}"
+    n = d.normalize()
+    exp = n.as_tuple().exponent
     if isinstance(exp, int) and -exp > places:
-        return f"{d.normalize():f}"
+        return f"{n:f}"
     return f"{d:.{places}f}"
 
 
