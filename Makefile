@@ -55,6 +55,8 @@ bench: $(EXT)
 	mkdir -p bench-results
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench engine --output bench-results/engine.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench exchange --output bench-results/exchange.json
+	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench journal --output bench-results/journal.json
+	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench node --output bench-results/node.json
 
 clean:
 	rm -rf $(VENV) target

@@ -1,4 +1,5 @@
-"""The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`, `lxdex bench ...` (engine, exchange, journal, memory, history, node, api)."""
+"""The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`,
+`lxdex bench engine|exchange|journal|node|memory|history|api`."""
 
 from __future__ import annotations
 
@@ -170,6 +171,45 @@ def bench_journal(
     _emit(result, as_json, output, t, t2)
 
 
+@bench_app.command("node")
+def bench_node(
+    seconds: float = typer.Option(10.0, help="seconds of each load (ZeroMQ, then HTTP)"),
+    zmq_clients: int = typer.Option(1, help="ZeroMQ client processes"),
+    rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
+    window: int = typer.Option(16, help="ZeroMQ requests in flight per client"),
+    http_clients: int = typer.Option(1, help="HTTP client processes"),
+    connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
+    sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
+    dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """A node process under load from separate client processes: ZeroMQ and POST /order throughput and
+    latency (send to ack), then recovery replay after a SIGKILL."""
+    _single_threaded_blas()
+    from .bench import node as bnode
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **bnode.run(seconds, zmq_clients, rows, window, http_clients, connections, sync,
+                                                dir, progress=lambda m: console.log(m))}
+    m = result["machine"]
+    t = Table(title=f"lxdex node, journal sync {sync} — {m['cpu']} ({m['cores']} cores), {result['data_dir_fs']}")
+    for col in ("path", "orders/s", "orders per node CPU-s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
+        t.add_column(col, justify="right")
+    z, h = result["zmq"], result["http"]
+    for name, r, load in (("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"),
+                          ("POST /order", h, f"{h['connections']} connections, 1 in flight each")):
+        la = r["latency"]
+        t.add_row(name, f"{r['orders_per_s']:,}", f"{r['orders_per_node_cpu_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
+                  str(la["p999_ms"]), str(la["max_ms"]), load)
+    rc = result["recovery"]
+    t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
+                 f"in {rc['seconds']} s = {rc['orders_per_s']:,} order commands/s overall; binary batches "
+                 f"{rc['binary_rows_per_s']:,} rows/s, single (JSON-form) commands {rc['single_commands_per_s']:,}/s; "
+                 f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")
+    _emit(result, as_json, output, t)
+
+
 @bench_app.command("history")
 def bench_history(
     batches: int = typer.Option(1_000, help="Records batches in the workload"),
@@ -214,44 +254,6 @@ def bench_history(
         t.add_row(r["backend"], f"{r['fills_per_s']:,}", f"{r['orders_per_s']:,}", str(r["seconds"]),
                   str(r["transactions"]), str(r["convert_s"]), str(r["write_s"]), str(r["listener_us_per_command"]),
                   str(r["sequencer_alone_s"]), str(r["sequencer_with_history_s"]))
-    _emit(result, as_json, output, t)
-
-
-@bench_app.command("node")
-def bench_node(
-    seconds: float = typer.Option(10.0, help="seconds of each load (ZeroMQ, then HTTP)"),
-    zmq_clients: int = typer.Option(1, help="ZeroMQ client processes"),
-    rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
-    window: int = typer.Option(8, help="ZeroMQ requests in flight per client"),
-    http_clients: int = typer.Option(1, help="HTTP client processes"),
-    connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
-    sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
-    dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    output: Path = typer.Option(None, help="also write the JSON to this file"),
-) -> None:
-    """A node process under load from separate client processes: ZeroMQ and POST /order throughput and
-    latency (send to ack), then recovery replay after a SIGKILL."""
-    _single_threaded_blas()
-    from .bench import node as bnode
-    from .bench.engine import machine
-
-    result = {"machine": machine(), **bnode.run(seconds, zmq_clients, rows, window, http_clients, connections, sync,
-                                                dir, progress=lambda m: console.log(m))}
-    m = result["machine"]
-    t = Table(title=f"lxdex node, journal sync {sync} — {m['cpu']} ({m['cores']} cores), {result['data_dir_fs']}")
-    for col in ("path", "orders/s", "orders per node CPU-s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
-        t.add_column(col, justify="right")
-    z, h = result["zmq"], result["http"]
-    for name, r, load in (("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"),
-                          ("POST /order", h, f"{h['connections']} connections, 1 in flight each")):
-        la = r["latency"]
-        t.add_row(name, f"{r['orders_per_s']:,}", f"{r['orders_per_node_cpu_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
-                  str(la["p999_ms"]), str(la["max_ms"]), load)
-    rc = result["recovery"]
-    t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
-                 f"in {rc['seconds']} s = {rc['records_per_s']:,} records/s, {rc['orders_per_s']:,} order commands/s; "
-                 f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")
     _emit(result, as_json, output, t)
 
 

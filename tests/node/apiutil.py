@@ -14,7 +14,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from lxdex.client import Client
-from lxdex.node.api import attach_history
 from lxdex.node.config import ApiConfig
 from lxdex.node.http import build_app
 from lxdex.node.server import Node
@@ -29,17 +28,13 @@ def make_node(path, api: ApiConfig | None = None, history: bool = True, **kw) ->
     cfg = two_accounts_config(admin_token=ADMIN, **kw)
     if api is not None:
         cfg.api = api
-    node = Node(path, cfg, sync="none")
-    if history:
-        attach_history(node)
+    node = Node(path, cfg, sync="none", history=history)
     node.start()
     return node
 
 
 def stop_node(node: Node) -> None:
-    node.stop()
-    if getattr(node, "history", None) is not None:
-        node.history.close()
+    node.stop()  # closes the history store too
 
 
 @pytest.fixture(scope="module")

@@ -188,3 +188,39 @@ def test_admin_commands_need_the_token(client, node):
     assert r.status_code == 400 and r.json()["error"]["code"] in ("INVALID_COMMAND", "UNKNOWN_ASSET")
     r = client.post("/command", json={"cmd": "launch_rockets"}, headers={"authorization": "Bearer s3cret"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_REQUEST"
+
+
+@pytest.fixture
+def hnode(tmp_path):
+    n = Node(tmp_path / "hnode", two_accounts_config(), sync="none", history=True)
+    n.start()
+    yield n
+    n.stop()
+
+
+def test_history_and_candles_endpoints(hnode):
+    with TestClient(build_app(hnode)) as client:
+        sell = client.post("/order", json={"symbol": "BTC-USD", "side": 1, "price": 50000, "size": 1}).json()
+        buy = client.post("/order", json={"symbol": "BTC-USD", "side": 0, "price": 50000, "size": 0.4,
+                                          "account": 1}).json()
+        hnode.history.flush()
+        fills = client.get("/history/fills?account=1").json()
+        assert [(f["order_id"], f["price"], f["qty"]) for f in fills] == [(buy["order_id"], "50000.00", "0.4000")]
+        orders = client.get("/history/orders?account=0&market=BTC-USD").json()
+        assert [o["order_id"] for o in orders] == [sell["order_id"]]
+        one = client.get(f"/history/orders/{buy['order_id']}").json()
+        assert one["order_id"] == buy["order_id"] and one["status"] == "filled"
+        assert client.get("/history/orders/999999").status_code == 404
+        assert client.get("/history/fills?account=1&colour=red").json()["error"]["field"] == "colour"
+        assert client.get("/history/fills?account=1&market=NOPE-USD").status_code == 400
+        assert client.get("/history/fills").json()["error"]["field"] == "account"
+        candles = client.get("/candles/BTC-USD?interval=1m").json()
+        assert len(candles) == 1 and candles[0]["volume"] == "0.4000"
+        r = client.get("/candles/BTC-USD?interval=7m")
+        assert r.status_code == 400 and r.json()["error"]["field"] == "interval"
+        stats = client.get("/stats").json()
+        assert stats["history"]["last_seq"] == stats["applied_seq"] and stats["history"]["lag"] == 0
+
+
+def test_history_endpoints_without_a_store(client):
+    assert client.get("/history/fills?account=0").status_code == 404

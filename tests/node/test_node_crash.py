@@ -166,6 +166,26 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path, snapshot_every,
                     ex.execute(C.decode(p), first + i)
         assert (ex.last_seq, ex.state_hash()) == (stats["applied_seq"], stats["state_hash"])
 
+    # the history store caught up with the journal replay: every open order is in it exactly once
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        h = httpx.get(node.url("/stats")).json()["history"]
+        if h["last_seq"] == stats["applied_seq"] and h["lag"] == 0:
+            break
+        time.sleep(0.2)
+    assert h["last_seq"] == stats["applied_seq"], h
+    seen: list[int] = []
+    for account in (0, 1):
+        from_id = 0
+        while True:
+            page = httpx.get(node.url(f"/history/orders?account={account}&from_id={from_id}&limit=1000")).json()
+            seen += [o["order_id"] for o in page]
+            if len(page) < 1000:
+                break
+            from_id = page[-1]["order_id"] + 1
+    assert len(seen) == len(set(seen)), "an order written twice to the history"
+    assert open_ids <= set(seen), f"{len(open_ids - set(seen))} open orders missing from the history"
+
     # a SIGTERM finishes, snapshots and exits 0
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(30) == 0

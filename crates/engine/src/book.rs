@@ -3,7 +3,9 @@
 //!
 //! Layout, chosen for a flow where most activity is near the top of book:
 //! - resting orders live in a slab (`Vec<Order>` + free list) and each price
-//!   level is an intrusive doubly linked FIFO through the slab;
+//!   level is an intrusive doubly linked FIFO through the slab; a slot is
+//!   64 bytes, the fields only some orders have (iceberg display size, GTD
+//!   expiry, bracket/OCO group) in a parallel `extras` vector;
 //! - each side keeps its levels in a sorted `Vec`, best level *last*, so the
 //!   common operations (match at the top, add near the top) touch the end;
 //! - order ids map to slab slots through an Fx hash map;
@@ -22,6 +24,9 @@ pub use crate::codec::SnapshotError;
 
 const NIL: u32 = u32::MAX;
 
+/// A resting order in the slab: 64 bytes. What only some orders have (an
+/// iceberg's display size, a GTD expiry, a bracket or OCO group) is in
+/// `Book::extras` at the same slot, flagged by `extra`.
 #[derive(Clone, Debug)]
 struct Order {
     id: u64, // 0 marks a free slab slot
@@ -29,16 +34,24 @@ struct Order {
     price: i64,
     visible: i64,
     hidden: i64,
-    display: i64,
     seq: u64,
-    expire_ts: u64,
-    group: u64,
     prev: u32,
     next: u32,
     side: Side,
     tif: Tif,
     stp: Stp,
     post_only: bool,
+    extra: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Order>() == 64);
+
+/// The rarely set fields of a resting order (all 0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Extra {
+    display: i64,
+    expire_ts: u64,
+    group: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -294,6 +307,9 @@ pub struct Book {
     bids: Ladder,
     asks: Ladder,
     orders: Vec<Order>,
+    /// `extras[i]` belongs to `orders[i]` where that has `extra` set (the
+    /// vector reaches only as far as the last such slot).
+    extras: Vec<Extra>,
     free: Vec<u32>,
     index: FxHashMap<u64, u32>,
     conds: BTreeMap<u64, Cond>,
@@ -334,6 +350,7 @@ impl Book {
             bids: Ladder::default(),
             asks: Ladder::default(),
             orders: Vec::new(),
+            extras: Vec::new(),
             free: Vec::new(),
             index: FxHashMap::default(),
             conds: BTreeMap::new(),
@@ -524,7 +541,7 @@ impl Book {
             ladder.levels[li].visible += new_visible - old_visible;
             self.touch(side, new_price);
         } else {
-            let o = self.unlink_resting(idx);
+            let (o, x) = self.unlink_resting(idx);
             let t = Taker {
                 id: o.id,
                 owner: o.owner,
@@ -533,12 +550,12 @@ impl Book {
                 price: new_price,
                 bound: new_price,
                 remaining: new_qty,
-                display: o.display,
+                display: x.display,
                 tif: o.tif,
                 stp: o.stp,
-                expire_ts: o.expire_ts,
+                expire_ts: x.expire_ts,
                 seq: o.seq,
-                group: o.group,
+                group: x.group,
                 post_only: o.post_only,
             };
             self.execute(t, out);
@@ -735,7 +752,9 @@ impl Book {
                     let o = &self.orders[i as usize];
                     assert!(o.id != 0 && o.side == side && o.price == price);
                     assert!(o.visible > 0 && o.hidden >= 0, "resting order has visible quantity");
-                    assert!(o.display == 0 || o.visible <= o.display);
+                    assert!(!o.extra || (i as usize) < self.extras.len(), "extra fields stored");
+                    let display = self.extra(i).display;
+                    assert!(display == 0 || o.visible <= display);
                     assert_eq!(o.prev, prev);
                     assert_eq!(self.index.get(&o.id), Some(&i));
                     count += 1;
@@ -1160,7 +1179,7 @@ impl Book {
                 other_remaining: m.visible + m.hidden - n,
                 ..ev(EventKind::Fill, t.id, t.owner, t.side, t.order_type)
             });
-            let maker_group = m.group;
+            let maker_group = if m.extra { self.extras[head as usize].group } else { 0 };
             let maker_left = self.consume_head(opp, n);
             if maker_group != 0 {
                 self.activate(maker_group, n, out);
@@ -1190,7 +1209,8 @@ impl Book {
             return None;
         }
         if o.hidden > 0 {
-            let refill = o.display.min(o.hidden);
+            debug_assert!(o.extra, "only icebergs hide quantity");
+            let refill = self.extras[head as usize].display.min(o.hidden);
             o.hidden -= refill;
             o.visible = refill;
             let level = &mut self.ladder_mut(side).levels[li];
@@ -1200,8 +1220,8 @@ impl Book {
             }
             return None;
         }
-        let o = self.unlink_resting(head);
-        Some(o.group)
+        let (_, x) = self.unlink_resting(head);
+        Some(x.group)
     }
 
     fn move_to_back(&mut self, side: Side, li: usize, idx: u32) {
@@ -1267,22 +1287,22 @@ impl Book {
 
     fn rest(&mut self, t: &Taker) {
         let visible = if t.display > 0 { t.display.min(t.remaining) } else { t.remaining };
+        let x = Extra { display: t.display, expire_ts: t.expire_ts, group: t.group };
+        let has_extra = x != Extra::default();
         let order = Order {
             id: t.id,
             owner: t.owner,
             price: t.price,
             visible,
             hidden: t.remaining - visible,
-            display: t.display,
             seq: t.seq,
-            expire_ts: t.expire_ts,
-            group: t.group,
             prev: NIL,
             next: NIL,
             side: t.side,
             tif: t.tif,
             stp: t.stp,
             post_only: t.post_only,
+            extra: has_extra,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -1294,6 +1314,12 @@ impl Book {
                 (self.orders.len() - 1) as u32
             }
         };
+        if has_extra {
+            if self.extras.len() <= idx as usize {
+                self.extras.resize(idx as usize + 1, Extra::default());
+            }
+            self.extras[idx as usize] = x;
+        }
         self.index.insert(t.id, idx);
         if t.tif == Tif::Gtd {
             self.expiry.insert((t.expire_ts, t.seq, t.id));
@@ -1329,29 +1355,24 @@ impl Book {
         self.touch(side, t.price);
     }
 
+    /// The rarely set fields of the order in slot `idx`.
+    #[inline]
+    fn extra(&self, idx: u32) -> Extra {
+        if self.orders[idx as usize].extra {
+            self.extras[idx as usize]
+        } else {
+            Extra::default()
+        }
+    }
+
     /// Removes a resting order from its level, the index and the expiry set,
     /// frees its slot and returns it.
-    fn unlink_resting(&mut self, idx: u32) -> Order {
-        let o = std::mem::replace(
-            &mut self.orders[idx as usize],
-            Order {
-                id: 0,
-                owner: 0,
-                price: 0,
-                visible: 0,
-                hidden: 0,
-                display: 0,
-                seq: 0,
-                expire_ts: 0,
-                group: 0,
-                prev: NIL,
-                next: NIL,
-                side: Side::Buy,
-                tif: Tif::Gtc,
-                stp: Stp::None,
-                post_only: false,
-            },
-        );
+    fn unlink_resting(&mut self, idx: u32) -> (Order, Extra) {
+        let x = self.extra(idx);
+        let slot = &mut self.orders[idx as usize];
+        let o = slot.clone();
+        // A free slot is one with id 0; nothing reads its other fields.
+        (slot.id, slot.extra) = (0, false);
         if o.prev != NIL {
             self.orders[o.prev as usize].next = o.next;
         }
@@ -1374,22 +1395,22 @@ impl Book {
         }
         self.index.remove(&o.id);
         if o.tif == Tif::Gtd {
-            self.expiry.remove(&(o.expire_ts, o.seq, o.id));
+            self.expiry.remove(&(x.expire_ts, o.seq, o.id));
         }
         self.free.push(idx);
         self.touch(o.side, o.price);
-        o
+        (o, x)
     }
 
     fn cancel_resting(&mut self, idx: u32, reason: Reason, out: &mut Vec<Event>) {
-        let o = self.unlink_resting(idx);
+        let (o, x) = self.unlink_resting(idx);
         out.push(Event {
             reason,
             price: o.price,
             qty: o.visible + o.hidden,
             ..ev(EventKind::Cancelled, o.id, o.owner, o.side, OrderType::Limit)
         });
-        self.order_left(o.group, out);
+        self.order_left(x.group, out);
     }
 
     // ------------------------------------------------------------------
@@ -1492,8 +1513,8 @@ impl Book {
                     }
                     if g.entry != 0 {
                         if let Some(&idx) = self.index.get(&g.entry) {
-                            if self.orders[idx as usize].group == c.group {
-                                self.orders[idx as usize].group = 0;
+                            if self.extra(idx).group == c.group {
+                                self.extras[idx as usize].group = 0;
                                 self.cancel_resting(idx, Reason::Oco, out);
                             }
                         }

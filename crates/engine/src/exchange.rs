@@ -6,13 +6,12 @@
 //! markets); books see them as their caller-assigned ids and accounts as
 //! owners. A rejected command returns `Err` and changes nothing.
 
-use std::collections::VecDeque;
-
 use rustc_hash::FxHashMap;
 
 use crate::book::Book;
 use crate::ledger::{Ledger, LedgerError};
 use crate::codec::{bad, Reader, SnapshotError, Writer};
+use crate::compact::{get_delta, get_u128, get_u64, unzigzag, zigzag, DeltaLog, Enc, Row};
 use crate::marketdata::MarketData;
 use crate::record::{kind, records, CommandRecord};
 use crate::types::*;
@@ -115,17 +114,51 @@ struct Market {
     depth_id: u64,
 }
 
-/// What an open order reserves.
+/// What an open order reserves: `held` of the market's quote asset (a
+/// buy) or base asset (a sell). 24 bytes: one per open order, 2.1 million
+/// at the memory design point.
 #[derive(Clone, Copy, Debug)]
 struct Hold {
-    account: u32,
-    market: u32,
-    side: Side,
-    asset: u32,
     held: i64,
     /// Hold per remaining lot; 0 for a market buy (held by a book walk and
     /// released when it ends).
     per_lot: i64,
+    account: u32,
+    /// `market << 1 | side`.
+    market_side: u32,
+    /// Where the order is in its account's `open` list (not part of the
+    /// state: rebuilt on restore), so that closing it is O(1) whatever the
+    /// number of orders a market maker keeps open.
+    open_idx: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Hold>() == 32);
+
+/// Markets are numbered below this (a hold packs the side beside it).
+const MAX_MARKETS: usize = 1 << 31;
+
+impl Hold {
+    #[inline]
+    fn new(account: u32, market: u32, side: Side, held: i64, per_lot: i64, open_idx: u32) -> Hold {
+        debug_assert!((market as usize) < MAX_MARKETS);
+        Hold { held, per_lot, account, market_side: market << 1 | side as u32, open_idx }
+    }
+    #[inline]
+    fn market(&self) -> u32 {
+        self.market_side >> 1
+    }
+    #[inline]
+    fn side(&self) -> Side {
+        if self.market_side & 1 == 0 { Side::Buy } else { Side::Sell }
+    }
+    /// The asset it holds, in a market with config `cfg`.
+    #[inline]
+    fn asset(&self, cfg: &MarketConfig) -> u32 {
+        match self.side() {
+            Side::Buy => cfg.quote,
+            Side::Sell => cfg.base,
+        }
+    }
 }
 
 /// The exchange core.
@@ -143,10 +176,15 @@ pub struct Exchange {
     /// such market got them.
     volumes: FxHashMap<(u32, u32), VolumeWindow>,
     tiered_quotes: Vec<u32>,
-    /// Per account: its open order ids (unordered) and its recent fills.
+    /// Per account: its open order ids (unordered) and its recent fills
+    /// (delta-encoded; none until its first fill: most accounts never trade).
     open: Vec<Vec<u64>>,
-    history: Vec<VecDeque<FillRecord>>,
+    history: Vec<Option<Box<DeltaLog<FillRecord>>>>,
 }
+
+/// Version of [`Exchange::snapshot`]'s format (2: trade tapes, candle rings
+/// and fill histories delta-encoded, see `compact.rs`).
+const SNAPSHOT_VERSION: u16 = 2;
 
 /// How many fills each account's recent history keeps.
 pub const HISTORY_KEPT: usize = 100;
@@ -163,6 +201,53 @@ pub struct FillRecord {
     pub qty: i64,
     /// Fee paid in the quote asset (negative: a rebate received).
     pub fee: i64,
+}
+
+impl Row for FillRecord {
+    const ORIGIN: FillRecord =
+        FillRecord { ts: 0, order_id: 0, market: 0, side: Side::Buy, maker: false, price: 0, qty: 0, fee: 0 };
+    const MAX_BYTES: usize = 10 * 4 + 19 + 5;
+
+    /// Deltas from the account's previous fill (time, order id, price,
+    /// fee), then quantity, side, maker and "other market" flags in one
+    /// varint, then the market delta if it changed: about 9 bytes where
+    /// the struct takes 48.
+    #[inline]
+    fn put(&self, prev: &FillRecord, out: &mut Enc) {
+        let market = self.market.wrapping_sub(prev.market) as i32;
+        out.u64(self.ts.wrapping_sub(prev.ts));
+        out.delta(self.order_id as i64, prev.order_id as i64);
+        out.delta(self.price, prev.price);
+        out.delta(self.fee, prev.fee);
+        out.u128((zigzag(self.qty) as u128) << 3 | ((market != 0) as u128) << 2 | (self.side as u128) << 1 | self.maker as u128);
+        if market != 0 {
+            out.u64(zigzag(market as i64));
+        }
+    }
+
+    #[inline]
+    fn get(prev: &FillRecord, buf: &[u8], at: &mut usize) -> Option<FillRecord> {
+        let ts = prev.ts.wrapping_add(get_u64(buf, at)?);
+        let order_id = get_delta(buf, at, prev.order_id as i64)? as u64;
+        let price = get_delta(buf, at, prev.price)?;
+        let fee = get_delta(buf, at, prev.fee)?;
+        let v = get_u128(buf, at)?;
+        if v >> 67 != 0 {
+            return None;
+        }
+        let market = if v & 4 == 0 {
+            prev.market
+        } else {
+            // A flagged delta is never 0 (one encoding per record).
+            let d = unzigzag(get_u64(buf, at)?);
+            if d == 0 || i32::try_from(d).is_err() {
+                return None;
+            }
+            prev.market.wrapping_add(d as i32 as u32)
+        };
+        let side = if v & 2 == 0 { Side::Buy } else { Side::Sell };
+        Some(FillRecord { ts, order_id, market, side, maker: v & 1 == 1, price, qty: unzigzag((v >> 3) as u64), fee })
+    }
 }
 
 fn ledger_reason(e: LedgerError) -> Reject {
@@ -221,7 +306,7 @@ impl Exchange {
     }
     /// An open order's `(account, market, asset it holds, amount held)`.
     pub fn order_hold(&self, order_id: u64) -> Option<(u32, u32, u32, i64)> {
-        self.holds.get(&order_id).map(|h| (h.account, h.market, h.asset, h.held))
+        self.holds.get(&order_id).map(|h| (h.account, h.market(), h.asset(&self.markets[h.market() as usize].cfg), h.held))
     }
 
     /// Adds an asset; returns its id.
@@ -243,7 +328,7 @@ impl Exchange {
             && (0..=10_000).contains(&cfg.taker_bps)
             && (-10_000..=10_000).contains(&cfg.maker_bps)
             && cfg.maker_bps >= -cfg.taker_bps;
-        if !ok {
+        if !ok || self.markets.len() >= MAX_MARKETS {
             return Err(Reason::InvalidMarketConfig.into());
         }
         let mut book = Book::new(1, 1);
@@ -335,7 +420,7 @@ impl Exchange {
     pub fn add_account(&mut self) -> u32 {
         self.suspended.push(false);
         self.open.push(Vec::new());
-        self.history.push(VecDeque::new());
+        self.history.push(None);
         self.ledger.add_account()
     }
 
@@ -433,8 +518,15 @@ impl Exchange {
         }
         let held = held as i64;
         self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
-        self.holds.insert(id, Hold { account, market, side, asset, held, per_lot });
-        self.open[account as usize].push(id);
+        let open = &mut self.open[account as usize];
+        self.holds.insert(id, Hold::new(account, market, side, held, per_lot, open.len() as u32));
+        if open.len() == open.capacity() {
+            // 3, then grow by half, not `Vec`'s 4 then doubling: most
+            // accounts have one to three open orders (a 32-byte allocation,
+            // not 48).
+            open.reserve_exact((open.len() / 2).max(3));
+        }
+        open.push(id);
         self.next_order_id += 1;
         let start = out.len();
         self.markets[market as usize].book.submit(&req, out).expect("validated above");
@@ -449,8 +541,8 @@ impl Exchange {
             _ => return Err(Reason::UnknownOrder.into()),
         };
         let start = out.len();
-        self.markets[h.market as usize].book.cancel(order_id, out)?;
-        self.settle(h.market, start, out);
+        self.markets[h.market() as usize].book.cancel(order_id, out)?;
+        self.settle(h.market(), start, out);
         Ok(())
     }
 
@@ -461,7 +553,8 @@ impl Exchange {
             _ => return Err(Reason::UnknownOrder.into()),
         };
         self.check_account(account)?;
-        let m = &self.markets[h.market as usize];
+        let m = &self.markets[h.market() as usize];
+        let asset = h.asset(&m.cfg);
         if m.status != MarketStatus::Trading {
             return Err(Reason::MarketNotTrading.into());
         }
@@ -469,7 +562,7 @@ impl Exchange {
         if new_qty < m.cfg.min_qty {
             return Err(Reason::BelowMinQuantity.into());
         }
-        let per_lot = match h.side {
+        let per_lot = match h.side() {
             Side::Sell => h.per_lot,
             Side::Buy => Self::buy_per_lot(&m.cfg, new_price),
         };
@@ -480,23 +573,23 @@ impl Exchange {
         let need = need as i64;
         let extra = need - h.held;
         if extra > 0 {
-            let avail = self.ledger.balance(account, h.asset).map_err(ledger_reason)?.available;
+            let avail = self.ledger.balance(account, asset).map_err(ledger_reason)?.available;
             if avail < extra {
                 return Err(Reason::InsufficientFunds.into());
             }
         }
         let start = out.len();
-        self.markets[h.market as usize].book.amend(order_id, price, qty, out).expect("checked above");
+        self.markets[h.market() as usize].book.amend(order_id, price, qty, out).expect("checked above");
         // The book accepted: take or give back the difference, then settle.
         if extra > 0 {
-            self.ledger.hold(account, h.asset, extra).expect("checked above");
+            self.ledger.hold(account, asset, extra).expect("checked above");
         } else {
-            self.ledger.release(account, h.asset, -extra);
+            self.ledger.release(account, asset, -extra);
         }
         let hold = self.holds.get_mut(&order_id).expect("open order");
         hold.held = need;
         hold.per_lot = per_lot;
-        self.settle(h.market, start, out);
+        self.settle(h.market(), start, out);
         Ok(())
     }
 
@@ -509,7 +602,7 @@ impl Exchange {
             Some(m) if (m as usize) < self.markets.len() => vec![m],
             Some(_) => return Err(Reason::UnknownMarket.into()),
             None => {
-                let mut v: Vec<u32> = self.holds.values().filter(|h| h.account == account).map(|h| h.market).collect();
+                let mut v: Vec<u32> = self.holds.values().filter(|h| h.account == account).map(|h| h.market()).collect();
                 v.sort_unstable();
                 v.dedup();
                 v
@@ -564,7 +657,7 @@ impl Exchange {
                     self.settle_fill(market, &cfg, tiered, e);
                     self.markets[market as usize].md.record(self.now, e.price, e.qty, e.side);
                 }
-                EventKind::Cancelled => self.after_reduce(e.order_id, e.remaining),
+                EventKind::Cancelled => self.after_reduce(&cfg, e.order_id, e.remaining),
                 _ => {}
             }
         }
@@ -621,8 +714,8 @@ impl Exchange {
         let spent = notional + buyer_fee.max(0);
         self.holds.get_mut(&buyer).unwrap().held -= spent;
         self.holds.get_mut(&seller).unwrap().held -= base;
-        self.after_reduce(buyer, buyer_rem);
-        self.after_reduce(seller, seller_rem);
+        self.after_reduce(cfg, buyer, buyer_rem);
+        self.after_reduce(cfg, seller, seller_rem);
         if self.tiered_quotes.contains(&cfg.quote) {
             self.add_volume(b.account, cfg.quote, notional);
             self.add_volume(s.account, cfg.quote, notional);
@@ -631,11 +724,8 @@ impl Exchange {
             (b, buyer, Side::Buy, buyer_fee, !taker_is_buyer),
             (s, seller, Side::Sell, seller_fee, taker_is_buyer),
         ] {
-            let hist = &mut self.history[h.account as usize];
-            if hist.len() == HISTORY_KEPT {
-                hist.pop_front();
-            }
-            hist.push_back(FillRecord { ts: self.now, order_id, market: h.market, side, maker, price: e.price, qty: e.qty, fee });
+            let hist = self.history[h.account as usize].get_or_insert_with(|| Box::new(DeltaLog::new(HISTORY_KEPT)));
+            hist.push(FillRecord { ts: self.now, order_id, market: h.market(), side, maker, price: e.price, qty: e.qty, fee });
         }
     }
 
@@ -647,13 +737,15 @@ impl Exchange {
     }
 
     /// An account's most recent fills (at most [`HISTORY_KEPT`]), oldest first.
-    pub fn recent_fills(&self, account: u32) -> Option<&VecDeque<FillRecord>> {
-        self.history.get(account as usize)
+    pub fn recent_fills(&self, account: u32) -> Option<Vec<FillRecord>> {
+        let hist = self.history.get(account as usize)?;
+        Some(hist.as_ref().map_or_else(Vec::new, |h| h.iter().collect()))
     }
 
     /// An order's remaining quantity is now `remaining`: release what it no
     /// longer needs (all of it once it is gone).
-    fn after_reduce(&mut self, order_id: u64, remaining: i64) {
+    /// `cfg` is the config of the order's market.
+    fn after_reduce(&mut self, cfg: &MarketConfig, order_id: u64, remaining: i64) {
         let Some(h) = self.holds.get_mut(&order_id) else { return };
         let keep = if remaining == 0 {
             0
@@ -664,12 +756,16 @@ impl Exchange {
         };
         let excess = h.held - keep;
         debug_assert!(excess >= 0, "order {order_id} holds {} but needs {keep}", h.held);
-        let (account, asset) = (h.account, h.asset);
+        let (account, asset) = (h.account, h.asset(cfg));
         if remaining == 0 {
+            let i = h.open_idx as usize;
             self.holds.remove(&order_id);
             let open = &mut self.open[account as usize];
-            let i = open.iter().position(|&o| o == order_id).expect("open order is listed");
+            debug_assert_eq!(open[i], order_id, "open order is listed where its hold says");
             open.swap_remove(i);
+            if let Some(&moved) = open.get(i) {
+                self.holds.get_mut(&moved).expect("open orders have holds").open_idx = i as u32;
+            }
         } else {
             h.held = keep;
         }
@@ -683,15 +779,14 @@ impl Exchange {
         }
         let mut held: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
         for (&id, h) in &self.holds {
-            *held.entry((h.account, h.asset)).or_default() += h.held;
-            let m = self.markets.get(h.market as usize).ok_or("hold in unknown market")?;
+            let m = self.markets.get(h.market() as usize).ok_or("hold in unknown market")?;
+            *held.entry((h.account, h.asset(&m.cfg))).or_default() += h.held;
             let (owner, side) = match m.book.order(id) {
                 Some(crate::OrderStatus::Resting(o)) => (o.owner, o.side),
                 Some(crate::OrderStatus::Pending(p)) => (p.owner, p.side),
                 None => return Err(format!("order {id} holds funds but is not in its book")),
             };
-            let asset = if side == Side::Buy { m.cfg.quote } else { m.cfg.base };
-            if owner != h.account as u64 || side != h.side || asset != h.asset || h.held < 0 || h.per_lot < 0 {
+            if owner != h.account as u64 || side != h.side() || h.held < 0 || h.per_lot < 0 {
                 return Err(format!("order {id}: owner, side or hold inconsistent"));
             }
         }
@@ -712,8 +807,14 @@ impl Exchange {
             return Err("open-order lists do not match the holds".into());
         }
         for (a, v) in self.open.iter().enumerate() {
-            if !v.iter().all(|id| self.holds.get(id).is_some_and(|h| h.account == a as u32)) {
-                return Err(format!("account {a} lists an order that is not its own"));
+            for (i, id) in v.iter().enumerate() {
+                match self.holds.get(id) {
+                    Some(h) if h.account == a as u32 && h.open_idx as usize == i => {}
+                    Some(h) if h.account == a as u32 => {
+                        return Err(format!("order {id} is at {i} in account {a}'s open list, its hold says {}", h.open_idx));
+                    }
+                    _ => return Err(format!("account {a} lists an order that is not its own")),
+                }
             }
         }
         Ok(())
@@ -724,7 +825,7 @@ impl Exchange {
     pub fn snapshot(&self) -> Vec<u8> {
         let mut w = Writer(Vec::new());
         w.0.extend_from_slice(b"LXEX");
-        w.0.extend_from_slice(&1u16.to_le_bytes());
+        w.0.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         w.u64(self.now);
         w.u64(self.next_order_id);
         self.ledger.encode(&mut w);
@@ -758,23 +859,16 @@ impl Exchange {
             let h = &self.holds[&id];
             w.u64(id);
             w.u32(h.account);
-            w.u32(h.market);
-            w.u8(h.side as u8);
-            w.u32(h.asset);
+            w.u32(h.market());
+            w.u8(h.side() as u8);
+            w.u32(h.asset(&self.markets[h.market() as usize].cfg));
             w.i64(h.held);
             w.i64(h.per_lot);
         }
         for hist in &self.history {
-            w.u64(hist.len() as u64);
-            for f in hist {
-                w.u64(f.ts);
-                w.u64(f.order_id);
-                w.u32(f.market);
-                w.u8(f.side as u8);
-                w.u8(f.maker as u8);
-                w.i64(f.price);
-                w.i64(f.qty);
-                w.i64(f.fee);
+            match hist {
+                Some(h) if !h.is_empty() => h.encode(&mut w),
+                _ => w.u64(0),
             }
         }
         let mut keys: Vec<&(u32, u32)> = self.volumes.keys().collect();
@@ -800,7 +894,7 @@ impl Exchange {
     /// inconsistent bytes give an error, never a half-built exchange.
     pub fn restore(bytes: &[u8]) -> Result<Exchange, SnapshotError> {
         let mut r = Reader { b: bytes, at: 0 };
-        if r.take(4)? != b"LXEX" || r.take(2)? != 1u16.to_le_bytes() {
+        if r.take(4)? != b"LXEX" || r.take(2)? != SNAPSHOT_VERSION.to_le_bytes() {
             return bad("not an exchange snapshot (magic or version)");
         }
         let mut x = Exchange::new();
@@ -843,23 +937,20 @@ impl Exchange {
             if account as usize >= x.open.len() || x.holds.contains_key(&id) || id >= x.next_order_id {
                 return bad(format!("hold of order {id} inconsistent"));
             }
-            x.holds.insert(id, Hold { account, market, side, asset, held, per_lot });
-            x.open[account as usize].push(id);
+            let Some(m) = x.markets.get(market as usize) else {
+                return bad(format!("hold of order {id} in unknown market {market}"));
+            };
+            let open = &mut x.open[account as usize];
+            let h = Hold::new(account, market, side, held, per_lot, open.len() as u32);
+            if h.asset(&m.cfg) != asset {
+                return bad(format!("hold of order {id}: asset {asset} is not the one its side holds"));
+            }
+            x.holds.insert(id, h);
+            open.push(id);
         }
         for _ in 0..n {
-            let mut hist = VecDeque::new();
-            let k = r.count(46)?;
-            if k > HISTORY_KEPT {
-                return bad("fill history longer than kept");
-            }
-            for _ in 0..k {
-                let (ts, order_id, market) = (r.u64()?, r.u64()?, r.u32()?);
-                let side = r.enum_(Side::from_u8, "fill side")?;
-                let maker = r.flag("maker")?;
-                let (price, qty, fee) = (r.i64()?, r.i64()?, r.i64()?);
-                hist.push_back(FillRecord { ts, order_id, market, side, maker, price, qty, fee });
-            }
-            x.history.push(hist);
+            let hist: DeltaLog<FillRecord> = DeltaLog::decode(&mut r, HISTORY_KEPT, "fill history")?;
+            x.history.push((!hist.is_empty()).then(|| Box::new(hist)));
         }
         let mut prev = None;
         for _ in 0..r.count(16 + 8 * VOLUME_DAYS)? {

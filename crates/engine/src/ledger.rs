@@ -110,6 +110,11 @@ impl Ledger {
         let i = match balances.binary_search_by_key(&asset, |b| b.asset) {
             Ok(i) => i,
             Err(i) => {
+                // Grow by a quarter, not `Vec`'s doubling to 4: a million
+                // accounts with three balances each is the design point.
+                if balances.len() == balances.capacity() {
+                    balances.reserve_exact(1 + balances.len() / 4);
+                }
                 balances.insert(i, Balance { asset, available: 0, held: 0 });
                 i
             }
@@ -351,8 +356,9 @@ mod encoding {
                 l.assets.push(AssetTotals { deposited, withdrawn, fees });
             }
             for _ in 0..r.count(8)? {
-                let mut balances = Vec::new();
-                for _ in 0..r.count(20)? {
+                let n = r.count(20)?;
+                let mut balances = Vec::with_capacity(n);
+                for _ in 0..n {
                     let b = Balance { asset: r.u32()?, available: r.i64()?, held: r.i64()? };
                     if b.asset as usize >= l.assets.len() || balances.last().is_some_and(|p: &Balance| p.asset >= b.asset) {
                         return bad("balances: unknown asset or out of order");

@@ -26,6 +26,7 @@
 
 mod book;
 mod codec;
+pub mod compact;
 pub mod exchange;
 pub mod gateway;
 pub mod journal;

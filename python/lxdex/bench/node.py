@@ -90,10 +90,14 @@ def _zmq_client(endpoint: str, seconds: float, rows: int, window: int, seed: int
         r["price"] = np.where(side == 0, mids - off, mids + off)
         r["qty"] = rng.integers(1, 20, rows) * np.array([10, 1, 1])[market]
         pool.append(r)
-    resting: list[tuple[int, int, int]] = []  # (order id, owner, market)
+    # the client's resting orders as a bag of (order id, owner, market): random
+    # ones are cancelled, their slots refilled from the end of the bag
+    cap = 1 << 17
+    bag = np.zeros((cap, 3), np.int64)
+    size = 0
     sent_at: dict[int, int] = {}
     lat: list[int] = []
-    acked_rows = 0
+    acked_rows = rejected = cancelled = 0
     rid = 0
     inflight = 0
     t_end = time.perf_counter() + seconds
@@ -104,12 +108,17 @@ def _zmq_client(endpoint: str, seconds: float, rows: int, window: int, seed: int
             rid += 1
             r = pool[rid % n_pool].copy()
             cancels = np.flatnonzero(r["kind"] == CommandKind.CANCEL)
-            for i in cancels.tolist():
-                if resting:
-                    oid, owner, market = resting.pop(random.randrange(len(resting)))
-                    r[i]["order_id"], r[i]["owner"], r[i]["market"] = oid, owner, market
-                else:
-                    r[i]["kind"] = CommandKind.SUBMIT
+            k = min(len(cancels), size)
+            if k:  # cancel k random resting orders, taking them out of the bag
+                pick = rng.choice(size, k, replace=False)
+                got_rows = bag[pick]
+                tail = np.arange(size - k, size)
+                holes = pick[pick < size - k]
+                bag[holes] = bag[np.setdiff1d(tail, pick, assume_unique=True)]
+                size -= k
+                ci = cancels[:k]
+                r["order_id"][ci], r["owner"][ci], r["market"][ci] = got_rows[:, 0], got_rows[:, 1], got_rows[:, 2]
+            r["kind"][cancels[k:]] = CommandKind.SUBMIT
             sent_at[c.send(r, rid)] = time.perf_counter_ns()
             inflight += 1
         if inflight == 0:
@@ -118,14 +127,20 @@ def _zmq_client(endpoint: str, seconds: float, rows: int, window: int, seed: int
         lat.append(time.perf_counter_ns() - sent_at.pop(got))
         inflight -= 1
         acked_rows += len(acks)
-        live = (acks["status"] == 0) & (acks["kind"] == CommandKind.SUBMIT) & (acks["done"] == 0)
-        if live.any() and len(resting) < 100_000:
+        rejected += int((acks["status"] != 0).sum())
+        cancelled += int(((acks["kind"] == CommandKind.CANCEL) & (acks["status"] == 0)).sum())
+        live = np.flatnonzero((acks["status"] == 0) & (acks["kind"] == CommandKind.SUBMIT) & (acks["done"] == 0))
+        if len(live) and size + len(live) <= cap:
             req = pool[got % n_pool]
-            for i in np.flatnonzero(live).tolist():
-                resting.append((int(acks["order_id"][i]), int(req["owner"][i]), int(req["market"][i])))
+            n = len(live)
+            bag[size:size + n, 0] = acks["order_id"][live]
+            bag[size:size + n, 1] = req["owner"][live]
+            bag[size:size + n, 2] = req["market"][live]
+            size += n
     elapsed = time.perf_counter() - t0
     c.close()
-    q.put({"rows": acked_rows, "requests": len(lat), "seconds": elapsed, "lat_ns": lat})
+    q.put({"rows": acked_rows, "rejected": rejected, "cancelled": cancelled, "requests": len(lat), "seconds": elapsed,
+           "lat_ns": lat})
 
 
 # -- HTTP client process -----------------------------------------------------------------
@@ -219,7 +234,7 @@ def _run_clients(target, args_list) -> list[dict]:
     return out
 
 
-def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: int = 8, http_clients: int = 1,
+def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: int = 16, http_clients: int = 1,
         connections: int = 32, sync: str = "fdatasync", dir: Path | None = None,
         progress: Callable[[str], None] = lambda m: None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lxdex-bench-node-", dir=dir))
@@ -237,7 +252,9 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
         n_rows = sum(r["rows"] for r in res)
         secs = max(r["seconds"] for r in res)
         result["zmq"] = {"clients": zmq_clients, "rows_per_request": rows, "window": window,
-                         "orders": n_rows, "seconds": round(secs, 3), "orders_per_s": round(n_rows / secs),
+                         "orders": n_rows, "rejected": sum(r["rejected"] for r in res),
+                         "cancels": sum(r["cancelled"] for r in res), "seconds": round(secs, 3),
+                         "orders_per_s": round(n_rows / secs),
                          "requests_per_s": round(sum(r["requests"] for r in res) / secs),
                          "latency": _lat([x for r in res for x in r["lat_ns"]])}
         cpu = _cpu_seconds(proc.pid) - cpu0
@@ -270,26 +287,44 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
 
 
 def _recover(data: Path, stats: dict) -> dict:
+    """Times `Node.open()` on the journal the killed node left, then a
+    second replay that splits the time between binary `Records` batches
+    (rows/s) and single commands (commands/s)."""
     from .. import commands as C
+    from ..exchange import Exchange
     from ..node.config import Config
     from ..node.journal import Journal
-    from ..node.server import Node
+    from ..node.server import Node, load_master_key
 
-    with Journal.open(data, sync="none") as j:
-        records, orders = 0, 0
-        for _, payloads in j.read_payloads(1):
-            for p in payloads:
-                c = C.decode(p)
-                records += 1
-                orders += len(c.data) // 120 if isinstance(c, C.Records) else int(isinstance(c, (C.PlaceOrder, C.CancelOrder)))
     node = Node(data, Config(), sync="none")
     t0 = time.perf_counter()
     rec = node.open()
     secs = time.perf_counter() - t0
     node.journal.close()
-    return {"records": records, "order_commands": orders, "seconds": round(secs, 3),
-            "records_per_s": round(records / secs), "orders_per_s": round(orders / secs),
-            "hash_matches": rec.state_hash == stats["state_hash"] and rec.last_seq == stats["applied_seq"]}
+    ex = Exchange(load_master_key(data))
+    n_rec = n_rows = n_single = 0
+    t_rec = t_single = 0.0
+    with Journal.open(data, sync="none") as j:
+        for first, payloads in j.read_payloads(1):
+            for i, p in enumerate(payloads):
+                t = time.perf_counter()
+                c = C.decode(p)
+                ex.execute(c, first + i)
+                dt = time.perf_counter() - t
+                if isinstance(c, C.Records):
+                    n_rec += 1
+                    n_rows += len(c.data) // 120
+                    t_rec += dt
+                else:
+                    n_single += 1
+                    t_single += dt
+    records = n_rec + n_single
+    return {"records": records, "seconds": round(secs, 3), "records_per_s": round(records / secs),
+            "order_commands": n_rows + n_single, "orders_per_s": round((n_rows + n_single) / secs),
+            "binary_batches": n_rec, "binary_rows": n_rows, "binary_rows_per_s": round(n_rows / t_rec) if t_rec else 0,
+            "single_commands": n_single, "single_commands_per_s": round(n_single / t_single) if t_single else 0,
+            "hash_matches": rec.state_hash == stats["state_hash"] and rec.last_seq == stats["applied_seq"]
+            and ex.state_hash() == stats["state_hash"]}
 
 
 def _fs(path: Path) -> str:

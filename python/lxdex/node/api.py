@@ -882,26 +882,4 @@ def api_routes(node: Node, history=None) -> list:
     ]
 
 
-def attach_history(node: Node):
-    """Opens the node's history store (`history_url` of the config; SQLite in
-    the data dir by default), feeds it every command the node applies (and
-    the journal replay, so that it catches up after a crash) and sets
-    `node.history`. Call before `node.open()`/`start()`; close the store
-    after `node.stop()`."""
-    from .history import HistoryStore
-
-    def market_info(mid: int):
-        while node.exchange is None:  # the replay of `open()` is still running
-            if store._closed:  # open() failed and the store was closed
-                raise RuntimeError("the node did not open")
-            time.sleep(0.01)
-        return node.exchange._market_by_id[mid]
-
-    store = HistoryStore.open(node.config.history_url, node.data_dir, market_info)
-    node.history = store
-    node.listeners.append(store)
-    node.replay_listeners.append(store)
-    return store
-
-
-__all__ = ["ApiContext", "ApiError", "TokenBuckets", "api_routes", "attach_history", "native_routes", "Reason"]
+__all__ = ["ApiContext", "ApiError", "TokenBuckets", "api_routes", "native_routes", "Reason"]

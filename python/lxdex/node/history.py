@@ -403,7 +403,7 @@ class HistoryStore:
         env = dict(os.environ)
         root = str(Path(lxdex.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cfg = json.dumps({"backend": backend.config(), "vectorized": vectorized, "in": to_r, "out": from_w})
+        cfg = json.dumps({"in": to_r, "out": from_w})  # the rest goes through the pipe: no password in `ps`
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from lxdex.node.history import _writer_main; _writer_main()", cfg],
@@ -413,6 +413,11 @@ class HistoryStore:
             os.close(from_w)
         self._out = os.fdopen(to_w, "wb", buffering=1 << 20)
         self._in = os.fdopen(from_r, "rb", buffering=0)
+        try:
+            _write_message(self._out, ("config", backend.config(), vectorized))
+            self._out.flush()
+        except OSError:
+            pass  # it died at once: the read below says so
         first = _read_message(self._in, start_timeout)
         if first is None or first[0] != "ready":
             self._proc.kill()
@@ -1601,8 +1606,13 @@ def _writer_main() -> None:
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s (writer process): %(message)s")
     out = os.fdopen(cfg["out"], "wb")
+    reader = _Reader(cfg["in"])
     try:
-        w = _Writer(_backend_from_config(cfg["backend"]), cfg["vectorized"], _Reader(cfg["in"]), out)
+        first = reader.available(None)
+        if not first or first[0] is None or first[0][0] != "config" or len(first) > 1:
+            raise RuntimeError("expected the config message first")
+        _, backend_cfg, vectorized = first[0]
+        w = _Writer(_backend_from_config(backend_cfg), vectorized, reader, out)
     except Exception as e:
         _write_message(out, ("failed", f"{type(e).__name__}: {e}"))
         out.flush()

@@ -29,6 +29,7 @@ from decimal import Decimal
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -286,6 +287,71 @@ def build_app(node: Node, metrics: Metrics | None = None):
             orders = node.exchange.open_orders(account)
         return JSON(orders)
 
+    async def get_candles(request: Request) -> Response:
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        if isinstance(limit, Response):
+            return limit
+        symbol, interval = request.path_params["symbol"], request.query_params.get("interval", "1m")
+        with node.lock:
+            ex = node.exchange
+            if symbol not in ex._markets:
+                return error(404, "UNKNOWN_MARKET", f"market: no market {symbol!r}", "symbol")
+            try:
+                candles = ex.candles(symbol, interval, 0, limit)
+            except ValueError as e:
+                return error(400, "INVALID_REQUEST", f"interval: {e}", "interval")
+        return JSON(candles)
+
+    def _history_params(request: Request) -> dict | JSON:
+        q = request.query_params
+        unknown = set(q) - {"account", "market", "start_ts", "end_ts", "from_id", "limit"}
+        if unknown:
+            name = sorted(unknown)[0]
+            return error(400, "INVALID_REQUEST", f"{name}: unknown parameter", name)
+        kw: dict = {}
+        for name, default, hi in (("account", None, 2**32 - 1), ("start_ts", -1, 2**63 - 1),
+                                  ("end_ts", -1, 2**63 - 1), ("from_id", -1, 2**63 - 1), ("limit", 500, 1000)):
+            v = _int_param(request, name, default, 0 if name != "limit" else 1, hi)
+            if isinstance(v, Response):
+                return v
+            if v != -1:
+                kw[name] = v
+        if "market" in q:
+            kw["market"] = q["market"]
+        return kw
+
+    async def history_query(request: Request, what: str) -> Response:
+        h = node.history
+        if h is None:
+            return error(404, "NOT_FOUND", "this node keeps no history store")
+        kw = _history_params(request)
+        if isinstance(kw, Response):
+            return kw
+        try:
+            rows = await run_in_threadpool(getattr(h, what), **kw)
+        except ValueError as e:
+            msg = str(e)
+            return error(400, "INVALID_REQUEST", msg, msg.split(":", 1)[0] if ":" in msg else None)
+        return JSON(rows)
+
+    async def get_history_fills(request: Request) -> Response:
+        return await history_query(request, "fills")
+
+    async def get_history_orders(request: Request) -> Response:
+        return await history_query(request, "orders")
+
+    async def get_history_order(request: Request) -> Response:
+        h = node.history
+        if h is None:
+            return error(404, "NOT_FOUND", "this node keeps no history store")
+        raw = request.path_params["order_id"]
+        if not raw.isdigit():
+            return error(400, "INVALID_REQUEST", "order_id: must be a non-negative integer", "order_id")
+        row = await run_in_threadpool(h.order, int(raw))
+        if row is None:
+            return error(404, "UNKNOWN_ORDER", f"order_id: no order {raw} in the history", "order_id")
+        return JSON(row)
+
     async def get_markets(request: Request) -> Response:
         with node.lock:
             ms = [{"symbol": m.symbol, "base": m.base.symbol, "quote": m.quote.symbol, "tick_size": m.tick_size,
@@ -318,6 +384,10 @@ def build_app(node: Node, metrics: Metrics | None = None):
         Route("/book/{symbol}", get_book, methods=["GET"]),
         Route("/trades/{symbol}", get_trades, methods=["GET"]),
         Route("/markets", get_markets, methods=["GET"]),
+        Route("/candles/{symbol}", get_candles, methods=["GET"]),
+        Route("/history/fills", get_history_fills, methods=["GET"]),
+        Route("/history/orders", get_history_orders, methods=["GET"]),
+        Route("/history/orders/{order_id}", get_history_order, methods=["GET"]),
         Route("/stats", get_stats, methods=["GET"]),
         Route("/health", get_health, methods=["GET"]),
         Route("/metrics", get_metrics, methods=["GET"]),

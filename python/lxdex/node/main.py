@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import Config
 from .http import build_app
@@ -54,6 +55,53 @@ def setup_logging(fmt: str = "json", level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+class _CoalescingTransport:
+    """Wraps a connection's transport so that what is written during one
+    event-loop iteration goes out in one `send`: uvicorn writes a response's
+    head and body separately, and on a small VM each socket write is a
+    costly system call (a third of the CPU of POST /order, measured)."""
+
+    __slots__ = ("_t", "_loop", "_buf", "_scheduled")
+
+    def __init__(self, transport, loop) -> None:
+        self._t, self._loop, self._buf, self._scheduled = transport, loop, [], False
+
+    def write(self, data) -> None:
+        self._buf.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        buf = self._buf
+        if buf:
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            buf.clear()
+            if not self._t.is_closing():
+                self._t.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._t.write_eof()
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(_CoalescingTransport(transport, self.loop))
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, except that a SIGTERM/SIGINT only asks it to stop:
     uvicorn re-raises the signal after its shutdown, which would kill the
@@ -83,6 +131,7 @@ class NodeOptions:
     zmq_port: int | None = 5555
     pub_port: int | None = None  # default zmq_port + 1
     sync: str = "fdatasync"
+    history: bool = True
 
 
 class NodeProcess:
@@ -92,7 +141,7 @@ class NodeProcess:
     def __init__(self, opts: NodeOptions, cfg: Config | None = None) -> None:
         self.opts = opts
         self.cfg = cfg or Config.load(opts.config)
-        self.node = Node(opts.data_dir, self.cfg, sync=opts.sync)
+        self.node = Node(opts.data_dir, self.cfg, sync=opts.sync, history=opts.history)
         self.metrics = Metrics(self.node)
         self.gateway = None
         self.server: uvicorn.Server | None = None
@@ -100,15 +149,8 @@ class NodeProcess:
 
     def serve(self) -> int:
         node = self.node
-        from .api import attach_history
-
-        history = attach_history(node)  # before open(): it catches up with the journal replay
-        try:
-            rec = node.open()
-            node.start()
-        except BaseException:
-            history.close()
-            raise
+        rec = node.open()
+        node.start()
         try:
             if self.opts.zmq_port is not None:
                 from .zmq_gateway import ZmqGateway
@@ -121,7 +163,8 @@ class NodeProcess:
             app = build_app(node, self.metrics)
             config = uvicorn.Config(app, host=self.opts.http_host, port=self.opts.http_port, log_config=None,
                                     access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-                                    proxy_headers=False, server_header=False, date_header=False)
+                                    proxy_headers=False, server_header=False, date_header=False,
+                                    http=_HttpProtocol)
             self.server = _Server(config)
             started = threading.Thread(target=self._announce, args=(rec,), daemon=True)
             started.start()
@@ -130,7 +173,6 @@ class NodeProcess:
             if self.gateway is not None:
                 self.gateway.stop()
             node.stop()
-            history.close()
         log.info("node %s exited cleanly at seq %d", self.cfg.node_id, node.exchange.last_seq)
         return 0
 

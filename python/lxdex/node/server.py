@@ -105,7 +105,7 @@ def load_master_key(data_dir: Path) -> bytes:
 
 class Node:
     def __init__(self, data_dir: str | os.PathLike, config: Config | None = None, *, sync: str = "fdatasync",
-                 master_key: bytes | None = None) -> None:
+                 master_key: bytes | None = None, history: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.config = config or Config()
         self.sync = sync
@@ -121,6 +121,9 @@ class Node:
         #: sequence numbers it already has).
         self.replay_listeners: list[Listener] = []
         self.recovery: Recovery | None = None
+        #: The history store (fills, orders, candles in SQL), when `history=True`.
+        self.with_history = history
+        self.history = None
         self.started_at = time.time()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="lxdex-journal")
@@ -160,6 +163,17 @@ class Node:
         if j.last_seq > snap_seq and j.first_seq > snap_seq + 1:
             raise RuntimeError(f"journal starts at seq {j.first_seq}: records {snap_seq + 1}..{j.first_seq - 1} "
                                f"after snapshot {snap_seq} are missing")
+        self.exchange = ex  # (the history store's sender thread reads market sizes from it)
+        if self.with_history and self.history is None:
+            from .history import HistoryStore
+
+            self.history = HistoryStore.open(self.config.history_url, self.data_dir, self._market_info)
+            self.listeners.append(self.history)
+            self.replay_listeners.append(self.history)
+            if self.history.last_seq < snap_seq:
+                log.warning("history store is at seq %d, the newest snapshot at %d: commands %d..%d are not in "
+                            "the history (the journal no longer has them)", self.history.last_seq, snap_seq,
+                            self.history.last_seq + 1, snap_seq)
         replayed = 0
         if j.last_seq > snap_seq:
             decode, execute, catch_up = C.decode, ex.execute, self.replay_listeners
@@ -219,6 +233,8 @@ class Node:
             self._snapshot()
         self.journal.close()
         self._journal_thread.shutdown()
+        if self.history is not None:
+            self.history.close()
         log.info("stopped at seq %d", self.exchange.last_seq)
 
     # -- commands ---------------------------------------------------------------------
@@ -373,6 +389,9 @@ class Node:
         log.info("snapshot at seq %d (%d bytes, %.3f s); %d journal segment(s) compacted", seq, len(data),
                  time.perf_counter() - t0, removed)
 
+    def _market_info(self, market_id: int):
+        return self.exchange._market_by_id[market_id]
+
     # -- status -----------------------------------------------------------------------
     def state_hash(self) -> tuple[int, str]:
         """`(seq, SHA-256 of the state)` between batches (cached per seq)."""
@@ -415,6 +434,9 @@ class Node:
             "state_hash": h,
             "sync": self.sync,
             "healthy": self.healthy,
+            "history": ({"last_seq": self.history.last_seq, "lag": self.history.lag,
+                         "failed": str(self.history.failed) if self.history.failed else None}
+                        if self.history is not None else None),
             # Consensus fields: a single node orders commands itself; the cluster fills these.
             "vertices": 0,
             "finalized": seq,

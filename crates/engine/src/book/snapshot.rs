@@ -33,17 +33,17 @@ impl Book {
             for (_, level) in self.ladder(side).live_levels() {
                 let mut i = level.head;
                 while i != NIL {
-                    let o = &self.orders[i as usize];
+                    let (o, x) = (&self.orders[i as usize], self.extra(i));
                     for b in [o.side as u8, o.tif as u8, o.stp as u8, o.post_only as u8] {
                         w.u8(b);
                     }
                     for v in [o.id, o.owner] {
                         w.u64(v);
                     }
-                    for v in [o.price, o.visible, o.hidden, o.display] {
+                    for v in [o.price, o.visible, o.hidden, x.display] {
                         w.i64(v);
                     }
-                    for v in [o.seq, o.expire_ts, o.group] {
+                    for v in [o.seq, x.expire_ts, x.group] {
                         w.u64(v);
                     }
                     w.u64(0); // reserved
@@ -224,15 +224,16 @@ impl Book {
                     return bad(format!("group {key}: child {child} missing"));
                 }
             }
-            if g.entry != 0 && book.index.get(&g.entry).is_none_or(|&i| book.orders[i as usize].group != key) {
+            if g.entry != 0 && book.index.get(&g.entry).is_none_or(|&i| book.extra(i).group != key) {
                 return bad(format!("group {key}: entry {} missing", g.entry));
             }
             prev_key = key;
             book.groups.insert(key, g);
         }
-        for o in book.orders.iter().filter(|o| o.id != 0 && o.group != 0) {
-            if !book.groups.contains_key(&o.group) {
-                return bad(format!("order {}: group {} missing", o.id, o.group));
+        for (i, o) in book.orders.iter().enumerate().filter(|(i, o)| o.id != 0 && book.extra(*i as u32).group != 0) {
+            let group = book.extra(i as u32).group;
+            if !book.groups.contains_key(&group) {
+                return bad(format!("order {}: group {group} missing", o.id));
             }
         }
         for c in book.conds.values() {
