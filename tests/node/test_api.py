@@ -409,7 +409,7 @@ def test_token_bucket():
 
 def test_rate_limits_answer_429_with_retry_after(tmp_path):
     node = make_node(tmp_path / "n", history=False,
-                     api=ApiConfig(rate_per_ip=1, burst_per_ip=5, rate_per_key=0.5, burst_per_key=2))
+                     api=ApiConfig(rate_per_ip=0.01, burst_per_ip=5, rate_per_key=0.01, burst_per_key=2))
     app = build_app(node)  # the buckets belong to the app
     try:
         with TestClient(app, client=("127.0.0.1", 1)) as c:

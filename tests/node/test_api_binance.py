@@ -177,7 +177,7 @@ def test_binance_rate_limit(tmp_path):
 
     from lxdex.node.config import ApiConfig
 
-    node = make_node(tmp_path / "n", history=False, api=ApiConfig(rate_per_ip=1, burst_per_ip=2))
+    node = make_node(tmp_path / "n", history=False, api=ApiConfig(rate_per_ip=0.01, burst_per_ip=2))
     try:
         with TestClient(build_app(node)) as c:
             rs = [c.get("/api/v3/ping") for _ in range(3)]
