@@ -4,6 +4,9 @@
 # - postgresql: tests/node/test_history.py starts a throwaway PostgreSQL
 #   server (initdb + postgres from /usr/lib/postgresql/*/bin) to test the
 #   history store's PostgreSQL backend against a real server.
+# - chromium: tests/node/test_web_ui.py drives Debian's Chromium
+#   (/usr/bin/chromium) with Playwright to test the web UI end to end
+#   (Playwright's own browser download is not used).
 #
 # Installs only when running as root and something is missing; otherwise it
 # says what is missing and leaves it to the user (the tests that need it
@@ -13,6 +16,9 @@ set -euo pipefail
 missing=()
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null; then
     missing+=(postgresql)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    missing+=(chromium)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -1,5 +1,5 @@
 """The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`,
-`lxdex bench engine|exchange|journal|node|memory|history|api`."""
+`lxdex bench engine|exchange|journal|node|ws|memory|history|api`."""
 
 from __future__ import annotations
 
@@ -210,6 +210,53 @@ def bench_node(
     _emit(result, as_json, output, t)
 
 
+@bench_app.command("ws")
+def bench_ws(
+    subscribers: int = typer.Option(1000, help="WebSocket subscribers (each: btcusd@depth and the trade stream)"),
+    rate: float = typer.Option(10_000, help="order rows per second into BTC-USD through the ZeroMQ gateway"),
+    seconds: float = typer.Option(20.0, help="how long the flow runs"),
+    procs: int = typer.Option(4, help="client processes the subscribers are spread over"),
+    trade_stream: str = typer.Option("trades", help="trades (one frame per delivery) or trade (one per trade)"),
+    sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
+    dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """WebSocket fan-out of depth and trades to many subscribers during an order flow: lag, drops, catch-up,
+    and the latency from POST /order to the fill on another client's stream."""
+    _single_threaded_blas()
+    from .bench import ws as bws
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **bws.run(subscribers, rate, seconds, procs, trade_stream=trade_stream,
+                                               sync=sync, dir=dir, progress=lambda m: console.log(m))}
+    m, f, s = result["machine"], result["fanout"], result["server"]
+    t = Table(title=f"lxdex WebSocket fan-out: {f['connected']:,} subscribers x (btcusd@depth + "
+                    f"{result['trade_stream']}), {result['flow']['orders_per_s']:,} orders/s — {m['cpu']} "
+                    f"({m['cores']} cores)")
+    for col in ("measure", "value"):
+        t.add_column(col)
+    la, e2e = f["lag_ms"], result["e2e_order_to_fill_on_stream_ms"]
+    rows = [
+        ("order flow achieved", f"{result['flow']['orders_per_s']:,} orders/s (target {rate:,.0f})"),
+        ("server deliveries", f"{s['deliveries_per_s']} per s ({s['batches']:,} sequencer batches coalesced into "
+                              f"{s['deliveries']:,})"),
+        ("frames sent by the node", f"{s['sent']:,} ({s['sent'] / seconds:,.0f} per s)"),
+        ("frames per subscriber", f"{f['messages_per_s_per_subscriber']} per s"),
+        ("lag, event to arrival (ms)", f"p50 {la.get('p50')}  p90 {la.get('p90')}  p99 {la.get('p99')}  "
+                                      f"max {la.get('max')}"),
+        ("depth gaps (lost messages)", str(f["depth_gaps"])),
+        ("disconnected", f"{f['disconnected']} {', '.join(f['disconnect_reasons'])}"),
+        ("caught up with the book at the end", f"{f['caught_up']:,} of {f['connected']:,}"),
+        ("POST /order to fill on another stream (ms)", f"p50 {e2e.get('p50')}  p99 {e2e.get('p99')}  "
+                                                      f"({e2e['samples']} samples, {e2e['misses']} misses)"),
+        ("node CPU during the flow", f"{s['node_cpu_s']} s over {seconds} s"),
+    ]
+    for r in rows:
+        t.add_row(*r)
+    _emit(result, as_json, output, t)
+
+
 @bench_app.command("history")
 def bench_history(
     batches: int = typer.Option(1_000, help="Records batches in the workload"),
@@ -385,7 +432,10 @@ def demo(data_dir: Path = typer.Option(None, "--data-dir", help="keep the demo's
         b.start()
         bots.append(b)
         base = f"http://{http_host}:{http_port}"
-        print(f"lxdex demo node is running (data in {data_dir}); look at:\n"
+        print(f"lxdex demo node is running (data in {data_dir}).\n"
+              f"Trading page (the demo account, live over WebSocket): {base}/\n"
+              f"WebSocket streams: ws://{http_host}:{http_port}/stream?streams=btcusd@trade/btcusd@depth (docs/ws.md)\n"
+              f"Look at:\n"
               f"  {base}/stats\n  {base}/book/BTC-USD\n  {base}/trades/BTC-USD\n  {base}/markets\n"
               f"  {base}/metrics\nplace an order as the demo trader:\n"
               f"  curl -s -X POST {base}/order -d '{{\"symbol\":\"BTC-USD\",\"side\":0,\"price\":50000,\"size\":1}}'\n"

@@ -30,9 +30,9 @@ BOT_ACCOUNTS = [
 
 
 def demo_config() -> Config:
-    """The default config plus the bots' funded accounts (after the demo
-    trader, account 0)."""
-    cfg = Config()
+    """The default config in demo mode (the demo trader, account 0, trades
+    from the web UI without an API key) plus the bots' funded accounts."""
+    cfg = Config(demo=True)
     cfg.accounts = [dict(a) for a in DEFAULT_ACCOUNTS] + [dict(a) for a in BOT_ACCOUNTS]
     return cfg
 

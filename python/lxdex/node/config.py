@@ -8,6 +8,8 @@ admin_token = "..."         # enables POST /command (admin commands); unset: dis
 max_body_bytes = 65536
 journal_segment_bytes = 67108864   # journal segment size (compaction drops whole segments)
 history_url = "postgresql://user@host/db"   # history store; unset: SQLite in the data dir
+demo = false                # demo mode: the first account's private WebSocket stream and the web UI's
+                            # order entry work without an API key (`lxdex demo` turns it on)
 
 [api]                       # the REST API under /api (docs/api.md); every key optional
 rate_per_ip = 100.0         # token bucket per client IP: requests per second ...
@@ -110,6 +112,8 @@ class Config:
     journal_segment_bytes: int = 64 << 20
     #: history store: None = SQLite in the data dir; "postgresql://..." = PostgreSQL
     history_url: str | None = None
+    #: demo mode: the first account trades from the web UI and reads its user stream without an API key
+    demo: bool = False
     assets: list[tuple[str, int]] = field(default_factory=lambda: list(DEFAULT_ASSETS))
     markets: list[dict[str, Any]] = field(default_factory=lambda: [dict(m) for m in DEFAULT_MARKETS])
     accounts: list[dict[str, Any]] = field(default_factory=lambda: [dict(a) for a in DEFAULT_ACCOUNTS])
@@ -130,7 +134,7 @@ class Config:
     def from_dict(cls, data: dict, where: str = "config") -> "Config":
         cfg = cls()
         known = {"node_id", "snapshot_every", "batch_max", "admin_token", "max_body_bytes", "journal_segment_bytes",
-                 "history_url", "assets", "markets", "accounts", "api"}
+                 "history_url", "demo", "assets", "markets", "accounts", "api"}
         for k in data:
             if k not in known:
                 raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(known))})")
@@ -145,6 +149,10 @@ class Config:
                 if not isinstance(data[k], str) or not data[k]:
                     raise ConfigError(f"{where}: {k} must be a non-empty string")
                 setattr(cfg, k, data[k])
+        if "demo" in data:
+            if not isinstance(data["demo"], bool):
+                raise ConfigError(f"{where}: demo must be true or false")
+            cfg.demo = data["demo"]
         if "assets" in data:
             try:
                 cfg.assets = [(a["symbol"], a["decimals"]) for a in data["assets"]]

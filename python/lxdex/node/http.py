@@ -130,9 +130,15 @@ def _set_results(items: list) -> None:
             fut.set_result(res)
 
 
-def build_app(node: Node, metrics: Metrics | None = None):
-    """The node's ASGI app: POST /order on a fast path, the rest on Starlette."""
+def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
+    """The node's ASGI app: POST /order on a fast path, the rest on Starlette;
+    WebSocket streams (`ws.py`) and the web UI (`ui.py`) beside them. The
+    app's `ws_hub` is the WebSocket gateway (`close()` detaches it)."""
+    from .ui import ui_routes
+    from .ws import WsHub
+
     metrics = metrics or Metrics(node)
+    ws_hub = WsHub(node, ws_limits)
     max_body = node.config.max_body_bytes
 
     async def body(request: Request) -> bytes | JSON:
@@ -393,6 +399,8 @@ def build_app(node: Node, metrics: Metrics | None = None):
         Route("/metrics", get_metrics, methods=["GET"]),
         Route("/command", post_command, methods=["POST"]),
         *__import__("lxdex.node.api", fromlist=["api_routes"]).api_routes(node),  # /api/v1, /api/v3, /openapi.json
+        *ws_hub.routes(),
+        *ui_routes(node, ws_hub),
     ]
     starlette = Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
 
@@ -424,9 +432,12 @@ def build_app(node: Node, metrics: Metrics | None = None):
     async def app(scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == "/order" and scope["method"] == "POST":
             return await order_fast_path(scope, receive, send)
+        if scope["type"] == "websocket":  # the server's own send: ws.py aborts a stalled client through it
+            scope["lxdex.server_send"] = send
         return await starlette(scope, receive, send)
 
     app.starlette = starlette  # type: ignore[attr-defined]
+    app.ws_hub = ws_hub  # type: ignore[attr-defined]
     return app
 
 
