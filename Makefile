@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "maturin>=1.9,<2" "numpy>=2.0" "typer>=0.12" "rich>=13" "cryptography>=42" \
 		"msgspec>=0.19" "pyzmq>=26" "starlette>=0.40" "uvicorn[standard]>=0.30" "httpx>=0.27" \
 		"prometheus-client>=0.20" "psycopg[binary]>=3.1" "pytest>=8" "hypothesis>=6.100" "websockets>=13" \
-		"playwright>=1.40" nanobook orderly-chaos
+		"playwright>=1.40" nanobook orderly-chaos "schemathesis>=4.0" "ccxt>=4.4"
 	touch $@
 
 # The extension is always built in release mode: tests and benchmarks share it.
@@ -58,6 +58,7 @@ bench: $(EXT)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench exchange --output bench-results/exchange.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench journal --output bench-results/journal.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench node --output bench-results/node.json
+	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench api --output bench-results/api.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench ws --output bench-results/ws.json
 
 clean:

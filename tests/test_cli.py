@@ -45,3 +45,10 @@ def test_bench_memory_json_small_scale():
     assert result["rss_bytes"] > 0 and result["users"] == 2_000
     assert set(result["breakdown_bytes"]) == {"ledger", "users", "markets", "market data and fill history",
                                               "resting orders"}
+
+
+def test_bench_api_json_small():
+    result = json.loads(run("bench", "api", "--seconds", "0.3", "--connections", "2", "--levels", "3", "--trades",
+                            "2", "--json").stdout)
+    assert [r["errors"] for r in result["runs"]] == [0] * len(result["runs"])
+    assert all(r["requests"] > 0 and r["requests_per_node_cpu_s"] for r in result["runs"])

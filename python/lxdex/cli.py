@@ -1,5 +1,5 @@
 """The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`,
-`lxdex bench engine|exchange|journal|node|memory|history`."""
+`lxdex bench engine|exchange|journal|node|ws|memory|history|api`."""
 
 from __future__ import annotations
 
@@ -301,6 +301,36 @@ def bench_history(
         t.add_row(r["backend"], f"{r['fills_per_s']:,}", f"{r['orders_per_s']:,}", str(r["seconds"]),
                   str(r["transactions"]), str(r["convert_s"]), str(r["write_s"]), str(r["listener_us_per_command"]),
                   str(r["sequencer_alone_s"]), str(r["sequencer_with_history_s"]))
+    _emit(result, as_json, output, t)
+
+
+@bench_app.command("api")
+def bench_api(
+    seconds: float = typer.Option(5.0, help="seconds per endpoint"),
+    connections: int = typer.Option(16, help="keep-alive connections of the client process (one GET in flight each)"),
+    levels: int = typer.Option(200, help="resting orders a side on BTC-USD before the runs"),
+    trades: int = typer.Option(200, help="trades on BTC-USD before the runs"),
+    dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """GET market data (depth, trades, ticker) from a node process's REST API: requests/s and requests per node
+    CPU-second."""
+    _single_threaded_blas()
+    from .bench import api as bapi
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **bapi.run(seconds, connections, levels, trades, dir,
+                                               progress=lambda m: console.log(m))}
+    m = result["machine"]
+    t = Table(title=f"lxdex REST API, GET market data — {m['cpu']} ({m['cores']} cores); {connections} connections, "
+                    f"{seconds} s each; book {levels} levels a side")
+    for col in ("endpoint", "req/s", "req per node CPU-s", "p50 ms", "p99 ms", "reply bytes", "errors"):
+        t.add_column(col, justify="right")
+    for r in result["runs"]:
+        la = r["latency"]
+        t.add_row(r["endpoint"], f"{r['requests_per_s']:,}", f"{r['requests_per_node_cpu_s']:,}",
+                  str(la["p50_ms"]), str(la["p99_ms"]), str(r["reply_bytes"]), str(r["errors"]))
     _emit(result, as_json, output, t)
 
 

@@ -62,7 +62,13 @@ def _units(value: str | int | Decimal, step: Decimal, field: str, reason: Reason
     n = d / step
     if n != n.to_integral_value():
         raise OrderRejected(f"{field}: {value} is not a multiple of {step}", reason)
+    if not -_I64 <= n < _I64:
+        raise OrderRejected(f"{field}: {value} is out of range", _OUT_OF_RANGE.get(reason, reason))
     return int(n)
+
+
+_I64 = 2**63  # the core's prices, quantities and amounts are i64
+_OUT_OF_RANGE = {Reason.OFF_LOT_GRID: Reason.INVALID_QUANTITY, Reason.OFF_TICK_GRID: Reason.INVALID_PRICE}
 
 
 @dataclass(frozen=True)
@@ -435,6 +441,11 @@ class Exchange:
             out.error = {"reason": "INVALID_COMMAND", "message": str(e)}
             if m := _FIELD_PREFIX.match(str(e)):
                 out.error["field"] = m.group(1)
+        except OverflowError as e:
+            # An id or time that does not fit the core's integer types: raised while converting the arguments,
+            # before the core changed anything. Rejecting it (instead of letting it escape) keeps the
+            # sequencer, and a replay of the journal, alive.
+            out.error = {"reason": "INVALID_COMMAND", "message": f"a number is out of range: {e}"}
         else:
             out.value = value
         self.last_seq = seq

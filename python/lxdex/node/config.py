@@ -11,6 +11,15 @@ history_url = "postgresql://user@host/db"   # history store; unset: SQLite in th
 demo = false                # demo mode: the first account's private WebSocket stream and the web UI's
                             # order entry work without an API key (`lxdex demo` turns it on)
 
+[api]                       # the REST API under /api (docs/api.md); every key optional
+rate_per_ip = 100.0         # token bucket per client IP: requests per second ...
+burst_per_ip = 200          # ... and bucket size
+rate_per_key = 50.0         # token bucket per API key (signed requests)
+burst_per_key = 100
+recv_window_max_ms = 60000  # largest recvWindow a signed request may ask for
+max_query_bytes = 4096      # longest query string
+history_wait_s = 2.0        # history reads wait this long for the store to catch up
+
 [[assets]]
 symbol = "BTC"
 decimals = 8
@@ -66,6 +75,34 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class ApiConfig:
+    """The `[api]` table: rate limits and request limits of the REST API."""
+
+    rate_per_ip: float = 100.0
+    burst_per_ip: int = 200
+    rate_per_key: float = 50.0
+    burst_per_key: int = 100
+    recv_window_max_ms: int = 60_000
+    max_query_bytes: int = 4096
+    history_wait_s: float = 2.0
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "ApiConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: [api] must be a table")
+        cfg = cls()
+        for k, v in data.items():
+            if k not in cls.__dataclass_fields__:
+                raise ConfigError(f"{where}: unknown key api.{k} (known: {', '.join(cls.__dataclass_fields__)})")
+            want = type(getattr(cfg, k))
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)) \
+                    or v <= 0:
+                raise ConfigError(f"{where}: api.{k} must be a positive {'integer' if want is int else 'number'}")
+            setattr(cfg, k, want(v))
+        return cfg
+
+
+@dataclass
 class Config:
     node_id: str = "node-1"
     snapshot_every: int = 100_000
@@ -80,6 +117,7 @@ class Config:
     assets: list[tuple[str, int]] = field(default_factory=lambda: list(DEFAULT_ASSETS))
     markets: list[dict[str, Any]] = field(default_factory=lambda: [dict(m) for m in DEFAULT_MARKETS])
     accounts: list[dict[str, Any]] = field(default_factory=lambda: [dict(a) for a in DEFAULT_ACCOUNTS])
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @classmethod
     def load(cls, path: str | Path | None) -> "Config":
@@ -96,7 +134,7 @@ class Config:
     def from_dict(cls, data: dict, where: str = "config") -> "Config":
         cfg = cls()
         known = {"node_id", "snapshot_every", "batch_max", "admin_token", "max_body_bytes", "journal_segment_bytes",
-                 "history_url", "demo", "assets", "markets", "accounts"}
+                 "history_url", "demo", "assets", "markets", "accounts", "api"}
         for k in data:
             if k not in known:
                 raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(known))})")
@@ -129,6 +167,8 @@ class Config:
             cfg.markets = [dict(m) for m in data["markets"]]
         if "accounts" in data:
             cfg.accounts = [dict(a) for a in data["accounts"]]
+        if "api" in data:
+            cfg.api = ApiConfig.from_dict(data["api"], where)
         return cfg
 
     def bootstrap(self, have_assets: set[str], have_markets: set[str], fresh: bool) -> list[C.Command]:

@@ -398,6 +398,7 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         Route("/health", get_health, methods=["GET"]),
         Route("/metrics", get_metrics, methods=["GET"]),
         Route("/command", post_command, methods=["POST"]),
+        *__import__("lxdex.node.api", fromlist=["api_routes"]).api_routes(node),  # /api/v1, /api/v3, /openapi.json
         *ws_hub.routes(),
         *ui_routes(node, ws_hub),
     ]

@@ -301,7 +301,14 @@ class Node:
         ts = max(int(time.time() * 1000), self._last_ts)
         self._last_ts = ts
         cmds = [C.with_ts(c, ts) for c, _ in batch]
-        payloads = [C.encode(c) for c in cmds]
+        try:
+            payloads = [C.encode(c) for c in cmds]
+        except (OverflowError, TypeError, ValueError):
+            # A command that cannot be encoded (an integer beyond 64 bits from a gateway that did not bound
+            # it) is refused here, unjournaled; it must not stop the sequencer.
+            batch, cmds, payloads = self._drop_unencodable(batch, cmds)
+            if not batch:
+                return
         first = self.journal.last_seq + 1
         # The batch is written and fdatasync'd on the journal thread while it
         # is applied here; nothing is acknowledged or published before both
@@ -330,6 +337,21 @@ class Node:
                     log.exception("listener %r failed", listener)
         if ex.last_seq - self._snapshot_seq >= self.config.snapshot_every:
             self._snapshot()
+
+    @staticmethod
+    def _drop_unencodable(batch: list, cmds: list) -> tuple[list, list, list]:
+        keep, kept_cmds, payloads = [], [], []
+        for item, c in zip(batch, cmds):
+            try:
+                payloads.append(C.encode(c))
+            except (OverflowError, TypeError, ValueError) as e:
+                log.warning("refused a command that cannot be encoded (%s): %r", e, c)
+                _resolve([item], [Outcome(0, error={"reason": "INVALID_COMMAND",
+                                                    "message": f"the command cannot be encoded: {e}"})])
+                continue
+            keep.append(item)
+            kept_cmds.append(c)
+        return keep, kept_cmds, payloads
 
     def _count(self, cmds: list, outs: list) -> None:
         from ..enums import EventKind

@@ -1,0 +1,748 @@
+"""A Binance-compatible subset of the spot REST API under `/api/v3`.
+
+Binance's parameter names (query string or form body), enum values, symbol
+names without the dash (`BTCUSD` is the market `BTC-USD`), numbers as
+decimal strings, errors as `{"code": -1121, "msg": "Invalid symbol."}` with
+Binance's codes, and HMAC-SHA256 signed requests: `X-MBX-APIKEY` header,
+`timestamp` and optional `recvWindow` parameters, `signature` = hex
+HMAC-SHA256 of the secret over the query string concatenated with the body
+(the `signature` parameter itself left out), verified with the exchange's
+API keys. `docs/api.md` lists what is and is not supported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import commands as C
+from ..enums import EventKind
+from .api import DEFAULT_RECV_WINDOW, ApiContext, ApiError, cancelled_ids, order_owner
+from .http import JSON
+
+log = logging.getLogger("lxdex.node.binance")
+
+
+class BError(Exception):
+    def __init__(self, code: int, msg: str, status: int = 400, headers: dict | None = None) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status, self.headers = code, msg, status, headers or {}
+
+
+def _mandatory(name: str) -> BError:
+    return BError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+def _bad_param(name: str, why: str = "") -> BError:
+    return BError(-1100, f"Illegal characters found in parameter '{name}'{'; ' + why if why else ''}.")
+
+
+# Binance's spot order types and ours (type, post_only)
+_TYPES = {
+    "LIMIT": ("limit", False), "LIMIT_MAKER": ("limit", True), "MARKET": ("market", False),
+    "STOP_LOSS": ("stop_market", False), "STOP_LOSS_LIMIT": ("stop_limit", False),
+    "TAKE_PROFIT": ("take_profit_market", False), "TAKE_PROFIT_LIMIT": ("take_profit_limit", False),
+}
+_OUR_TYPES = {"limit": "LIMIT", "market": "MARKET", "stop_market": "STOP_LOSS", "stop_limit": "STOP_LOSS_LIMIT",
+              "take_profit_market": "TAKE_PROFIT", "take_profit_limit": "TAKE_PROFIT_LIMIT",
+              "trailing_stop": "STOP_LOSS"}
+_STP = {"NONE": "none", "EXPIRE_TAKER": "cancel_taker", "EXPIRE_MAKER": "cancel_maker",
+        "EXPIRE_BOTH": "cancel_both", "DECREMENT": "decrement"}
+_OUR_STP = {v: k for k, v in _STP.items()}
+_TIFS = ("GTC", "IOC", "FOK")
+ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"]
+_KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "1w", "1M")
+
+#: Parameters accepted everywhere a signed request is (and ignored where they mean nothing here).
+_SIGNED = {"timestamp", "recvWindow", "signature"}
+
+
+def _fmt(d: Decimal | int | str | None, places: int = 8) -> str:
+    """Binance's number strings: fixed point with 8 decimals (more when the value has more)."""
+    if d is None:
+        d = Decimal(0)
+    elif not isinstance(d, Decimal):
+        d = Decimal(d)
+    if d.as_tuple().exponent >= -places:  # the common case: no normalize()
+        return f"{d:.{places}f}"
+    n = d.normalize()
+    exp = n.as_tuple().exponent
+    if isinstance(exp, int) and -exp > places:
+        return f"{n:f}"
+    return f"{d:.{places}f}"
+
+
+def _status(status: str, reason: str | None) -> str:
+    if status == "new":
+        return "NEW"
+    if status == "partially_filled":
+        return "PARTIALLY_FILLED"
+    if status == "filled":
+        return "FILLED"
+    if status == "expired" or reason in ("ioc", "fok", "market_remainder", "expired", "post_only"):
+        return "EXPIRED"
+    if reason == "stp":
+        return "EXPIRED_IN_MATCH"
+    return "CANCELED"
+
+
+def routes(ctx: ApiContext) -> list:
+    node = ctx.node
+
+    def endpoint(fn: Callable[..., Awaitable[Any]], security: str | None = None,
+                 allowed: frozenset = frozenset()):
+        """security: None (public), "read" (USER_DATA) or "trade" (TRADE)."""
+        allowed = frozenset(allowed) | (_SIGNED if security else frozenset())
+
+        async def handler(request: Request) -> Response:
+            try:
+                try:
+                    ctx.limit_ip(request)
+                    query = ctx.check_query(request)
+                    body = await ctx.body(request)
+                except ApiError as e:
+                    raise _from_api_error(e) from None
+                params = _params(query, body)
+                unknown = sorted(set(params) - allowed)
+                if unknown:
+                    raise BError(-1104, f"Not all sent parameters were read; unknown parameter(s): "
+                                 f"{', '.join(unknown)}.")
+                user = None
+                if security is not None:
+                    user = _authenticate(request, query, body, params, security)
+                    params["_api_key"] = request.headers["x-mbx-apikey"]
+                return JSON(await fn(params, user))
+            except BError as e:
+                return JSON({"code": e.code, "msg": e.msg}, status_code=e.status, headers=e.headers or None)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                return JSON({"code": -1000, "msg": "An unknown error occurred while processing the request."},
+                            status_code=500)
+
+        return handler
+
+    def _params(query: bytes, body: bytes) -> dict[str, str]:
+        try:
+            q = parse_qsl(query.decode(), keep_blank_values=True, strict_parsing=False)
+            b = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False) if body else []
+        except UnicodeDecodeError:
+            raise BError(-1100, "Illegal characters found in a parameter.") from None
+        out: dict[str, str] = {}
+        for k, v in b + q:  # the query string wins over the body (Binance's rule)
+            out[k] = v
+        if len(q) + len(b) > 64:
+            raise BError(-1101, "Too many parameters sent for this endpoint.")
+        return out
+
+    def _authenticate(request: Request, query: bytes, body: bytes, params: dict, permission: str) -> int:
+        api_key = request.headers.get("x-mbx-apikey")
+        if not api_key:
+            raise BError(-2014, "API-key format invalid.", 401)
+        sig = params.get("signature")
+        if not sig:
+            raise _mandatory("signature")
+        try:
+            ctx.check_timestamp(params.get("timestamp"), params.get("recvWindow"), "timestamp", "recvWindow")
+        except ApiError as e:
+            if e.code == "INVALID_RECV_WINDOW":
+                raise BError(-1131, "recvWindow must be less than 60000 and more than 0.") from None
+            if params.get("timestamp") is None or not params["timestamp"].isdigit():
+                raise _mandatory("timestamp") from None
+            if "ahead" in e.message:
+                raise BError(-1021, "Timestamp for this request was 1000ms ahead of the server's time.") from None
+            raise BError(-1021, "Timestamp for this request is outside of the recvWindow.") from None
+        payload = _strip_signature(query) + _strip_signature(body)
+        try:
+            user = ctx.verify(api_key, payload, sig, ctx.client_ip(request), permission)
+        except ApiError as e:
+            if e.code == "INVALID_SIGNATURE":
+                raise BError(-1022, "Signature for this request is not valid.") from None
+            raise BError(-2015, "Invalid API-key, IP, or permissions for action.", 401) from None
+        try:
+            ctx.limit_key(api_key)
+        except ApiError as e:
+            raise _from_api_error(e) from None
+        return user
+
+    def market_of(symbol: str | None):
+        if not symbol:
+            raise _mandatory("symbol")
+        m = _symbols().get(symbol)
+        if m is None:
+            raise BError(-1121, "Invalid symbol.")
+        return m
+
+    def _symbols() -> dict:
+        ex = node.exchange
+        cache = getattr(ctx, "_binance_symbols", None)
+        if cache is None or len(cache) != len(ex._market_by_id):
+            cache = {m.symbol.replace("-", ""): m for m in list(ex._market_by_id)}
+            ctx._binance_symbols = cache
+        return cache
+
+    def int_param(p: dict, name: str, default: int | None, lo: int, hi: int, required: bool = False) -> int | None:
+        raw = p.get(name)
+        if raw is None or raw == "":
+            if required:
+                raise _mandatory(name)
+            return default
+        if not raw.isdigit() or len(raw) > 19:
+            raise _mandatory(name)
+        v = int(raw)
+        if not lo <= v <= hi:
+            raise BError(-1130, f"Invalid data sent for a parameter: {name} must be in {lo}..{hi}.")
+        return v
+
+    def dec_param(p: dict, name: str, required: bool = False) -> str | None:
+        raw = p.get(name)
+        if raw is None or raw == "":
+            if required:
+                raise _mandatory(name)
+            return None
+        try:
+            d = Decimal(raw)
+        except Exception:
+            raise _mandatory(name) from None
+        if not d.is_finite() or d <= 0 or len(raw) > 40:
+            raise _mandatory(name)
+        return raw
+
+    # -- general and market data --
+    async def ping(p, user):
+        return {}
+
+    async def server_time(p, user):
+        return {"serverTime": int(time.time() * 1000)}
+
+    def symbol_info(m) -> dict:
+        return {
+            "symbol": m.symbol.replace("-", ""), "status": "TRADING", "baseAsset": m.base.symbol,
+            "baseAssetPrecision": m.base.decimals, "quoteAsset": m.quote.symbol, "quotePrecision": m.quote.decimals,
+            "quoteAssetPrecision": m.quote.decimals, "baseCommissionPrecision": m.base.decimals,
+            "quoteCommissionPrecision": m.quote.decimals, "orderTypes": ORDER_TYPES, "icebergAllowed": True,
+            "ocoAllowed": False, "otoAllowed": False, "quoteOrderQtyMarketAllowed": False,
+            "allowTrailingStop": False, "cancelReplaceAllowed": False, "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False, "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": _fmt(m.tick_size), "maxPrice": "0.00000000",
+                 "tickSize": _fmt(m.tick_size)},
+                {"filterType": "LOT_SIZE", "minQty": _fmt(m.lot_size), "maxQty": _fmt(m.lot_size * 10**12),
+                 "stepSize": _fmt(m.lot_size)},
+            ],
+            "permissions": [], "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "NONE",
+            "allowedSelfTradePreventionModes": list(_STP),
+        }
+
+    async def exchange_info(p, user):
+        syms = _symbols()
+        wanted = None
+        if "symbol" in p:
+            wanted = [p["symbol"]]
+        elif "symbols" in p:
+            raw = p["symbols"]
+            try:
+                import json
+
+                wanted = json.loads(raw)
+                assert isinstance(wanted, list) and all(isinstance(s, str) for s in wanted)
+            except Exception:
+                raise _mandatory("symbols") from None
+        if wanted is not None:
+            for s in wanted:
+                if s not in syms:
+                    raise BError(-1121, "Invalid symbol.")
+        ms = [syms[s] for s in wanted] if wanted is not None else list(syms.values())
+        cfg = ctx.cfg
+        return {
+            "timezone": "UTC", "serverTime": int(time.time() * 1000),
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 1,
+                 "limit": int(cfg.rate_per_ip)},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "SECOND", "intervalNum": 1,
+                 "limit": int(cfg.rate_per_key)},
+            ],
+            "exchangeFilters": [],
+            "symbols": [symbol_info(m) for m in ms],
+        }
+
+    async def depth(p, user):
+        m = market_of(p.get("symbol"))
+        limit = int_param(p, "limit", 100, 1, 5000)
+        with node.lock:
+            uid, bids, asks = node.exchange.depth_snapshot(m.symbol, limit)
+        return {"lastUpdateId": uid, "bids": [[_fmt(px), _fmt(q)] for px, q, _ in bids],
+                "asks": [[_fmt(px), _fmt(q)] for px, q, _ in asks]}
+
+    async def trades(p, user):
+        m = market_of(p.get("symbol"))
+        limit = int_param(p, "limit", 500, 1, 1000)
+        with node.lock:
+            ts = node.exchange.trades(m.symbol, limit)
+        return [{"id": t["id"], "price": _fmt(t["price"]), "qty": _fmt(t["qty"]),
+                 "quoteQty": _fmt(t["price"] * t["qty"]), "time": t["ts"],
+                 "isBuyerMaker": t["taker_side"] == "sell", "isBestMatch": True} for t in ts]
+
+    async def agg_trades(p, user):
+        # Every trade is its own aggregate here (one taker order, one maker, one price).
+        m = market_of(p.get("symbol"))
+        from_id = int_param(p, "fromId", None, 0, 2**63 - 1)
+        start = int_param(p, "startTime", None, 0, 2**62)
+        end = int_param(p, "endTime", None, 0, 2**62)
+        limit = int_param(p, "limit", 500, 1, 1000)
+        if from_id is not None and (start is not None or end is not None):
+            raise BError(-1128, "Combination of optional parameters invalid: fromId with startTime/endTime.")
+        with node.lock:
+            ts = node.exchange.trades(m.symbol, 1000 if (from_id or start or end) else limit)
+        ts = [t for t in ts if (from_id is None or t["id"] >= from_id) and (start is None or t["ts"] >= start)
+              and (end is None or t["ts"] <= end)]
+        ts = ts[:limit] if (from_id is not None or start is not None) else ts[-limit:]
+        return [{"a": t["id"], "p": _fmt(t["price"]), "q": _fmt(t["qty"]), "f": t["id"], "l": t["id"],
+                 "T": t["ts"], "m": t["taker_side"] == "sell", "M": True} for t in ts]
+
+    async def klines(p, user):
+        from .history import _next_start
+
+        m = market_of(p.get("symbol"))
+        interval = p.get("interval")
+        if not interval:
+            raise _mandatory("interval")
+        if interval not in _KLINE_INTERVALS:
+            raise BError(-1120, "Invalid interval.")
+        start = int_param(p, "startTime", 0, 0, 2**62)
+        end = int_param(p, "endTime", None, 0, 2**62)
+        limit = int_param(p, "limit", 500, 1, 1000)
+        if end is not None and start > end:
+            raise BError(-1128, "Combination of optional parameters invalid: startTime after endTime.")
+        with node.lock:
+            cs = node.exchange.candles(m.symbol, interval, start, limit if end is None else 1000)
+        if end is not None:
+            cs = [c for c in cs if c["start"] <= end][:limit]
+        out = []
+        for c in cs:
+            close_time = (c["start"] + 1000 if interval == "1s" else _next_start(interval, c["start"])) - 1
+            out.append([c["start"], _fmt(c["open"]), _fmt(c["high"]), _fmt(c["low"]), _fmt(c["close"]),
+                        _fmt(c["volume"]), close_time, _fmt(c["quote_volume"]), c["trades"], "0", "0", "0"])
+        return out
+
+    def _ticker_rows(p) -> tuple[list, bool]:
+        if "symbol" in p and "symbols" in p:
+            raise BError(-1128, "Combination of optional parameters invalid: symbol and symbols.")
+        if "symbol" in p:
+            return [market_of(p["symbol"])], True
+        if "symbols" in p:
+            import json
+
+            try:
+                names = json.loads(p["symbols"])
+                assert isinstance(names, list) and names and all(isinstance(s, str) for s in names)
+            except Exception:
+                raise _mandatory("symbols") from None
+            return [market_of(s) for s in names], False
+        return list(_symbols().values()), False
+
+    async def ticker_24hr(p, user):
+        ms, one = _ticker_rows(p)
+        now = int(time.time() * 1000)
+        rows = []
+        with node.lock:
+            ex = node.exchange
+            for m in ms:
+                t = ex.ticker(m.symbol)
+                bids, asks = ex.depth(m.symbol, 1)
+                last_trades = ex.trades(m.symbol, 1)
+                zero = Decimal(0)
+                o = t["open"] if t else zero
+                rows.append({
+                    "symbol": m.symbol.replace("-", ""),
+                    "priceChange": _fmt(t["change"] if t else zero),
+                    "priceChangePercent": f"{t['change_pct'] if t else zero:.3f}",
+                    "weightedAvgPrice": _fmt((t["quote_volume"] / t["volume"]).quantize(m.tick_size)
+                                             if t and t["volume"] else zero),
+                    "prevClosePrice": _fmt(o), "lastPrice": _fmt(t["last"] if t else zero),
+                    "lastQty": _fmt(last_trades[-1]["qty"] if last_trades else zero),
+                    "bidPrice": _fmt(bids[0][0] if bids else zero), "bidQty": _fmt(bids[0][1] if bids else zero),
+                    "askPrice": _fmt(asks[0][0] if asks else zero), "askQty": _fmt(asks[0][1] if asks else zero),
+                    "openPrice": _fmt(o), "highPrice": _fmt(t["high"] if t else zero),
+                    "lowPrice": _fmt(t["low"] if t else zero), "volume": _fmt(t["volume"] if t else zero),
+                    "quoteVolume": _fmt(t["quote_volume"] if t else zero), "openTime": now - 86_400_000,
+                    "closeTime": now, "firstId": -1, "lastId": last_trades[-1]["id"] if last_trades else -1,
+                    "count": t["trades"] if t else 0,
+                })
+        return rows[0] if one else rows
+
+    async def ticker_price(p, user):
+        ms, one = _ticker_rows(p)
+        with node.lock:
+            ex = node.exchange
+            rows = []
+            for m in ms:
+                last = ex.core.book_last_price(m.id)
+                rows.append({"symbol": m.symbol.replace("-", ""),
+                             "price": _fmt(last * m.tick_size if last is not None else Decimal(0))})
+        return rows[0] if one else rows
+
+    async def book_ticker(p, user):
+        ms, one = _ticker_rows(p)
+        with node.lock:
+            ex = node.exchange
+            rows = []
+            for m in ms:
+                bids, asks = ex.depth(m.symbol, 1)
+                z = Decimal(0)
+                rows.append({"symbol": m.symbol.replace("-", ""),
+                             "bidPrice": _fmt(bids[0][0] if bids else z), "bidQty": _fmt(bids[0][1] if bids else z),
+                             "askPrice": _fmt(asks[0][0] if asks else z), "askQty": _fmt(asks[0][1] if asks else z)})
+        return rows[0] if one else rows
+
+    # -- trading and account (signed) --
+    async def new_order(p, user):
+        m = market_of(p.get("symbol"))
+        side = p.get("side")
+        if not side:
+            raise _mandatory("side")
+        if side not in ("BUY", "SELL"):
+            raise BError(-1117, "Invalid side.")
+        btype = p.get("type")
+        if not btype:
+            raise _mandatory("type")
+        if btype not in _TYPES:
+            raise BError(-1116, "Invalid orderType.")
+        otype, post_only = _TYPES[btype]
+        tif = p.get("timeInForce")
+        if tif is not None and tif not in _TIFS:
+            raise BError(-1115, "Invalid timeInForce.")
+        limit_like = btype in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
+        if limit_like and tif is None:
+            raise _mandatory("timeInForce")
+        if not limit_like and tif is not None and btype != "LIMIT_MAKER":
+            raise BError(-1106, "Parameter 'timeInForce' sent when not required.")
+        if "quoteOrderQty" in p:
+            raise BError(-1128, "Combination of optional parameters invalid: quoteOrderQty is not supported; "
+                                "send quantity.")
+        qty = dec_param(p, "quantity", required=True)
+        price = dec_param(p, "price", required=limit_like or btype == "LIMIT_MAKER")
+        if price is not None and not (limit_like or btype == "LIMIT_MAKER"):
+            raise BError(-1106, "Parameter 'price' sent when not required.")
+        stop = dec_param(p, "stopPrice", required=btype in ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
+                                                             "TAKE_PROFIT_LIMIT"))
+        if stop is not None and btype in ("LIMIT", "LIMIT_MAKER", "MARKET"):
+            raise BError(-1106, "Parameter 'stopPrice' sent when not required.")
+        iceberg = dec_param(p, "icebergQty")
+        stp = p.get("selfTradePreventionMode", "NONE")
+        if stp not in _STP:
+            raise BError(-1130, "Invalid data sent for a parameter: selfTradePreventionMode.")
+        resp_type = p.get("newOrderRespType", "FULL" if btype in ("MARKET", "LIMIT") else "ACK")
+        if resp_type not in ("ACK", "RESULT", "FULL"):
+            raise BError(-1130, "Invalid data sent for a parameter: newOrderRespType.")
+        client_id = p.get("newClientOrderId")
+        if client_id is not None and not (1 <= len(client_id) <= 36 and all(
+                c.isascii() and (c.isalnum() or c in "-_.:/") for c in client_id)):
+            raise _bad_param("newClientOrderId", "legal range is '^[a-zA-Z0-9-_.:/]{1,36}$'")
+        cmd = C.PlaceOrder(account=user, market=m.symbol, side=side.lower(), qty=qty, price=price,
+                           order_type=otype, tif=tif.lower() if tif else None, stp=_STP[stp], post_only=post_only,
+                           display_qty=iceberg, trigger_price=stop)
+        try:
+            out = await ctx.run(cmd)
+        except ApiError as e:
+            raise _from_api_error(e) from None
+        if not out.ok:
+            raise _order_reject(out.error)
+        oid = out.value["order_id"]
+        client_id = client_id or f"lx{oid}"
+        ctx.remember_client_id(user, client_id, oid)
+        now = int(time.time() * 1000)
+        ack = {"symbol": m.symbol.replace("-", ""), "orderId": oid, "orderListId": -1, "clientOrderId": client_id,
+               "transactTime": now}
+        if resp_type == "ACK":
+            return ack
+        filled, quote, fills, status, reason = 0, Decimal(0), [], None, None
+        conditional = False
+        for e in out.events:
+            if e.order_id != oid:
+                continue
+            if e.kind == EventKind.FILL:
+                px, q = e.price * m.tick_size, e.qty * m.lot_size
+                filled += e.qty
+                quote += px * q
+                fills.append({"price": _fmt(px), "qty": _fmt(q), "commission": None,
+                              "commissionAsset": m.quote.symbol, "tradeId": -1})
+                if e.remaining == 0:
+                    status = "filled"
+            elif e.kind == EventKind.CANCELLED:
+                from ..enums import Reason
+
+                status, reason = "cancelled", Reason(e.reason).name.lower()
+            elif e.kind == EventKind.ACCEPTED:
+                conditional = otype not in ("limit", "market")
+        if status is None:
+            status = "partially_filled" if filled else "new"
+        if btype == "LIMIT_MAKER" and reason == "post_only":  # Binance rejects it rather than expire it
+            raise BError(-2010, "Order would immediately match and take.")
+        if fills:
+            with node.lock:
+                mine = [f for f in node.exchange.recent_fills(user) if f["order_id"] == oid]
+            for f, mf in zip(fills, mine):
+                f["commission"] = _fmt(mf["fee"])
+            for f in fills:
+                if f["commission"] is None:
+                    f["commission"] = _fmt(0)
+        result = {**ack, "price": _fmt(price or 0), "origQty": _fmt(qty), "executedQty": _fmt(filled * m.lot_size),
+                  "origQuoteOrderQty": _fmt(0), "cummulativeQuoteQty": _fmt(quote),
+                  "status": "NEW" if conditional and not filled and status == "new" else _status(status, reason),
+                  "timeInForce": tif or "GTC", "type": btype, "side": side, "workingTime": now,
+                  "selfTradePreventionMode": stp}
+        if stop is not None:
+            result["stopPrice"] = _fmt(stop)
+        if iceberg is not None:
+            result["icebergQty"] = _fmt(iceberg)
+        if resp_type == "FULL":
+            result["fills"] = fills
+        return result
+
+    def _order_id(p, user, m) -> int:
+        oid = int_param(p, "orderId", None, 0, 2**63 - 1)
+        if oid is None:
+            cid = p.get("origClientOrderId")
+            if not cid:
+                raise BError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+            oid = ctx.client_ids.get((user, cid))
+            if oid is None:
+                raise BError(-2013, "Order does not exist.")
+        return oid
+
+    def _order_row(o: dict, m) -> dict:
+        """A history order (docs/history.md) in Binance's shape."""
+        price = Decimal(o["price"]) if o.get("price") else Decimal(0)
+        btype = _OUR_TYPES.get(o["type"], "LIMIT")
+        if btype == "LIMIT" and o.get("post_only"):
+            btype = "LIMIT_MAKER"
+        cid = ctx.order_client_ids.get(o["order_id"], f"lx{o['order_id']}")
+        status = _status(o["status"], o.get("reason"))
+        if o["status"] == "new" and o.get("trigger_price") and "triggered_ts" not in o:
+            status = "NEW"
+        return {
+            "symbol": m.symbol.replace("-", ""), "orderId": o["order_id"], "orderListId": -1,
+            "clientOrderId": cid, "price": _fmt(price), "origQty": _fmt(o["qty"]),
+            "executedQty": _fmt(o["filled_qty"]), "cummulativeQuoteQty": _fmt(o["quote_qty"]),
+            "status": status, "timeInForce": o["tif"].upper() if o["tif"] in ("gtc", "ioc", "fok") else "GTC",
+            "type": btype, "side": o["side"].upper(), "stopPrice": _fmt(o.get("trigger_price") or 0),
+            "icebergQty": _fmt(o.get("display_qty") or 0), "time": o["created_ts"], "updateTime": o["updated_ts"],
+            "isWorking": o["status"] in ("new", "partially_filled"), "workingTime": o.get("triggered_ts",
+                                                                                          o["created_ts"]),
+            "origQuoteOrderQty": _fmt(0), "selfTradePreventionMode": _OUR_STP.get(o.get("stp"), "NONE"),
+        }
+
+    def _live_row(o: dict, m, user: int) -> dict:
+        """An open order as the core knows it (when the history has no row for it)."""
+        cid = ctx.order_client_ids.get(o["order_id"], f"lx{o['order_id']}")
+        return {"symbol": m.symbol.replace("-", ""), "orderId": o["order_id"], "orderListId": -1,
+                "clientOrderId": cid, "price": _fmt(o["price"]), "origQty": _fmt(o["remaining_qty"]),
+                "executedQty": _fmt(0), "cummulativeQuoteQty": _fmt(0), "status": "NEW", "timeInForce": "GTC",
+                "type": _OUR_TYPES.get(o.get("type", "limit"), "LIMIT"), "side": o["side"].upper(),
+                "stopPrice": _fmt(o.get("trigger_price") or 0), "icebergQty": _fmt(0), "time": 0, "updateTime": 0,
+                "isWorking": True, "workingTime": 0, "origQuoteOrderQty": _fmt(0),
+                "selfTradePreventionMode": "NONE"}
+
+    async def _history(fn):
+        try:
+            return await ctx.history_query(fn)
+        except ApiError as e:
+            raise _from_api_error(e) from None
+
+    async def query_order(p, user):
+        m = market_of(p.get("symbol"))
+        oid = _order_id(p, user, m)
+        if ctx.history is not None:
+            o = await _history(lambda s: s.order(oid))
+            if o is not None and o["account"] == user and o["market"] == m.symbol:
+                return _order_row(o, m)
+        from .api import open_orders_view
+
+        with node.lock:
+            live = [o for o in open_orders_view(node.exchange, user, m.symbol) if o["order_id"] == oid]
+        if not live:
+            raise BError(-2013, "Order does not exist.")
+        return _live_row(live[0], m, user)
+
+    async def cancel_order(p, user):
+        m = market_of(p.get("symbol"))
+        oid = _order_id(p, user, m)
+        with node.lock:
+            hold = node.exchange.core.order_hold(oid)
+        if hold is None or hold[0] != user or hold[1] != m.id:
+            raise BError(-2011, "Unknown order sent.")
+        try:
+            out = await ctx.run(C.CancelOrder(account=user, order_id=oid))
+        except ApiError as e:
+            raise _from_api_error(e) from None
+        if not out.ok:
+            raise BError(-2011, "Unknown order sent.")
+        if ctx.history is not None:
+            o = await _history(lambda s: s.order(oid))
+            if o is not None:
+                row = _order_row(o, m)
+                row["origClientOrderId"] = row["clientOrderId"]
+                row["transactTime"] = int(time.time() * 1000)
+                return row
+        return {"symbol": m.symbol.replace("-", ""), "orderId": oid, "orderListId": -1, "status": "CANCELED",
+                "origClientOrderId": ctx.order_client_ids.get(oid, f"lx{oid}"),
+                "clientOrderId": ctx.order_client_ids.get(oid, f"lx{oid}"), "transactTime": int(time.time() * 1000)}
+
+    async def cancel_open_orders(p, user):
+        m = market_of(p.get("symbol"))
+        try:
+            out = await ctx.run(C.CancelAll(account=user, market=m.symbol))
+        except ApiError as e:
+            raise _from_api_error(e) from None
+        if not out.ok:
+            raise BError(-2011, "Unknown order sent.")
+        ids = cancelled_ids(out.events)
+        return [{"symbol": m.symbol.replace("-", ""), "orderId": i, "orderListId": -1, "status": "CANCELED",
+                 "origClientOrderId": f"lx{i}", "clientOrderId": f"lx{i}"} for i in ids]
+
+    async def open_orders(p, user):
+        from .api import open_orders_view
+
+        m = market_of(p["symbol"]) if "symbol" in p else None
+        with node.lock:
+            live = open_orders_view(node.exchange, user, m.symbol if m else None)
+            markets = dict(node.exchange._markets)
+        out = []
+        for o in live:
+            mk = markets[o["market"]]
+            h = await _history(lambda s: s.order(o["order_id"])) if ctx.history is not None else None
+            out.append(_order_row(h, mk) if h is not None else _live_row(o, mk, user))
+        return out
+
+    async def all_orders(p, user):
+        m = market_of(p.get("symbol"))
+        kw = {"market": m.symbol, "from_id": int_param(p, "orderId", None, 0, 2**62),
+              "start_ts": int_param(p, "startTime", None, 0, 2**62), "end_ts": int_param(p, "endTime", None, 0, 2**62),
+              "limit": int_param(p, "limit", 500, 1, 1000)}
+        if kw["start_ts"] is not None and kw["end_ts"] is not None and kw["start_ts"] > kw["end_ts"]:
+            raise BError(-1128, "Combination of optional parameters invalid: startTime after endTime.")
+        rows = await _history(lambda s: s.orders(user, **kw))
+        return [_order_row(o, m) for o in rows]
+
+    async def account(p, user):
+        omit_zero = p.get("omitZeroBalances", "false")
+        if omit_zero not in ("true", "false"):
+            raise BError(-1130, "Invalid data sent for a parameter: omitZeroBalances.")
+        with node.lock:
+            ex = node.exchange
+            have = {a: (av, h) for a, av, h in ex.core.balances(user)}
+            assets = sorted(ex._assets.values(), key=lambda a: a.id)
+            key = ex.accounts.api_key(p["_api_key"])
+            u = ex.accounts.user(user)
+        balances = []
+        for a in assets:
+            av, h = have.get(a.id, (0, 0))
+            if omit_zero == "true" and not av and not h:
+                continue
+            balances.append({"asset": a.symbol, "free": _fmt(Decimal(av).scaleb(-a.decimals)),
+                             "locked": _fmt(Decimal(h).scaleb(-a.decimals))})
+        perms = set(key["permissions"])
+        active = u["status"] == "active"
+        return {"makerCommission": 0, "takerCommission": 0, "buyerCommission": 0, "sellerCommission": 0,
+                "commissionRates": {"maker": "0.00000000", "taker": "0.00000000", "buyer": "0.00000000",
+                                    "seller": "0.00000000"},
+                "canTrade": active and "trade" in perms, "canWithdraw": active and "withdraw" in perms,
+                "canDeposit": True, "brokered": False, "requireSelfTradePrevention": False, "preventSor": False,
+                "updateTime": int(time.time() * 1000), "accountType": "SPOT", "balances": balances,
+                "permissions": ["SPOT"], "uid": user}
+
+    async def my_trades(p, user):
+        m = market_of(p.get("symbol"))
+        order_id = int_param(p, "orderId", None, 0, 2**63 - 1)
+        kw = {"market": m.symbol, "from_id": int_param(p, "fromId", None, 0, 2**62),
+              "start_ts": int_param(p, "startTime", None, 0, 2**62), "end_ts": int_param(p, "endTime", None, 0, 2**62)}
+        limit = int_param(p, "limit", 500, 1, 1000)
+        if order_id is not None and kw["from_id"] is not None:
+            raise BError(-1128, "Combination of optional parameters invalid: orderId and fromId.")
+        rows = await _history(lambda s: s.fills(user, limit=5000 if order_id is not None else limit, **kw))
+        if order_id is not None:
+            rows = [f for f in rows if f["order_id"] == order_id][:limit]
+        return [{"symbol": m.symbol.replace("-", ""), "id": f["id"], "orderId": f["order_id"], "orderListId": -1,
+                 "price": _fmt(f["price"]), "qty": _fmt(f["qty"]), "quoteQty": _fmt(f["quote_qty"]),
+                 "commission": _fmt(f["fee"] or 0), "commissionAsset": f["fee_asset"], "time": f["ts"],
+                 "isBuyer": f["side"] == "buy", "isMaker": f["maker"], "isBestMatch": True} for f in rows]
+
+    S = frozenset
+    E = endpoint
+    order_params = S({"symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price",
+                      "newClientOrderId", "stopPrice", "icebergQty", "newOrderRespType", "selfTradePreventionMode",
+                      "strategyId", "strategyType"})
+    query_params = S({"symbol", "orderId", "origClientOrderId"})
+    cancel_params = S({"symbol", "orderId", "origClientOrderId", "newClientOrderId", "cancelRestrictions"})
+
+    return [
+        Route("/ping", E(ping), methods=["GET"]),
+        Route("/time", E(server_time), methods=["GET"]),
+        Route("/exchangeInfo", E(exchange_info, None, S({"symbol", "symbols", "permissions", "showPermissionSets",
+                                                         "symbolStatus"})), methods=["GET"]),
+        Route("/depth", E(depth, None, S({"symbol", "limit"})), methods=["GET"]),
+        Route("/trades", E(trades, None, S({"symbol", "limit"})), methods=["GET"]),
+        Route("/aggTrades", E(agg_trades, None, S({"symbol", "fromId", "startTime", "endTime", "limit"})),
+              methods=["GET"]),
+        Route("/klines", E(klines, None, S({"symbol", "interval", "startTime", "endTime", "limit", "timeZone"})),
+              methods=["GET"]),
+        Route("/ticker/24hr", E(ticker_24hr, None, S({"symbol", "symbols", "type"})), methods=["GET"]),
+        Route("/ticker/price", E(ticker_price, None, S({"symbol", "symbols"})), methods=["GET"]),
+        Route("/ticker/bookTicker", E(book_ticker, None, S({"symbol", "symbols"})), methods=["GET"]),
+        Route("/order", E(new_order, "trade", order_params), methods=["POST"]),
+        Route("/order", E(query_order, "read", query_params), methods=["GET"]),
+        Route("/order", E(cancel_order, "trade", cancel_params), methods=["DELETE"]),
+        Route("/openOrders", E(open_orders, "read", S({"symbol"})), methods=["GET"]),
+        Route("/openOrders", E(cancel_open_orders, "trade", S({"symbol"})), methods=["DELETE"]),
+        Route("/allOrders", E(all_orders, "read", S({"symbol", "orderId", "startTime", "endTime", "limit"})),
+              methods=["GET"]),
+        Route("/account", E(account, "read", S({"omitZeroBalances"})), methods=["GET"]),
+        Route("/myTrades", E(my_trades, "read", S({"symbol", "orderId", "startTime", "endTime", "fromId", "limit"})),
+              methods=["GET"]),
+    ]
+
+
+def _strip_signature(raw: bytes) -> bytes:
+    """The bytes that were signed: `raw` without its `signature=` parameter."""
+    if b"signature=" not in raw:
+        return raw
+    return b"&".join(p for p in raw.split(b"&") if not p.startswith(b"signature="))
+
+
+def _from_api_error(e: ApiError) -> BError:
+    if e.status == 429:
+        return BError(-1003, f"Too many requests; {e.message}.", 429, e.headers)
+    if e.status == 413 or e.status == 414:
+        return BError(-1101, f"Too many parameters sent for this endpoint ({e.message}).", e.status)
+    if e.status == 503:
+        return BError(-1016, "This service is no longer available." if e.code == "UNAVAILABLE"
+                      else f"Service unavailable: {e.message}.", 503)
+    return BError(-1000, e.message, e.status)
+
+
+def _order_reject(err: dict) -> BError:
+    reason, msg = err["reason"], err["message"]
+    if reason == "OFF_TICK_GRID" or reason == "PRICE_OUT_OF_BAND" or reason == "INVALID_PRICE":
+        return BError(-1013, f"Filter failure: PRICE_FILTER ({msg})")
+    if reason in ("OFF_LOT_GRID", "BELOW_MIN_QUANTITY", "INVALID_QUANTITY"):
+        return BError(-1013, f"Filter failure: LOT_SIZE ({msg})")
+    if reason == "BELOW_MIN_NOTIONAL":
+        return BError(-1013, f"Filter failure: NOTIONAL ({msg})")
+    if reason == "INSUFFICIENT_FUNDS":
+        return BError(-2010, "Account has insufficient balance for requested action.")
+    if reason == "WOULD_TAKE":
+        return BError(-2010, "Order would immediately match and take.")
+    if reason == "MARKET_NOT_TRADING":
+        return BError(-2010, "Market is closed.")
+    if reason == "UNKNOWN_MARKET":
+        return BError(-1121, "Invalid symbol.")
+    return BError(-2010, f"New order rejected: {msg}")
+
+
+_ = DEFAULT_RECV_WINDOW, order_owner
