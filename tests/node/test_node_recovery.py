@@ -115,3 +115,31 @@ def test_clean_replay_of_the_whole_journal_matches(tmp_path):
             for i, p in enumerate(payloads):
                 ex.execute(C.decode(p), first + i)
     assert (ex.last_seq, ex.state_hash()) == (seq, h)
+
+
+def test_a_journal_failure_stops_the_node_and_every_later_command_is_refused(tmp_path):
+    from lxdex.node.server import NodeStopped
+
+    node = Node(tmp_path, two_accounts_config(), sync="none")
+    node.start()
+    _load(node, 50)
+    seq = node.journal.last_seq
+
+    def broken(payloads):
+        raise OSError(28, "No space left on device")
+
+    node.journal.append = broken
+    fut = node.submit(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.01", price="100"))
+    with pytest.raises(NodeStopped, match="journal append failed"):
+        fut.result(10)
+    assert not node.healthy
+    # later commands are refused, promptly, whatever path they take
+    with pytest.raises(NodeStopped):
+        node.submit(C.CancelAll(account=0)).result(10)
+    node._failed, failed = None, node._failed  # a submit that raced with the failure still gets an answer
+    late = node.submit(C.CancelAll(account=0))
+    node._failed = failed
+    with pytest.raises(NodeStopped, match="node failed"):
+        late.result(10)
+    node.stop()
+    assert node.journal.last_seq == seq

@@ -286,11 +286,16 @@ class Node:
         except BaseException as e:  # the journal failed: stop taking commands, never apply unjournaled ones
             self._failed = e
             log.exception("sequencer stopped: %s", e)
+            # Keep answering until stop(): a submit that checked the flag just
+            # before it was set still gets its refusal instead of waiting forever.
             while True:
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    break
+                if self._stopping.is_set():
+                    try:
+                        item = q.get_nowait()
+                    except queue.Empty:
+                        break
+                else:
+                    item = q.get()
                 if item is not None:
                     _resolve([item], [NodeStopped(f"node failed: {e}")])
 
