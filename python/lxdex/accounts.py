@@ -1022,6 +1022,11 @@ class Accounts:
                  "created_at": t}
                 for aid, (u, m, c, p, t) in sorted(self._alerts.items()) if u == uid]
 
+    def has_alerts(self, market: str | None = None) -> bool:
+        """Whether any price alert is set (on `market`, if given): when none
+        is, `on_price` fires nothing and can be skipped."""
+        return bool(self._alert_index) if market is None else market in self._alert_index
+
     def on_price(self, market: str, price: str | Decimal, ts: int) -> list[dict]:
         """An observed price of ``market``: every matching alert fires once,
         in alert id order, as a ``price_alert`` notification to its user."""

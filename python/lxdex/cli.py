@@ -180,6 +180,7 @@ def bench_node(
     http_clients: int = typer.Option(1, help="HTTP client processes"),
     connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
     sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
+    history: bool = typer.Option(True, "--history/--no-history", help="run the node with its history store"),
     dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     output: Path = typer.Option(None, help="also write the JSON to this file"),
@@ -191,9 +192,10 @@ def bench_node(
     from .bench.engine import machine
 
     result = {"machine": machine(), **bnode.run(seconds, zmq_clients, rows, window, http_clients, connections, sync,
-                                                dir, progress=lambda m: console.log(m))}
+                                                dir, progress=lambda m: console.log(m), history=history)}
     m = result["machine"]
-    t = Table(title=f"lxdex node, journal sync {sync} — {m['cpu']} ({m['cores']} cores), {result['data_dir_fs']}")
+    t = Table(title=f"lxdex node, journal sync {sync}, history store {'on' if history else 'off'} — {m['cpu']} "
+                    f"({m['cores']} cores), {result['data_dir_fs']}")
     for col in ("path", "orders/s", "orders per node CPU-s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
         t.add_column(col, justify="right")
     z, h = result["zmq"], result["http"]

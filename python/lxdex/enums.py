@@ -129,12 +129,20 @@ def parse_enum(cls: type[IntEnum], value: IntEnum | str | int, field: str) -> in
     (case-insensitive, e.g. ``"buy"``); a bad name raises ValueError naming
     the field and the allowed values."""
     if isinstance(value, str):
-        try:
-            return cls[value.upper()]
-        except KeyError:
-            names = ", ".join(m.name.lower() for m in cls)
-            raise ValueError(f"{field}: {value!r} is not one of {names}") from None
+        table = _NAMES.get(cls)
+        if table is None:
+            table = _NAMES[cls] = {m.name: m for m in cls} | {m.name.lower(): m for m in cls}
+        member = table.get(value)
+        if member is None:
+            member = table.get(value.upper())
+            if member is None:
+                names = ", ".join(m.name.lower() for m in cls)
+                raise ValueError(f"{field}: {value!r} is not one of {names}")
+        return member
     return int(value)
+
+
+_NAMES: dict = {}  # enum class -> {name and lower-case name: member}: parse_enum's fast path
 
 
 #: Upper bounds of prices (in ticks' integer units) and quantities (in lot units).

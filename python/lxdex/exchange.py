@@ -462,29 +462,32 @@ class Exchange:
         the inbox (at the design point that would double the fill history)."""
         notices: list[dict] = []
         closing = isinstance(cmd, C.SetMarketStatus) and cmd.status == "closed"
+        acc = self.accounts
         if isinstance(events, np.ndarray):
-            # A batch: only system cancels and each market's last fill price
-            # matter; pick them out with numpy (most batches have no system
-            # cancel, and thousands of fills).
+            # A batch: only system cancels and, if any price alert is set,
+            # each market's last fill price matter; pick them out with numpy
+            # (most batches have no system cancel, and many fills).
             kind = events["kind"]
-            cancels = events[kind == EventKind.CANCELLED]
-            if len(cancels) and not closing:
-                cancels = cancels[_SYSTEM_CANCEL_LUT[cancels["reason"]]]
-            fills = events[kind == EventKind.FILL]
-            if len(fills) > 1:
-                # the last fill of each market, in event order
-                fm = fills["market"]
-                if (fm == fm[0]).all():
-                    fills = fills[-1:]
-                else:
-                    _, last = np.unique(fm[::-1], return_index=True)
-                    fills = fills[len(fills) - 1 - last]
-            rows = np.concatenate([cancels, fills]) if len(cancels) else fills
-            evs = [_Row(*(r[i] for i in _ROW_FIELDS)) for r in rows.tolist()]
+            pick = np.flatnonzero(kind == _CANCELLED)
+            if len(pick) and not closing:
+                pick = pick[_SYSTEM_CANCEL_LUT[events["reason"][pick]]]
+            if acc.has_alerts():
+                fills = np.flatnonzero(kind == _FILL)
+                if len(fills) > 1:
+                    # the last fill of each market, in event order
+                    fm = events["market"][fills]
+                    if (fm == fm[0]).all():
+                        fills = fills[-1:]
+                    else:
+                        _, last = np.unique(fm[::-1], return_index=True)
+                        fills = fills[len(fills) - 1 - last]
+                pick = np.concatenate([pick, fills]) if len(pick) else fills
+            if not len(pick):
+                return notices
+            evs = [_Row(*(r[i] for i in _ROW_FIELDS)) for r in events[pick].tolist()]
         else:
             evs = events
         last_price: dict[int, int] = {}
-        acc = self.accounts
         for e in evs:
             if e.kind == EventKind.FILL:
                 last_price[e.market] = e.price
@@ -496,7 +499,8 @@ class Exchange:
                     "qty": str(e.qty * m.lot_size)}, cmd.ts)
         for market, price in sorted(last_price.items()):
             m = self._market_by_id[market]
-            notices += acc.on_price(m.symbol, price * m.tick_size, cmd.ts)
+            if acc.has_alerts(m.symbol):
+                notices += acc.on_price(m.symbol, price * m.tick_size, cmd.ts)
         return notices
 
     def process_records(self, data: bytes | np.ndarray) -> np.ndarray:
@@ -587,6 +591,7 @@ class _Row(NamedTuple):
 
 
 _ROW_FIELDS = tuple(EVENT_DTYPE.names.index(f) for f in _Row._fields)
+_CANCELLED, _FILL = int(EventKind.CANCELLED), int(EventKind.FILL)
 _SYSTEM_CANCEL_LUT = np.zeros(256, dtype=bool)
 _SYSTEM_CANCEL_LUT[[int(r) for r in SYSTEM_CANCELS]] = True
 

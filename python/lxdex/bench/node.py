@@ -48,11 +48,12 @@ def _config(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _start(data: Path, cfg: Path, sync: str, log) -> tuple[subprocess.Popen, int, int]:
+def _start(data: Path, cfg: Path, sync: str, log, history: bool = True) -> tuple[subprocess.Popen, int, int]:
     http, zmq_port, pub = _port(), _port(), _port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "lxdex", "node", "--data-dir", str(data), "--config", str(cfg), "--http-port",
-         str(http), "--zmq-port", str(zmq_port), "--pub-port", str(pub), "--sync", sync],
+         str(http), "--zmq-port", str(zmq_port), "--pub-port", str(pub), "--sync", sync,
+         "--history" if history else "--no-history"],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LXDEX_NO_REEXEC="1", OPENBLAS_NUM_THREADS="1"))
     import httpx
 
@@ -236,15 +237,15 @@ def _run_clients(target, args_list) -> list[dict]:
 
 def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: int = 16, http_clients: int = 1,
         connections: int = 32, sync: str = "fdatasync", dir: Path | None = None,
-        progress: Callable[[str], None] = lambda m: None) -> dict:
+        progress: Callable[[str], None] = lambda m: None, history: bool = True) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lxdex-bench-node-", dir=dir))
     cfg = root / "node.toml"
     _config(cfg)
     data = root / "data"
     log = open(root / "node.log", "ab")
-    result: dict = {"sync": sync, "accounts": ACCOUNTS, "markets": 3, "data_dir_fs": _fs(root)}
+    result: dict = {"sync": sync, "history": history, "accounts": ACCOUNTS, "markets": 3, "data_dir_fs": _fs(root)}
     try:
-        proc, http, zmq_port = _start(data, cfg, sync, log)
+        proc, http, zmq_port = _start(data, cfg, sync, log, history)
         progress(f"node up (http {http}, zmq {zmq_port}, sync {sync}); ZeroMQ load for {seconds} s")
         cpu0 = _cpu_seconds(proc.pid)
         res = _run_clients(_zmq_client, [(f"tcp://127.0.0.1:{zmq_port}", seconds, rows, window, 11 + i)
