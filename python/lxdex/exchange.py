@@ -36,7 +36,7 @@ import numpy as np
 from . import _core
 from . import commands as C
 from .accounts import AccountError, Accounts, UserStatus
-from .enums import COMMAND_DTYPE, EVENT_DTYPE, EventKind, OrderType, Reason, Side, Stp, TimeInForce, parse_enum as _enum
+from .enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, OrderType, Reason, Side, Stp, TimeInForce, parse_enum as _enum
 from .errors import OrderRejected
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,12}$")
@@ -307,6 +307,16 @@ class Exchange:
         `price` is the limit price, or for market-type orders an optional
         protection price (required for market-type buys that wait for a
         trigger)."""
+        m, side, lots, ticks, otype, tif, stp, display, trigger = self._order_args(
+            market, side, qty, price, order_type, tif, stp, display_qty, trigger_price)
+        order_id, events = self.core.place(
+            account, m.id, side, lots, ticks, otype, tif, stp, post_only, display, trigger, False, expire_ts,
+        )
+        return Placed(order_id, events)
+
+    def _order_args(self, market, side, qty, price, order_type, tif, stp, display_qty, trigger_price) -> tuple:
+        """An order's decimal arguments as the core's integers (OrderRejected
+        or ValueError naming the field)."""
         m = self.market(market)
         side = _enum(Side, side, "side")
         otype = _enum(OrderType, order_type, "order_type")
@@ -316,11 +326,38 @@ class Exchange:
         ticks = 0 if price is None else _units(price, m.tick_size, "price", Reason.OFF_TICK_GRID)
         display = 0 if display_qty is None else _units(display_qty, m.lot_size, "display_qty", Reason.INVALID_DISPLAY)
         trigger = 0 if trigger_price is None else _units(trigger_price, m.tick_size, "trigger_price", Reason.OFF_TICK_GRID)
-        order_id, events = self.core.place(
-            account, m.id, side, lots, ticks, otype, _enum(TimeInForce, tif, "tif"),
-            _enum(Stp, stp, "stp"), post_only, display, trigger, False, expire_ts,
-        )
-        return Placed(order_id, events)
+        return (m, side, lots, ticks, otype, _enum(TimeInForce, tif, "tif"), _enum(Stp, stp, "stp"), display,
+                trigger)
+
+    def order_record(
+        self,
+        account: int,
+        market: str,
+        side: Side | str,
+        qty: str | Decimal,
+        price: str | Decimal | None = None,
+        *,
+        order_type: OrderType | str = OrderType.LIMIT,
+        tif: TimeInForce | str | None = None,
+        stp: Stp | str = Stp.NONE,
+        post_only: bool = False,
+        display_qty: str | Decimal | None = None,
+        trigger_price: str | Decimal | None = None,
+        expire_ts: int = 0,
+    ) -> bytes:
+        """The 120-byte SUBMIT record (COMMAND_DTYPE) of the order `place`
+        would place, for a `Records` batch: the same conversions and the
+        same errors for bad arguments; what the core checks (funds, market
+        status, bands, …) becomes the row's REJECTED event. Reads only the
+        symbol registry (a gateway may call it beside the sequencer)."""
+        m, side, lots, ticks, otype, tif, stp, display, trigger = self._order_args(
+            market, side, qty, price, order_type, tif, stp, display_qty, trigger_price)
+        if not 0 <= account < 2**64:
+            raise ValueError(f"account: {account} is out of range")
+        if not 0 <= expire_ts < 2**64:
+            raise ValueError(f"expire_ts: {expire_ts} is out of range")
+        return _SUBMIT.pack(CommandKind.SUBMIT, side, otype, tif, stp, _FLAG_POST_ONLY if post_only else 0, m.id,
+                            0, account, ticks, lots, trigger, display, expire_ts)
 
     def cancel(self, account: int, order_id: int) -> list:
         return self.core.cancel(account, order_id)
@@ -592,6 +629,11 @@ class _Row(NamedTuple):
 
 _ROW_FIELDS = tuple(EVENT_DTYPE.names.index(f) for f in _Row._fields)
 _CANCELLED, _FILL = int(EventKind.CANCELLED), int(EventKind.FILL)
+#: A SUBMIT row: kind, side, order_type, tif, stp, flags, market, order_id, owner, price, qty, trigger,
+#: display, expire_ts, then the bracket fields (zero): COMMAND_DTYPE's layout.
+_SUBMIT = struct.Struct("<BBBBBBxxI4xQQqqqqQ48x")
+_FLAG_POST_ONLY = 1
+assert _SUBMIT.size == COMMAND_DTYPE.itemsize
 _SYSTEM_CANCEL_LUT = np.zeros(256, dtype=bool)
 _SYSTEM_CANCEL_LUT[[int(r) for r in SYSTEM_CANCELS]] = True
 

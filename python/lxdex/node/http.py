@@ -28,6 +28,7 @@ import logging
 from decimal import Decimal
 
 import msgspec
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,6 +37,7 @@ from starlette.routing import Route
 
 from .. import commands as C
 from ..enums import EventKind, OrderType, Reason
+from ..errors import OrderRejected
 from .metrics import Metrics
 from .server import Node, NodeStopped, Sink
 
@@ -125,9 +127,122 @@ class _LoopSink(Sink):
 
 
 def _set_results(items: list) -> None:
-    for fut, res in items:
-        if not fut.done():  # the client may have gone away
-            fut.set_result(res)
+    for token, res in items:
+        if type(token) is _RowBatch:
+            token.resolve(res)
+        elif not token.done():  # the client may have gone away
+            token.set_result(res)
+
+
+class _RowBatch:
+    """The futures of the POST /order requests in one `Records` command."""
+
+    __slots__ = ("owner", "futs")
+
+    def __init__(self, owner: "_OrderRows", futs: list) -> None:
+        self.owner, self.futs = owner, futs
+
+    def resolve(self, res) -> None:
+        for i, fut in enumerate(self.futs):  # each request gets (outcome, its row)
+            if not fut.done():
+                fut.set_result((res, i))
+        self.owner.done()
+
+
+class _OrderRows:
+    """POST /order requests as `Records` commands: the orders take the
+    binary rows' path through the sequencer, the journal and a replay. One
+    batch is in flight at a time; requests that arrive meanwhile wait for it
+    and go together in the next, so the batch grows with the load."""
+
+    def __init__(self, node: Node, sink: "_LoopSink") -> None:
+        self.node, self.sink, self.loop = node, sink, sink.loop
+        self.rows: list[bytes] = []
+        self.futs: list = []
+        self.inflight = False
+        self.scheduled = False
+
+    def add(self, row: bytes):
+        fut = self.loop.create_future()
+        self.rows.append(row)
+        self.futs.append(fut)
+        if not self.inflight and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)  # after the other requests of this loop iteration
+        return fut
+
+    def done(self) -> None:
+        self.inflight = False
+        if self.rows and not self.scheduled:
+            self.flush()
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.inflight or not self.rows:
+            return
+        rows, futs = self.rows, self.futs
+        self.rows, self.futs = [], []
+        self.inflight = True
+        if not self.node.submit_to(C.Records(data=b"".join(rows)), self.sink, _RowBatch(self, futs)):
+            self.inflight = False
+            for f in futs:
+                if not f.done():
+                    f.set_result((NodeStopped("node is not accepting commands"), 0))
+
+
+#: Where the core's rejection of an order row points in the request.
+_REJECT_FIELDS = {
+    Reason.UNKNOWN_ACCOUNT: "account", Reason.ACCOUNT_SUSPENDED: "account", Reason.MARKET_NOT_TRADING: "symbol",
+    Reason.INVALID_PRICE: "price", Reason.PRICE_OUT_OF_BAND: "price", Reason.PROTECTION_REQUIRED: "price",
+    Reason.INVALID_QUANTITY: "size", Reason.BELOW_MIN_QUANTITY: "size", Reason.BELOW_MIN_NOTIONAL: "size",
+    Reason.INVALID_TRIGGER: "trigger_price", Reason.INVALID_DISPLAY: "display_size",
+    Reason.INVALID_EXPIRY: "expire_ts", Reason.WOULD_TAKE: "post_only", Reason.INVALID_TIF: "tif",
+    Reason.INVALID_STP: "stp", Reason.INVALID_ORDER_TYPE: "type",
+}
+_REJECT_TEXT = {
+    Reason.INSUFFICIENT_FUNDS: "the account's available balance does not cover the order (price x size + fee, "
+                               "or the base asset for a sell)",
+    Reason.UNKNOWN_ACCOUNT: "no such account",
+    Reason.ACCOUNT_SUSPENDED: "the account is suspended",
+    Reason.MARKET_NOT_TRADING: "the market is not trading",
+    Reason.WOULD_TAKE: "a post-only order would trade on arrival",
+}
+
+
+def _row_reply(out, row: int, m) -> dict | JSON:
+    """The reply to one POST /order from its row's events in a batch."""
+    ev = out.events
+    lo, hi = np.searchsorted(ev["cmd_index"], [row, row + 1]) if len(ev) else (0, 0)
+    events = ev[lo:hi].tolist()  # (kind, reason, side, order_type, cmd_index, market, order_id, owner, other_id, ...)
+    oid, fills, filled, status, reason, conditional, done = None, [], 0, None, None, False, False
+    for e in events:
+        kind = e[0]
+        if kind == EventKind.REJECTED:
+            r = Reason(e[1])
+            status_code = 404 if r in (Reason.UNKNOWN_ACCOUNT, Reason.UNKNOWN_MARKET) else 400
+            field = _REJECT_FIELDS.get(r)
+            text = _REJECT_TEXT.get(r, r.name.lower().replace("_", " "))
+            return error(status_code, r.name, f"{field}: {text}" if field else text, field)
+        if kind == EventKind.ACCEPTED and oid is None:
+            oid, conditional = e[6], e[3] not in (OrderType.LIMIT, OrderType.MARKET)
+        elif e[6] != oid:
+            continue
+        elif kind == EventKind.FILL:
+            fills.append({"price": e[10] * m.tick_size, "qty": e[11] * m.lot_size, "maker_order_id": e[8]})
+            filled += e[11]
+            done = e[12] == 0
+        elif kind == EventKind.CANCELLED:
+            status, reason = "cancelled", Reason(e[1]).name.lower()
+    if status is None:
+        if conditional and not fills:
+            status = "pending_trigger"
+        else:
+            status = "filled" if done else ("partially_filled" if fills else "new")
+    reply = {"order_id": oid, "seq": out.seq, "symbol": m.symbol, "status": status,
+             "filled": Decimal(filled) * m.lot_size, "fills": fills}
+    if reason:
+        reply["cancel_reason"] = reason
+    return reply
 
 
 def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
@@ -153,6 +268,7 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         return data
 
     sinks: dict = {}
+    batches: dict = {}
 
     async def run(cmd: C.Command):
         """The command's Outcome once durable and applied, or a 503 reply."""
@@ -196,18 +312,33 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         account = default_account(o.account)
         if account is None:
             return error(400, "INVALID_REQUEST", "account: required (this node has no default account)", "account")
-        cmd = C.PlaceOrder(account=account, market=o.symbol, side=side, qty=fields["size"], price=fields["price"],
-                           order_type=o.type, tif=o.tif, stp=o.stp, post_only=o.post_only,
-                           display_qty=fields["display_size"], trigger_price=fields["trigger_price"],
-                           expire_ts=o.expire_ts)
-        out = await run(cmd)
-        if isinstance(out, Response):
-            return out
+        ex = node.exchange
+        try:  # the decimal-to-integer conversion happens here, beside the sequencer; errors name the field
+            row = ex.order_record(account, o.symbol, side, fields["size"], fields["price"], order_type=o.type,
+                                  tif=o.tif, stp=o.stp, post_only=o.post_only, display_qty=fields["display_size"],
+                                  trigger_price=fields["trigger_price"], expire_ts=o.expire_ts)
+        except OrderRejected as e:
+            r = Reason(e.reason)
+            msg = str(e)
+            field = msg.split(":", 1)[0] if ":" in msg else None
+            return error(404 if r == Reason.UNKNOWN_MARKET else 400, r.name, msg,
+                         {"qty": "size", "display_qty": "display_size", "market": "symbol"}.get(field, field))
+        except ValueError as e:
+            msg = str(e)
+            return error(400, "INVALID_COMMAND", msg, msg.split(":", 1)[0] if ":" in msg else None)
+        loop = asyncio.get_running_loop()
+        batch = batches.get(loop)
+        if batch is None:
+            sink = sinks.get(loop)
+            if sink is None:
+                sink = sinks[loop] = _LoopSink(loop)
+            batch = batches[loop] = _OrderRows(node, sink)
+        out, i = await batch.add(row)
+        if isinstance(out, NodeStopped):
+            return error(503, "UNAVAILABLE", str(out))
         metrics.http_orders.inc()
-        if not out.ok:
-            return _outcome_error(out)
-        m = node.exchange._markets[o.symbol]  # immutable once added: no lock needed
-        return JSON(_order_reply(out, m))
+        reply = _row_reply(out, i, ex._markets[o.symbol])  # markets are immutable once added: no lock needed
+        return reply if isinstance(reply, Response) else JSON(reply)
 
     async def delete_order(request: Request) -> Response:
         data = await body(request)
