@@ -214,31 +214,40 @@ def _row_reply(out, row: int, m) -> dict | JSON:
     ev = out.events
     lo, hi = np.searchsorted(ev["cmd_index"], [row, row + 1]) if len(ev) else (0, 0)
     events = ev[lo:hi].tolist()  # (kind, reason, side, order_type, cmd_index, market, order_id, owner, other_id, ...)
-    oid, fills, filled, status, reason, conditional, done = None, [], 0, None, None, False, False
     for e in events:
-        kind = e[0]
-        if kind == EventKind.REJECTED:
+        if e[0] == EventKind.REJECTED:
             r = Reason(e[1])
             status_code = 404 if r in (Reason.UNKNOWN_ACCOUNT, Reason.UNKNOWN_MARKET) else 400
             field = _REJECT_FIELDS.get(r)
             text = _REJECT_TEXT.get(r, r.name.lower().replace("_", " "))
             return error(status_code, r.name, f"{field}: {text}" if field else text, field)
-        if kind == EventKind.ACCEPTED and oid is None:
-            oid, conditional = e[6], e[3] not in (OrderType.LIMIT, OrderType.MARKET)
-        elif e[6] != oid:
+    oid = next((e[6] for e in events if e[0] == EventKind.ACCEPTED), None)
+    # (kind, reason, order_type, order_id, other_id, price, qty, remaining)
+    return _reply(((e[0], e[1], e[3], e[6], e[8], e[10], e[11], e[12]) for e in events), oid, out.seq, m)
+
+
+def _reply(events, oid: int, seq: int, m) -> dict:
+    """The reply to an order: its status, fills and filled quantity, from
+    `(kind, reason, order_type, order_id, other_id, price, qty, remaining)`
+    of the events of the command that placed it."""
+    fills, filled, status, reason, conditional, done = [], 0, None, None, False, False
+    for kind, why, otype, order_id, other_id, price, qty, remaining in events:
+        if order_id != oid:
             continue
+        if kind == EventKind.ACCEPTED:
+            conditional = otype not in (OrderType.LIMIT, OrderType.MARKET)
         elif kind == EventKind.FILL:
-            fills.append({"price": e[10] * m.tick_size, "qty": e[11] * m.lot_size, "maker_order_id": e[8]})
-            filled += e[11]
-            done = e[12] == 0
+            fills.append({"price": price * m.tick_size, "qty": qty * m.lot_size, "maker_order_id": other_id})
+            filled += qty
+            done = remaining == 0
         elif kind == EventKind.CANCELLED:
-            status, reason = "cancelled", Reason(e[1]).name.lower()
+            status, reason = "cancelled", Reason(why).name.lower()
     if status is None:
         if conditional and not fills:
             status = "pending_trigger"
         else:
             status = "filled" if done else ("partially_filled" if fills else "new")
-    reply = {"order_id": oid, "seq": out.seq, "symbol": m.symbol, "status": status,
+    reply = {"order_id": oid, "seq": seq, "symbol": m.symbol, "status": status,
              "filled": Decimal(filled) * m.lot_size, "fills": fills}
     if reason:
         reply["cancel_reason"] = reason
@@ -578,24 +587,6 @@ async def _send(send, response: Response) -> None:
 
 
 def _order_reply(out, m) -> dict:
-    oid = out.value["order_id"]
-    fills, filled, status, reason, conditional = [], 0, None, None, False
-    for e in out.events:
-        if e.kind == EventKind.FILL and e.order_id == oid:
-            fills.append({"price": e.price * m.tick_size, "qty": e.qty * m.lot_size, "maker_order_id": e.other_id})
-            filled += e.qty
-        elif e.kind == EventKind.CANCELLED and e.order_id == oid:
-            status, reason = "cancelled", Reason(e.reason).name.lower()
-        elif e.kind == EventKind.ACCEPTED and e.order_id == oid:
-            conditional = e.order_type not in (OrderType.LIMIT, OrderType.MARKET)
-    if status is None:
-        if conditional and not fills:
-            status = "pending_trigger"
-        else:
-            done = any(e.kind == EventKind.FILL and e.order_id == oid and e.remaining == 0 for e in out.events)
-            status = "filled" if done else ("partially_filled" if fills else "new")
-    reply = {"order_id": oid, "seq": out.seq, "symbol": m.symbol, "status": status,
-             "filled": Decimal(filled) * m.lot_size, "fills": fills}
-    if reason:
-        reply["cancel_reason"] = reason
-    return reply
+    """The reply to a `PlaceOrder` command's outcome (events as objects)."""
+    return _reply(((e.kind, e.reason, e.order_type, e.order_id, e.other_id, e.price, e.qty, e.remaining)
+                   for e in out.events), out.value["order_id"], out.seq, m)
