@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from lxdex.enums import COMMAND_DTYPE, EVENT_DTYPE, EventKind, Reason
+from lxdex.enums import COMMAND_DTYPE, EVENT_DTYPE, Reason
 from lxdex.node.server import Node
 from lxdex.node.zmq_client import DEPTH_DTYPE, TRADE_DTYPE, GatewayError, ZmqClient, order_rows
 from lxdex.node.zmq_gateway import ACK_DTYPE, ERR_KIND, ERR_MALFORMED, ERR_TOO_LARGE, ZmqGateway, acks, encode_request

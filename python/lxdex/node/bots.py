@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from decimal import Decimal
 
 from .. import commands as C
