@@ -396,6 +396,7 @@ def node(data_dir: Path = _DATA_DIR, config: Path = _CONFIG, http_host: str = _H
                                       help="keep fills, orders and candles in the history store (SQL)"),
          log_format: str = _LOG) -> None:
     """Run a node: journal, snapshots and recovery in --data-dir, the HTTP API and the ZeroMQ gateway."""
+    _single_threaded_blas()  # idle OpenBLAS threads would take CPU from the sequencer (lxdex uses no BLAS)
     from .node.config import ConfigError
     from .node.main import NodeProcess, setup_logging
 
@@ -417,6 +418,7 @@ def demo(data_dir: Path = typer.Option(None, "--data-dir", help="keep the demo's
          rate: float = typer.Option(5.0, help="bot steps per second (each re-quotes every market)"),
          seed: int = typer.Option(7, help="bots' random seed"), log_format: str = typer.Option("text", "--log-format")) -> None:
     """A node with simulated market makers and takers, so that books, trades and candles move."""
+    _single_threaded_blas()
     import tempfile
     import threading
 
