@@ -13,16 +13,13 @@ one node process uses one core for its event loop.
 
 from __future__ import annotations
 
-import selectors
 import shutil
 import signal
-import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
-from .node import _cpu_seconds, _lat, _port, _run_clients
+from .node import _cpu_seconds, _lat, _run_clients, _start, http_closed_loop
 
 ENDPOINTS = [
     ("depth (native, 20 levels)", "/api/v1/markets/BTC-USD/depth?limit=20"),
@@ -42,31 +39,6 @@ def _config(path: Path) -> None:
     ]) + "\n")
 
 
-def _start(data: Path, cfg: Path, log):
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
-    port = _port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lxdex", "node", "--data-dir", str(data), "--config", str(cfg), "--http-port",
-         str(port), "--zmq-port", "0", "--sync", "none"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LXDEX_NO_REEXEC="1", OPENBLAS_NUM_THREADS="1"))
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"node exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("node did not become healthy")
-
-
 def _fill_book(port: int, levels: int, trades: int) -> None:
     import httpx
 
@@ -84,54 +56,7 @@ def _fill_book(port: int, levels: int, trades: int) -> None:
 
 
 def _get_client(port: int, path: str, seconds: float, connections: int, q) -> None:
-    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
-    sel = selectors.DefaultSelector()
-    socks = []
-    for _ in range(connections):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
-        socks.append(s)
-    state: dict = {}
-    lat: list[int] = []
-    errors = 0
-    t0 = time.perf_counter()
-    t_end = t0 + seconds
-
-    def send(s):
-        s.sendall(request)
-        state[s] = [time.perf_counter_ns(), b""]
-
-    for s in socks:
-        send(s)
-        sel.register(s, selectors.EVENT_READ)
-    open_socks = len(socks)
-    while open_socks:
-        for key, _ in sel.select(timeout=30):
-            s = key.fileobj
-            st = state[s]
-            st[1] += s.recv(1 << 20)
-            buf = st[1]
-            head_end = buf.find(b"\r\n\r\n")
-            if head_end < 0:
-                continue
-            head = buf[:head_end].lower()
-            i = head.find(b"content-length:")
-            j = head.find(b"\r\n", i)
-            n = int(head[i + 15:j if j > 0 else None])
-            if len(buf) < head_end + 4 + n:
-                continue
-            lat.append(time.perf_counter_ns() - st[0])
-            if not buf.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            if time.perf_counter() < t_end:
-                send(s)
-            else:
-                sel.unregister(s)
-                s.close()
-                open_socks -= 1
-    q.put({"requests": len(lat), "errors": errors, "seconds": time.perf_counter() - t0, "lat_ns": lat,
-           "reply_bytes": n})
+    q.put(http_closed_loop(port, [f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()], seconds, connections))
 
 
 def run(seconds: float = 5.0, connections: int = 16, levels: int = 200, trades: int = 200,
@@ -140,7 +65,7 @@ def run(seconds: float = 5.0, connections: int = 16, levels: int = 200, trades: 
     cfg = root / "node.toml"
     _config(cfg)
     log = open(root / "node.log", "ab")
-    proc, port = _start(root / "data", cfg, log)
+    proc, port, _ = _start(root / "data", cfg, "none", log, zmq=False)
     try:
         progress(f"node up on port {port}; {levels} levels a side and {trades} trades on BTC-USD")
         _fill_book(port, levels, trades)

@@ -48,8 +48,11 @@ def _config(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _start(data: Path, cfg: Path, sync: str, log, history: bool = True) -> tuple[subprocess.Popen, int, int]:
-    http, zmq_port, pub = _port(), _port(), _port()
+def _start(data: Path, cfg: Path, sync: str, log, history: bool = True,
+           zmq: bool = True) -> tuple[subprocess.Popen, int, int | None]:
+    """Starts `lxdex node` on free loopback ports and waits for /health:
+    `(process, http port, zmq port or None)`."""
+    http, zmq_port, pub = _port(), (_port() if zmq else 0), _port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "lxdex", "node", "--data-dir", str(data), "--config", str(cfg), "--http-port",
          str(http), "--zmq-port", str(zmq_port), "--pub-port", str(pub), "--sync", sync,
@@ -63,7 +66,7 @@ def _start(data: Path, cfg: Path, sync: str, log, history: bool = True) -> tuple
             raise RuntimeError(f"node exited with {proc.returncode}")
         try:
             if httpx.get(f"http://127.0.0.1:{http}/health", timeout=1).status_code == 200:
-                return proc, http, zmq_port
+                return proc, http, (zmq_port if zmq else None)
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
@@ -145,20 +148,12 @@ def _zmq_client(endpoint: str, seconds: float, rows: int, window: int, seed: int
 
 
 # -- HTTP client process -----------------------------------------------------------------
-def _http_client(port: int, seconds: float, connections: int, seed: int, q) -> None:
+def http_closed_loop(port: int, requests: list[bytes], seconds: float, connections: int) -> dict:
+    """`connections` keep-alive connections to 127.0.0.1:`port`, one request
+    in flight on each (taken in turn from `requests`, whole HTTP/1.1
+    requests), for `seconds`; each timed from send to the complete reply."""
     import selectors
 
-    rng = random.Random(seed)
-    bodies = []
-    for i in range(512):
-        side = rng.randrange(2)
-        mid = 50_000
-        off = rng.randint(-5, 30)
-        price = mid - off if side == 0 else mid + off
-        body = json.dumps({"symbol": "BTC-USD", "side": side, "price": price, "size": rng.randint(1, 20) / 1000,
-                           "account": rng.randrange(ACCOUNTS)}).encode()
-        bodies.append(b"POST /order HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     sel = selectors.DefaultSelector()
     socks = []
     for _ in range(connections):
@@ -168,15 +163,14 @@ def _http_client(port: int, seconds: float, connections: int, seed: int, q) -> N
         socks.append(s)
     state = {}
     lat: list[int] = []
-    errors = 0
-    k = 0
+    errors = n = k = 0
     t0 = time.perf_counter()
     t_end = t0 + seconds
 
     def send(s):
         nonlocal k
         k += 1
-        s.sendall(bodies[k % len(bodies)])
+        s.sendall(requests[k % len(requests)])
         state[s] = [time.perf_counter_ns(), b""]
 
     for s in socks:
@@ -187,14 +181,15 @@ def _http_client(port: int, seconds: float, connections: int, seed: int, q) -> N
         for key, _ in sel.select(timeout=30):
             s = key.fileobj
             st = state[s]
-            st[1] += s.recv(65536)
+            st[1] += s.recv(1 << 20)
             buf = st[1]
             head_end = buf.find(b"\r\n\r\n")
             if head_end < 0:
                 continue
             head = buf[:head_end].lower()
             i = head.find(b"content-length:")
-            n = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+            j = head.find(b"\r\n", i)
+            n = int(head[i + 15:j if j > 0 else None])
             if len(buf) < head_end + 4 + n:
                 continue
             lat.append(time.perf_counter_ns() - st[0])
@@ -206,7 +201,23 @@ def _http_client(port: int, seconds: float, connections: int, seed: int, q) -> N
                 sel.unregister(s)
                 s.close()
                 open_socks -= 1
-    q.put({"requests": len(lat), "errors": errors, "seconds": time.perf_counter() - t0, "lat_ns": lat})
+    return {"requests": len(lat), "errors": errors, "seconds": time.perf_counter() - t0, "lat_ns": lat,
+            "reply_bytes": n}
+
+
+def _http_client(port: int, seconds: float, connections: int, seed: int, q) -> None:
+    rng = random.Random(seed)
+    requests = []
+    for i in range(512):
+        side = rng.randrange(2)
+        mid = 50_000
+        off = rng.randint(-5, 30)
+        price = mid - off if side == 0 else mid + off
+        body = json.dumps({"symbol": "BTC-USD", "side": side, "price": price, "size": rng.randint(1, 20) / 1000,
+                           "account": rng.randrange(ACCOUNTS)}).encode()
+        requests.append(b"POST /order HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    q.put(http_closed_loop(port, requests, seconds, connections))
 
 
 def _cpu_seconds(pid: int) -> float:
