@@ -45,7 +45,7 @@ from starlette.routing import Mount, Route
 from .. import commands as C
 from ..accounts import AccountError, AuthError, AuthFailure, generate_key_material
 from ..enums import EventKind, Reason
-from .http import JSON, _LoopSink, _num, _order_reply
+from .http import JSON, _LoopSink, _num, _order_reply, msgspec_field
 from .server import Node, NodeStopped
 
 log = logging.getLogger("lxdex.node.api")
@@ -414,12 +414,7 @@ class _Req:
 
 def _invalid(e: Exception, code: str) -> ApiError:
     msg = str(e)
-    field = None
-    if "`$." in msg:
-        field = msg.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0]
-    elif ("unknown field" in msg or "missing required field" in msg) and "`" in msg:
-        field = msg.split("`")[1]
-    return ApiError(400, code, msg, field)
+    return ApiError(400, code, msg, msgspec_field(msg))
 
 
 Number = int | float | str

@@ -94,16 +94,20 @@ def error(status: int, code: str, message: str, field: str | None = None) -> JSO
     return JSON({"error": body}, status_code=status)
 
 
+def msgspec_field(msg: str) -> str | None:
+    """The request field a msgspec decode error names, if any."""
+    if "`$." in msg:
+        return msg.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0]
+    if ("unknown field" in msg or "missing required field" in msg) and "`" in msg:
+        return msg.split("`")[1]
+    return None
+
+
 def _validation_error(e: msgspec.ValidationError | msgspec.DecodeError) -> JSON:
     msg = str(e)
-    field = None
-    if "`$." in msg:
-        field = msg.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0]
-    elif ("unknown field" in msg or "missing required field" in msg) and "`" in msg:
-        field = msg.split("`")[1]
     # (msgspec.ValidationError is a DecodeError too: a well-formed JSON of the wrong shape)
     code = "INVALID_REQUEST" if isinstance(e, msgspec.ValidationError) else "INVALID_JSON"
-    return error(400, code, msg, field)
+    return error(400, code, msg, msgspec_field(msg))
 
 
 def _outcome_error(out) -> JSON:
