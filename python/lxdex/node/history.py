@@ -697,6 +697,16 @@ class HistoryStore:
         if start_ts is not None and end_ts is not None and start_ts > end_ts:
             raise ValueError(f"start_ts: {start_ts} is after end_ts {end_ts}")
 
+    def _filters(self, market, start_ts, end_ts, from_id, ts_col: str, id_col: str) -> tuple[list, list]:
+        """The WHERE conditions and parameters of a paginated history query."""
+        where, params = [], []
+        for cond, value in (("market = ?", None if market is None else self._market_id(market)),
+                            (f"{ts_col} >= ?", start_ts), (f"{ts_col} <= ?", end_ts), (f"{id_col} >= ?", from_id)):
+            if value is not None:
+                where.append(cond)
+                params.append(value)
+        return where, params
+
     def fills(self, account: int, market: str | None = None, start_ts: int | None = None,
               end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
         """The account's fills, oldest first: from `from_id` (a fill id) or
@@ -705,19 +715,7 @@ class HistoryStore:
         the market's quote asset (negative: a rebate), None where the store
         cannot know it (docs/history.md)."""
         self._check(account, start_ts, end_ts, from_id, limit)
-        where, params = [], []
-        if market is not None:
-            where.append("market = ?")
-            params.append(self._market_id(market))
-        if start_ts is not None:
-            where.append("ts >= ?")
-            params.append(start_ts)
-        if end_ts is not None:
-            where.append("ts <= ?")
-            params.append(end_ts)
-        if from_id is not None:
-            where.append("id >= ?")
-            params.append(from_id)
+        where, params = self._filters(market, start_ts, end_ts, from_id, "ts", "id")
         forward = from_id is not None or start_ts is not None
         order = "ASC" if forward else "DESC"
         cond = "".join(f" AND {w}" for w in where)
@@ -792,19 +790,8 @@ class HistoryStore:
         order id) or `start_ts` (creation time) onward, else the most recent
         `limit`."""
         self._check(account, start_ts, end_ts, from_id, limit)
-        where, params = ["account = ?"], [account]
-        if market is not None:
-            where.append("market = ?")
-            params.append(self._market_id(market))
-        if start_ts is not None:
-            where.append("created_ts >= ?")
-            params.append(start_ts)
-        if end_ts is not None:
-            where.append("created_ts <= ?")
-            params.append(end_ts)
-        if from_id is not None:
-            where.append("order_id >= ?")
-            params.append(from_id)
+        where, params = self._filters(market, start_ts, end_ts, from_id, "created_ts", "order_id")
+        where, params = ["account = ?", *where], [account, *params]
         forward = from_id is not None or start_ts is not None
         rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
                            f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
