@@ -53,6 +53,9 @@ def test_every_command_round_trips_through_msgpack_and_json():
         C.CancelPriceAlert(user_id=0, alert_id=1), C.MarkRead(user_id=0),
         C.Withdraw(account=0, asset="USD", amount="1"), C.Transfer(from_account=0, to_account=1, asset="USD", amount="1"),
         C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="10", tif="gtd", expire_ts=5),
+        C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="10", client_id="my-order.1:a/b"),
+        C.CancelReplace(order_id=1, new=C.PlaceOrder(account=0, market="BTC-USD", side="sell", qty="1", price="9",
+                                                     client_id="x"), allow_failure=True, ts=7),
         C.CancelOrder(account=0, order_id=1), C.AmendOrder(account=0, order_id=1, qty="0.5"),
         C.CancelAll(account=0), C.ObservePrice(market="BTC-USD", price="5"), C.Tick(ts=9),
         C.Records(data=bytes(120)),
@@ -224,9 +227,12 @@ def _random_log(rng: random.Random, n: int) -> list:
                 account=acct, market="BTC-USD", side=rng.choice(["buy", "sell"]),
                 qty=f"{rng.randint(1, 300) / 100:.2f}", price=str(rng.randint(90, 110)),
                 tif=rng.choice(["gtc", "ioc", "gtd"]) if r < 0.5 else "gtc",
-                expire_ts=0, ts=ts))
+                expire_ts=0, ts=ts, client_id=rng.choice([None, None, "a", "b", "c"])))
             if cmds[-1].tif == "gtd":
                 cmds[-1] = msgspec.structs.replace(cmds[-1], expire_ts=ts + rng.randint(1, 3_000))
+            if rng.random() < 0.15:
+                cmds[-1] = C.CancelReplace(order_id=rng.randint(1, 60), allow_failure=rng.random() < 0.5,
+                                           new=msgspec.structs.replace(cmds[-1], ts=0), ts=ts)
         elif r < 0.75:
             cmds.append(C.CancelOrder(account=acct, order_id=rng.randint(1, 60), ts=ts))
         elif r < 0.8:
@@ -246,10 +252,24 @@ def _random_log(rng: random.Random, n: int) -> list:
     return cmds
 
 
+def open_client_ids(ex) -> dict:
+    """{order id: (account, client id)} of the open orders with a client id, checked against the core."""
+    live = {o["order_id"] for a in range(ex.core.account_count) for o in ex.open_orders(a)}
+    assert set(ex._cid_of) <= live, "a closed order's client id was kept"
+    assert {v: k for k, v in ex._cid_of.items()} == ex._cid_order
+    return dict(ex._cid_of)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_replay_from_a_snapshot_reaches_the_same_state(seed):
     log = [C.decode(C.encode(c)) for c in _random_log(random.Random(seed), 400)]
     full, outs = run(log)
+    seen_cids = 0
+    check, _ = run(log[:len(SETUP)])
+    for c in log[len(SETUP):]:
+        check.execute(c)
+        seen_cids += bool(open_client_ids(check))
+    assert seen_cids > 20 and any(isinstance(c, C.CancelReplace) and o.ok for c, o in zip(log, outs))
     assert sum(o.ok for o in outs) > 150 and any(e.kind == EventKind.FILL for o in outs for e in o.events)
     again, outs2 = run(log)
     assert again.state_hash() == full.state_hash()
@@ -262,6 +282,7 @@ def test_replay_from_a_snapshot_reaches_the_same_state(seed):
         restored.execute(c)
     assert restored.state_hash() == full.state_hash()
     assert restored.accounts == full.accounts
+    assert open_client_ids(restored) == open_client_ids(full)
 
 
 def test_snapshot_rejects_corruption():
@@ -271,3 +292,95 @@ def test_snapshot_rejects_corruption():
         Exchange.restore(snap[:30], KEY)
     with pytest.raises(ValueError):
         Exchange.restore(b"XXXX" + snap[4:], KEY)
+
+
+# -- client order ids and cancel-replace ------------------------------------------------------------------------
+
+
+def place(account=0, side="buy", qty="1", price="10", **kw):
+    return C.PlaceOrder(account=account, market="BTC-USD", side=side, qty=qty, price=price, **kw)
+
+
+def test_client_ids_are_unique_among_open_orders_and_freed_when_they_close():
+    ex, _ = run(SETUP)
+    first = ex.execute(place(client_id="bot-1"))
+    assert first.ok and ex.order_by_client_id(0, "bot-1") == first.value["order_id"]
+    assert ex.client_order_id(first.value["order_id"]) == "bot-1"
+    before = (core_state(ex), dict(ex._cid_of))
+    dup = ex.execute(place(price="11", client_id="bot-1"))
+    assert dup.error["reason"] == "DUPLICATE_ID" and "client_id" in dup.error["message"]
+    assert (core_state(ex), dict(ex._cid_of)) == before
+    assert ex.open_orders(0)[0]["order_id"] == first.value["order_id"] and len(ex.open_orders(0)) == 1
+    # another account may use the same client id
+    assert ex.execute(place(account=1, side="sell", price="100", client_id="bot-1")).ok
+    # bad client ids are refused naming the field
+    for bad in ("", "x" * 37, "a b", "é", "a\n"):
+        out = ex.execute(place(client_id=bad))
+        assert out.error["reason"] == "INVALID_COMMAND" and out.error["field"] == "client_id", bad
+    # filled by someone else's order: the id is free again (and gone from the state)
+    taker = ex.execute(place(account=1, side="sell", price="10"))
+    assert taker.ok and ex.order_by_client_id(0, "bot-1") is None and first.value["order_id"] not in ex._cid_of
+    assert ex.execute(place(client_id="bot-1")).ok
+    # an order that does not rest (IOC, nothing to match) keeps nothing
+    ioc = ex.execute(place(price="1", tif="ioc", client_id="ioc-1"))
+    assert ioc.ok and ex.order_by_client_id(0, "ioc-1") is None
+
+
+def test_no_client_ids_leave_the_snapshot_as_it_was():
+    """Orders placed without a client id store nothing: the snapshot has no client id entry at all."""
+    ex, _ = run(SETUP + [place(), place(price="11")])
+    assert b"client_ids" not in ex.snapshot()
+    ex.execute(place(price="12", client_id="k"))
+    assert b"client_ids" in ex.snapshot()
+    ex.execute(C.CancelAll(account=0))
+    assert b"client_ids" not in ex.snapshot() and not ex._cid_of and not ex._cid_order
+
+
+def test_client_ids_closed_by_expiry_and_records_batches_are_pruned():
+    ex, _ = run(SETUP)
+    gtd = ex.execute(place(tif="gtd", expire_ts=5_000, client_id="gtd", ts=2_000))
+    rest = ex.execute(place(price="100", qty="0.5", client_id="maker", ts=2_000))
+    assert gtd.ok and rest.ok and len(ex._cid_of) == 2
+    ex.execute(C.Tick(ts=6_000))  # expires the GTD order
+    assert ex.order_by_client_id(0, "gtd") is None and list(ex._cid_of) == [rest.value["order_id"]]
+    data = _records([{"kind": CommandKind.SUBMIT, "owner": 1, "market": 0, "side": Side.SELL, "price": 100,
+                      "qty": 50, "tif": TimeInForce.IOC}])
+    assert ex.execute(C.Records(data=data, ts=7_000)).ok
+    assert not ex._cid_of and ex.order_by_client_id(0, "maker") is None
+
+
+def test_cancel_replace_is_one_command():
+    ex, _ = run(SETUP)
+    old = ex.execute(place(client_id="q")).value["order_id"]
+    out = ex.execute(C.CancelReplace(order_id=old, new=place(price="11", client_id="q")))
+    assert out.ok and out.value["cancelled"] and out.value["place_error"] is None
+    new = out.value["order_id"]
+    assert [o["order_id"] for o in ex.open_orders(0)] == [new] and ex.order_by_client_id(0, "q") == new
+    kinds = [(e.kind, e.order_id) for e in out.events]
+    assert kinds[0] == (EventKind.CANCELLED, old) and (EventKind.ACCEPTED, new) in kinds
+    # STOP_ON_FAILURE: an unknown order to cancel stops it; nothing changes
+    before = core_state(ex)
+    out = ex.execute(C.CancelReplace(order_id=999, new=place(price="12")))
+    assert out.error["reason"] == "UNKNOWN_ORDER" and out.error["cancel"]["reason"] == "UNKNOWN_ORDER"
+    assert out.error["place"] is None and core_state(ex) == before
+    # another account's order cannot be cancelled through it
+    out = ex.execute(C.CancelReplace(order_id=new, new=place(account=1, side="sell", price="500")))
+    assert out.error["reason"] == "UNKNOWN_ORDER" and core_state(ex) == before
+    # ALLOW_FAILURE: the new order is placed anyway
+    out = ex.execute(C.CancelReplace(order_id=999, new=place(price="12"), allow_failure=True))
+    assert out.ok and not out.value["cancelled"] and out.value["cancel_error"]["reason"] == "UNKNOWN_ORDER"
+    assert len(ex.open_orders(0)) == 2
+    # both fail: rejected, nothing changed, both errors told
+    before = core_state(ex)
+    out = ex.execute(C.CancelReplace(order_id=999, new=place(qty="0.001"), allow_failure=True))
+    assert out.error["cancel"]["reason"] == "UNKNOWN_ORDER" and out.error["place"]["reason"] == "OFF_LOT_GRID"
+    assert core_state(ex) == before
+    # the cancel done, the new order refused: the cancel stands
+    out = ex.execute(C.CancelReplace(order_id=new, new=place(qty="100000")))
+    assert out.ok and out.value["cancelled"] and out.value["place_error"]["reason"] == "INSUFFICIENT_FUNDS"
+    assert new not in [o["order_id"] for o in ex.open_orders(0)] and ex.order_by_client_id(0, "q") is None
+    # a duplicate client id of another open order fails the placement
+    keep = ex.open_orders(0)[0]["order_id"]
+    ex.execute(place(price="13", client_id="taken"))
+    out = ex.execute(C.CancelReplace(order_id=keep, new=place(price="14", client_id="taken")))
+    assert out.ok and out.value["place_error"]["reason"] == "DUPLICATE_ID"

@@ -155,7 +155,14 @@ class Transfer(Command, tag="transfer"):
 # -- trading -----------------------------------------------------------------------
 
 
-class PlaceOrder(Command, tag="place"):
+class PlaceOrder(Command, tag="place", omit_defaults=True):
+    """An order. `client_id` is the caller's name for it (1 to 36 of
+    [A-Za-z0-9-_.:/]), kept in the exchange state while the order is open:
+    an account cannot have two open orders with the same one
+    (`DUPLICATE_ID`). Fields left at their defaults are left out of the
+    encoding (the journal), so an order without a client id costs nothing
+    for it."""
+
     account: int
     market: str
     side: str
@@ -168,6 +175,7 @@ class PlaceOrder(Command, tag="place"):
     display_qty: str | None = None
     trigger_price: str | None = None
     expire_ts: int = 0
+    client_id: str | None = None
 
 
 class CancelOrder(Command, tag="cancel"):
@@ -180,6 +188,20 @@ class AmendOrder(Command, tag="amend"):
     order_id: int
     price: str | None = None
     qty: str | None = None
+
+
+class CancelReplace(Command, tag="cancel_replace"):
+    """Cancel `order_id`, then place `new`, in one command (one sequence
+    number: nothing comes between them). The account is `new.account`, and
+    the order to cancel must be its and in `new.market`. When the cancel
+    fails, nothing is placed unless `allow_failure`; when the placement
+    fails after the cancel, the cancel stands (Binance's
+    `order/cancelReplace` with `STOP_ON_FAILURE` / `ALLOW_FAILURE`). The
+    new order may take the cancelled order's client id."""
+
+    order_id: int
+    new: PlaceOrder
+    allow_failure: bool = False
 
 
 class CancelAll(Command, tag="cancel_all"):
@@ -211,7 +233,7 @@ class Records(Command, tag="records"):
 AnyCommand = Union[
     AddAsset, AddMarket, SetFeeTiers, SetMarketStatus, CreateAccount, CreateUser, UpdateProfile, SetKyc,
     SetUserStatus, CreateApiKey, RevokeApiKey, AddPriceAlert, CancelPriceAlert, MarkRead, Deposit, Withdraw,
-    Transfer, PlaceOrder, CancelOrder, AmendOrder, CancelAll, ObservePrice, Tick, Records,
+    Transfer, PlaceOrder, CancelOrder, AmendOrder, CancelReplace, CancelAll, ObservePrice, Tick, Records,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

@@ -42,6 +42,14 @@ from .errors import OrderRejected
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,12}$")
 _MARKET = re.compile(r"^[A-Z0-9]{1,12}-[A-Z0-9]{1,12}$")
 _STATUS = {"trading": 0, "halted": 1, "post_only": 2, "closed": 3}
+#: A client order id: Binance's rule (1 to 36 of letters, digits and `-_.:/`).
+CLIENT_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,36}")
+
+
+def check_client_id(client_id: str, field: str = "client_id") -> None:
+    """ValueError naming `field` unless `client_id` is 1 to 36 of [A-Za-z0-9-_.:/]."""
+    if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
+        raise ValueError(f"{field}: {client_id!r} must be 1 to 36 letters, digits or '-', '_', '.', ':', '/'")
 
 
 def _decimal(value: str | int | Decimal, field: str) -> Decimal:
@@ -148,6 +156,11 @@ class Exchange:
         self.accounts = Accounts(self._master_key)
         #: The sequence number of the last command `execute` applied.
         self.last_seq = 0
+        # Client order ids of open orders, both ways: (account, client id) -> order id and order id ->
+        # (account, client id), the same tuple. Only orders placed with a client id are here, and only while
+        # open (`execute` prunes those its events closed); part of the snapshot and the state hash.
+        self._cid_order: dict[tuple[int, str], int] = {}
+        self._cid_of: dict[int, tuple[int, str]] = {}
 
     # -- registry -------------------------------------------------------
     def add_asset(self, symbol: str, decimals: int) -> AssetInfo:
@@ -301,18 +314,62 @@ class Exchange:
         display_qty: str | Decimal | None = None,
         trigger_price: str | Decimal | None = None,
         expire_ts: int = 0,
+        client_id: str | None = None,
     ) -> Placed:
         """Places an order; prices and quantities are decimal strings.
 
         `price` is the limit price, or for market-type orders an optional
         protection price (required for market-type buys that wait for a
-        trigger)."""
+        trigger). `client_id` (1 to 36 of [A-Za-z0-9-_.:/]) is the caller's
+        name for the order, kept while the order is open: a second open order
+        of the account with the same one is rejected (`DUPLICATE_ID`)."""
         m, side, lots, ticks, otype, tif, stp, display, trigger = self._order_args(
             market, side, qty, price, order_type, tif, stp, display_qty, trigger_price)
+        key = None
+        if client_id is not None:
+            check_client_id(client_id)
+            key = (account, client_id)
+            if self.order_by_client_id(account, client_id) is not None:
+                raise OrderRejected(f"client_id: account {account} has an open order with client id {client_id!r}",
+                                    Reason.DUPLICATE_ID)
         order_id, events = self.core.place(
             account, m.id, side, lots, ticks, otype, tif, stp, post_only, display, trigger, False, expire_ts,
         )
+        if key is not None and self.core.order_hold(order_id) is not None:
+            self._cid_order[key] = order_id
+            self._cid_of[order_id] = key
         return Placed(order_id, events)
+
+    def client_order_id(self, order_id: int) -> str | None:
+        """The client id an open order was placed with, or None."""
+        key = self._cid_of.get(order_id)
+        return key[1] if key is not None and self.core.order_hold(order_id) is not None else None
+
+    def order_by_client_id(self, account: int, client_id: str) -> int | None:
+        """The id of the account's open order placed with `client_id`, or None."""
+        oid = self._cid_order.get((account, client_id))
+        return oid if oid is not None and self.core.order_hold(oid) is not None else None
+
+    def _prune_client_ids(self, events) -> None:
+        """Forgets the client ids of the orders that `events` closed."""
+        if isinstance(events, np.ndarray):
+            kind = events["kind"]
+            fill = kind == _FILL
+            ids = np.concatenate([events["order_id"][fill | (kind == _CANCELLED)], events["other_id"][fill]])
+            if not len(ids):
+                return
+            ids = np.unique(ids).tolist()
+        else:
+            ids = [e.order_id if e.kind == EventKind.CANCELLED else e.other_id
+                   for e in events if e.kind == EventKind.CANCELLED or e.kind == EventKind.FILL]
+            ids += [e.order_id for e in events if e.kind == EventKind.FILL]
+        of, hold = self._cid_of, self.core.order_hold
+        for oid in ids:
+            key = of.get(oid)
+            if key is not None and hold(oid) is None:
+                del of[oid]
+                if self._cid_order.get(key) == oid:
+                    del self._cid_order[key]
 
     def _order_args(self, market, side, qty, price, order_type, tif, stp, display_qty, trigger_price) -> tuple:
         """An order's decimal arguments as the core's integers (OrderRejected
@@ -470,22 +527,16 @@ class Exchange:
             if cmd.ts > self.core.now:
                 out.clock_events = self.core.advance_time(cmd.ts)
             value, out.events, out.notices = _HANDLERS[type(cmd)](self, cmd)
-        except OrderRejected as e:
-            out.error = {"reason": Reason(e.reason).name, "message": str(e)}
-        except AccountError as e:
-            out.error = {"reason": "INVALID_COMMAND", "field": e.field, "message": str(e)}
-        except ValueError as e:
-            out.error = {"reason": "INVALID_COMMAND", "message": str(e)}
-            if m := _FIELD_PREFIX.match(str(e)):
-                out.error["field"] = m.group(1)
-        except OverflowError as e:
-            # An id or time that does not fit the core's integer types: raised while converting the arguments,
-            # before the core changed anything. Rejecting it (instead of letting it escape) keeps the
-            # sequencer, and a replay of the journal, alive.
-            out.error = {"reason": "INVALID_COMMAND", "message": f"a number is out of range: {e}"}
+        except _REJECTIONS as e:
+            out.error = _error_of(e)
         else:
             out.value = value
         self.last_seq = seq
+        if self._cid_of:
+            if len(out.clock_events):
+                self._prune_client_ids(out.clock_events)
+            if len(out.events):
+                self._prune_client_ids(out.events)
         if out.clock_events:
             out.notices = self._notices(out.clock_events, cmd) + out.notices
         if len(out.events):
@@ -561,6 +612,10 @@ class Exchange:
             ],
             "last_seq": self.last_seq,
         }
+        hold = self.core.order_hold
+        cids = sorted([oid, acct, cid] for oid, (acct, cid) in self._cid_of.items() if hold(oid) is not None)
+        if cids:  # absent when none: a snapshot without client ids is what it was before they existed
+            registry["client_ids"] = cids
         head = json.dumps(registry, sort_keys=True, separators=(",", ":")).encode()
         users = self.accounts.snapshot()
         core = self.core.snapshot()
@@ -592,6 +647,10 @@ class Exchange:
                 ex._markets[symbol] = m
                 ex._market_by_id.append(m)
             ex.last_seq = int(registry["last_seq"])
+            for oid, acct, cid in registry.get("client_ids", ()):
+                key = (int(acct), str(cid))
+                ex._cid_order[key] = int(oid)
+                ex._cid_of[int(oid)] = key
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"exchange snapshot registry invalid: {e!r}") from None
         if len(ex._market_by_id) != ex.core.market_count:
@@ -610,6 +669,38 @@ class Exchange:
 
 
 _FIELD_PREFIX = re.compile(r"^([a-z_]+): ")
+
+
+class CancelReplaceFailed(OrderRejected):
+    """A `CancelReplace` that changed nothing: `detail` says how each part
+    failed (`{"cancel": error or None, "place": error or None}`)."""
+
+    def __init__(self, message: str, reason: Reason, detail: dict) -> None:
+        super().__init__(message, reason)
+        self.detail = detail
+
+
+_REJECTIONS = (OrderRejected, AccountError, ValueError, OverflowError)
+
+
+def _error_of(e: Exception) -> dict:
+    """A rejected command's `Outcome.error` from what its handler raised."""
+    if isinstance(e, OrderRejected):
+        err = {"reason": Reason(e.reason).name, "message": str(e)}
+        if isinstance(e, CancelReplaceFailed):
+            err.update(e.detail)
+        return err
+    if isinstance(e, AccountError):
+        return {"reason": "INVALID_COMMAND", "field": e.field, "message": str(e)}
+    if isinstance(e, OverflowError):
+        # An id or time that does not fit the core's integer types: raised while converting the arguments,
+        # before the core changed anything. Rejecting it (instead of letting it escape) keeps the
+        # sequencer, and a replay of the journal, alive.
+        return {"reason": "INVALID_COMMAND", "message": f"a number is out of range: {e}"}
+    err = {"reason": "INVALID_COMMAND", "message": str(e)}
+    if m := _FIELD_PREFIX.match(str(e)):
+        err["field"] = m.group(1)
+    return err
 
 _MARKET_TYPES = {OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.TRAILING_STOP}
 
@@ -721,11 +812,53 @@ def _h_transfer(ex: Exchange, c: C.Transfer):
     return None, [], []
 
 
+def _place(ex: Exchange, c: C.PlaceOrder) -> Placed:
+    return ex.place(c.account, c.market, c.side, c.qty, c.price, order_type=c.order_type, tif=c.tif, stp=c.stp,
+                    post_only=c.post_only, display_qty=c.display_qty, trigger_price=c.trigger_price,
+                    expire_ts=c.expire_ts, client_id=c.client_id)
+
+
 def _h_place(ex: Exchange, c: C.PlaceOrder):
-    p = ex.place(c.account, c.market, c.side, c.qty, c.price, order_type=c.order_type, tif=c.tif, stp=c.stp,
-                 post_only=c.post_only, display_qty=c.display_qty, trigger_price=c.trigger_price,
-                 expire_ts=c.expire_ts)
+    p = _place(ex, c)
     return {"order_id": p.order_id}, p.events, []
+
+
+def _h_cancel_replace(ex: Exchange, c: C.CancelReplace):
+    """Cancel `order_id`, then place `new` (Binance's order/cancelReplace).
+    A failed cancel stops it unless `allow_failure`; a failed placement
+    after a done cancel leaves the cancel done. The value says what each
+    part did; when nothing was done the command is rejected, with both
+    parts' errors (`cancel`, `place`) in the error."""
+    if c.new.ts:
+        raise ValueError("new: ts is the command's own; leave the new order's ts 0")
+    account = c.new.account
+    cancel_err = place_err = None
+    events: list = []
+    try:
+        hold = ex.core.order_hold(c.order_id)
+        if hold is None or hold[0] != account:
+            raise OrderRejected(f"order_id: account {account} has no open order {c.order_id}", Reason.UNKNOWN_ORDER)
+        if ex._market_by_id[hold[1]].symbol != c.new.market:
+            raise OrderRejected(f"order_id: order {c.order_id} is not in market {c.new.market}",
+                                Reason.UNKNOWN_ORDER)
+        events = list(ex.cancel(account, c.order_id))
+    except _REJECTIONS as e:
+        cancel_err = _error_of(e)
+        if not c.allow_failure:
+            raise CancelReplaceFailed(f"cancel failed: {e}", e.reason if isinstance(e, OrderRejected)
+                                      else Reason.INVALID_COMMAND, {"cancel": cancel_err, "place": None}) from None
+    order_id = None
+    try:
+        p = _place(ex, c.new)
+        order_id = p.order_id
+        events += p.events
+    except _REJECTIONS as e:
+        place_err = _error_of(e)
+        if cancel_err is not None:
+            raise CancelReplaceFailed(f"cancel failed: {cancel_err['message']}; new order failed: {e}",
+                                      Reason[cancel_err["reason"]], {"cancel": cancel_err, "place": place_err}) from None
+    return {"cancelled": cancel_err is None, "cancel_error": cancel_err, "order_id": order_id,
+            "place_error": place_err}, events, []
 
 
 def _h_cancel(ex: Exchange, c: C.CancelOrder):
@@ -764,6 +897,6 @@ _HANDLERS = {
     C.CreateApiKey: _h_create_key, C.RevokeApiKey: _h_revoke_key, C.AddPriceAlert: _h_add_alert,
     C.CancelPriceAlert: _h_cancel_alert, C.MarkRead: _h_mark_read, C.Deposit: _h_deposit,
     C.Withdraw: _h_withdraw, C.Transfer: _h_transfer, C.PlaceOrder: _h_place, C.CancelOrder: _h_cancel,
-    C.AmendOrder: _h_amend, C.CancelAll: _h_cancel_all, C.ObservePrice: _h_observe, C.Tick: _h_tick,
+    C.AmendOrder: _h_amend, C.CancelAll: _h_cancel_all, C.CancelReplace: _h_cancel_replace, C.ObservePrice: _h_observe, C.Tick: _h_tick,
     C.Records: _h_records,
 }
