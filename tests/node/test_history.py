@@ -376,7 +376,7 @@ def test_sqlite_default_file_and_url(tmp_path):
     assert (tmp_path / "history.sqlite3").exists()
     conn = sqlite3.connect(tmp_path / "history.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()

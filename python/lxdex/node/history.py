@@ -30,6 +30,7 @@ return decimal strings. docs/history.md has the schema and the rules.
 from __future__ import annotations
 
 import calendar
+import itertools
 import json
 import logging
 import os
@@ -55,7 +56,9 @@ from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, O
 
 log = logging.getLogger("lxdex.node.history")
 
-SCHEMA_VERSION = 1
+#: 2: `orders.client_order_id` (a version-1 database is migrated on open: the column is added, NULL for its
+#: orders).
+SCHEMA_VERSION = 2
 DEFAULT_FILE = "history.sqlite3"
 
 #: A writer transaction takes queued batches until it has about this many
@@ -100,14 +103,15 @@ _PARAMS_DTYPE = np.dtype([("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("trigg
 # Order state, as the writer keeps it for the orders a group creates (one row to insert).
 (O_ID, O_ACCOUNT, O_MARKET, O_SIDE, O_TYPE, O_TIF, O_STP, O_FLAGS, O_PRICE, O_TRIGGER, O_DISPLAY, O_EXPIRE, O_QTY,
  O_FILLED, O_QUOTE, O_REMAINING, O_STATUS, O_REASON, O_CREATED_TS, O_UPDATED_TS, O_CREATED_SEQ, O_UPDATED_SEQ,
- O_TRIGGERED_TS) = range(23)
+ O_TRIGGERED_TS, O_CLIENT_ID) = range(24)
 # ... and the change to an order an earlier group created (one UPDATE).
 (D_FILLED, D_QUOTE, D_REMAINING, D_STATUS, D_REASON, D_PRICE, D_QTY_FROM_FILLED, D_TRIGGERED_TS, D_UPDATED_TS,
  D_UPDATED_SEQ) = range(10)
 
 _ORDER_COLUMNS = ("order_id", "account", "market", "side", "order_type", "tif", "stp", "flags", "price",
                   "trigger_price", "display_qty", "expire_ts", "qty", "filled_qty", "filled_quote", "remaining",
-                  "status", "reason", "created_ts", "updated_ts", "created_seq", "updated_seq", "triggered_ts")
+                  "status", "reason", "created_ts", "updated_ts", "created_seq", "updated_seq", "triggered_ts",
+                  "client_order_id")
 _FILL_COLUMNS = ("id", "seq", "ts", "market", "taker_order", "taker_account", "maker_order", "maker_account",
                  "taker_side", "price", "qty", "taker_fee", "maker_fee")
 _CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
@@ -134,7 +138,7 @@ def _schema(big: str) -> list[str]:
         f"display_qty {big} NOT NULL, expire_ts {big} NOT NULL, qty {big} NOT NULL, filled_qty {big} NOT NULL, "
         f"filled_quote {big} NOT NULL, remaining {big} NOT NULL, status TEXT NOT NULL, reason TEXT, "
         f"created_ts {big} NOT NULL, updated_ts {big} NOT NULL, created_seq {big} NOT NULL, "
-        f"updated_seq {big} NOT NULL, triggered_ts {big})",
+        f"updated_seq {big} NOT NULL, triggered_ts {big}, client_order_id TEXT)",
         "CREATE INDEX IF NOT EXISTS orders_account ON orders (account, order_id)",
         f"CREATE TABLE IF NOT EXISTS candles_1m (market INTEGER NOT NULL, start {big} NOT NULL, "
         f"open {big} NOT NULL, high {big} NOT NULL, low {big} NOT NULL, close {big} NOT NULL, "
@@ -285,8 +289,15 @@ def _backend_from_config(cfg: dict) -> _Backend:
     return _SQLite(Path(cfg["path"])) if cfg["kind"] == "sqlite" else _Postgres(cfg["url"])
 
 
+#: Only orders placed with a client order id are in this index (lookups by account and client id).
+_CLIENT_ID_INDEX = ("CREATE INDEX IF NOT EXISTS orders_client ON orders (account, client_order_id) "
+                    "WHERE client_order_id IS NOT NULL")
+
+
 def _init_schema(c, b: _Backend) -> None:
-    """Creates the tables if missing; refuses another schema version."""
+    """Creates the tables if missing; migrates a version-1 database (adds
+    `orders.client_order_id`, in the same transaction); refuses another
+    schema version."""
     b.begin(c)
     try:
         for stmt in _schema(b.big):
@@ -294,9 +305,14 @@ def _init_schema(c, b: _Backend) -> None:
         rows = c.execute("SELECT version FROM schema_version").fetchall()
         if not rows:
             c.execute(b.sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
+        elif rows[0][0] == 1:
+            c.execute("ALTER TABLE orders ADD COLUMN client_order_id TEXT")
+            c.execute(b.sql("UPDATE schema_version SET version = ?"), (SCHEMA_VERSION,))
+            log.info("history database %s migrated from schema version 1 to %d", b.describe(), SCHEMA_VERSION)
         elif rows[0][0] != SCHEMA_VERSION:
             raise RuntimeError(f"history database {b.describe()} has schema version {rows[0][0]}; "
                                f"this lxdex writes version {SCHEMA_VERSION}")
+        c.execute(_CLIENT_ID_INDEX)
         c.execute("COMMIT")
     except BaseException:
         c.execute("ROLLBACK")
@@ -590,9 +606,10 @@ class HistoryStore:
         tuples = _tuples(ev) if len(ev) else ()
         if tuples:
             self._need_markets({t[5] for t in tuples if t[0] == _FILL or t[0] == _ACCEPTED}, out)
-        if tp is C.PlaceOrder:
-            return (seq, ts, False, 2, (cmd.tif, cmd.stp, cmd.post_only, cmd.display_qty, cmd.trigger_price,
-                                        cmd.expire_ts), tuples, clock)
+        if tp is C.PlaceOrder or tp is C.CancelReplace:
+            p = cmd if tp is C.PlaceOrder else cmd.new
+            return (seq, ts, False, 2, (p.tif, p.stp, p.post_only, p.display_qty, p.trigger_price, p.expire_ts,
+                                        p.client_id), tuples, clock)
         if tp is C.AddMarket:
             mid = o.value["market_id"]
             self._need_markets([mid], out)
@@ -750,7 +767,7 @@ class HistoryStore:
 
     def _order_dict(self, r) -> dict:
         (oid, account, mid, side, otype, tif, stp, flags, price, trigger, display, expire, qty, filled, fquote,
-         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts) = r
+         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts, client_id) = r
         m = self._qmarket(mid)
         fquote = int(fquote)
         avg = None
@@ -782,6 +799,8 @@ class HistoryStore:
             d["display_qty"] = _dec(display, m.lot_size)
         if expire:
             d["expire_ts"] = expire
+        if client_id is not None:
+            d["client_order_id"] = client_id
         return d
 
     def orders(self, account: int, market: str | None = None, start_ts: int | None = None,
@@ -804,6 +823,16 @@ class HistoryStore:
         if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 0:
             raise ValueError(f"order_id: {order_id!r} is not a non-negative integer")
         rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = ?", [order_id])
+        return self._order_dict(rows[0]) if rows else None
+
+    def order_by_client_id(self, account: int, client_order_id: str) -> dict | None:
+        """The account's latest order placed with `client_order_id` (open or
+        closed; a client id may be reused once its order closed), or None."""
+        self._check(account, None, None, None, 1)
+        if not isinstance(client_order_id, str) or not client_order_id:
+            raise ValueError(f"client_order_id: {client_order_id!r} is not a client order id")
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE account = ? AND "
+                           "client_order_id = ? ORDER BY order_id DESC LIMIT 1", [account, client_order_id])
         return self._order_dict(rows[0]) if rows else None
 
     def candles(self, market: str, interval: str = "1m", start_ts: int | None = None, end_ts: int | None = None,
@@ -1095,6 +1124,10 @@ class _Writer:
             self._events(g, events, ts, seq, place, None)
             return
         params = [_place_params(place, self._market(e[5], g), e[3]) for e in events if e[0] == _ACCEPTED]
+        if place is not None and place[6] is not None:
+            for e in events:
+                if e[0] == _ACCEPTED:
+                    g.client_ids[e[6]] = place[6]
         self._add_chunk(g, np.array(events, dtype=EVENT_DTYPE), ts, seq,
                         np.array(params, dtype=_PARAMS_DTYPE) if params else None)
 
@@ -1311,7 +1344,8 @@ class _Writer:
                 r_price.tolist(), P["trigger_price"].tolist(), P["display_qty"].tolist(), P["expire_ts"].tolist(),
                 r_qty.tolist(), r_filled.tolist(), r_quote.tolist(), r_rem.tolist(),
                 _STATUS_OF[np.where(r_code == 0, 5, r_code)].tolist(), _REASON_OF[r_reason].tolist(),
-                c_ts.tolist(), r_uts.tolist(), c_seq.tolist(), r_useq.tolist(), _none_if_negative(r_trig)))
+                c_ts.tolist(), r_uts.tolist(), c_seq.tolist(), r_useq.tolist(), _none_if_negative(r_trig),
+                [g.client_ids.get(i) for i in a_id.tolist()] if g.client_ids else itertools.repeat(None)))
             is_new = np.zeros(len(u_oid), bool)
             if len(u_oid):
                 is_new[j[hit]] = True
@@ -1402,7 +1436,8 @@ class _Writer:
                     if market not in markets:
                         market_of(market, g)
                 new_orders[oid] = [oid, owner, market, side, otype, tif, stp, flags, price, trigger, display, expire,
-                                   qty, 0, 0, qty, "new", None, ts, ts, seq, seq, None]
+                                   qty, 0, 0, qty, "new", None, ts, ts, seq, seq, None,
+                                   place[6] if params is None and place is not None else None]
             elif kind == _CANCELLED:
                 status = reason_name = None
                 if rem == 0:
@@ -1481,7 +1516,7 @@ def _place_params(place, m: _Market, otype: int) -> tuple[int, int, int, int, in
     trigger_price, expire_ts)` (the exchange accepted them: they are valid)."""
     if place is None:  # pragma: no cover - only placements are accepted
         return 0, 0, 0, 0, 0, 0
-    tif_s, stp_s, post_only, display_qty, trigger_price, expire_ts = place
+    tif_s, stp_s, post_only, display_qty, trigger_price, expire_ts = place[:6]
     if tif_s is None:
         tif = int(TimeInForce.IOC) if otype in _MARKET_TYPES else int(TimeInForce.GTC)
     else:
@@ -1630,7 +1665,7 @@ class _Group:
 
     __slots__ = ("evs", "ts", "lens", "seqs", "known", "params", "fills", "new_orders", "deltas", "candles",
                  "fill_rows", "order_rows", "delta_rows", "candle_rows", "markets", "new_market_ids", "fee_modes",
-                 "gaps", "last_seq", "now", "next_fill_id")
+                 "gaps", "last_seq", "now", "next_fill_id", "client_ids")
 
     def __init__(self) -> None:
         # Column-wise path: each command's kept events, ts (an int or one per event), seq, which fills'
@@ -1641,6 +1676,8 @@ class _Group:
         self.seqs: list[int] = []
         self.known: list[np.ndarray] = []
         self.params: list[np.ndarray] = []
+        # Client order ids of the orders placed in the group (order id -> client id; most have none).
+        self.client_ids: dict[int, str] = {}
         # Per-event loop (reference) path: its running state.
         self.fills: list[tuple] = []
         self.new_orders: dict[int, list] = {}
