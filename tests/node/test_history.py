@@ -518,6 +518,13 @@ def _flow_run(n: int = 6_000, n_markets: int = 3, n_accounts: int = 60) -> Run:
     r.do(C.CancelAll(account=5))
     r.place(6, "B0-Q", "buy", "5", order_type="market", price="200000")
     r.place(7, "B1-Q", "sell", "5", "1")
+    # Client order ids: one that rests, one replaced (the new order takes it over), one that fills at once.
+    keep = r.place(8, "B2-Q", "buy", "1", "1", client_id="keep-1")
+    old = r.place(9, "B2-Q", "buy", "1", "2", client_id="rep:1")
+    out = r.do(C.CancelReplace(order_id=old, new=C.PlaceOrder(account=9, market="B2-Q", side="buy", qty="2",
+                                                                price="3", client_id="rep:1")))
+    assert out.ok and out.value["cancelled"] and isinstance(keep, int)
+    r.place(10, "B0-Q", "buy", "1", order_type="market", price="200000", client_id="mkt/1")
     return r
 
 
@@ -546,6 +553,7 @@ def test_column_wise_conversion_matches_the_event_loop(tmp_path):
         store.close()
         dumps[name] = _dump(d / "history.sqlite3")
     assert len(dumps["loop"]["fills"]) > 1_000 and len(dumps["loop"]["orders"]) > 3_000
+    assert sorted(row[23] for row in dumps["loop"]["orders"] if row[23]) == ["keep-1", "mkt/1", "rep:1", "rep:1"]
     statuses = {row[16] for row in dumps["loop"]["orders"]}
     assert statuses == {"new", "partially_filled", "filled", "cancelled", "expired"}
     for name in ("vec_big", "vec_small", "vec_mixed"):
@@ -624,3 +632,56 @@ def test_one_writer_per_postgresql_database(pg_server):
     finally:
         first.close()
     HistoryStore.open(url, None, lambda i: ex._market_by_id[i]).close()  # the lock went with the first
+
+
+def test_orders_by_client_order_id(backend):
+    """An order's client id is in its history row, open or closed; the latest order with it is found."""
+    r, ids = scenario()
+    first = r.place(0, "BTC-USD", "buy", "0.1", "40000", client_id="bot.1")
+    assert r.do(C.CancelOrder(account=0, order_id=first)).ok
+    again = r.place(0, "BTC-USD", "buy", "0.1", "40001", client_id="bot.1")  # reusable once closed
+    store = _open(backend, r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        assert store.order(first)["client_order_id"] == "bot.1" and store.order(first)["status"] == "cancelled"
+        assert store.order_by_client_id(0, "bot.1")["order_id"] == again
+        assert store.order_by_client_id(1, "bot.1") is None and store.order_by_client_id(0, "nope") is None
+        assert "client_order_id" not in store.order(ids["s1"])  # none given: no key
+        with pytest.raises(ValueError, match="^client_order_id: "):
+            store.order_by_client_id(0, "")
+    finally:
+        store.close()
+
+
+def test_a_version_1_store_is_migrated(backend):
+    """A store written by the previous schema (no client_order_id) is migrated when opened: its orders keep
+    their rows (client id NULL), new orders get theirs."""
+    from lxdex.node.history import _backend_for
+
+    r, ids = scenario()
+    store = _open(backend, r.ex)
+    store(r.pairs)
+    store.flush()
+    n_orders = len(store.orders(0, limit=5000))
+    store.close()
+    url, data_dir = backend
+    b = _backend_for(url, data_dir)
+    conn = b.connect(writer=False)
+    for stmt in ("DROP INDEX orders_client", "ALTER TABLE orders DROP COLUMN client_order_id",
+                 "UPDATE schema_version SET version = 1"):
+        conn.execute(stmt)
+    conn.close()
+    oid = r.place(0, "BTC-USD", "buy", "0.1", "40000", client_id="after-migration")
+    store = _open(backend, r.ex)
+    try:
+        assert len(store.orders(0, limit=5000)) == n_orders
+        store(r.pairs)
+        store.flush()
+        assert store.order_by_client_id(0, "after-migration")["order_id"] == oid
+        assert all("client_order_id" not in o for o in store.orders(0, limit=5000) if o["order_id"] != oid)
+        conn = b.connect(writer=False)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        conn.close()
+    finally:
+        store.close()
