@@ -45,6 +45,7 @@ from starlette.routing import Mount, Route
 from .. import commands as C
 from ..accounts import AccountError, AuthError, AuthFailure, generate_key_material
 from ..enums import EventKind, Reason
+from ..exchange import check_client_id
 from .http import JSON, _LoopSink, _num, _order_reply, msgspec_field
 from .server import Node, NodeStopped
 
@@ -115,9 +116,6 @@ class ApiContext:
         self._sinks: dict = {}
         self._seen: OrderedDict[str, float] = OrderedDict()  # signatures of state changes, for replay refusal
         self._seen_lock = threading.Lock()
-        #: client order ids -> order ids, per user (in memory only: not in the log; see docs/api.md)
-        self.client_ids: OrderedDict[tuple[int, str], int] = OrderedDict()
-        self.order_client_ids: dict[int, str] = {}
 
     @property
     def history(self):
@@ -274,12 +272,6 @@ class ApiContext:
             raise ApiError(401, "UNAUTHORIZED", "authorization: admin endpoints need Authorization: Bearer "
                            "<admin_token>", "authorization")
 
-    def remember_client_id(self, user: int, client_id: str, order_id: int) -> None:
-        self.client_ids[(user, client_id)] = order_id
-        self.order_client_ids[order_id] = client_id
-        if len(self.client_ids) > 100_000:
-            _, old = self.client_ids.popitem(last=False)
-            self.order_client_ids.pop(old, None)
 
 
 def _too_many(what: str, wait: float) -> ApiError:
@@ -334,6 +326,9 @@ def open_orders_view(ex, account: int, market: str | None = None) -> list[dict]:
         row = {"order_id": o["order_id"], "market": o["market"], "side": o["side"],
                "status": "open" if o["status"] == "resting" else "pending_trigger",
                "price": o["price"], "remaining_qty": o["qty"]}
+        cid = ex.client_order_id(o["order_id"])
+        if cid is not None:
+            row["client_order_id"] = cid
         if o["status"] == "resting":
             row["visible_qty"] = o["visible_qty"]
         else:
@@ -606,21 +601,27 @@ def native_routes(ctx: ApiContext) -> list:
 
     async def post_order(r: _Req):
         o: OrderIn = r.decode(_dec[OrderIn])
-        if o.client_order_id is not None and not (1 <= len(o.client_order_id) <= 36 and o.client_order_id.isascii()
-                                                  and o.client_order_id.replace("-", "").replace("_", "").isalnum()):
-            raise ApiError(400, "INVALID_REQUEST", "client_order_id: 1 to 36 letters, digits, '-' or '_'",
-                           "client_order_id")
+        if o.client_order_id is not None:
+            try:
+                check_client_id(o.client_order_id, "client_order_id")
+            except ValueError as e:
+                raise ApiError(400, "INVALID_REQUEST", str(e), "client_order_id") from None
         ctx.read(market_of, o.market)
         cmd = C.PlaceOrder(account=r.user, market=o.market, side=o.side, qty=_number(o.qty, "qty"),
                            price=_number(o.price, "price"), order_type=o.type, tif=o.tif, stp=o.stp,
                            post_only=o.post_only, display_qty=_number(o.display_qty, "display_qty"),
-                           trigger_price=_number(o.trigger_price, "trigger_price"), expire_ts=o.expire_ts)
-        out = await submit(cmd)
+                           trigger_price=_number(o.trigger_price, "trigger_price"), expire_ts=o.expire_ts,
+                           client_id=o.client_order_id)
+        out = await ctx.run(cmd)
+        if not out.ok:
+            e = outcome_error(out)
+            if e.code == "DUPLICATE_ID":
+                e.field = "client_order_id"
+            raise e
         m = node.exchange._markets[o.market]
         reply = _order_reply(out, m)
         reply["market"] = reply.pop("symbol")
         if o.client_order_id is not None:
-            ctx.remember_client_id(r.user, o.client_order_id, reply["order_id"])
             reply["client_order_id"] = o.client_order_id
         return reply
 

@@ -369,7 +369,7 @@ class Node:
                     n_trades += int((ev["kind"] == EventKind.FILL).sum())
                 n_orders += len(c.data) // 120  # every row is an order command (or a money one)
             else:
-                if isinstance(c, C.PlaceOrder):
+                if isinstance(c, (C.PlaceOrder, C.CancelReplace)):
                     n_orders += 1
                 n_trades += sum(1 for e in o.events if e.kind == EventKind.FILL)
         self.commands += len(cmds)
