@@ -133,7 +133,7 @@ def test_order_types_map(http, trader):
     assert place(side="UP", type="LIMIT", timeInForce="GTC", quantity="1", price="1")["code"] == -1117
     assert place(side="BUY", type="OCO", quantity="1")["code"] == -1116
     assert place(side="BUY", type="LIMIT", quantity="1", price="1")["code"] == -1102  # timeInForce
-    assert place(side="BUY", type="MARKET", quoteOrderQty="10")["code"] == -1128
+    assert place(side="BUY", type="MARKET", quoteOrderQty="10")["code"] == -2010  # not supported
     assert place(side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="1.001")["code"] == -1013
     assert place(side="BUY", type="LIMIT", timeInForce="GTC", quantity="1000", price="100000")["code"] == -2010
     assert place(side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="1", colour="red")["code"] == -1104
@@ -264,3 +264,215 @@ def test_ccxt_binance_client_against_the_node(served_node):
         ex.create_order("BTC/USD", "limit", "buy", 1000, 50000)
     with pytest.raises(ccxt.OrderNotFound):
         ex.cancel_order("987654", "BTC/USD")
+
+
+# -- client order ids, order/test, cancelReplace ------------------------------------------------------------------
+
+
+def order(symbol="BTCUSD", side="BUY", qty="0.1", price="100", **kw):
+    return {"symbol": symbol, "side": side, "type": "LIMIT", "timeInForce": "GTC", "quantity": qty, "price": price,
+            **kw}
+
+
+def test_client_order_ids_are_kept_and_duplicates_refused(http, trader, admin, api_node):
+    o = signed(http, trader, "POST", "/api/v3/order", order(newClientOrderId="grid:1/a.b")).json()
+    assert o["clientOrderId"] == "grid:1/a.b"
+    before = state(api_node, trader.user_id)
+    r = signed(http, trader, "POST", "/api/v3/order", order(price="101", newClientOrderId="grid:1/a.b"))
+    assert (r.status_code, r.json()) == (400, {"code": -2010, "msg": "Duplicate order sent."})
+    after = state(api_node, trader.user_id)
+    assert after[1] == before[1] and after[0] == before[0] + 1  # rejected by the state machine: a seq, no change
+    r = signed(http, trader, "POST", "/api/v3/order", order(newClientOrderId="has space"))
+    assert r.json()["code"] == -1100 and "newClientOrderId" in r.json()["msg"]
+    # another user may use it
+    other = new_user(admin, http)
+    assert signed(http, other, "POST", "/api/v3/order", order(newClientOrderId="grid:1/a.b")).status_code == 200
+    # cancel by client id; then the order is found by it in the history, and the id is free again
+    c = signed(http, trader, "DELETE", "/api/v3/order", {"symbol": "BTCUSD", "origClientOrderId": "grid:1/a.b",
+                                                         "newClientOrderId": "cx-1"}).json()
+    assert (c["orderId"], c["status"], c["origClientOrderId"], c["clientOrderId"]) == (
+        o["orderId"], "CANCELED", "grid:1/a.b", "cx-1")
+    q = signed(http, trader, "GET", "/api/v3/order", {"symbol": "BTCUSD", "origClientOrderId": "grid:1/a.b"}).json()
+    assert (q["orderId"], q["status"], q["clientOrderId"]) == (o["orderId"], "CANCELED", "grid:1/a.b")
+    o2 = signed(http, trader, "POST", "/api/v3/order", order(newClientOrderId="grid:1/a.b")).json()
+    assert o2["orderId"] != o["orderId"]
+    q = signed(http, trader, "GET", "/api/v3/order", {"symbol": "BTCUSD", "origClientOrderId": "grid:1/a.b"}).json()
+    assert q["orderId"] == o2["orderId"] and q["status"] == "NEW"
+    all_ = signed(http, trader, "GET", "/api/v3/allOrders", {"symbol": "BTCUSD"}).json()
+    assert [x["clientOrderId"] for x in all_ if x["orderId"] in (o["orderId"], o2["orderId"])] == ["grid:1/a.b"] * 2
+    assert signed(http, trader, "GET", "/api/v3/order", {"symbol": "BTCUSD", "origClientOrderId": "nope"}
+                  ).json()["code"] == -2013
+    dl = signed(http, trader, "DELETE", "/api/v3/openOrders", {"symbol": "BTCUSD"}).json()
+    assert [x["origClientOrderId"] for x in dl] == ["grid:1/a.b"]
+
+
+def test_client_order_id_survives_a_restart(tmp_path):
+    from starlette.testclient import TestClient
+
+    from lxdex.node.server import Node
+
+    node = make_node(tmp_path / "n")
+    try:
+        with TestClient(build_app(node), client=("127.0.0.1", 50000)) as c:
+            adm = Client("http://testserver", admin_token=ADMIN, http=c)
+            u = new_user(adm, c)
+            open_ = signed(c, u, "POST", "/api/v3/order", order(newClientOrderId="stays-open")).json()
+            closed = signed(c, u, "POST", "/api/v3/order", order(price="99", newClientOrderId="gets-closed")).json()
+            signed(c, u, "DELETE", "/api/v3/order", {"symbol": "BTCUSD", "orderId": closed["orderId"]})
+        with node.lock:
+            h = node.exchange.state_hash()
+            assert node.exchange.order_by_client_id(u.user_id, "stays-open") == open_["orderId"]
+    finally:
+        stop_node(node)
+    node = Node(tmp_path / "n", node.config, sync="none", history=True)
+    node.start()
+    try:
+        with node.lock:
+            assert node.exchange.state_hash() == h  # the journal replay restores the client ids too
+        with TestClient(build_app(node), client=("127.0.0.1", 50000)) as c:
+            q = signed(c, u, "GET", "/api/v3/order", {"symbol": "BTCUSD", "origClientOrderId": "stays-open"}).json()
+            assert (q["orderId"], q["clientOrderId"], q["status"]) == (open_["orderId"], "stays-open", "NEW")
+            q = signed(c, u, "GET", "/api/v3/order", {"symbol": "BTCUSD", "origClientOrderId": "gets-closed"}).json()
+            assert (q["orderId"], q["status"]) == (closed["orderId"], "CANCELED")
+            [oo] = signed(c, u, "GET", "/api/v3/openOrders", {"symbol": "BTCUSD"}).json()
+            assert oo["clientOrderId"] == "stays-open"
+            r = signed(c, u, "POST", "/api/v3/order", order(newClientOrderId="stays-open"))
+            assert r.json()["code"] == -2010
+    finally:
+        stop_node(node)
+
+
+def test_order_test_validates_and_places_nothing(http, trader, api_node):
+    before = state(api_node, trader.user_id)
+    r = signed(http, trader, "POST", "/api/v3/order/test", order())
+    assert (r.status_code, r.json()) == (200, {})
+    rates = signed(http, trader, "POST", "/api/v3/order/test", order(computeCommissionRates="true")).json()
+    assert rates["standardCommissionForOrder"] == {"maker": "-0.00010000", "taker": "0.00050000"}
+    for params, code in ((order(price="1.001"), -1013), (order(side="UP"), -1117), (order(timeInForce="GTD"), -1115),
+                         (order(colour="red"), -1104), (order(computeCommissionRates="yes"), -1130),
+                         (order(symbol="NOPE"), -1121), ({**order(), "quantity": ""}, -1102)):
+        r = signed(http, trader, "POST", "/api/v3/order/test", params)
+        assert r.json()["code"] == code, (params, r.json())
+    assert "'quantity'" in signed(http, trader, "POST", "/api/v3/order/test", {**order(), "quantity": ""}
+                                  ).json()["msg"]
+    r = signed(http, trader, "POST", "/api/v3/order/test", order(), secret="00" * 32)
+    assert r.json()["code"] == -1022
+    assert state(api_node, trader.user_id) == before  # nothing submitted: not even a seq
+
+
+def test_cancel_replace(http, trader, api_node):
+    first = signed(http, trader, "POST", "/api/v3/order", order(newClientOrderId="cr-1")).json()
+    r = signed(http, trader, "POST", "/api/v3/order/cancelReplace", order(
+        price="105", cancelReplaceMode="STOP_ON_FAILURE", cancelOrigClientOrderId="cr-1", newClientOrderId="cr-1",
+        newOrderRespType="RESULT"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["cancelResult"], body["newOrderResult"]) == ("SUCCESS", "SUCCESS")
+    assert body["cancelResponse"]["orderId"] == first["orderId"] and body["cancelResponse"]["status"] == "CANCELED"
+    assert body["cancelResponse"]["origClientOrderId"] == "cr-1"
+    new = body["newOrderResponse"]
+    assert (new["clientOrderId"], new["price"], new["status"]) == ("cr-1", "105.00000000", "NEW")
+    [oo] = [o for o in signed(http, trader, "GET", "/api/v3/openOrders", {"symbol": "BTCUSD"}).json()]
+    assert oo["orderId"] == new["orderId"]
+    # STOP_ON_FAILURE with an unknown order: nothing placed
+    before = state(api_node, trader.user_id)
+    r = signed(http, trader, "POST", "/api/v3/order/cancelReplace", order(
+        cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId=10**12))
+    assert r.status_code == 400 and r.json() == {"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+        "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+        "cancelResponse": {"code": -2011, "msg": "Unknown order sent."}, "newOrderResponse": None}}
+    assert state(api_node, trader.user_id)[1] == before[1]
+    # ALLOW_FAILURE: the new order is placed although the cancel failed
+    r = signed(http, trader, "POST", "/api/v3/order/cancelReplace", order(
+        price="90", cancelReplaceMode="ALLOW_FAILURE", cancelOrigClientOrderId="no-such-order"))
+    d = r.json()
+    assert r.status_code == 409 and d["code"] == -2021 and d["msg"] == "Order cancel-replace partially failed."
+    assert (d["data"]["cancelResult"], d["data"]["newOrderResult"]) == ("FAILURE", "SUCCESS")
+    assert d["data"]["newOrderResponse"]["price"] == "90.00000000"
+    # the cancel done, the new order refused (funds): the cancel stands
+    r = signed(http, trader, "POST", "/api/v3/order/cancelReplace", order(
+        qty="1000", price="100000", cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId=new["orderId"]))
+    d = r.json()
+    assert r.status_code == 409 and d["code"] == -2021
+    assert (d["data"]["cancelResult"], d["data"]["newOrderResult"]) == ("SUCCESS", "FAILURE")
+    assert d["data"]["newOrderResponse"] == {"code": -2010,
+                                             "msg": "Account has insufficient balance for requested action."}
+    assert new["orderId"] not in [o["orderId"] for o in
+                                  signed(http, trader, "GET", "/api/v3/openOrders", {"symbol": "BTCUSD"}).json()]
+    # both fail
+    r = signed(http, trader, "POST", "/api/v3/order/cancelReplace", order(
+        qty="1000", price="100000", cancelReplaceMode="ALLOW_FAILURE", cancelOrderId=new["orderId"]))
+    d = r.json()
+    assert r.status_code == 400 and d["code"] == -2022 and d["data"]["newOrderResult"] == "FAILURE"
+    # bad parameters name the field; a bad signature is refused; nothing changes
+    before = state(api_node, trader.user_id)
+    for params, code, word in (
+            (order(cancelOrderId=1), -1102, "cancelReplaceMode"),
+            (order(cancelReplaceMode="SOMETIMES", cancelOrderId=1), -1130, "cancelReplaceMode"),
+            (order(cancelReplaceMode="STOP_ON_FAILURE"), -1102, "cancelOrderId"),
+            (order(cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId="x"), -1102, "cancelOrderId"),
+            (order(cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId=1, cancelNewClientOrderId="a b"), -1100,
+             "cancelNewClientOrderId"),
+            (order(cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId=1, side="UP"), -1117, "side"),
+            (order(cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId=1, cancelRestrictions="ONLY_NEW"), -1104,
+             "cancelRestrictions")):
+        r = signed(http, trader, "POST", "/api/v3/order/cancelReplace", params)
+        assert r.json()["code"] == code and (code == -1117 or word in r.json()["msg"]), (params, r.json())
+    r = signed(http, trader, "POST", "/api/v3/order/cancelReplace",
+               order(cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId=1), secret="00" * 32)
+    assert r.json()["code"] == -1022
+    assert state(api_node, trader.user_id) == before
+    signed(http, trader, "DELETE", "/api/v3/openOrders", {"symbol": "BTCUSD"})
+
+
+def test_historical_trades_avg_price_and_rolling_tickers(http, trader, admin):
+    other = new_user(admin, http)
+    signed(http, trader, "POST", "/api/v3/order", order(symbol="SOLUSD", side="SELL", qty="3", price="20"))
+    for _ in range(3):
+        signed(http, other, "POST", "/api/v3/order", order(symbol="SOLUSD", qty="1", price="20"))
+    signed(http, trader, "POST", "/api/v3/order", order(symbol="SOLUSD", side="SELL", qty="1", price="30"))
+    signed(http, other, "POST", "/api/v3/order", order(symbol="SOLUSD", qty="1", price="30"))
+    trades = http.get("/api/v3/trades", params={"symbol": "SOLUSD"}).json()
+    assert len(trades) == 4
+    # historicalTrades: an API key (no signature), fromId and limit
+    h = http.get("/api/v3/historicalTrades", params={"symbol": "SOLUSD", "fromId": trades[1]["id"], "limit": 2},
+                 headers={"X-MBX-APIKEY": trader.api_key}).json()
+    assert h == trades[1:3]
+    assert http.get("/api/v3/historicalTrades", params={"symbol": "SOLUSD"},
+                    headers={"X-MBX-APIKEY": trader.api_key}).json() == trades
+    r = http.get("/api/v3/historicalTrades", params={"symbol": "SOLUSD"})
+    assert (r.status_code, r.json()["code"]) == (401, -2014)
+    r = http.get("/api/v3/historicalTrades", params={"symbol": "SOLUSD"}, headers={"X-MBX-APIKEY": "B" * 64})
+    assert (r.status_code, r.json()["code"]) == (401, -2015)
+    for params, code, word in (({"symbol": "SOLUSD", "fromid": 1}, -1104, "fromid"),
+                               ({"symbol": "SOLUSD", "limit": 0}, -1130, "limit"),
+                               ({"symbol": "SOLUSD", "fromId": "x"}, -1102, "fromId")):
+        r = http.get("/api/v3/historicalTrades", params=params, headers={"X-MBX-APIKEY": trader.api_key}).json()
+        assert r["code"] == code and word in r["msg"], r
+    # avgPrice: volume-weighted over 5 minutes
+    a = http.get("/api/v3/avgPrice", params={"symbol": "SOLUSD"}).json()
+    assert a == {"mins": 5, "price": "22.50000000", "closeTime": trades[-1]["time"]}
+    assert http.get("/api/v3/avgPrice", params={"symbol": "SOL"}).json()["code"] == -1121
+    # rolling ticker
+    t = http.get("/api/v3/ticker", params={"symbol": "SOLUSD", "windowSize": "5m"}).json()
+    assert (t["openPrice"], t["lastPrice"], t["highPrice"], t["lowPrice"], t["volume"], t["quoteVolume"]) == (
+        "20.00000000", "30.00000000", "30.00000000", "20.00000000", "4.00000000", "90.00000000")
+    assert (t["count"], t["firstId"], t["lastId"]) == (4, trades[0]["id"], trades[-1]["id"])
+    assert t["priceChange"] == "10.00000000" and t["priceChangePercent"] == "50.000"
+    assert t["weightedAvgPrice"] == "22.50000000" and t["openTime"] % 60_000 == 0
+    mini = http.get("/api/v3/ticker", params={"symbols": '["SOLUSD","ETHUSD"]', "windowSize": "2d",
+                                              "type": "MINI"}).json()
+    assert [m["symbol"] for m in mini] == ["SOLUSD", "ETHUSD"] and "priceChange" not in mini[0]
+    assert mini[0]["count"] == 4 and mini[0]["openTime"] % 3_600_000 == 0
+    for params, code, word in (({"symbol": "SOLUSD", "windowSize": "60m"}, -1130, "windowSize"),
+                               ({"symbol": "SOLUSD", "windowSize": "8d"}, -1130, "windowSize"),
+                               ({"symbol": "SOLUSD", "type": "TINY"}, -1130, "type"),
+                               ({}, -1102, "symbol"), ({"symbol": "SOLUSD", "window": "1m"}, -1104, "window")):
+        r = http.get("/api/v3/ticker", params=params).json()
+        assert r["code"] == code and word in r["msg"], (params, r)
+    # 24 h ticker: MINI and symbols
+    m24 = http.get("/api/v3/ticker/24hr", params={"symbols": '["SOLUSD"]', "type": "MINI"}).json()
+    assert len(m24) == 1 and set(m24[0]) == {"symbol", "openPrice", "highPrice", "lowPrice", "lastPrice", "volume",
+                                             "quoteVolume", "openTime", "closeTime", "firstId", "lastId", "count"}
+    assert http.get("/api/v3/ticker/24hr", params={"symbol": "SOLUSD", "type": "X"}).json()["code"] == -1130
+    signed(http, trader, "DELETE", "/api/v3/openOrders", {"symbol": "SOLUSD"})

@@ -12,7 +12,10 @@ API keys. `docs/api.md` lists what is and is not supported.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import re
 import time
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -23,7 +26,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import commands as C
-from ..enums import EventKind
+from ..accounts import AccountError
+from ..enums import EventKind, Reason
+from ..exchange import CLIENT_ID
 from .api import DEFAULT_RECV_WINDOW, ApiContext, ApiError, cancelled_ids, order_owner
 from .http import JSON
 
@@ -31,9 +36,16 @@ log = logging.getLogger("lxdex.node.binance")
 
 
 class BError(Exception):
-    def __init__(self, code: int, msg: str, status: int = 400, headers: dict | None = None) -> None:
+    """A Binance error reply: `{"code", "msg"}` (and `data` where Binance has one: cancelReplace)."""
+
+    def __init__(self, code: int, msg: str, status: int = 400, headers: dict | None = None,
+                 data: dict | None = None) -> None:
         super().__init__(msg)
-        self.code, self.msg, self.status, self.headers = code, msg, status, headers or {}
+        self.code, self.msg, self.status, self.headers, self.data = code, msg, status, headers or {}, data
+
+
+def _berror_dict(e: BError) -> dict:
+    return {"code": e.code, "msg": e.msg}
 
 
 def _mandatory(name: str) -> BError:
@@ -98,8 +110,9 @@ def routes(ctx: ApiContext) -> list:
 
     def endpoint(fn: Callable[..., Awaitable[Any]], security: str | None = None,
                  allowed: frozenset = frozenset()):
-        """security: None (public), "read" (USER_DATA) or "trade" (TRADE)."""
-        allowed = frozenset(allowed) | (_SIGNED if security else frozenset())
+        """security: None (public), "key" (MARKET_DATA: an API key, no signature), "read" (USER_DATA) or
+        "trade" (TRADE)."""
+        allowed = frozenset(allowed) | (_SIGNED if security not in (None, "key") else frozenset())
 
         async def handler(request: Request) -> Response:
             try:
@@ -115,12 +128,17 @@ def routes(ctx: ApiContext) -> list:
                     raise BError(-1104, f"Not all sent parameters were read; unknown parameter(s): "
                                  f"{', '.join(unknown)}.")
                 user = None
-                if security is not None:
+                if security == "key":
+                    user = _api_key_only(request)
+                elif security is not None:
                     user = _authenticate(request, query, body, params, security)
                     params["_api_key"] = request.headers["x-mbx-apikey"]
                 return JSON(await fn(params, user))
             except BError as e:
-                return JSON({"code": e.code, "msg": e.msg}, status_code=e.status, headers=e.headers or None)
+                body = _berror_dict(e)
+                if e.data is not None:
+                    body["data"] = e.data
+                return JSON(body, status_code=e.status, headers=e.headers or None)
             except Exception:
                 log.exception("%s %s failed", request.method, request.url.path)
                 return JSON({"code": -1000, "msg": "An unknown error occurred while processing the request."},
@@ -170,6 +188,25 @@ def routes(ctx: ApiContext) -> list:
         except ApiError as e:
             raise _from_api_error(e) from None
         return user
+
+    def _api_key_only(request: Request) -> int:
+        """MARKET_DATA security: a valid, unrevoked API key (from an allowed IP); no signature."""
+        api_key = request.headers.get("x-mbx-apikey")
+        if not api_key:
+            raise BError(-2014, "API-key format invalid.", 401)
+        try:
+            with node.lock:
+                info = node.exchange.accounts.api_key(api_key)
+        except AccountError:
+            info = None
+        if info is None or info["revoked_at"] is not None or (
+                info["ip_allow"] and not _ip_allowed(ctx.client_ip(request), info["ip_allow"])):
+            raise BError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        try:
+            ctx.limit_key(api_key)
+        except ApiError as e:
+            raise _from_api_error(e) from None
+        return info["user_id"]
 
     def market_of(symbol: str | None):
         if not symbol:
@@ -228,7 +265,7 @@ def routes(ctx: ApiContext) -> list:
             "quoteAssetPrecision": m.quote.decimals, "baseCommissionPrecision": m.base.decimals,
             "quoteCommissionPrecision": m.quote.decimals, "orderTypes": ORDER_TYPES, "icebergAllowed": True,
             "ocoAllowed": False, "otoAllowed": False, "quoteOrderQtyMarketAllowed": False,
-            "allowTrailingStop": False, "cancelReplaceAllowed": False, "isSpotTradingAllowed": True,
+            "allowTrailingStop": False, "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False, "filters": [
                 {"filterType": "PRICE_FILTER", "minPrice": _fmt(m.tick_size), "maxPrice": "0.00000000",
                  "tickSize": _fmt(m.tick_size)},
@@ -284,9 +321,7 @@ def routes(ctx: ApiContext) -> list:
         limit = int_param(p, "limit", 500, 1, 1000)
         with node.lock:
             ts = node.exchange.trades(m.symbol, limit)
-        return [{"id": t["id"], "price": _fmt(t["price"]), "qty": _fmt(t["qty"]),
-                 "quoteQty": _fmt(t["price"] * t["qty"]), "time": t["ts"],
-                 "isBuyerMaker": t["taker_side"] == "sell", "isBestMatch": True} for t in ts]
+        return [_trade_row(t) for t in ts]
 
     async def agg_trades(p, user):
         # Every trade is its own aggregate here (one taker order, one maker, one price).
@@ -348,6 +383,7 @@ def routes(ctx: ApiContext) -> list:
 
     async def ticker_24hr(p, user):
         ms, one = _ticker_rows(p)
+        mini = ticker_type(p) == "MINI"
         now = int(time.time() * 1000)
         rows = []
         with node.lock:
@@ -374,6 +410,8 @@ def routes(ctx: ApiContext) -> list:
                     "closeTime": now, "firstId": -1, "lastId": last_trades[-1]["id"] if last_trades else -1,
                     "count": t["trades"] if t else 0,
                 })
+        if mini:
+            rows = [{k: r[k] for k in _MINI} for r in rows]
         return rows[0] if one else rows
 
     async def ticker_price(p, user):
@@ -400,8 +438,89 @@ def routes(ctx: ApiContext) -> list:
                              "askPrice": _fmt(asks[0][0] if asks else z), "askQty": _fmt(asks[0][1] if asks else z)})
         return rows[0] if one else rows
 
+    async def historical_trades(p, user):
+        """Older trades by id (MARKET_DATA: an API key). The core keeps each market's last 1,000 trades: a
+        `fromId` before them starts at the oldest kept."""
+        m = market_of(p.get("symbol"))
+        limit = int_param(p, "limit", 500, 1, 1000)
+        from_id = int_param(p, "fromId", None, 0, 2**63 - 1)
+        with node.lock:
+            ts = node.exchange.trades(m.symbol, 1000 if from_id is not None else limit)
+        if from_id is not None:
+            ts = [t for t in ts if t["id"] >= from_id][:limit]
+        return [_trade_row(t) for t in ts]
+
+    async def avg_price(p, user):
+        """The volume-weighted average price of the last 5 minutes (from the core's 1 s candles); with no
+        trade in them, the last trade's price. `closeTime` is the last trade's time."""
+        m = market_of(p.get("symbol"))
+        now = int(time.time() * 1000)
+        with node.lock:
+            ex = node.exchange
+            cs = ex.candles(m.symbol, "1s", now - 300_000, 300)
+            last = ex.trades(m.symbol, 1)
+        vol = sum(c["volume"] for c in cs)
+        if vol:
+            price = sum(c["quote_volume"] for c in cs) / vol
+        else:
+            price = last[-1]["price"] if last else Decimal(0)
+        return {"mins": 5, "price": _fmt(_round_price(price, m)), "closeTime": last[-1]["ts"] if last else 0}
+
+    def ticker_type(p) -> str:
+        t = p.get("type", "FULL")
+        if t not in ("FULL", "MINI"):
+            raise BError(-1130, "Invalid data sent for a parameter: type.")
+        return t
+
+    async def rolling_ticker(p, user):
+        """Rolling window statistics (`windowSize` 1m..59m, 1h..23h, 1d..7d; default 1d) from the core's
+        candles: 1 m candles for windows up to a day (the window starts on a minute), 1 h candles for longer
+        ones (it starts on an hour)."""
+        if "symbol" not in p and "symbols" not in p:
+            raise BError(-1102, "Parameter 'symbol' or 'symbols' must be sent, but both were empty/null!")
+        ms, one = _ticker_rows(p)
+        if len(ms) > 100:
+            raise BError(-1101, "Too many values sent for parameter 'symbols', maximum allowed up to 100.")
+        window = _window(p.get("windowSize", "1d"))
+        if window is None:
+            raise BError(-1130, "Invalid data sent for a parameter: windowSize must be 1m..59m, 1h..23h or "
+                                "1d..7d.")
+        kind = ticker_type(p)
+        now = int(time.time() * 1000)
+        base, interval = (60_000, "1m") if window <= 86_400_000 else (3_600_000, "1h")
+        open_time = (now - window) - (now - window) % base
+        rows = []
+        with node.lock:
+            ex = node.exchange
+            for m in ms:
+                cs = ex.candles(m.symbol, interval, open_time, 1441)
+                last = ex.trades(m.symbol, 1)
+                rows.append(_window_row(m, cs, last, open_time, now, kind))
+        return rows[0] if one else rows
+
+    def _window_row(m, cs: list, last: list, open_time: int, close_time: int, kind: str) -> dict:
+        zero = Decimal(0)
+        n = sum(c["trades"] for c in cs)
+        vol = sum((c["volume"] for c in cs), zero)
+        qvol = sum((c["quote_volume"] for c in cs), zero)
+        o = cs[0]["open"] if cs else zero
+        close = cs[-1]["close"] if cs else zero
+        last_id = last[-1]["id"] if n and last else -1
+        row = {"symbol": m.symbol.replace("-", "")}
+        if kind == "FULL":
+            row |= {"priceChange": _fmt(close - o),
+                    "priceChangePercent": f"{(close - o) * 100 / o if o else zero:.3f}",
+                    "weightedAvgPrice": _fmt(_round_price(qvol / vol, m) if vol else zero)}
+        row |= {"openPrice": _fmt(o), "highPrice": _fmt(max((c["high"] for c in cs), default=zero)),
+                "lowPrice": _fmt(min((c["low"] for c in cs), default=zero)), "lastPrice": _fmt(close),
+                "volume": _fmt(vol), "quoteVolume": _fmt(qvol), "openTime": open_time, "closeTime": close_time,
+                "firstId": last_id - n + 1 if n else -1, "lastId": last_id, "count": n}
+        return row
+
     # -- trading and account (signed) --
-    async def new_order(p, user):
+    def parse_order(p, user) -> tuple:
+        """The new order of a request (`order`, `order/test`, `order/cancelReplace`): `(market, PlaceOrder,
+        Binance type, response type)`; BError naming what is wrong."""
         m = market_of(p.get("symbol"))
         side = p.get("side")
         if not side:
@@ -423,8 +542,9 @@ def routes(ctx: ApiContext) -> list:
         if not limit_like and tif is not None and btype != "LIMIT_MAKER":
             raise BError(-1106, "Parameter 'timeInForce' sent when not required.")
         if "quoteOrderQty" in p:
-            raise BError(-1128, "Combination of optional parameters invalid: quoteOrderQty is not supported; "
-                                "send quantity.")
+            # The matching core has no order sized by a quote amount; estimating one here from the book would
+            # not be what the state machine does. exchangeInfo says so too (quoteOrderQtyMarketAllowed).
+            raise BError(-2010, "Quote order qty market orders are not support for this symbol.")
         qty = dec_param(p, "quantity", required=True)
         price = dec_param(p, "price", required=limit_like or btype == "LIMIT_MAKER")
         if price is not None and not (limit_like or btype == "LIMIT_MAKER"):
@@ -440,30 +560,40 @@ def routes(ctx: ApiContext) -> list:
         resp_type = p.get("newOrderRespType", "FULL" if btype in ("MARKET", "LIMIT") else "ACK")
         if resp_type not in ("ACK", "RESULT", "FULL"):
             raise BError(-1130, "Invalid data sent for a parameter: newOrderRespType.")
-        client_id = p.get("newClientOrderId")
-        if client_id is not None and not (1 <= len(client_id) <= 36 and all(
-                c.isascii() and (c.isalnum() or c in "-_.:/") for c in client_id)):
-            raise _bad_param("newClientOrderId", "legal range is '^[a-zA-Z0-9-_.:/]{1,36}$'")
+        client_id = client_id_param(p, "newClientOrderId")
         cmd = C.PlaceOrder(account=user, market=m.symbol, side=side.lower(), qty=qty, price=price,
                            order_type=otype, tif=tif.lower() if tif else None, stp=_STP[stp], post_only=post_only,
-                           display_qty=iceberg, trigger_price=stop)
+                           display_qty=iceberg, trigger_price=stop, client_id=client_id)
+        return m, cmd, btype, resp_type
+
+    def client_id_param(p: dict, name: str) -> str | None:
+        cid = p.get(name)
+        if cid is not None and not CLIENT_ID.fullmatch(cid):
+            raise _bad_param(name, "legal range is '^[a-zA-Z0-9-_.:/]{1,36}$'")
+        return cid
+
+    async def run(cmd: C.Command):
         try:
-            out = await ctx.run(cmd)
+            return await ctx.run(cmd)
         except ApiError as e:
             raise _from_api_error(e) from None
+
+    async def new_order(p, user):
+        m, cmd, btype, resp_type = parse_order(p, user)
+        out = await run(cmd)
         if not out.ok:
             raise _order_reject(out.error)
-        oid = out.value["order_id"]
-        client_id = client_id or f"lx{oid}"
-        ctx.remember_client_id(user, client_id, oid)
+        return order_result(out.events, out.value["order_id"], m, cmd, btype, resp_type, user)
+
+    def order_result(events, oid: int, m, cmd: C.PlaceOrder, btype: str, resp_type: str, user: int) -> dict:
+        """The reply to a placed order (ACK, RESULT or FULL) from its command's events."""
+        client_id = cmd.client_id or f"lx{oid}"
         now = int(time.time() * 1000)
         ack = {"symbol": m.symbol.replace("-", ""), "orderId": oid, "orderListId": -1, "clientOrderId": client_id,
                "transactTime": now}
-        if resp_type == "ACK":
-            return ack
         filled, quote, fills, status, reason = 0, Decimal(0), [], None, None
         conditional = False
-        for e in out.events:
+        for e in events:
             if e.order_id != oid:
                 continue
             if e.kind == EventKind.FILL:
@@ -475,15 +605,15 @@ def routes(ctx: ApiContext) -> list:
                 if e.remaining == 0:
                     status = "filled"
             elif e.kind == EventKind.CANCELLED:
-                from ..enums import Reason
-
                 status, reason = "cancelled", Reason(e.reason).name.lower()
             elif e.kind == EventKind.ACCEPTED:
-                conditional = otype not in ("limit", "market")
-        if status is None:
-            status = "partially_filled" if filled else "new"
+                conditional = cmd.order_type not in ("limit", "market")
         if btype == "LIMIT_MAKER" and reason == "post_only":  # Binance rejects it rather than expire it
             raise BError(-2010, "Order would immediately match and take.")
+        if resp_type == "ACK":
+            return ack
+        if status is None:
+            status = "partially_filled" if filled else "new"
         if fills:
             with node.lock:
                 mine = [f for f in node.exchange.recent_fills(user) if f["order_id"] == oid]
@@ -492,28 +622,131 @@ def routes(ctx: ApiContext) -> list:
             for f in fills:
                 if f["commission"] is None:
                     f["commission"] = _fmt(0)
-        result = {**ack, "price": _fmt(price or 0), "origQty": _fmt(qty), "executedQty": _fmt(filled * m.lot_size),
-                  "origQuoteOrderQty": _fmt(0), "cummulativeQuoteQty": _fmt(quote),
+        result = {**ack, "price": _fmt(cmd.price or 0), "origQty": _fmt(cmd.qty), "executedQty":
+                  _fmt(filled * m.lot_size), "origQuoteOrderQty": _fmt(0), "cummulativeQuoteQty": _fmt(quote),
                   "status": "NEW" if conditional and not filled and status == "new" else _status(status, reason),
-                  "timeInForce": tif or "GTC", "type": btype, "side": side, "workingTime": now,
-                  "selfTradePreventionMode": stp}
-        if stop is not None:
-            result["stopPrice"] = _fmt(stop)
-        if iceberg is not None:
-            result["icebergQty"] = _fmt(iceberg)
+                  "timeInForce": (cmd.tif or "gtc").upper(), "type": btype, "side": cmd.side.upper(),
+                  "workingTime": now, "selfTradePreventionMode": _OUR_STP[cmd.stp]}
+        if cmd.trigger_price is not None:
+            result["stopPrice"] = _fmt(cmd.trigger_price)
+        if cmd.display_qty is not None:
+            result["icebergQty"] = _fmt(cmd.display_qty)
         if resp_type == "FULL":
             result["fills"] = fills
         return result
 
-    def _order_id(p, user, m) -> int:
-        oid = int_param(p, "orderId", None, 0, 2**63 - 1)
+    async def test_order(p, user):
+        """`order/test`: everything `order` checks before the exchange (and the market's tick and lot grid),
+        without placing anything."""
+        m, cmd, _, _ = parse_order(p, user)
+        rates = p.get("computeCommissionRates", "false")
+        if rates not in ("true", "false"):
+            raise BError(-1130, "Invalid data sent for a parameter: computeCommissionRates.")
+        try:
+            with node.lock:
+                node.exchange._order_args(cmd.market, cmd.side, cmd.qty, cmd.price, cmd.order_type, cmd.tif,
+                                          cmd.stp, cmd.display_qty, cmd.trigger_price)
+        except ValueError as e:  # OrderRejected is one
+            reason = getattr(e, "reason", None)
+            raise _order_reject({"reason": reason.name if reason is not None else "INVALID_COMMAND",
+                                 "message": str(e)}) from None
+        if rates == "false":
+            return {}
+        bps = Decimal("0.0001")
+        zero = _fmt(0)
+        return {"standardCommissionForOrder": {"maker": _fmt(m.maker_bps * bps), "taker": _fmt(m.taker_bps * bps)},
+                "specialCommissionForOrder": {"maker": zero, "taker": zero},
+                "taxCommissionForOrder": {"maker": zero, "taker": zero},
+                "discount": {"enabledForAccount": False, "enabledForSymbol": False, "discountAsset": "",
+                             "discount": zero}}
+
+    async def cancel_replace(p, user):
+        """`order/cancelReplace`: one `CancelReplace` command (the cancel and the new order take one sequence
+        number; nothing can come between them)."""
+        mode = p.get("cancelReplaceMode")
+        if not mode:
+            raise _mandatory("cancelReplaceMode")
+        if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
+            raise BError(-1130, "Invalid data sent for a parameter: cancelReplaceMode.")
+        m, cmd, btype, resp_type = parse_order(p, user)
+        cancel_new_cid = client_id_param(p, "cancelNewClientOrderId")
+        client_id_param(p, "cancelOrigClientOrderId")
+        cancel_oid = await _order_id(p, user, m, "cancelOrderId", "cancelOrigClientOrderId", missing=0)
+        orig_cid = _open_client_id(cancel_oid)
+        out = await run(C.CancelReplace(order_id=cancel_oid, new=cmd, allow_failure=mode == "ALLOW_FAILURE"))
+        unknown = {"code": -2011, "msg": "Unknown order sent."}
+        if not out.ok:  # nothing was done
+            err = out.error
+            place = err.get("place")
+            return _cancel_replace_failed(-2022, "Order cancel-replace failed.", 400, {
+                "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED" if place is None else "FAILURE",
+                "cancelResponse": unknown,
+                "newOrderResponse": None if place is None else _berror_dict(_order_reject(place))})
+        v = out.value
+        cancel_resp = unknown
+        if v["cancelled"]:
+            cancel_resp = await _cancel_response(cancel_oid, m, orig_cid, cancel_new_cid)
+        new_resp, new_ok = None, False
+        if v["place_error"] is not None:
+            new_resp = _berror_dict(_order_reject(v["place_error"]))
+        else:
+            try:
+                new_resp = order_result(out.events, v["order_id"], m, cmd, btype, resp_type, user)
+                new_ok = True
+            except BError as e:  # a LIMIT_MAKER that would take: placed and at once expired
+                new_resp = _berror_dict(e)
+        data = {"cancelResult": "SUCCESS" if v["cancelled"] else "FAILURE",
+                "newOrderResult": "SUCCESS" if new_ok else "FAILURE",
+                "cancelResponse": cancel_resp, "newOrderResponse": new_resp}
+        if v["cancelled"] and new_ok:
+            return data
+        return _cancel_replace_failed(-2021, "Order cancel-replace partially failed.", 409, data)
+
+    def _cancel_replace_failed(code: int, msg: str, status: int, data: dict):
+        raise BError(code, msg, status, data=data)
+
+    def _open_client_id(oid: int) -> str | None:
+        with node.lock:
+            return node.exchange.client_order_id(oid)
+
+    async def _cancel_response(oid: int, m, orig_cid: str | None, new_cid: str | None) -> dict:
+        """The reply to a done cancel (`DELETE order`, and the cancel of `order/cancelReplace`)."""
+        now = int(time.time() * 1000)
+        if ctx.history is not None:
+            o = await _history(lambda s: s.order(oid))
+            if o is not None:
+                row = _order_row(o, m)
+                row["origClientOrderId"] = row["clientOrderId"]
+                row["clientOrderId"] = new_cid or row["clientOrderId"]
+                row["transactTime"] = now
+                return row
+        orig = orig_cid or f"lx{oid}"
+        return {"symbol": m.symbol.replace("-", ""), "orderId": oid, "orderListId": -1, "status": "CANCELED",
+                "origClientOrderId": orig, "clientOrderId": new_cid or orig, "transactTime": now}
+
+    async def _order_id(p, user, m, id_name: str = "orderId", cid_name: str = "origClientOrderId",
+                        missing: int | None = None) -> int:
+        """The order a request names by id or by client order id: an open one of the user with that client id,
+        else the latest in the history with it, else `lx<orderId>` (the id given to orders placed without one).
+        An unknown client id is -2013, or `missing` when given."""
+        oid = int_param(p, id_name, None, 0, 2**63 - 1)
+        if oid is not None:
+            return oid
+        cid = p.get(cid_name)
+        if not cid:
+            raise BError(-1102, f"Param '{cid_name}' or '{id_name}' must be sent, but both were empty/null!")
+        with node.lock:
+            oid = node.exchange.order_by_client_id(user, cid)
+        if oid is None and ctx.history is not None:
+            o = await _history(lambda s: s.order_by_client_id(user, cid))
+            if o is not None and o["market"] == m.symbol:
+                oid = o["order_id"]
+        if oid is None and cid.startswith("lx") and cid[2:].isdigit() and len(cid) <= 21:
+            oid = int(cid[2:])
         if oid is None:
-            cid = p.get("origClientOrderId")
-            if not cid:
-                raise BError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
-            oid = ctx.client_ids.get((user, cid))
-            if oid is None:
-                raise BError(-2013, "Order does not exist.")
+            if missing is not None:
+                return missing
+            raise BError(-2013, "Order does not exist.")
         return oid
 
     def _order_row(o: dict, m) -> dict:
@@ -522,7 +755,7 @@ def routes(ctx: ApiContext) -> list:
         btype = _OUR_TYPES.get(o["type"], "LIMIT")
         if btype == "LIMIT" and o.get("post_only"):
             btype = "LIMIT_MAKER"
-        cid = ctx.order_client_ids.get(o["order_id"], f"lx{o['order_id']}")
+        cid = o.get("client_order_id") or f"lx{o['order_id']}"
         status = _status(o["status"], o.get("reason"))
         if o["status"] == "new" and o.get("trigger_price") and "triggered_ts" not in o:
             status = "NEW"
@@ -540,7 +773,7 @@ def routes(ctx: ApiContext) -> list:
 
     def _live_row(o: dict, m, user: int) -> dict:
         """An open order as the core knows it (when the history has no row for it)."""
-        cid = ctx.order_client_ids.get(o["order_id"], f"lx{o['order_id']}")
+        cid = o.get("client_order_id") or f"lx{o['order_id']}"
         return {"symbol": m.symbol.replace("-", ""), "orderId": o["order_id"], "orderListId": -1,
                 "clientOrderId": cid, "price": _fmt(o["price"]), "origQty": _fmt(o["remaining_qty"]),
                 "executedQty": _fmt(0), "cummulativeQuoteQty": _fmt(0), "status": "NEW", "timeInForce": "GTC",
@@ -557,7 +790,7 @@ def routes(ctx: ApiContext) -> list:
 
     async def query_order(p, user):
         m = market_of(p.get("symbol"))
-        oid = _order_id(p, user, m)
+        oid = await _order_id(p, user, m)
         if ctx.history is not None:
             o = await _history(lambda s: s.order(oid))
             if o is not None and o["account"] == user and o["market"] == m.symbol:
@@ -572,39 +805,31 @@ def routes(ctx: ApiContext) -> list:
 
     async def cancel_order(p, user):
         m = market_of(p.get("symbol"))
-        oid = _order_id(p, user, m)
+        new_cid = client_id_param(p, "newClientOrderId")
+        oid = await _order_id(p, user, m)
         with node.lock:
             hold = node.exchange.core.order_hold(oid)
+            orig_cid = node.exchange.client_order_id(oid)
         if hold is None or hold[0] != user or hold[1] != m.id:
             raise BError(-2011, "Unknown order sent.")
-        try:
-            out = await ctx.run(C.CancelOrder(account=user, order_id=oid))
-        except ApiError as e:
-            raise _from_api_error(e) from None
+        out = await run(C.CancelOrder(account=user, order_id=oid))
         if not out.ok:
             raise BError(-2011, "Unknown order sent.")
-        if ctx.history is not None:
-            o = await _history(lambda s: s.order(oid))
-            if o is not None:
-                row = _order_row(o, m)
-                row["origClientOrderId"] = row["clientOrderId"]
-                row["transactTime"] = int(time.time() * 1000)
-                return row
-        return {"symbol": m.symbol.replace("-", ""), "orderId": oid, "orderListId": -1, "status": "CANCELED",
-                "origClientOrderId": ctx.order_client_ids.get(oid, f"lx{oid}"),
-                "clientOrderId": ctx.order_client_ids.get(oid, f"lx{oid}"), "transactTime": int(time.time() * 1000)}
+        return await _cancel_response(oid, m, orig_cid, new_cid)
 
     async def cancel_open_orders(p, user):
         m = market_of(p.get("symbol"))
-        try:
-            out = await ctx.run(C.CancelAll(account=user, market=m.symbol))
-        except ApiError as e:
-            raise _from_api_error(e) from None
+        with node.lock:  # their client ids: the exchange forgets them as they are cancelled
+            ex = node.exchange
+            cids = {o["order_id"]: ex.client_order_id(o["order_id"]) for o in ex.open_orders(user)
+                    if o["market"] == m.symbol}
+        out = await run(C.CancelAll(account=user, market=m.symbol))
         if not out.ok:
             raise BError(-2011, "Unknown order sent.")
         ids = cancelled_ids(out.events)
         return [{"symbol": m.symbol.replace("-", ""), "orderId": i, "orderListId": -1, "status": "CANCELED",
-                 "origClientOrderId": f"lx{i}", "clientOrderId": f"lx{i}"} for i in ids]
+                 "origClientOrderId": cids.get(i) or f"lx{i}", "clientOrderId": cids.get(i) or f"lx{i}"}
+                for i in ids]
 
     async def open_orders(p, user):
         from .api import open_orders_view
@@ -692,10 +917,17 @@ def routes(ctx: ApiContext) -> list:
               methods=["GET"]),
         Route("/klines", E(klines, None, S({"symbol", "interval", "startTime", "endTime", "limit", "timeZone"})),
               methods=["GET"]),
+        Route("/historicalTrades", E(historical_trades, "key", S({"symbol", "limit", "fromId"})), methods=["GET"]),
+        Route("/avgPrice", E(avg_price, None, S({"symbol"})), methods=["GET"]),
+        Route("/ticker", E(rolling_ticker, None, S({"symbol", "symbols", "windowSize", "type"})), methods=["GET"]),
         Route("/ticker/24hr", E(ticker_24hr, None, S({"symbol", "symbols", "type"})), methods=["GET"]),
         Route("/ticker/price", E(ticker_price, None, S({"symbol", "symbols"})), methods=["GET"]),
         Route("/ticker/bookTicker", E(book_ticker, None, S({"symbol", "symbols"})), methods=["GET"]),
         Route("/order", E(new_order, "trade", order_params), methods=["POST"]),
+        Route("/order/test", E(test_order, "trade", order_params | {"computeCommissionRates"}), methods=["POST"]),
+        Route("/order/cancelReplace", E(cancel_replace, "trade", order_params | {
+            "cancelReplaceMode", "cancelOrderId", "cancelOrigClientOrderId", "cancelNewClientOrderId"}),
+            methods=["POST"]),
         Route("/order", E(query_order, "read", query_params), methods=["GET"]),
         Route("/order", E(cancel_order, "trade", cancel_params), methods=["DELETE"]),
         Route("/openOrders", E(open_orders, "read", S({"symbol"})), methods=["GET"]),
@@ -706,6 +938,41 @@ def routes(ctx: ApiContext) -> list:
         Route("/myTrades", E(my_trades, "read", S({"symbol", "orderId", "startTime", "endTime", "fromId", "limit"})),
               methods=["GET"]),
     ]
+
+
+def _trade_row(t: dict) -> dict:
+    return {"id": t["id"], "price": _fmt(t["price"]), "qty": _fmt(t["qty"]), "quoteQty": _fmt(t["price"] * t["qty"]),
+            "time": t["ts"], "isBuyerMaker": t["taker_side"] == "sell", "isBestMatch": True}
+
+
+def _round_price(d: Decimal, m) -> Decimal:
+    """An average price: to 8 decimals, or the tick's precision when finer."""
+    step = min(m.tick_size, Decimal("0.00000001"))
+    return d.quantize(step)
+
+
+def _ip_allowed(ip: str, allow: list[str]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in allow)
+
+
+def _window(raw: str) -> int | None:
+    """A rolling ticker's windowSize (1m..59m, 1h..23h, 1d..7d) in ms, or None."""
+    m = _WINDOW.fullmatch(raw)
+    if m is None:
+        return None
+    n, unit = int(m.group(1)), m.group(2)
+    top, ms = {"m": (59, 60_000), "h": (23, 3_600_000), "d": (7, 86_400_000)}[unit]
+    return n * ms if 1 <= n <= top else None
+
+
+#: The fields of a `type=MINI` ticker.
+_MINI = ("symbol", "openPrice", "highPrice", "lowPrice", "lastPrice", "volume", "quoteVolume", "openTime", "closeTime",
+         "firstId", "lastId", "count")
+_WINDOW = re.compile(r"([0-9]{1,2})([mhd])")
 
 
 def _strip_signature(raw: bytes) -> bytes:
@@ -742,6 +1009,8 @@ def _order_reject(err: dict) -> BError:
         return BError(-2010, "Market is closed.")
     if reason == "UNKNOWN_MARKET":
         return BError(-1121, "Invalid symbol.")
+    if reason == "DUPLICATE_ID":
+        return BError(-2010, "Duplicate order sent.")
     return BError(-2010, f"New order rejected: {msg}")
 
 
