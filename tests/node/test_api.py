@@ -77,7 +77,10 @@ def test_place_query_amend_cancel(alice, bob):
     oid = o["order_id"]
     [live] = a.open_orders()
     assert live == {"order_id": oid, "market": "BTC-USD", "side": "sell", "status": "open", "price": "50000.00",
-                    "remaining_qty": "1.0000", "visible_qty": "1.0000"}
+                    "remaining_qty": "1.0000", "visible_qty": "1.0000", "client_order_id": "my-1"}
+    e = err(lambda: a.place_order("BTC-USD", "sell", "1", "50001", client_order_id="my-1"))
+    assert (e.status, e.code, e.field) == (400, "DUPLICATE_ID", "client_order_id")
+    assert len(a.open_orders()) == 1
     assert a.open_orders(market="ETH-USD") == []
     fill = bob.client.place_order("BTC-USD", "buy", "0.25", "50000")
     assert fill["status"] == "filled" and fill["fills"] == [{"price": "50000.00", "qty": "0.2500",
@@ -89,7 +92,7 @@ def test_place_query_amend_cancel(alice, bob):
     assert am["status"] == "open" and am["order"]["price"] == "50100.00" and am["order"]["remaining_qty"] == "0.5000"
     c = a.cancel_order(oid)
     assert c["status"] == "cancelled" and a.open_orders() == []
-    assert a.order(oid)["status"] == "cancelled"
+    assert a.order(oid)["status"] == "cancelled" and a.order(oid)["client_order_id"] == "my-1"
     [f] = a.fills()["fills"]
     assert (f["order_id"], f["side"], f["maker"], f["qty"], f["fee"]) == (oid, "sell", True, "0.2500", "-1.250000")
     assert bob.client.fills()["fills"][0]["fee"] == "6.250000"
