@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from lxdex.node.http import build_app
 from lxdex.node.server import Node
 
-from .nodeutil import two_accounts_config
+from .nodeutil import served, two_accounts_config
 
 
 @pytest.fixture
@@ -23,10 +24,17 @@ def node(tmp_path):
     n.stop()
 
 
-@pytest.fixture
-def client(node):
-    with TestClient(build_app(node)) as c:
-        yield c
+@pytest.fixture(params=["asgi", "socket"])
+def client(node, request):
+    """Every test twice: through the ASGI app (Starlette's routes) and over a
+    loopback socket as `lxdex node` serves it (the protocol's fast path)."""
+    app = build_app(node)
+    if request.param == "asgi":
+        with TestClient(app) as c:
+            yield c
+    else:
+        with served(app) as base, httpx.Client(base_url=base) as c:
+            yield c
 
 
 def test_post_order_in_the_original_json(client, node):

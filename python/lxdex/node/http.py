@@ -38,6 +38,7 @@ from starlette.routing import Route
 from .. import commands as C
 from ..enums import EventKind, OrderType, Reason
 from ..errors import OrderRejected
+from .fasthttp import FastRequest, Later, fast_route
 from .metrics import Metrics
 from .server import Node, NodeStopped, Sink
 
@@ -302,13 +303,10 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             return acct
         return 0 if node.config.accounts else None
 
-    async def post_order(request: Request) -> Response:
-        data = await body(request)
-        if isinstance(data, Response):
-            return data
-        return await place_order(data)
-
-    async def place_order(data: bytes) -> Response:
+    def post_order(request: FastRequest):
+        """POST /order on the fast path: decoded and converted to a binary
+        row here; the reply comes once its batch is durable and applied."""
+        data = request.body
         try:
             o = _order_decoder.decode(data)
             side = {0: "buy", 1: "sell"}.get(o.side, o.side) if isinstance(o.side, int) else o.side
@@ -346,12 +344,17 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             if sink is None:
                 sink = sinks[loop] = _LoopSink(loop)
             batch = batches[loop] = _OrderRows(node, sink)
-        out, i = await batch.add(row)
-        if isinstance(out, NodeStopped):
-            return error(503, "UNAVAILABLE", str(out))
-        metrics.http_orders.inc()
-        reply = _row_reply(out, i, ex._markets[o.symbol])  # markets are immutable once added: no lock needed
-        return reply if isinstance(reply, Response) else JSON(reply)
+        market = ex._markets[o.symbol]  # markets are immutable once added: no lock needed
+
+        def reply(res):
+            out, i = res
+            if isinstance(out, NodeStopped):
+                return error(503, "UNAVAILABLE", str(out))
+            metrics.http_orders.inc()
+            r = _row_reply(out, i, market)
+            return r if isinstance(r, Response) else _json.encode(r)
+
+        return Later(batch.add(row), reply)
 
     async def delete_order(request: Request) -> Response:
         data = await body(request)
@@ -402,7 +405,7 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             return error(400, "INVALID_REQUEST", f"{name}: must be an integer in {lo}..{hi}", name)
         return int(raw)
 
-    async def get_book(request: Request) -> Response:
+    def get_book(request: FastRequest):
         depth = _int_param(request, "depth", 20, 1, 1000)
         if isinstance(depth, Response):
             return depth
@@ -412,10 +415,10 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             if symbol not in ex._markets:
                 return error(404, "UNKNOWN_MARKET", f"market: no market {symbol!r}", "symbol")
             update_id, bids, asks = ex.depth_snapshot(symbol, depth)
-        return JSON({"symbol": symbol, "last_update_id": update_id,
-                     "bids": [[p, q] for p, q, _ in bids], "asks": [[p, q] for p, q, _ in asks]})
+        return _json.encode({"symbol": symbol, "last_update_id": update_id,
+                             "bids": [[p, q] for p, q, _ in bids], "asks": [[p, q] for p, q, _ in asks]})
 
-    async def get_trades(request: Request) -> Response:
+    def get_trades(request: FastRequest):
         limit = _int_param(request, "limit", 100, 1, 1000)
         if isinstance(limit, Response):
             return limit
@@ -425,9 +428,9 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             if symbol not in ex._markets:
                 return error(404, "UNKNOWN_MARKET", f"market: no market {symbol!r}", "symbol")
             trades = ex.trades(symbol, limit)
-        return JSON(trades)
+        return _json.encode(trades)
 
-    async def get_orders(request: Request) -> Response:
+    def get_orders(request: FastRequest):
         account = _int_param(request, "account", None, 0, 2**32 - 1)
         if isinstance(account, Response):
             return account
@@ -435,9 +438,9 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             if account >= node.exchange.core.account_count:
                 return error(404, "UNKNOWN_ACCOUNT", f"account: no account {account}", "account")
             orders = node.exchange.open_orders(account)
-        return JSON(orders)
+        return _json.encode(orders)
 
-    async def get_candles(request: Request) -> Response:
+    def get_candles(request: FastRequest):
         limit = _int_param(request, "limit", 100, 1, 1000)
         if isinstance(limit, Response):
             return limit
@@ -450,7 +453,7 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
                 candles = ex.candles(symbol, interval, 0, limit)
             except ValueError as e:
                 return error(400, "INVALID_REQUEST", f"interval: {e}", "interval")
-        return JSON(candles)
+        return _json.encode(candles)
 
     def _history_params(request: Request) -> dict | JSON:
         q = request.query_params
@@ -502,19 +505,19 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             return error(404, "UNKNOWN_ORDER", f"order_id: no order {raw} in the history", "order_id")
         return JSON(row)
 
-    async def get_markets(request: Request) -> Response:
+    def get_markets(request: FastRequest):
         with node.lock:
             ms = [{"symbol": m.symbol, "base": m.base.symbol, "quote": m.quote.symbol, "tick_size": m.tick_size,
                    "lot_size": m.lot_size, "maker_bps": m.maker_bps, "taker_bps": m.taker_bps}
                   for m in node.exchange._market_by_id]
-        return JSON(ms)
+        return _json.encode(ms)
 
-    async def get_stats(request: Request) -> Response:
-        return JSON(node.stats())
+    def get_stats(request: FastRequest):
+        return _json.encode(node.stats())
 
-    async def get_health(request: Request) -> Response:
+    def get_health(request: FastRequest):
         if node.healthy:
-            return JSON({"status": "ok", "seq": node.exchange.last_seq})
+            return b'{"status":"ok","seq":%d}' % node.exchange.last_seq
         return JSON({"status": "unavailable"}, status_code=503)
 
     async def get_metrics(request: Request) -> Response:
@@ -527,19 +530,22 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
     async def bad_method(request: Request, exc) -> Response:
         return error(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}")
 
+    def F(path, fn, methods):
+        return fast_route(path, fn, methods, max_body)
+
     routes = [
-        Route("/order", post_order, methods=["POST"]),
+        F("/order", post_order, ["POST"]),
         Route("/order", delete_order, methods=["DELETE"]),
-        Route("/orders", get_orders, methods=["GET"]),
-        Route("/book/{symbol}", get_book, methods=["GET"]),
-        Route("/trades/{symbol}", get_trades, methods=["GET"]),
-        Route("/markets", get_markets, methods=["GET"]),
-        Route("/candles/{symbol}", get_candles, methods=["GET"]),
+        F("/orders", get_orders, ["GET"]),
+        F("/book/{symbol}", get_book, ["GET"]),
+        F("/trades/{symbol}", get_trades, ["GET"]),
+        F("/markets", get_markets, ["GET"]),
+        F("/candles/{symbol}", get_candles, ["GET"]),
         Route("/history/fills", get_history_fills, methods=["GET"]),
         Route("/history/orders", get_history_orders, methods=["GET"]),
         Route("/history/orders/{order_id}", get_history_order, methods=["GET"]),
-        Route("/stats", get_stats, methods=["GET"]),
-        Route("/health", get_health, methods=["GET"]),
+        F("/stats", get_stats, ["GET"]),
+        F("/health", get_health, ["GET"]),
         Route("/metrics", get_metrics, methods=["GET"]),
         Route("/command", post_command, methods=["POST"]),
         *__import__("lxdex.node.api", fromlist=["api_routes"]).api_routes(node),  # /api/v1, /api/v3, /openapi.json
@@ -548,46 +554,15 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
     ]
     starlette = Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
 
-    async def order_fast_path(scope, receive, send) -> None:
-        """POST /order without the framework's request/response layers
-        (they cost more than the order itself)."""
-        for k, v in scope["headers"]:
-            if k == b"content-length" and (not v.isdigit() or int(v) > max_body):
-                return await _send(send, error(413, "TOO_LARGE", f"request body over {max_body} bytes"))
-        chunks, n = [], 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            b = msg.get("body", b"")
-            n += len(b)
-            if n > max_body:
-                return await _send(send, error(413, "TOO_LARGE", f"request body over {max_body} bytes"))
-            chunks.append(b)
-            if not msg.get("more_body", False):
-                break
-        try:
-            response = await place_order(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        except Exception:
-            log.exception("POST /order failed")
-            response = error(500, "INTERNAL", "internal error (logged)")
-        await _send(send, response)
-
     async def app(scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/order" and scope["method"] == "POST":
-            return await order_fast_path(scope, receive, send)
         if scope["type"] == "websocket":  # the server's own send: ws.py aborts a stalled client through it
             scope["lxdex.server_send"] = send
         return await starlette(scope, receive, send)
 
     app.starlette = starlette  # type: ignore[attr-defined]
     app.ws_hub = ws_hub  # type: ignore[attr-defined]
+    app.max_body = max_body  # type: ignore[attr-defined]
     return app
-
-
-async def _send(send, response: Response) -> None:
-    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
 
 
 def _order_reply(out, m) -> dict:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import Config
+from .fasthttp import protocol_for
 from .http import build_app
 from .metrics import Metrics
 from .server import Node
@@ -55,53 +55,6 @@ def setup_logging(fmt: str = "json", level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-class _CoalescingTransport:
-    """Wraps a connection's transport so that what is written during one
-    event-loop iteration goes out in one `send`: uvicorn writes a response's
-    head and body separately, and on a small VM each socket write is a
-    costly system call (a third of the CPU of POST /order, measured)."""
-
-    __slots__ = ("_t", "_loop", "_buf", "_scheduled")
-
-    def __init__(self, transport, loop) -> None:
-        self._t, self._loop, self._buf, self._scheduled = transport, loop, [], False
-
-    def write(self, data) -> None:
-        self._buf.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def writelines(self, lines) -> None:
-        for data in lines:
-            self.write(data)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        buf = self._buf
-        if buf:
-            data = buf[0] if len(buf) == 1 else b"".join(buf)
-            buf.clear()
-            if not self._t.is_closing():
-                self._t.write(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._t.close()
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._t.write_eof()
-
-    def __getattr__(self, name):
-        return getattr(self._t, name)
-
-
-class _HttpProtocol(HttpToolsProtocol):
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(_CoalescingTransport(transport, self.loop))
-
-
 class _Server(uvicorn.Server):
     """uvicorn's server, except that a SIGTERM/SIGINT only asks it to stop:
     uvicorn re-raises the signal after its shutdown, which would kill the
@@ -119,6 +72,17 @@ class _Server(uvicorn.Server):
             # a second signal during the node's shutdown is logged, not fatal
             for sig in old:
                 signal.signal(sig, lambda s, f: log.warning("signal %d: already shutting down", s))
+
+
+def uvicorn_config(app, host: str, port: int, **kw) -> uvicorn.Config:
+    """How the node serves `app` (from `http.build_app`): uvicorn with the
+    node's HTTP protocol (`fasthttp`: the load-carrying routes without the
+    ASGI layers), no access log, no lifespan, no Server/Date headers."""
+    opts = dict(host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                timeout_graceful_shutdown=5, proxy_headers=False, server_header=False, date_header=False,
+                http=protocol_for(app))
+    opts.update(kw)
+    return uvicorn.Config(app, **opts)
 
 
 @dataclass
@@ -161,10 +125,7 @@ class NodeProcess:
                                           metrics=self.metrics)
                 self.gateway.start()
             app = build_app(node, self.metrics)
-            config = uvicorn.Config(app, host=self.opts.http_host, port=self.opts.http_port, log_config=None,
-                                    access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-                                    proxy_headers=False, server_header=False, date_header=False,
-                                    http=_HttpProtocol)
+            config = uvicorn_config(app, self.opts.http_host, self.opts.http_port)
             self.server = _Server(config)
             started = threading.Thread(target=self._announce, args=(rec,), daemon=True)
             started.start()
