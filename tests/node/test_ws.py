@@ -67,13 +67,22 @@ def test_stream_names():
     mk = {"BTC-USD": 0, "btcusd": 0, "BTCUSD": 0, "ETH-USD": 1, "ethusd": 1, "ETHUSD": 1}
     assert parse_stream("btcusd@trade", mk) == (0, "trade", None)
     assert parse_stream("BTC-USD@trade", mk) == (0, "trade", None)
-    assert parse_stream("btc-usd@depth", mk) == (0, "depth", None)
-    assert parse_stream("ethusd@depth@100ms", mk) == (1, "depth", None)
-    assert parse_stream("ethusd@depth10@1000ms", mk) == (1, "depthN", 10)
+    assert parse_stream("btc-usd@depth", mk) == (0, "depth", 1000)  # Binance's default speed
+    assert parse_stream("ethusd@depth@100ms", mk) == (1, "depth", 100)
+    assert parse_stream("ethusd@depth@1000ms", mk) == (1, "depth", 1000)
+    assert parse_stream("ethusd@depth10", mk) == (1, "depthN", (10, 1000))
+    assert parse_stream("ethusd@depth10@100ms", mk) == (1, "depthN", (10, 100))
+    assert parse_stream("btcusd@aggTrade", mk) == (0, "aggTrade", None)
+    assert parse_stream("btcusd@miniTicker", mk) == (0, "miniTicker", None)
+    assert parse_stream("btcusd@ticker_1h", mk) == (0, "windowTicker", "1h")
+    assert parse_stream("btcusd@ticker_1d", mk) == (0, "windowTicker", "1d")
+    assert parse_stream("!miniTicker@arr", mk) == (None, "allMiniTicker", None)
+    assert parse_stream("!ticker@arr", mk) == (None, "allTicker", None)
     assert parse_stream("btcusd@kline_1M", mk) == (0, "kline", "1M")
     assert parse_stream("btcusd@bookTicker", mk) == (0, "bookTicker", None)
     assert parse_stream("btcusd@ticker", mk) == (0, "ticker", None)
-    for bad in ("btcusd", "dogeusd@trade", "btcusd@depth7", "btcusd@kline_2m", "btcusd@trade@100ms", "@trade",
+    for bad in ("btcusd", "dogeusd@trade", "btcusd@depth7", "btcusd@kline_2m", "btcusd@trade@100ms", "@trade", "btcusd@ticker_2d",
+                "btcusd@ticker_24h", "btcusd@ticker_1h@100ms", "btcusd@depth@250ms", "!bookTicker@arr",
                 "btcusd@", "x" * 200):
         with pytest.raises(ValueError):
             parse_stream(bad, mk)
@@ -632,7 +641,8 @@ def test_slow_consumer_is_disconnected_with_1008(node):
 def test_a_client_that_never_reads_is_cut_off(node):
     s = Served(node, WsLimits(max_queue=16, close_timeout=0.5))
     try:
-        slow = stalled_client(s, ["btcusd@depth", "btcusd@depth20"])
+        # (streams sent with every delivery: the throttled ones would take long to fill the buffers)
+        slow = stalled_client(s, ["btcusd@trade", "btcusd@aggTrade", "btcusd@depth@100ms"])
         load_until(node, lambda: s.hub.slow_consumers >= 1, random.Random(4))
         deadline = time.time() + 10
         while s.hub.stats()["connections"] and time.time() < deadline:
