@@ -195,9 +195,7 @@ class ListenKeys:
     one while the user has one returns it, kept alive), valid `ttl_s`
     seconds from its creation or last keepalive. `binance.py` creates, keeps
     alive and closes them (REST `/api/v3/userDataStream`); the hub serves
-    `/ws/<listenKey>` and tells its connections when a key goes. Also the
-    place where the REST gateway leaves the client order ids it knows, for
-    the stream's executionReports. Thread-safe."""
+    `/ws/<listenKey>` and tells its connections when a key goes. Thread-safe."""
 
     def __init__(self, ttl_s: float, clock=time.monotonic) -> None:
         self.ttl_s, self.clock = float(ttl_s), clock
@@ -205,10 +203,6 @@ class ListenKeys:
         self._keys: dict[str, list] = {}      # key -> [user, expires_at]
         self._of_user: dict[int, str] = {}
         self._watchers: dict[str, set] = {}   # key -> {(loop, asyncio.Event)}
-        #: order id -> client order id (the REST API's map; missing: "lx<order id>")
-        self.client_ids: dict[int, str] = {}
-        #: id(PlaceOrder) -> (the command, its client order id), while the REST API waits for it
-        self.placing: dict[int, tuple] = {}
 
     def _live(self, key: str):
         e = self._keys.get(key)
@@ -280,9 +274,6 @@ class ListenKeys:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # that loop is closed
                 pass
-
-    def client_id(self, order_id: int) -> str:
-        return self.client_ids.get(order_id) or f"lx{order_id}"
 
 
 _registries: "weakref.WeakKeyDictionary[Node, ListenKeys]" = weakref.WeakKeyDictionary()
@@ -835,12 +826,19 @@ class Converter:
                     self._bx(m, o, oid, ts, seq, "REJECTED", "REJECTED", reason=Reason(int(arr["reason"][i])).name))
 
     # -- Binance executionReports ------------------------------------------------------------------
+    def _client_id(self, oid: int) -> str:
+        """An order's client id as `/api/v3` reports it: the one it was placed with while it is open, else
+        `lx<order id>` (read once per order the stream sees first without its placement)."""
+        with self.node.lock:
+            cid = self.node.exchange.client_order_id(oid)
+        return cid or f"lx{oid}"
+
     def _row_order(self, uid: int, oid: int, r, ts: int) -> _Ord:
         """An order's Binance fields from its binary-gateway row (COMMAND_DTYPE)."""
         otype = int(r["order_type"])
         post = bool(int(r["flags"]) & Flags.POST_ONLY)
         tif = int(r["tif"])
-        return _Ord(uid, self.keys.client_id(oid) if self.keys else f"lx{oid}", Side(int(r["side"]) & 1).name,
+        return _Ord(uid, self._client_id(oid), Side(int(r["side"]) & 1).name,
                     "LIMIT_MAKER" if post and otype == OrderType.LIMIT else _BINANCE_TYPES.get(otype, "LIMIT"),
                     ("GTC", "IOC", "FOK", "GTD")[tif] if tif < 4 else "GTC", int(r["qty"]), int(r["price"]),
                     max(int(r["trigger_price"]), 0), max(int(r["display_qty"]), 0), ts,
@@ -857,21 +855,17 @@ class Converter:
             o = self._row_order(uid, oid, rows[int(e["cmd_index"])], ts)
             o.q, o.p = qty, price
         elif isinstance(cmd, C.PlaceOrder) and cmd.account == uid and e["owner"] == uid:
-            cid = None
-            if self.keys is not None:
-                got = self.keys.placing.get(id(cmd))
-                if got is not None and got[0] is cmd:
-                    cid = got[1]
+            cid = cmd.client_id  # (journaled with the order)
             stop = int(Decimal(cmd.trigger_price) / m.tick_size) if cmd.trigger_price else 0
             iceberg = int(Decimal(cmd.display_qty) / m.lot_size) if cmd.display_qty else 0
             btype = _BINANCE_TYPES.get(otype, "LIMIT")
             if cmd.post_only and otype == OrderType.LIMIT:
                 btype = "LIMIT_MAKER"
-            o = _Ord(uid, cid or (self.keys.client_id(oid) if self.keys else f"lx{oid}"), Side(side).name, btype,
+            o = _Ord(uid, cid or f"lx{oid}", Side(side).name, btype,
                      (cmd.tif or "gtc").upper(), qty, price, stop, iceberg, ts, _STP_NAMES.get(cmd.stp, "NONE"),
                      otype not in _CONDITIONAL)
         else:  # placed before this stream saw it: what the event says
-            o = _Ord(uid, self.keys.client_id(oid) if self.keys else f"lx{oid}", Side(side).name,
+            o = _Ord(uid, self._client_id(oid), Side(side).name,
                      _BINANCE_TYPES.get(otype, "LIMIT"), "GTC", qty, price, 0, 0, ts, "NONE", True)
         self.orders[oid] = o
         return o
