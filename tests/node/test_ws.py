@@ -260,8 +260,9 @@ def test_klines_follow_the_candles(served, node):
     for iv in ("1m", "1h"):
         ks = [m["k"] for m in msgs if m.get("e") == "kline" and m["k"]["i"] == iv]
         k = ks[-1]
-        candle = served.http.get(f"/ui/api/klines/BTC-USD?interval={iv}&limit=1").json()[-1]
-        assert [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["n"]] == candle
+        c1 = served.http.get(f"/api/v1/markets/BTC-USD/candles?interval={iv}&limit=1").json()[-1]
+        assert [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["n"]] == [
+            c1["start"], c1["open"], c1["high"], c1["low"], c1["close"], c1["volume"], c1["trades"]]
         assert k["T"] == interval_end(iv, k["t"]) and k["x"] is False and k["s"] == "BTC-USD"
         first_in = [t for t in trades if t["ts"] >= k["t"]]
         assert k["f"] == first_in[0]["id"] and k["L"] == trades[-1]["id"]
@@ -547,6 +548,12 @@ def test_demo_mode_user_stream(tmp_path):
         assert c.until(lambda m: m.get("e") == "executionReport")[-1]["x"] == "NEW"
         demo = s.http.get("/ui/api/demo").json()
         assert demo["account"] == 0 and demo["open_orders"][0]["price"] == "50000.00"
+        # the same views as the REST API's, signed as the demo account
+        key, secret = make_key(n, 0)
+        from lxdex.client import Client as Sdk
+
+        with Sdk(s.url, api_key=key, secret=secret) as sdk:
+            assert demo["open_orders"] == sdk.open_orders() and demo["balances"] == sdk.balances()
     finally:
         s.close()
         n.stop()
@@ -557,8 +564,9 @@ def test_demo_endpoint_is_off_outside_demo_mode(served):
     assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
     assert served.http.get("/").status_code == 200
     assert served.http.get("/web/app.js").status_code == 200
-    assert served.http.get("/ui/api/klines/BTC-USD?interval=7m").status_code == 400
-    assert served.http.get("/ui/api/klines/DOGE-USD").status_code == 404
+    # the page's market data is the REST API's: no copies of it under /ui/api
+    for gone in ("/ui/api/klines/BTC-USD", "/ui/api/tickers"):
+        assert served.http.get(gone).status_code == 404
 
 
 # -- slow consumers ---------------------------------------------------------------------------------------------
