@@ -5,13 +5,15 @@ Routes (Starlette `WebSocketRoute`s, mounted by `build_app`):
 - `/ws`                  a connection that subscribes with `SUBSCRIBE`;
   payloads arrive raw;
 - `/ws/<stream>[/<stream>...]`  subscribed to those streams from the start
-  (Binance's raw streams), payloads raw;
+  (Binance's raw streams), payloads raw; a Binance listenKey among them
+  (`/ws/<listenKey>`) is that user's Binance user data stream;
 - `/stream?streams=a/b`  Binance's combined streams: every payload is
   wrapped as `{"stream": <name>, "data": <payload>}`.
 
-Stream names follow Binance (`btcusd@trade`, `btcusd@depth`,
-`btcusd@depth20`, `btcusd@kline_1m`, `btcusd@bookTicker`, `btcusd@ticker`);
-our own symbols work too (`BTC-USD@trade`). Requests on a connection:
+Stream names follow Binance (`btcusd@trade`, `@aggTrade`, `@depth` (1000 ms),
+`@depth@100ms`, `@depth20`, `@kline_1m`, `@bookTicker`, `@ticker`,
+`@miniTicker`, `@ticker_1h`, `!ticker@arr`, `!miniTicker@arr`); our own
+symbols work too (`BTC-USD@trade`). Requests on a connection:
 `{"method": "SUBSCRIBE" | "UNSUBSCRIBE", "params": [names], "id": 1}`,
 `{"method": "LIST_SUBSCRIPTIONS", "id": 2}`,
 `{"method": "userDataStream.subscribe", "params": {"apiKey", "timestamp",
@@ -34,9 +36,12 @@ delivery before preparing the next one, so under load several sequencer
 batches coalesce into one delivery (depth diffs merge, as Binance's
 `@depth@100ms` does) instead of the loop falling behind. A subscriber whose
 queue overflows is cut off with close code 1008, reason "slow consumer": the
-node never waits for a client. (Nothing checks the Origin of a connection:
-on a demo node any page the browser opens can read the demo account's
-stream, as it can POST orders for it.)
+node never waits for a client. Throttled streams (depth, tickers) are
+accumulated by the worker and go out when their period is due.
+
+A browser connection (one with an Origin header) is accepted only from the
+node's own pages or `[api] ws_allowed_origins`; others get HTTP 403 before
+the handshake completes.
 """
 
 from __future__ import annotations
@@ -181,7 +186,8 @@ def parse_stream(name: str, markets: dict[str, int]) -> tuple:
         if w in TICKER_WINDOWS:
             return (mk, "windowTicker", w)
         raise StreamError("INVALID_STREAM", f"stream {name!r}: ticker window {w!r} is not one of 1h..23h, 1d")
-    raise StreamError("INVALID_STREAM", f"stream {name!r}: unknown stream kind {rest + ('@%dms' % speed if speed else '')!r} "
+    kind = rest + (f"@{speed}ms" if speed else "")
+    raise StreamError("INVALID_STREAM", f"stream {name!r}: unknown stream kind {kind!r} "
                       "(trade, trades, aggTrade, depth, depth5/10/20 (each with @100ms or @1000ms), "
                       "kline_<interval>, bookTicker, ticker, ticker_<window>, miniTicker)")
 
