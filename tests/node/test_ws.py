@@ -84,7 +84,8 @@ def test_stream_names():
     assert parse_stream("btcusd@bookTicker", mk) == (0, "bookTicker", None)
     assert parse_stream("btcusd@ticker", mk) == (0, "ticker", None)
     for bad in ("btcusd", "dogeusd@trade", "btcusd@depth7", "btcusd@kline_2m", "btcusd@trade@100ms", "@trade",
-                "btcusd@ticker_2d", "btcusd@ticker_24h", "btcusd@ticker_1h@100ms", "btcusd@depth@250ms", "!bookTicker@arr",
+                "btcusd@ticker_2d", "btcusd@ticker_24h", "btcusd@ticker_1h@100ms", "btcusd@depth@250ms",
+                "!bookTicker@arr",
                 "btcusd@", "x" * 200):
         with pytest.raises(ValueError):
             parse_stream(bad, mk)
