@@ -6,11 +6,13 @@ the depth resync procedure, and slow consumers being cut off."""
 
 from __future__ import annotations
 
+import hmac
 import random
 import socket
 import threading
 import time
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -67,13 +69,23 @@ def test_stream_names():
     mk = {"BTC-USD": 0, "btcusd": 0, "BTCUSD": 0, "ETH-USD": 1, "ethusd": 1, "ETHUSD": 1}
     assert parse_stream("btcusd@trade", mk) == (0, "trade", None)
     assert parse_stream("BTC-USD@trade", mk) == (0, "trade", None)
-    assert parse_stream("btc-usd@depth", mk) == (0, "depth", None)
-    assert parse_stream("ethusd@depth@100ms", mk) == (1, "depth", None)
-    assert parse_stream("ethusd@depth10@1000ms", mk) == (1, "depthN", 10)
+    assert parse_stream("btc-usd@depth", mk) == (0, "depth", 1000)  # Binance's default speed
+    assert parse_stream("ethusd@depth@100ms", mk) == (1, "depth", 100)
+    assert parse_stream("ethusd@depth@1000ms", mk) == (1, "depth", 1000)
+    assert parse_stream("ethusd@depth10", mk) == (1, "depthN", (10, 1000))
+    assert parse_stream("ethusd@depth10@100ms", mk) == (1, "depthN", (10, 100))
+    assert parse_stream("btcusd@aggTrade", mk) == (0, "aggTrade", None)
+    assert parse_stream("btcusd@miniTicker", mk) == (0, "miniTicker", None)
+    assert parse_stream("btcusd@ticker_1h", mk) == (0, "windowTicker", "1h")
+    assert parse_stream("btcusd@ticker_1d", mk) == (0, "windowTicker", "1d")
+    assert parse_stream("!miniTicker@arr", mk) == (None, "allMiniTicker", None)
+    assert parse_stream("!ticker@arr", mk) == (None, "allTicker", None)
     assert parse_stream("btcusd@kline_1M", mk) == (0, "kline", "1M")
     assert parse_stream("btcusd@bookTicker", mk) == (0, "bookTicker", None)
     assert parse_stream("btcusd@ticker", mk) == (0, "ticker", None)
     for bad in ("btcusd", "dogeusd@trade", "btcusd@depth7", "btcusd@kline_2m", "btcusd@trade@100ms", "@trade",
+                "btcusd@ticker_2d", "btcusd@ticker_24h", "btcusd@ticker_1h@100ms", "btcusd@depth@250ms",
+                "!bookTicker@arr",
                 "btcusd@", "x" * 200):
         with pytest.raises(ValueError):
             parse_stream(bad, mk)
@@ -249,8 +261,9 @@ def test_klines_follow_the_candles(served, node):
     for iv in ("1m", "1h"):
         ks = [m["k"] for m in msgs if m.get("e") == "kline" and m["k"]["i"] == iv]
         k = ks[-1]
-        candle = served.http.get(f"/ui/api/klines/BTC-USD?interval={iv}&limit=1").json()[-1]
-        assert [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["n"]] == candle
+        c1 = served.http.get(f"/api/v1/markets/BTC-USD/candles?interval={iv}&limit=1").json()[-1]
+        assert [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["n"]] == [
+            c1["start"], c1["open"], c1["high"], c1["low"], c1["close"], c1["volume"], c1["trades"]]
         assert k["T"] == interval_end(iv, k["t"]) and k["x"] is False and k["s"] == "BTC-USD"
         first_in = [t for t in trades if t["ts"] >= k["t"]]
         assert k["f"] == first_in[0]["id"] and k["L"] == trades[-1]["id"]
@@ -536,6 +549,12 @@ def test_demo_mode_user_stream(tmp_path):
         assert c.until(lambda m: m.get("e") == "executionReport")[-1]["x"] == "NEW"
         demo = s.http.get("/ui/api/demo").json()
         assert demo["account"] == 0 and demo["open_orders"][0]["price"] == "50000.00"
+        # the same views as the REST API's, signed as the demo account
+        key, secret = make_key(n, 0)
+        from lxdex.client import Client as Sdk
+
+        with Sdk(s.url, api_key=key, secret=secret) as sdk:
+            assert demo["open_orders"] == sdk.open_orders() and demo["balances"] == sdk.balances()
     finally:
         s.close()
         n.stop()
@@ -546,8 +565,9 @@ def test_demo_endpoint_is_off_outside_demo_mode(served):
     assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
     assert served.http.get("/").status_code == 200
     assert served.http.get("/web/app.js").status_code == 200
-    assert served.http.get("/ui/api/klines/BTC-USD?interval=7m").status_code == 400
-    assert served.http.get("/ui/api/klines/DOGE-USD").status_code == 404
+    # the page's market data is the REST API's: no copies of it under /ui/api
+    for gone in ("/ui/api/klines/BTC-USD", "/ui/api/tickers"):
+        assert served.http.get(gone).status_code == 404
 
 
 # -- slow consumers ---------------------------------------------------------------------------------------------
@@ -632,7 +652,8 @@ def test_slow_consumer_is_disconnected_with_1008(node):
 def test_a_client_that_never_reads_is_cut_off(node):
     s = Served(node, WsLimits(max_queue=16, close_timeout=0.5))
     try:
-        slow = stalled_client(s, ["btcusd@depth", "btcusd@depth20"])
+        # (streams sent with every delivery: the throttled ones would take long to fill the buffers)
+        slow = stalled_client(s, ["btcusd@trade", "btcusd@aggTrade", "btcusd@depth@100ms"])
         load_until(node, lambda: s.hub.slow_consumers >= 1, random.Random(4))
         deadline = time.time() + 10
         while s.hub.stats()["connections"] and time.time() < deadline:
@@ -642,3 +663,268 @@ def test_a_client_that_never_reads_is_cut_off(node):
         slow.conn.socket.close()
     finally:
         s.close()
+
+
+# -- Binance user data stream (listenKey) ---------------------------------------------------------------------
+EXECUTION_REPORT_FIELDS = set("e E s c S o f q p P F g C x X r i l z L n N T t I w m M O Z Y Q V".split())
+
+
+def bsigned(served, key, secret, method, path, params):
+    """A Binance-style signed request (docs/api.md)."""
+    q = urlencode({**params, "timestamp": int(time.time() * 1000)})
+    q += "&signature=" + hmac.digest(secret.encode(), q.encode(), "sha256").hex()
+    return served.http.request(method, path + "?" + q, headers={"X-MBX-APIKEY": key})
+
+
+def listen_key(served, key) -> str:
+    r = served.http.post("/api/v3/userDataStream", headers={"X-MBX-APIKEY": key})
+    assert r.status_code == 200, r.text
+    return r.json()["listenKey"]
+
+
+def test_listen_key_rest_lifecycle(served, node):
+    key, _ = make_key(node, 0)
+    other, _ = make_key(node, 1)
+    trade_only, _ = make_key(node, 0, permissions=("trade",))
+    url = "/api/v3/userDataStream"
+    r = served.http.post(url)
+    assert r.status_code == 401 and r.json()["code"] == -2014
+    for bad in ("K" * 64, trade_only):
+        r = served.http.post(url, headers={"X-MBX-APIKEY": bad})
+        assert r.status_code == 401 and r.json()["code"] == -2015, r.json()
+    lk = listen_key(served, key)
+    assert len(lk) == 64 and int(lk, 16) >= 0
+    assert listen_key(served, key) == lk  # one per user: the live one again
+    h = {"X-MBX-APIKEY": key}
+    assert served.http.put(url, params={"listenKey": lk}, headers=h).json() == {}
+    r = served.http.put(url, headers=h)
+    assert r.status_code == 400 and r.json()["code"] == -1102 and "listenKey" in r.json()["msg"]
+    r = served.http.put(url, params={"listenKey": lk, "x": "1"}, headers=h)
+    assert r.json()["code"] == -1104 and "x" in r.json()["msg"]
+    r = served.http.put(url, params={"listenKey": lk}, headers={"X-MBX-APIKEY": other})  # not bob's
+    assert r.status_code == 400 and r.json() == {"code": -1125, "msg": "This listenKey does not exist."}
+    assert served.http.delete(url, params={"listenKey": lk}, headers={"X-MBX-APIKEY": other}).json()["code"] == -1125
+    assert served.http.delete(url, params={"listenKey": lk}, headers=h).json() == {}
+    assert served.http.delete(url, params={"listenKey": lk}, headers=h).json()["code"] == -1125
+    assert served.http.put(url, params={"listenKey": lk}, headers=h).json()["code"] == -1125
+    assert listen_key(served, key) != lk  # a new one after the close
+
+
+def test_listen_key_stream_delivers_binance_user_events(served, node):
+    key, secret = make_key(node, 0, permissions=("read", "trade"))
+    lk = listen_key(served, key)
+    raw = served.ws(f"/ws/{lk}")
+    combined = served.ws(f"/stream?streams={lk}/btcusd@trade")
+    time.sleep(0.2)
+    r = bsigned(served, key, secret, "POST", "/api/v3/order", {
+        "symbol": "BTCUSD", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1",
+        "price": "50000", "newClientOrderId": "my-order-1"})
+    assert r.status_code == 200, r.text
+    oid = r.json()["orderId"]
+    place(node, 1, "buy", "0.4", 50000)
+    node.execute(C.Deposit(account=0, asset="USD", amount="5"))
+    r = bsigned(served, key, secret, "DELETE", "/api/v3/order", {"symbol": "BTCUSD", "orderId": oid})
+    assert r.status_code == 200, r.text
+    msgs = raw.until(lambda m: m.get("x") == "CANCELED") + raw.drain()
+    reports = [m for m in msgs if m["e"] == "executionReport"]
+    assert [(m["x"], m["X"]) for m in reports] == [("NEW", "NEW"), ("TRADE", "PARTIALLY_FILLED"),
+                                                   ("CANCELED", "CANCELED")]
+    for m in reports:
+        assert set(m) >= EXECUTION_REPORT_FIELDS, EXECUTION_REPORT_FIELDS - set(m)
+        assert (m["s"], m["c"], m["i"], m["S"], m["o"], m["f"], m["q"], m["p"], m["g"]) == (
+            "BTCUSD", "my-order-1", oid, "SELL", "LIMIT", "GTC", "1.0000", "50000.00", -1)
+    new, fill, cancel = reports
+    assert (new["z"], new["l"], new["t"], new["w"], new["n"], new["N"]) == ("0.0000", "0.0000", -1, True, "0", None)
+    with node.lock:
+        [f] = node.exchange.recent_fills(0)
+    assert (fill["l"], fill["L"], fill["z"], fill["Z"], fill["Y"], fill["t"], fill["m"]) == (
+        "0.4000", "50000.00", "0.4000", "20000.000000", "20000.000000", 1, True)
+    assert Decimal(fill["n"]) == f["fee"] and fill["N"] == "USD"
+    assert (cancel["z"], cancel["C"], cancel["r"], cancel["w"]) == ("0.4000", "my-order-1", "NONE", False)
+    assert fill["O"] == new["O"] and fill["I"] > new["I"]  # I: the command's sequence number
+    assert [(m["a"], m["d"]) for m in msgs if m["e"] == "balanceUpdate"] == [("USD", "5")]
+    positions = [m for m in msgs if m["e"] == "outboundAccountPosition"]
+    with node.lock:
+        usd = node.exchange.balance(0, "USD")
+    assert {b["a"]: (Decimal(b["f"]), Decimal(b["l"])) for m in positions for b in m["B"]}["USD"] == usd
+    assert not [m for m in msgs if m["e"] == "notification"]  # ours, not Binance's
+    w = combined.until(lambda m: m["data"].get("x") == "CANCELED")
+    assert {m["stream"] for m in w} == {lk, "btcusd@trade"}
+    assert [m["data"] for m in w if m["stream"] == lk and m["data"]["e"] == "executionReport"] == reports
+    # the connection's stream is the key's user's only: bob's own orders are not in it
+    place(node, 1, "buy", "0.1", 40000)
+    wait_idle(node)
+    assert [m for m in raw.drain(0.3) if m["e"] == "executionReport"] == []
+    # a bad listenKey in the URL: an error frame, then 1008
+    bad = served.ws("/ws/" + "0" * 64)
+    assert bad.recv()["error"]["code"] == "INVALID_STREAM"
+    with pytest.raises(ConnectionClosed) as e:
+        bad.recv()
+    assert e.value.rcvd.code == 1008
+
+
+def test_listen_key_expires_unless_kept_alive(tmp_path):
+    cfg = three_accounts_config()
+    cfg.api.listen_key_ttl_s = 1.0
+    n = Node(tmp_path / "n", cfg, sync="none")
+    n.start()
+    s = Served(n)
+    try:
+        key, _ = make_key(n, 0)
+        lk = listen_key(s, key)
+        c = s.ws(f"/ws/{lk}")
+        for _ in range(3):  # 1.8 s in all, kept alive every 0.6 s: still there
+            time.sleep(0.6)
+            assert s.http.put("/api/v3/userDataStream", params={"listenKey": lk},
+                              headers={"X-MBX-APIKEY": key}).json() == {}
+        place(n, 0, "sell", "1", 50000)
+        assert c.until(lambda m: m.get("e") == "executionReport")[-1]["x"] == "NEW"
+        t0 = time.monotonic()
+        msgs = c.until(lambda m: m.get("e") == "listenKeyExpired", timeout=5)
+        assert 0.5 < time.monotonic() - t0 < 2.5
+        assert msgs[-1]["listenKey"] == lk and abs(msgs[-1]["E"] - time.time() * 1000) < 5000
+        place(n, 0, "sell", "1", 50001)  # nothing more on this connection
+        wait_idle(n)
+        assert c.drain(0.3) == []
+        assert s.hub.stats()["users"] == 0
+        r = s.http.put("/api/v3/userDataStream", params={"listenKey": lk}, headers={"X-MBX-APIKEY": key})
+        assert r.json()["code"] == -1125
+        late = s.ws(f"/ws/{lk}")
+        err = late.recv()["error"]
+        assert err["code"] == "INVALID_STREAM" and "listenKey" in err["message"]
+        # closing a key ends its streams at once, the same way
+        lk2 = listen_key(s, key)
+        c2 = s.ws(f"/ws/{lk2}")
+        time.sleep(0.1)
+        s.http.delete("/api/v3/userDataStream", params={"listenKey": lk2}, headers={"X-MBX-APIKEY": key})
+        assert c2.recv(2)["e"] == "listenKeyExpired"
+    finally:
+        s.close()
+        n.stop()
+
+
+# -- Origin --------------------------------------------------------------------------------------------------
+def test_cross_site_pages_are_refused(tmp_path):
+    from websockets.exceptions import InvalidStatus
+
+    cfg = three_accounts_config(demo=True)
+    cfg.api.ws_allowed_origins = ["https://app.example.com"]
+    n = Node(tmp_path / "o", cfg, sync="none")
+    n.start()
+    s = Served(n)
+    try:
+        for origin in ("http://evil.example", "null", f"http://127.0.0.1:{s.port + 1}", "https://app.example.com:444",
+                       f"http://127.0.0.1.evil.example:{s.port}"):
+            with pytest.raises(InvalidStatus) as e:
+                s.ws("/ws", origin=origin)
+            assert e.value.response.status_code == 403, origin
+        assert s.hub.stats()["refused_origins"] == 5
+        # the node's own page, an allowed origin, and a client without Origin (a bot)
+        for kw in ({"origin": f"http://127.0.0.1:{s.port}"}, {"origin": f"http://localhost:{s.port}"},
+                   {"origin": "https://app.example.com"}, {}):
+            if "localhost" in kw.get("origin", ""):
+                c = Client(connect(f"ws://localhost:{s.port}/ws", origin=kw["origin"], open_timeout=5))
+            else:
+                c = s.ws("/ws", **kw)
+            assert c.request("userDataStream.subscribe")["result"] == {"userId": 0}, kw
+            c.close()
+    finally:
+        s.close()
+        n.stop()
+
+
+# -- the streams added for Binance parity ----------------------------------------------------------------------
+def test_agg_trade_mini_ticker_and_all_market_arrays(served, node):
+    c = subscribed(served, ["btcusd@aggTrade", "btcusd@miniTicker", "!miniTicker@arr", "!ticker@arr",
+                            "btcusd@ticker_1h", "btcusd@ticker_1d", "btcusd@ticker"], "/stream")
+    place(node, 0, "sell", "1", 50000)
+    place(node, 1, "buy", "0.5", 50000)
+    place(node, 0, "sell", "1", 3000, market="ETH-USD")
+    place(node, 1, "buy", "0.3", 3000, market="ETH-USD")
+    place(node, 1, "buy", "0.25", 50000)
+    trades = served.http.get("/api/v3/aggTrades", params={"symbol": "BTCUSD"}).json()
+    assert len(trades) == 2
+    wait_idle(node)
+    time.sleep(1.2)  # the tickers go out at most once a second: the last state is there after one period
+    msgs = c.drain(0.5)
+    by: dict = {}
+    for m in msgs:
+        by.setdefault(m["stream"], []).append(m["data"])
+    agg = by["btcusd@aggTrade"]
+    assert [(a["a"], a["f"], a["l"], Decimal(a["p"]), Decimal(a["q"]), a["m"], a["T"]) for a in agg] == [
+        (t["a"], t["f"], t["l"], Decimal(t["p"]), Decimal(t["q"]), t["m"], t["T"]) for t in trades]
+    assert agg[0]["e"] == "aggTrade" and agg[0]["s"] == "BTC-USD" and agg[0]["M"] is True
+    with node.lock:
+        t = node.exchange.ticker("BTC-USD")
+        te = node.exchange.ticker("ETH-USD")
+    mini = by["btcusd@miniTicker"][-1]
+    assert mini["e"] == "24hrMiniTicker" and (mini["o"], mini["h"], mini["l"], mini["c"], mini["v"], mini["q"]) == (
+        str(t["open"]), str(t["high"]), str(t["low"]), str(t["last"]), str(t["volume"]), str(t["quote_volume"]))
+    arr = {}
+    for rows in by["!miniTicker@arr"]:
+        arr.update({r["s"]: r for r in rows})
+    assert set(arr) == {"BTC-USD", "ETH-USD"}  # the markets that changed only (SOL-USD had no trade)
+    assert arr["BTC-USD"] == {**mini, "E": arr["BTC-USD"]["E"]} and arr["ETH-USD"]["c"] == str(te["last"])
+    full = {}
+    for rows in by["!ticker@arr"]:
+        full.update({r["s"]: r for r in rows})
+    assert full["BTC-USD"] == {**by["btcusd@ticker"][-1], "E": full["BTC-USD"]["E"]}
+    # every trade is within the last hour: the rolling windows equal the 24 h statistics
+    for win in ("1h", "1d"):
+        w = by[f"btcusd@ticker_{win}"][-1]
+        assert w["e"] == f"{win}Ticker"
+        assert (w["o"], w["h"], w["l"], w["c"], w["v"], w["q"], w["n"], w["F"], w["L"]) == (
+            str(t["open"]), str(t["high"]), str(t["low"]), str(t["last"]), str(t["volume"]),
+            str(t["quote_volume"]), t["trades"], 1, 2)
+        assert w["C"] - w["O"] <= {"1h": 3_600_000, "1d": 86_400_000}[win] and w["w"] == "50000.00"
+    # throttled: at most one message per second and stream (here: one, or two with the first at once)
+    assert len(by["btcusd@miniTicker"]) <= 2 and len(by["btcusd@ticker_1h"]) <= 2
+
+
+def test_depth_update_speeds_differ_and_content_is_the_same(served, node):
+    c = subscribed(served, ["btcusd@depth", "btcusd@depth@100ms", "btcusd@depth5", "btcusd@depth5@100ms"],
+                   "/stream")
+    snapshot = served.http.get("/book/BTC-USD?depth=1000").json()
+    rng = random.Random(11)
+    t0 = time.monotonic()
+    arrivals: dict = {}
+    got = []
+    while time.monotonic() - t0 < 2.6:
+        random_load(node, rng, 10, accounts=(0, 1, 2))
+        time.sleep(0.02)
+        while True:
+            try:
+                m = c.recv(0.001)
+            except TimeoutError:
+                break
+            got.append(m)
+            arrivals.setdefault(m["stream"], []).append(time.monotonic())
+    wait_idle(node)
+    final = served.http.get("/book/BTC-USD?depth=1000").json()
+    deadline = time.time() + 5
+    while time.time() < deadline and not any(m["stream"] == "btcusd@depth" and m["data"]["u"] ==
+                                             final["last_update_id"] for m in got):
+        try:
+            m = c.recv(0.2)
+        except TimeoutError:
+            continue
+        got.append(m)
+        arrivals.setdefault(m["stream"], []).append(time.monotonic())
+    slow = [m["data"] for m in got if m["stream"] == "btcusd@depth"]
+    fast = [m["data"] for m in got if m["stream"] == "btcusd@depth@100ms"]
+    assert 2 <= len(slow) <= 5 and len(fast) >= 3 * len(slow), (len(slow), len(fast))
+    gaps = [b - a for a, b in zip(arrivals["btcusd@depth"], arrivals["btcusd@depth"][1:])]
+    assert min(gaps) > 0.8, gaps
+    fast_gaps = [b - a for a, b in zip(arrivals["btcusd@depth@100ms"], arrivals["btcusd@depth@100ms"][1:])]
+    assert min(fast_gaps) > 0.05, fast_gaps
+    # the same book from either
+    for diffs in (slow, fast):
+        for a, b in zip(diffs, diffs[1:]):
+            assert b["U"] == a["u"] + 1
+        bids, asks = apply_resync(snapshot, diffs)
+        assert diffs[-1]["u"] == final["last_update_id"]
+        assert bids == {Decimal(p): Decimal(q) for p, q in final["bids"]}
+        assert asks == {Decimal(p): Decimal(q) for p, q in final["asks"]}
+    p_slow = [m["data"] for m in got if m["stream"] == "btcusd@depth5"]
+    p_fast = [m["data"] for m in got if m["stream"] == "btcusd@depth5@100ms"]
+    assert len(p_fast) > len(p_slow) >= 2

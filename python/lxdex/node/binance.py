@@ -898,6 +898,90 @@ def routes(ctx: ApiContext) -> list:
                  "commission": _fmt(f["fee"] or 0), "commissionAsset": f["fee_asset"], "time": f["ts"],
                  "isBuyer": f["side"] == "buy", "isMaker": f["maker"], "isBestMatch": True} for f in rows]
 
+    # -- user data stream (listenKey): USER_STREAM security, the API key only, no signature --
+    from .ws import listen_keys
+
+    stream_keys = listen_keys(node)
+
+    def user_stream_endpoint(fn):
+        async def handler(request: Request) -> Response:
+            try:
+                try:
+                    ctx.limit_ip(request)
+                    params = _params(ctx.check_query(request), await ctx.body(request))
+                except ApiError as e:
+                    raise _from_api_error(e) from None
+                allowed = {"listenKey"} if request.method != "POST" else set()
+                unknown = sorted(set(params) - allowed)
+                if unknown:
+                    raise BError(-1104, f"Not all sent parameters were read; unknown parameter(s): "
+                                 f"{', '.join(unknown)}.")
+                api_key = request.headers.get("x-mbx-apikey")
+                if not api_key:
+                    raise BError(-2014, "API-key format invalid.", 401)
+                user = _stream_key_user(api_key, ctx.client_ip(request))
+                try:
+                    ctx.limit_key(api_key)
+                except ApiError as e:
+                    raise _from_api_error(e) from None
+                return JSON(fn(params, user))
+            except BError as e:
+                return JSON({"code": e.code, "msg": e.msg}, status_code=e.status, headers=e.headers or None)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                return JSON({"code": -1000, "msg": "An unknown error occurred while processing the request."},
+                            status_code=500)
+
+        return handler
+
+    def _stream_key_user(api_key: str, ip: str) -> int:
+        """The key's user: the key exists, is not revoked, allows this IP and has `read` (the stream shows the
+        account); -2015 otherwise, as Binance."""
+        import ipaddress
+
+        from ..accounts import AccountError
+
+        try:
+            with node.lock:
+                info = node.exchange.accounts.api_key(api_key)
+        except AccountError:
+            raise BError(-2015, "Invalid API-key, IP, or permissions for action.", 401) from None
+        ok = info["revoked_at"] is None and "read" in info["permissions"]
+        if ok and info["ip_allow"]:
+            try:
+                addr = ipaddress.ip_address(ip)
+                ok = any(addr in ipaddress.ip_network(n, strict=False) for n in info["ip_allow"])
+            except ValueError:
+                ok = False
+        if not ok:
+            raise BError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        return info["user_id"]
+
+    def _listen_key(p) -> str:
+        key = p.get("listenKey")
+        if not key:
+            raise _mandatory("listenKey")
+        return key
+
+    def stream_start(p, user):
+        return {"listenKey": stream_keys.create(user)}
+
+    def stream_keepalive(p, user):
+        if not stream_keys.keepalive(_listen_key(p), user):
+            raise BError(-1125, "This listenKey does not exist.")
+        return {}
+
+    def stream_close(p, user):
+        if not stream_keys.close(_listen_key(p), user):
+            raise BError(-1125, "This listenKey does not exist.")
+        return {}
+
+    user_stream_routes = [
+        Route("/userDataStream", user_stream_endpoint(stream_start), methods=["POST"]),
+        Route("/userDataStream", user_stream_endpoint(stream_keepalive), methods=["PUT"]),
+        Route("/userDataStream", user_stream_endpoint(stream_close), methods=["DELETE"]),
+    ]
+
     S = frozenset
     E = endpoint
     order_params = S({"symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price",
@@ -937,6 +1021,7 @@ def routes(ctx: ApiContext) -> list:
         Route("/account", E(account, "read", S({"omitZeroBalances"})), methods=["GET"]),
         Route("/myTrades", E(my_trades, "read", S({"symbol", "orderId", "startTime", "endTime", "fromId", "limit"})),
               methods=["GET"]),
+        *user_stream_routes,
     ]
 
 

@@ -19,6 +19,10 @@ burst_per_key = 100
 recv_window_max_ms = 60000  # largest recvWindow a signed request may ask for
 max_query_bytes = 4096      # longest query string
 history_wait_s = 2.0        # history reads wait this long for the store to catch up
+listen_key_ttl_s = 3600     # a Binance listenKey lives this long after its creation or last keepalive
+ws_allowed_origins = []     # browser pages (Origin header) that may open WebSockets besides the node's own
+                            # pages, e.g. ["https://app.example.com"]; ["*"]: any. Clients that send no
+                            # Origin (bots, SDKs) are not affected
 
 [[assets]]
 symbol = "BTC"
@@ -74,6 +78,14 @@ class ConfigError(ValueError):
     pass
 
 
+def _origin_ok(o: str) -> bool:
+    """An origin as browsers send it: `scheme://host[:port]`, nothing after (or "*", or "null")."""
+    if o in ("*", "null"):
+        return True
+    scheme, sep, rest = o.partition("://")
+    return bool(sep) and scheme in ("http", "https") and bool(rest) and not any(c in rest for c in "/?#@ ")
+
+
 @dataclass
 class ApiConfig:
     """The `[api]` table: rate limits and request limits of the REST API."""
@@ -85,6 +97,10 @@ class ApiConfig:
     recv_window_max_ms: int = 60_000
     max_query_bytes: int = 4096
     history_wait_s: float = 2.0
+    #: seconds a Binance listenKey lives after its creation or last keepalive (Binance: 60 minutes)
+    listen_key_ttl_s: float = 3600.0
+    #: origins (scheme://host[:port]) whose pages may open WebSockets besides the node's own; "*": any
+    ws_allowed_origins: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "ApiConfig":
@@ -94,6 +110,13 @@ class ApiConfig:
         for k, v in data.items():
             if k not in cls.__dataclass_fields__:
                 raise ConfigError(f"{where}: unknown key api.{k} (known: {', '.join(cls.__dataclass_fields__)})")
+            if k == "ws_allowed_origins":
+                if not isinstance(v, list) or not all(isinstance(o, str) and _origin_ok(o) for o in v):
+                    raise ConfigError(f"{where}: api.ws_allowed_origins must be a list of origins like "
+                                      f"\"https://app.example.com\" (scheme://host[:port], no path), or [\"*\"]; "
+                                      f"got {v!r}")
+                cfg.ws_allowed_origins = list(v)
+                continue
             want = type(getattr(cfg, k))
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)) \
                     or v <= 0:

@@ -5,13 +5,15 @@ Routes (Starlette `WebSocketRoute`s, mounted by `build_app`):
 - `/ws`                  a connection that subscribes with `SUBSCRIBE`;
   payloads arrive raw;
 - `/ws/<stream>[/<stream>...]`  subscribed to those streams from the start
-  (Binance's raw streams), payloads raw;
+  (Binance's raw streams), payloads raw; a Binance listenKey among them
+  (`/ws/<listenKey>`) is that user's Binance user data stream;
 - `/stream?streams=a/b`  Binance's combined streams: every payload is
   wrapped as `{"stream": <name>, "data": <payload>}`.
 
-Stream names follow Binance (`btcusd@trade`, `btcusd@depth`,
-`btcusd@depth20`, `btcusd@kline_1m`, `btcusd@bookTicker`, `btcusd@ticker`);
-our own symbols work too (`BTC-USD@trade`). Requests on a connection:
+Stream names follow Binance (`btcusd@trade`, `@aggTrade`, `@depth` (1000 ms),
+`@depth@100ms`, `@depth20`, `@kline_1m`, `@bookTicker`, `@ticker`,
+`@miniTicker`, `@ticker_1h`, `!ticker@arr`, `!miniTicker@arr`); our own
+symbols work too (`BTC-USD@trade`). Requests on a connection:
 `{"method": "SUBSCRIBE" | "UNSUBSCRIBE", "params": [names], "id": 1}`,
 `{"method": "LIST_SUBSCRIPTIONS", "id": 2}`,
 `{"method": "userDataStream.subscribe", "params": {"apiKey", "timestamp",
@@ -34,22 +36,28 @@ delivery before preparing the next one, so under load several sequencer
 batches coalesce into one delivery (depth diffs merge, as Binance's
 `@depth@100ms` does) instead of the loop falling behind. A subscriber whose
 queue overflows is cut off with close code 1008, reason "slow consumer": the
-node never waits for a client. (Nothing checks the Origin of a connection:
-on a demo node any page the browser opens can read the demo account's
-stream, as it can POST orders for it.)
+node never waits for a client. Throttled streams (depth, tickers) are
+accumulated by the worker and go out when their period is due.
+
+A browser connection (one with an Origin header) is accepted only from the
+node's own pages or `[api] ws_allowed_origins`; others get HTTP 403 before
+the handshake completes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import numpy as np
@@ -58,7 +66,7 @@ from starlette.websockets import WebSocket
 
 from .. import commands as C
 from ..accounts import AuthError, AuthFailure
-from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, OrderType, Reason, Side
+from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, OrderType, Reason, Side, Stp
 from .server import Node
 
 log = logging.getLogger("lxdex.node.ws")
@@ -129,14 +137,27 @@ class StreamError(ValueError):
         self.code, self.field = code, field
 
 
+#: update speed (ms) of each throttled stream kind; the others go out with every delivery
+SPEEDS = {"depth": (100, 1000), "depthN": (100, 1000)}
+#: window tickers: `<symbol>@ticker_<window>` (computed from the 1 m candles, of which the core keeps a day)
+TICKER_WINDOWS = {f"{h}h": h * _HOUR for h in range(1, 24)} | {"1d": _DAY}
+ALL_MARKET_STREAMS = {"!miniTicker@arr": "allMiniTicker", "!ticker@arr": "allTicker"}
+STATE_PERIOD_MS = 1000  # ticker, miniTicker, ticker_<w>, the all-market arrays (as Binance)
+
+
 def parse_stream(name: str, markets: dict[str, int]) -> tuple:
     """The topic `(market id, kind, param)` of a stream name; `markets` maps
-    every accepted spelling of a symbol (BTC-USD, btcusd, ...) to its id."""
+    every accepted spelling of a symbol (BTC-USD, btcusd, ...) to its id.
+    All-market streams (`!ticker@arr`) have market None. The param of
+    `depth` is its update speed in ms, of `depthN` `(levels, speed)`."""
     if not isinstance(name, str) or not 0 < len(name) <= 100:
         raise StreamError("INVALID_STREAM", f"stream name {name!r} is not a string of 1..100 characters")
+    if name in ALL_MARKET_STREAMS:
+        return (None, ALL_MARKET_STREAMS[name], None)
     sym, sep, rest = name.partition("@")
     if not sep:
-        raise StreamError("INVALID_STREAM", f"stream {name!r}: expected <symbol>@<kind>, e.g. btcusd@trade")
+        raise StreamError("INVALID_STREAM", f"stream {name!r}: expected <symbol>@<kind>, e.g. btcusd@trade "
+                          "(or a live listenKey, in the URL)")
     mk = markets.get(sym)
     if mk is None:
         mk = markets.get(sym.upper())
@@ -145,23 +166,133 @@ def parse_stream(name: str, markets: dict[str, int]) -> tuple:
     if mk is None:
         raise StreamError("UNKNOWN_MARKET", f"stream {name!r}: no market {sym!r}")
     speed = None
-    for suffix in ("@100ms", "@1000ms"):
+    for suffix, ms in (("@100ms", 100), ("@1000ms", 1000)):
         if rest.endswith(suffix):
-            rest, speed = rest[: -len(suffix)], suffix
-    if rest in ("trade", "trades", "bookTicker", "ticker") and speed is None:
+            rest, speed = rest[: -len(suffix)], ms
+    if rest in ("trade", "trades", "aggTrade", "bookTicker", "ticker", "miniTicker") and speed is None:
         return (mk, rest, None)
     if rest == "depth":
-        return (mk, "depth", None)
+        return (mk, "depth", speed or 1000)
     if rest.startswith("depth") and rest[5:].isdigit() and int(rest[5:]) in PARTIAL_LEVELS:
-        return (mk, "depthN", int(rest[5:]))
+        return (mk, "depthN", (int(rest[5:]), speed or 1000))
     if rest.startswith("kline_") and speed is None:
         iv = rest[6:]
         if iv in KLINE_INTERVALS:
             return (mk, "kline", iv)
         raise StreamError("INVALID_STREAM", f"stream {name!r}: interval {iv!r} is not one of "
                           + " ".join(KLINE_INTERVALS))
-    raise StreamError("INVALID_STREAM", f"stream {name!r}: unknown stream kind {rest + (speed or '')!r} "
-                      "(trade, trades, depth, depth5/10/20, kline_<interval>, bookTicker, ticker)")
+    if rest.startswith("ticker_") and speed is None:
+        w = rest[7:]
+        if w in TICKER_WINDOWS:
+            return (mk, "windowTicker", w)
+        raise StreamError("INVALID_STREAM", f"stream {name!r}: ticker window {w!r} is not one of 1h..23h, 1d")
+    kind = rest + (f"@{speed}ms" if speed else "")
+    raise StreamError("INVALID_STREAM", f"stream {name!r}: unknown stream kind {kind!r} "
+                      "(trade, trades, aggTrade, depth, depth5/10/20 (each with @100ms or @1000ms), "
+                      "kline_<interval>, bookTicker, ticker, ticker_<window>, miniTicker)")
+
+
+# -- listen keys (Binance's user data stream) --------------------------------------------------------------
+NATIVE, BINANCE = "native", "binance"
+
+
+class ListenKeys:
+    """The node's live listen keys: one per user (Binance's rule: creating
+    one while the user has one returns it, kept alive), valid `ttl_s`
+    seconds from its creation or last keepalive. `binance.py` creates, keeps
+    alive and closes them (REST `/api/v3/userDataStream`); the hub serves
+    `/ws/<listenKey>` and tells its connections when a key goes. Thread-safe."""
+
+    def __init__(self, ttl_s: float, clock=time.monotonic) -> None:
+        self.ttl_s, self.clock = float(ttl_s), clock
+        self._lock = threading.Lock()
+        self._keys: dict[str, list] = {}      # key -> [user, expires_at]
+        self._of_user: dict[int, str] = {}
+        self._watchers: dict[str, set] = {}   # key -> {(loop, asyncio.Event)}
+
+    def _live(self, key: str):
+        e = self._keys.get(key)
+        if e is not None and e[1] <= self.clock():
+            del self._keys[key]
+            if self._of_user.get(e[0]) == key:
+                del self._of_user[e[0]]
+            self._notify(key)
+            return None
+        return e
+
+    def create(self, user: int) -> str:
+        with self._lock:
+            key = self._of_user.get(user)
+            if key is not None and self._live(key) is not None:
+                self._keys[key][1] = self.clock() + self.ttl_s
+                return key
+            key = secrets.token_hex(32)
+            self._keys[key] = [user, self.clock() + self.ttl_s]
+            self._of_user[user] = key
+            return key
+
+    def keepalive(self, key: str, user: int) -> bool:
+        """Extends the key's life; False if the user has no such live key."""
+        with self._lock:
+            e = self._live(key)
+            if e is None or e[0] != user:
+                return False
+            e[1] = self.clock() + self.ttl_s
+            self._notify(key)
+            return True
+
+    def close(self, key: str, user: int) -> bool:
+        """Ends the key now (its streams get listenKeyExpired); False if the user has no such live key."""
+        with self._lock:
+            e = self._live(key)
+            if e is None or e[0] != user:
+                return False
+            del self._keys[key]
+            self._of_user.pop(user, None)
+            self._notify(key)
+            return True
+
+    def user_of(self, key: str) -> int | None:
+        with self._lock:
+            e = self._live(key)
+            return None if e is None else e[0]
+
+    def expires_at(self, key: str) -> float | None:
+        with self._lock:
+            e = self._live(key)
+            return None if e is None else e[1]
+
+    def watch(self, key: str, loop, event) -> None:
+        with self._lock:
+            self._watchers.setdefault(key, set()).add((loop, event))
+
+    def unwatch(self, key: str, loop, event) -> None:
+        with self._lock:
+            w = self._watchers.get(key)
+            if w is not None:
+                w.discard((loop, event))
+                if not w:
+                    del self._watchers[key]
+
+    def _notify(self, key: str) -> None:
+        for loop, event in self._watchers.get(key, ()):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed
+                pass
+
+
+_registries: "weakref.WeakKeyDictionary[Node, ListenKeys]" = weakref.WeakKeyDictionary()
+_registries_lock = threading.Lock()
+
+
+def listen_keys(node: Node) -> ListenKeys:
+    """The node's listen keys (one registry per node, shared by the REST API and the hub)."""
+    with _registries_lock:
+        reg = _registries.get(node)
+        if reg is None:
+            reg = _registries[node] = ListenKeys(node.config.api.listen_key_ttl_s)
+        return reg
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True):
@@ -200,18 +331,60 @@ class _Sync:
         self.seq, self.trade_ids = seq, trade_ids
 
 
+class _Ord:
+    """What a Binance executionReport says about an order that the events
+    do not: kept by the converter for the open orders of users on a
+    Binance user stream, from their placement on (or from the first event
+    the stream saw, for an order placed before)."""
+
+    __slots__ = ("cid", "side", "type", "tif", "q", "p", "P", "F", "O", "W", "V", "z", "Z", "working", "owner")
+
+    def __init__(self, owner, cid, side, otype, tif, q, p, stop, iceberg, created, stp, working) -> None:
+        self.owner, self.cid, self.side, self.type, self.tif = owner, cid, side, otype, tif
+        self.q, self.p, self.P, self.F, self.O, self.V = q, p, stop, iceberg, created, stp
+        self.working = working
+        self.W = created if working else None
+        self.z = self.Z = 0
+
+
+_BINANCE_TYPES = {int(OrderType.LIMIT): "LIMIT", int(OrderType.MARKET): "MARKET",
+                  int(OrderType.STOP_MARKET): "STOP_LOSS", int(OrderType.STOP_LIMIT): "STOP_LOSS_LIMIT",
+                  int(OrderType.TAKE_PROFIT_MARKET): "TAKE_PROFIT",
+                  int(OrderType.TAKE_PROFIT_LIMIT): "TAKE_PROFIT_LIMIT", int(OrderType.TRAILING_STOP): "STOP_LOSS"}
+_BINANCE_STP = {int(Stp.NONE): "NONE", int(Stp.CANCEL_TAKER): "EXPIRE_TAKER", int(Stp.CANCEL_MAKER): "EXPIRE_MAKER",
+                int(Stp.CANCEL_BOTH): "EXPIRE_BOTH", int(Stp.DECREMENT): "DECREMENT"}
+_STP_NAMES = {"none": "NONE", "cancel_taker": "EXPIRE_TAKER", "cancel_maker": "EXPIRE_MAKER",
+              "cancel_both": "EXPIRE_BOTH", "decrement": "DECREMENT"}
+_EXPIRING = {int(Reason.IOC), int(Reason.FOK), int(Reason.MARKET_REMAINDER), int(Reason.EXPIRED),
+             int(Reason.POST_ONLY)}
+_ZERO = Decimal(0)
+
+
 class Converter:
     """Turns sequencer batches into encoded messages. One per hub, used only
     by its worker thread; it reads the exchange (under `node.lock`) only for
     state that events do not carry: trade ids at the start, the current
-    candle, partial depth, BBO, the 24 h ticker and balances."""
+    candle, partial depth, BBO, tickers, balances and fill fees.
 
-    def __init__(self, node: Node) -> None:
+    Throttled streams (`@depth` 1000 ms, `@depth@100ms`, partial depth,
+    tickers: `SPEEDS`, `STATE_PERIOD_MS`) accumulate between emissions: a
+    stream goes out at once when its period has passed since its last
+    message, else when it has (`next_due`)."""
+
+    def __init__(self, node: Node, keys: ListenKeys | None = None, clock=time.monotonic) -> None:
         self.node = node
+        self.keys = keys
+        self.clock = clock
         self.skip_until = -1
         self.trade_id: dict[int, int] = {}
         self.candles: dict[tuple[int, str], _Candle] = {}
         self.bbo: dict[int, tuple] = {}
+        self.pending_depth: dict[tuple, list] = {}   # depth topic -> [first id, last id, {(side, price): qty}, ts]
+        self.pending_state: dict[tuple, int] = {}    # throttled state topic -> ts of its latest change
+        self.pending_arr: dict[tuple, set] = {}      # all-market topic -> markets changed
+        self.last_emit: dict[tuple, float] = {}
+        self.orders: dict[int, _Ord] = {}            # open orders of users on a Binance stream
+        self._binance_users: frozenset = frozenset()
 
     @staticmethod
     def read_sync(ex) -> tuple[int, dict[int, int]]:
@@ -229,24 +402,61 @@ class Converter:
         self.trade_id = dict(trade_ids)
         self.candles.clear()
         self.bbo.clear()
+        self.pending_depth.clear()
+        self.pending_state.clear()
+        self.pending_arr.clear()
+        self.last_emit.clear()
+        self.orders.clear()
+
+    @staticmethod
+    def period(topic: tuple) -> float:
+        """Seconds between two messages of a throttled topic."""
+        _, kind, p = topic
+        if kind == "depth":
+            return p / 1000
+        if kind == "depthN":
+            return p[1] / 1000
+        return STATE_PERIOD_MS / 1000
+
+    def next_due(self) -> float | None:
+        """When (monotonic) the earliest accumulated throttled message is due; None if none is."""
+        due = None
+        for d in (self.pending_depth, self.pending_state):
+            for t in d:
+                at = self.last_emit.get(t, float("-inf")) + self.period(t)
+                if due is None or at < due:
+                    due = at
+        return due
 
     def convert(self, batches: list, topics: set, users: set) -> tuple[dict, dict]:
-        """`({topic: [message, ...]}, {user_id: [message, ...]})` for the
-        subscribed `topics` and `users`, from a list of batches."""
+        """`({topic: [message, ...]}, {(user_id, flavour): [message, ...]})`
+        for the subscribed `topics` and `users` (`(user id, NATIVE or
+        BINANCE)`), from a list of batches (none: only what is due)."""
         node = self.node
         ex = node.exchange
         mkts = ex._market_by_id
         want: dict[int, dict[str, set]] = {}
+        want_all: set[str] = set()
         for mk, kind, param in topics:
-            want.setdefault(mk, {}).setdefault(kind, set()).add(param)
+            if mk is None:
+                want_all.add(kind)
+            else:
+                want.setdefault(mk, {}).setdefault(kind, set()).add(param)
         self._init_candles(want)
-        users_arr = np.fromiter(users, np.uint64, len(users)) if users else None
+        native = frozenset(u for u, f in users if f == NATIVE)
+        binance = frozenset(u for u, f in users if f == BINANCE)
+        if binance != self._binance_users:  # forget the orders of users who left
+            self.orders = {oid: o for oid, o in self.orders.items() if o.owner in binance}
+            self._binance_users = binance
+        uids = native | binance
+        users_arr = np.fromiter(uids, np.uint64, len(uids)) if uids else None
         fills_of: dict[int, list] = {}       # market -> [(tid, ts, seq, price, qty, side, taker oid, maker oid)]
         diffs: dict[int, list] = {}           # market -> [first id, last id, {(side, price): qty}, ts]
-        traded: set[int] = set()
-        depth_touched: set[int] = set()
-        private: dict[int, list] = {}         # user -> [message]
+        traded: dict[int, int] = {}           # market -> ts
+        depth_touched: dict[int, int] = {}    # market -> ts
+        private: dict[tuple, list] = {}       # (user, flavour) -> [message]
         touched_assets: dict[int, set] = {}   # user -> asset ids
+        fee_slots: list = []                  # (user, Binance TRADE message, (order id, price, qty, maker))
         last_ts = 0
         for pairs in batches:
             for cmd, out in pairs:
@@ -255,7 +465,6 @@ class Converter:
                     continue
                 ts = cmd.ts
                 last_ts = ts
-                is_records = isinstance(cmd, C.Records)
                 for events in (out.clock_events, out.events):
                     if isinstance(events, np.ndarray):
                         arr = events
@@ -275,9 +484,9 @@ class Converter:
                             start = self.trade_id.get(mk, 0)
                             tids[idx] = np.arange(start + 1, start + 1 + len(idx))
                             self.trade_id[mk] = start + len(idx)
-                            traded.add(mk)
+                            traded[mk] = ts
                             w = want.get(mk)
-                            if w and ("trade" in w or "trades" in w or "kline" in w):
+                            if w and ("trade" in w or "trades" in w or "aggTrade" in w or "kline" in w):
                                 acc = fills_of.setdefault(mk, [])
                                 sub = fills[idx]
                                 for tid, p, q, s, o, oo in zip(tids[idx].tolist(), sub["price"].tolist(),
@@ -289,7 +498,7 @@ class Converter:
                         d = arr[dmask]
                         dm = d["market"]
                         for mk in np.unique(dm).tolist():
-                            depth_touched.add(mk)
+                            depth_touched[mk] = ts
                             w = want.get(mk)
                             if not w or "depth" not in w:
                                 continue
@@ -303,23 +512,57 @@ class Converter:
                             for s, p, q in zip(sub["side"].tolist(), sub["price"].tolist(), sub["qty"].tolist()):
                                 levels[(s, p)] = q
                     if users_arr is not None:
-                        self._private(arr, kind, fmask, tids, users_arr, ts, cmd if is_records else None, mkts,
-                                      private, touched_assets)
+                        self._private(arr, kind, fmask, tids, users_arr, native, binance, ts, seq, cmd, mkts,
+                                      private, touched_assets, fee_slots)
                 if users_arr is not None:
-                    self._private_command(cmd, out, users, ts, mkts, private, touched_assets)
+                    self._private_command(cmd, out, native, binance, ts, private, touched_assets)
         topic_msgs: dict[tuple, list[str]] = {}
         for mk, acc in fills_of.items():
             self._trade_messages(mk, acc, want[mk], mkts[mk], topic_msgs)
+        # accumulate the throttled streams, drop what nobody wants any more, emit what is due
         for mk, (first, last, levels, ts) in diffs.items():
-            m = mkts[mk]
+            for speed in want[mk]["depth"]:
+                p = self.pending_depth.get((mk, "depth", speed))
+                if p is None:
+                    self.pending_depth[(mk, "depth", speed)] = [first, last, dict(levels), ts]
+                else:
+                    p[1], p[3] = last, ts
+                    p[2].update(levels)
+        for mk, ts in depth_touched.items():
+            for p in want.get(mk, {}).get("depthN", ()):
+                self.pending_state[(mk, "depthN", p)] = ts
+        for mk, ts in traded.items():
+            w = want.get(mk, {})
+            for k in ("ticker", "miniTicker"):
+                if k in w:
+                    self.pending_state[(mk, k, None)] = ts
+            for win in w.get("windowTicker", ()):
+                self.pending_state[(mk, "windowTicker", win)] = ts
+        if traded:
+            for k in want_all:
+                t = (None, k, None)
+                self.pending_state[t] = last_ts
+                self.pending_arr.setdefault(t, set()).update(traded)
+        for d in (self.pending_depth, self.pending_state, self.pending_arr, self.last_emit):
+            if len(d) and any(t not in topics for t in d):
+                for t in [t for t in d if t not in topics]:
+                    del d[t]
+        now = self.clock()
+        for t in [t for t in self.pending_depth if now >= self.last_emit.get(t, float("-inf")) + self.period(t)]:
+            first, last, levels, ts = self.pending_depth.pop(t)
+            self.last_emit[t] = now
+            m = mkts[t[0]]
             tick, lot = m.tick_size, m.lot_size
             bids = [[p * tick, q * lot] for (s, p), q in sorted(levels.items(), key=lambda kv: -kv[0][1]) if s == 0]
             asks = [[p * tick, q * lot] for (s, p), q in sorted(levels.items()) if s == 1]
-            topic_msgs[(mk, "depth", None)] = [_enc.encode({
+            topic_msgs[t] = [_enc.encode({
                 "e": "depthUpdate", "E": ts, "s": m.symbol, "U": first, "u": last, "b": bids, "a": asks}).decode()]
-        self._state_messages(want, traded, depth_touched, last_ts, mkts, topic_msgs)
-        if touched_assets:
-            self._balances(touched_assets, last_ts, private)
+        self._state_messages(want, depth_touched, now, mkts, topic_msgs)
+        if touched_assets or fee_slots:
+            self._account_reads(touched_assets, fee_slots, last_ts, native, binance, mkts, private)
+        for key, msgs in private.items():  # Binance reports wait for their fees: encoded last
+            if key[1] == BINANCE:
+                private[key] = [m if isinstance(m, str) else _enc.encode(m).decode() for m in msgs]
         return topic_msgs, private
 
     # -- klines and trades ---------------------------------------------------------------------
@@ -348,6 +591,11 @@ class Converter:
                 buyer, seller = (o, oo) if s == 0 else (oo, o)
                 msgs.append(_enc.encode({"e": "trade", "E": ts, "s": sym, "t": tid, "p": p * tick, "q": q * lot,
                                          "T": ts, "m": s == 1, "b": buyer, "a": seller}).decode())
+        if "aggTrade" in w:  # every trade is its own aggregate (as GET /api/v3/aggTrades): a = f = l = trade id
+            msgs = out.setdefault((mk, "aggTrade", None), [])
+            for tid, ts, _, p, q, s, _, _ in acc:
+                msgs.append(_enc.encode({"e": "aggTrade", "E": ts, "s": sym, "a": tid, "p": p * tick, "q": q * lot,
+                                         "f": tid, "l": tid, "T": ts, "m": s == 1, "M": True}).decode())
         if "trades" in w:
             out[(mk, "trades", None)] = [_enc.encode({"e": "trades", "E": acc[-1][1], "s": sym, "trades": [
                 {"t": tid, "p": p * tick, "q": q * lot, "T": ts, "m": s == 1, "b": o if s == 0 else oo,
@@ -384,59 +632,120 @@ class Converter:
             "o": c.o * tick, "c": c.c * tick, "h": c.h * tick, "l": c.l * tick, "v": c.v * lot,
             "n": c.n, "x": closed, "q": c.q * tick * lot}}).decode()
 
-    # -- state read from the exchange: partial depth, BBO, ticker --------------------------------
-    def _state_messages(self, want: dict, traded: set, depth_touched: set, ts: int, mkts, out: dict) -> None:
-        reads = []
-        for mk, w in want.items():
-            n = max(w.get("depthN", ()), default=0)
-            if mk in depth_touched and (n or "bookTicker" in w):
-                reads.append((mk, "depth", max(n, 1)))
-            if mk in traded and "ticker" in w:
-                reads.append((mk, "ticker", 0))
-        if not reads:
+    # -- state read from the exchange: partial depth, BBO, tickers --------------------------------
+    def _state_messages(self, want: dict, depth_touched: dict, now: float, mkts, out: dict) -> None:
+        depth_n: dict[int, int] = {}   # market -> levels to read
+        tickers: set[int] = set()
+        windows: set[tuple] = set()
+        for mk in depth_touched:
+            if "bookTicker" in want.get(mk, ()):
+                depth_n[mk] = 1
+        due = [t for t in self.pending_state if now >= self.last_emit.get(t, float("-inf")) + self.period(t)]
+        for t in due:
+            mk, kind, p = t
+            if kind == "depthN":
+                depth_n[mk] = max(depth_n.get(mk, 0), p[0])
+            elif kind in ("ticker", "miniTicker"):
+                tickers.add(mk)
+            elif kind == "windowTicker":
+                windows.add((mk, p))
+            else:
+                tickers.update(self.pending_arr.get(t, ()))
+        if not depth_n and not tickers and not windows:
             return
-        got = []
         with self.node.lock:
             core = self.node.exchange.core
-            for mk, what, n in reads:
-                got.append(core.depth_snapshot(mk, n) if what == "depth" else core.ticker(mk))
-        for (mk, what, _), r in zip(reads, got):
-            m, w = mkts[mk], want[mk]
-            tick, lot = m.tick_size, m.lot_size
-            if what == "depth":
-                uid, bids, asks = r
-                for n in w.get("depthN", ()):
-                    out[(mk, "depthN", n)] = [_enc.encode({
-                        "e": "depthPartial", "E": ts, "s": m.symbol, "lastUpdateId": uid,
-                        "bids": [[p * tick, q * lot] for p, q, _ in bids[:n]],
-                        "asks": [[p * tick, q * lot] for p, q, _ in asks[:n]]}).decode()]
-                if "bookTicker" in w:
-                    top = (bids[0][:2] if bids else None, asks[0][:2] if asks else None)
-                    if self.bbo.get(mk) != top:
-                        self.bbo[mk] = top
-                        (b, a) = top
-                        out[(mk, "bookTicker", None)] = [_enc.encode({
-                            "e": "bookTicker", "E": ts, "u": uid, "s": m.symbol,
-                            "b": b[0] * tick if b else None, "B": b[1] * lot if b else None,
-                            "a": a[0] * tick if a else None, "A": a[1] * lot if a else None}).decode()]
-            elif r is not None:
-                o, h, lo, last, v, qv, n = r
-                out[(mk, "ticker", None)] = [_enc.encode({
-                    "e": "24hrTicker", "E": ts, "s": m.symbol, "p": (last - o) * tick,
-                    "P": (Decimal(last - o) * 100 / o).quantize(Decimal("0.01")) if o else Decimal(0),
-                    "o": o * tick, "h": h * tick, "l": lo * tick, "c": last * tick, "v": v * lot,
-                    "q": qv * tick * lot, "n": n}).decode()]
+            books = {mk: core.depth_snapshot(mk, n) for mk, n in depth_n.items()}
+            tks = {mk: core.ticker(mk) for mk in tickers}
+            cs = {}
+            for mk, win in windows:
+                ts = self.pending_state[(mk, "windowTicker", win)]
+                since = interval_start("1m", ts) - TICKER_WINDOWS[win] + _MINUTE
+                cs[(mk, win)] = (since, core.candles(mk, "1m", since, 1440))
+        for mk in depth_touched:
+            if "bookTicker" in want.get(mk, ()):
+                m = mkts[mk]
+                uid, bids, asks = books[mk]
+                top = (bids[0][:2] if bids else None, asks[0][:2] if asks else None)
+                if self.bbo.get(mk) != top:
+                    self.bbo[mk] = top
+                    (b, a) = top
+                    out[(mk, "bookTicker", None)] = [_enc.encode({
+                        "e": "bookTicker", "E": depth_touched[mk], "u": uid, "s": m.symbol,
+                        "b": b[0] * m.tick_size if b else None, "B": b[1] * m.lot_size if b else None,
+                        "a": a[0] * m.tick_size if a else None, "A": a[1] * m.lot_size if a else None}).decode()]
+        for t in due:
+            mk, kind, p = t
+            ts = self.pending_state.pop(t)
+            self.last_emit[t] = now
+            if kind == "depthN":
+                m = mkts[mk]
+                uid, bids, asks = books[mk]
+                n = p[0]
+                out[t] = [_enc.encode({
+                    "e": "depthPartial", "E": ts, "s": m.symbol, "lastUpdateId": uid,
+                    "bids": [[px * m.tick_size, q * m.lot_size] for px, q, _ in bids[:n]],
+                    "asks": [[px * m.tick_size, q * m.lot_size] for px, q, _ in asks[:n]]}).decode()]
+            elif kind in ("ticker", "miniTicker"):
+                msg = self._ticker(mkts[mk], tks[mk], ts, mini=kind == "miniTicker")
+                if msg is not None:
+                    out[t] = [_enc.encode(msg).decode()]
+            elif kind == "windowTicker":
+                msg = self._window_ticker(mkts[mk], p, *cs[(mk, p)], ts)
+                if msg is not None:
+                    out[t] = [_enc.encode(msg).decode()]
+            else:
+                rows = [self._ticker(mkts[x], tks[x], ts, mini=kind == "allMiniTicker")
+                        for x in sorted(self.pending_arr.pop(t, ()))]
+                rows = [r for r in rows if r is not None]
+                if rows:
+                    out[t] = [_enc.encode(rows).decode()]
+
+    @staticmethod
+    def _ticker(m, r, ts: int, mini: bool) -> dict | None:
+        """A `24hrTicker` (or `24hrMiniTicker`) from the core's rolling 24 h ticker."""
+        if r is None:
+            return None
+        tick, lot = m.tick_size, m.lot_size
+        o, h, lo, last, v, qv, n = r
+        if mini:
+            return {"e": "24hrMiniTicker", "E": ts, "s": m.symbol, "c": last * tick, "o": o * tick, "h": h * tick,
+                    "l": lo * tick, "v": v * lot, "q": qv * tick * lot}
+        return {"e": "24hrTicker", "E": ts, "s": m.symbol, "p": (last - o) * tick,
+                "P": (Decimal(last - o) * 100 / o).quantize(Decimal("0.01")) if o else _ZERO,
+                "o": o * tick, "h": h * tick, "l": lo * tick, "c": last * tick, "v": v * lot,
+                "q": qv * tick * lot, "n": n}
+
+    def _window_ticker(self, m, win: str, since: int, candles: list, ts: int) -> dict | None:
+        """A rolling-window ticker (`1hTicker`, `1dTicker`, ...) from the 1 m candles since `since`."""
+        if not candles:
+            return None
+        tick, lot = m.tick_size, m.lot_size
+        o, c = candles[0][1], candles[-1][4]
+        h = max(x[2] for x in candles)
+        lo = min(x[3] for x in candles)
+        v = sum(x[5] for x in candles)
+        qv = sum(x[6] for x in candles)
+        n = sum(x[7] for x in candles)
+        last_id = self.trade_id.get(m.id, 0)
+        return {"e": f"{win}Ticker", "E": ts, "s": m.symbol, "p": (c - o) * tick,
+                "P": (Decimal(c - o) * 100 / o).quantize(Decimal("0.01")) if o else _ZERO,
+                "o": o * tick, "h": h * tick, "l": lo * tick, "c": c * tick,
+                "w": (Decimal(qv) * tick / v).quantize(tick) if v else _ZERO, "v": v * lot, "q": qv * tick * lot,
+                "O": since, "C": ts, "F": last_id - n + 1 if n else -1, "L": last_id if n else -1, "n": n}
 
     # -- private streams -------------------------------------------------------------------------
-    def _private(self, arr, kind, fmask, tids, users_arr, ts: int, records: C.Records | None, mkts,
-                 private: dict, touched: dict) -> None:
-        """executionReport messages for subscribed users' events in `arr`."""
+    def _private(self, arr, kind, fmask, tids, users_arr, native, binance, ts: int, seq: int, cmd, mkts,
+                 private: dict, touched: dict, fee_slots: list) -> None:
+        """executionReport messages for subscribed users' events in `arr`:
+        ours for `native` users, Binance's for `binance` ones."""
         own = np.isin(arr["owner"], users_arr) & (kind != DEPTH) & (kind != REJECTED)
         other = fmask & np.isin(arr["other_owner"], users_arr)
+        records = cmd if isinstance(cmd, C.Records) else None
+        rows = np.frombuffer(records.data, COMMAND_DTYPE) if records is not None else None
         rej = None
-        if records is not None and (kind == REJECTED).any():
+        if rows is not None and (kind == REJECTED).any():
             # a Records row's REJECTED event names its row; the row says whose it was
-            rows = np.frombuffer(records.data, COMMAND_DTYPE)
             ri = np.flatnonzero(kind == REJECTED)
             rrows = rows[arr["cmd_index"][ri]]
             keep = (rrows["kind"] == CommandKind.SUBMIT) & np.isin(rrows["owner"], users_arr)
@@ -462,71 +771,194 @@ class Converter:
                 if other[i]:
                     parties.append((other_owner, int(e["other_id"]), 1 - side, int(e["other_remaining"]), True))
                 for uid, oid, s, rem, maker in parties:
-                    msg = {"e": "executionReport", "E": ts, "s": m.symbol, "i": oid, "S": Side(s).name, "x": "TRADE",
-                           "X": "FILLED" if rem == 0 else "PARTIALLY_FILLED", "l": int(e["qty"]) * lot,
-                           "L": int(e["price"]) * tick, "rq": rem * lot, "t": int(tid_full[i]), "m": maker, "T": ts}
-                    if not maker:
-                        msg["o"] = OrderType(otype).name
-                    private.setdefault(uid, []).append(_enc.encode(msg).decode())
+                    if uid in native:
+                        msg = {"e": "executionReport", "E": ts, "s": m.symbol, "i": oid, "S": Side(s).name,
+                               "x": "TRADE", "X": "FILLED" if rem == 0 else "PARTIALLY_FILLED",
+                               "l": int(e["qty"]) * lot, "L": int(e["price"]) * tick, "rq": rem * lot,
+                               "t": int(tid_full[i]), "m": maker, "T": ts}
+                        if not maker:
+                            msg["o"] = OrderType(otype).name
+                        private.setdefault((uid, NATIVE), []).append(_enc.encode(msg).decode())
+                    if uid in binance:
+                        q, p = int(e["qty"]), int(e["price"])
+                        o = self._order(oid, uid, s, otype if not maker else int(OrderType.LIMIT), p, q + rem, ts,
+                                        cmd, rows, e)
+                        o.z += q
+                        o.Z += q * p
+                        msg = self._bx(m, o, oid, ts, seq, "TRADE", "FILLED" if rem == 0 else "PARTIALLY_FILLED",
+                                       last=(q, p), t=int(tid_full[i]), maker=maker)
+                        private.setdefault((uid, BINANCE), []).append(msg)
+                        fee_slots.append((uid, msg, (oid, p, q, maker), m))
+                        if rem == 0:
+                            self.orders.pop(oid, None)
                     touched.setdefault(uid, set()).update((m.base.id, m.quote.id))
                 continue
-            msg = {"e": "executionReport", "E": ts, "s": m.symbol, "i": int(e["order_id"]), "S": Side(side).name,
-                   "o": OrderType(otype).name, "p": int(e["price"]) * tick, "q": int(e["qty"]) * lot}
-            if k == EventKind.ACCEPTED:
-                msg |= {"x": "NEW", "X": "PENDING_TRIGGER" if otype in _CONDITIONAL else "NEW"}
-            elif k == EventKind.CANCELLED:
-                rem = int(e["remaining"])
-                msg |= {"x": "CANCELED", "X": "CANCELED" if rem == 0 else "PARTIALLY_CANCELED",
-                        "r": Reason(int(e["reason"])).name, "rq": rem * lot}
-            elif k == EventKind.AMENDED:
-                msg |= {"x": "AMENDED", "X": "NEW", "rq": int(e["qty"]) * lot}
-            elif k == EventKind.TRIGGERED:
-                msg |= {"x": "TRIGGERED", "X": "NEW"}
-            elif k == EventKind.ACTIVATED:
-                msg |= {"x": "ACTIVATED", "X": "NEW"}
-            else:  # pragma: no cover - every kind that names an owner is above
-                continue
-            private.setdefault(owner, []).append(_enc.encode(msg).decode())
+            if owner in native:
+                msg = {"e": "executionReport", "E": ts, "s": m.symbol, "i": int(e["order_id"]), "S": Side(side).name,
+                       "o": OrderType(otype).name, "p": int(e["price"]) * tick, "q": int(e["qty"]) * lot}
+                if k == EventKind.ACCEPTED:
+                    msg |= {"x": "NEW", "X": "PENDING_TRIGGER" if otype in _CONDITIONAL else "NEW"}
+                elif k == EventKind.CANCELLED:
+                    rem = int(e["remaining"])
+                    msg |= {"x": "CANCELED", "X": "CANCELED" if rem == 0 else "PARTIALLY_CANCELED",
+                            "r": Reason(int(e["reason"])).name, "rq": rem * lot}
+                elif k == EventKind.AMENDED:
+                    msg |= {"x": "AMENDED", "X": "NEW", "rq": int(e["qty"]) * lot}
+                elif k == EventKind.TRIGGERED:
+                    msg |= {"x": "TRIGGERED", "X": "NEW"}
+                elif k == EventKind.ACTIVATED:
+                    msg |= {"x": "ACTIVATED", "X": "NEW"}
+                else:  # pragma: no cover - every kind that names an owner is above
+                    continue
+                private.setdefault((owner, NATIVE), []).append(_enc.encode(msg).decode())
+            if owner in binance:
+                msg = self._binance_order_event(k, e, m, owner, side, otype, ts, seq, cmd, rows)
+                if msg is not None:
+                    private.setdefault((owner, BINANCE), []).append(msg)
             touched.setdefault(owner, set()).add(m.quote.id if side == 0 else m.base.id)
         for i, r in rej or ():
             mk = int(r["market"])
-            sym = mkts[mk].symbol if mk < len(mkts) else None
-            private.setdefault(int(r["owner"]), []).append(_enc.encode({
-                "e": "executionReport", "E": ts, "s": sym, "i": int(r["order_id"]), "S": Side(int(r["side"]) & 1).name,
-                "x": "REJECTED", "X": "REJECTED", "r": Reason(int(arr["reason"][i])).name}).decode())
+            m = mkts[mk] if mk < len(mkts) else None
+            uid = int(r["owner"])
+            if uid in native:
+                private.setdefault((uid, NATIVE), []).append(_enc.encode({
+                    "e": "executionReport", "E": ts, "s": m.symbol if m else None, "i": int(r["order_id"]),
+                    "S": Side(int(r["side"]) & 1).name, "x": "REJECTED", "X": "REJECTED",
+                    "r": Reason(int(arr["reason"][i])).name}).decode())
+            if uid in binance and m is not None:
+                oid = int(r["order_id"])
+                o = self._row_order(uid, oid, r, ts)
+                private.setdefault((uid, BINANCE), []).append(
+                    self._bx(m, o, oid, ts, seq, "REJECTED", "REJECTED", reason=Reason(int(arr["reason"][i])).name))
+
+    # -- Binance executionReports ------------------------------------------------------------------
+    def _client_id(self, oid: int) -> str:
+        """An order's client id as `/api/v3` reports it: the one it was placed with while it is open, else
+        `lx<order id>` (read once per order the stream sees first without its placement)."""
+        with self.node.lock:
+            cid = self.node.exchange.client_order_id(oid)
+        return cid or f"lx{oid}"
+
+    def _row_order(self, uid: int, oid: int, r, ts: int) -> _Ord:
+        """An order's Binance fields from its binary-gateway row (COMMAND_DTYPE)."""
+        otype = int(r["order_type"])
+        post = bool(int(r["flags"]) & Flags.POST_ONLY)
+        tif = int(r["tif"])
+        return _Ord(uid, self._client_id(oid), Side(int(r["side"]) & 1).name,
+                    "LIMIT_MAKER" if post and otype == OrderType.LIMIT else _BINANCE_TYPES.get(otype, "LIMIT"),
+                    ("GTC", "IOC", "FOK", "GTD")[tif] if tif < 4 else "GTC", int(r["qty"]), int(r["price"]),
+                    max(int(r["trigger_price"]), 0), max(int(r["display_qty"]), 0), ts,
+                    _BINANCE_STP.get(int(r["stp"]), "NONE"), otype not in _CONDITIONAL)
+
+    def _order(self, oid: int, uid: int, side: int, otype: int, price: int, qty: int, ts: int, cmd, rows, e) -> _Ord:
+        """The tracked order `oid`, made (from its command, else from this event) if new."""
+        o = self.orders.get(oid)
+        if o is not None:
+            return o
+        m = self.node.exchange._market_by_id[int(e["market"])]
+        if rows is not None and e["owner"] == uid and int(e["cmd_index"]) < len(rows) \
+                and rows[int(e["cmd_index"])]["kind"] == CommandKind.SUBMIT:
+            o = self._row_order(uid, oid, rows[int(e["cmd_index"])], ts)
+            o.q, o.p = qty, price
+        elif isinstance(cmd, C.PlaceOrder) and cmd.account == uid and e["owner"] == uid:
+            cid = cmd.client_id  # (journaled with the order)
+            stop = int(Decimal(cmd.trigger_price) / m.tick_size) if cmd.trigger_price else 0
+            iceberg = int(Decimal(cmd.display_qty) / m.lot_size) if cmd.display_qty else 0
+            btype = _BINANCE_TYPES.get(otype, "LIMIT")
+            if cmd.post_only and otype == OrderType.LIMIT:
+                btype = "LIMIT_MAKER"
+            o = _Ord(uid, cid or f"lx{oid}", Side(side).name, btype,
+                     (cmd.tif or "gtc").upper(), qty, price, stop, iceberg, ts, _STP_NAMES.get(cmd.stp, "NONE"),
+                     otype not in _CONDITIONAL)
+        else:  # placed before this stream saw it: what the event says
+            o = _Ord(uid, self._client_id(oid), Side(side).name,
+                     _BINANCE_TYPES.get(otype, "LIMIT"), "GTC", qty, price, 0, 0, ts, "NONE", True)
+        self.orders[oid] = o
+        return o
+
+    def _binance_order_event(self, k: int, e, m, uid: int, side: int, otype: int, ts: int, seq: int, cmd, rows):
+        oid, price, qty = int(e["order_id"]), int(e["price"]), int(e["qty"])
+        if k == EventKind.ACCEPTED:
+            o = self._order(oid, uid, side, otype, price, qty, ts, cmd, rows, e)
+            return self._bx(m, o, oid, ts, seq, "NEW", "NEW")
+        o = self._order(oid, uid, side, otype, price, qty + int(e["remaining"]) if k == EventKind.CANCELLED else qty,
+                        ts, cmd, rows, e)
+        open_status = "PARTIALLY_FILLED" if o.z else "NEW"
+        if k == EventKind.CANCELLED:
+            reason, rem = int(e["reason"]), int(e["remaining"])
+            if reason == Reason.STP and rem:  # a decrement: the order lives on, smaller
+                o.q -= qty
+                return self._bx(m, o, oid, ts, seq, "TRADE_PREVENTION", open_status)
+            self.orders.pop(oid, None)
+            if reason == Reason.STP:
+                return self._bx(m, o, oid, ts, seq, "TRADE_PREVENTION", "EXPIRED_IN_MATCH", orig=o.cid)
+            if reason in _EXPIRING:
+                return self._bx(m, o, oid, ts, seq, "EXPIRED", "EXPIRED", orig=o.cid)
+            return self._bx(m, o, oid, ts, seq, "CANCELED", "CANCELED", orig=o.cid)
+        if k == EventKind.AMENDED:
+            o.p, o.q = price, o.z + qty
+            return self._bx(m, o, oid, ts, seq, "REPLACED", open_status)
+        if k == EventKind.TRIGGERED:
+            o.working, o.W = True, ts
+            return self._bx(m, o, oid, ts, seq, "NEW", open_status)
+        return None  # ACTIVATED (a trailing stop starts trailing): Binance has no such report
 
     @staticmethod
-    def _private_command(cmd, out, users: set, ts: int, mkts, private: dict, touched: dict) -> None:
+    def _bx(m, o: _Ord, oid: int, ts: int, seq: int, x: str, X: str, *, last=(0, 0), t: int = -1,
+            maker: bool = False, reason: str = "NONE", orig: str = "") -> dict:
+        tick, lot = m.tick_size, m.lot_size
+        lq, lp = last
+        msg = {"e": "executionReport", "E": ts, "s": m.symbol.replace("-", ""), "c": o.cid, "S": o.side,
+               "o": o.type, "f": o.tif, "q": o.q * lot, "p": o.p * tick, "P": o.P * tick, "F": o.F * lot, "g": -1,
+               "C": orig, "x": x, "X": X, "r": reason, "i": oid, "l": lq * lot, "z": o.z * lot, "L": lp * tick,
+               "n": _ZERO, "N": None, "T": ts, "t": t, "I": seq,
+               "w": o.working and X in ("NEW", "PARTIALLY_FILLED"), "m": maker, "M": False, "O": o.O,
+               "Z": o.Z * tick * lot, "Y": lq * lp * tick * lot, "Q": _ZERO, "V": o.V}
+        if o.W is not None:
+            msg["W"] = o.W
+        return msg
+
+    # -- messages that come from the command --------------------------------------------------------
+    @staticmethod
+    def _private_command(cmd, out, native, binance, ts: int, private: dict, touched: dict) -> None:
         """Messages that come from the command rather than its events:
-        rejected orders, money moves, notifications."""
+        rejected orders (ours only: Binance's REST caller has its error),
+        money moves, notifications (ours only)."""
         if out.error is not None:
-            if isinstance(cmd, C.PlaceOrder) and cmd.account in users:
-                private.setdefault(cmd.account, []).append(_enc.encode({
+            if isinstance(cmd, C.PlaceOrder) and cmd.account in native:
+                private.setdefault((cmd.account, NATIVE), []).append(_enc.encode({
                     "e": "executionReport", "E": ts, "s": cmd.market, "i": None, "S": str(cmd.side).upper(),
                     "o": str(cmd.order_type).upper(), "x": "REJECTED", "X": "REJECTED", "r": out.error["reason"],
                     "msg": out.error["message"]}).decode())
             return
-        if isinstance(cmd, (C.Deposit, C.Withdraw)) and cmd.account in users:
-            sign = "-" if isinstance(cmd, C.Withdraw) else ""
-            private.setdefault(cmd.account, []).append(_enc.encode({
-                "e": "balanceUpdate", "E": ts, "a": cmd.asset, "d": sign + str(cmd.amount), "T": ts}).decode())
-            touched.setdefault(cmd.account, set()).add(cmd.asset)
+        moves = []
+        if isinstance(cmd, (C.Deposit, C.Withdraw)):
+            moves.append((cmd.account, "-" if isinstance(cmd, C.Withdraw) else ""))
         elif isinstance(cmd, C.Transfer):
-            for acct, sign in ((cmd.from_account, "-"), (cmd.to_account, "")):
-                if acct in users:
-                    private.setdefault(acct, []).append(_enc.encode({
-                        "e": "balanceUpdate", "E": ts, "a": cmd.asset, "d": sign + str(cmd.amount), "T": ts}).decode())
-                    touched.setdefault(acct, set()).add(cmd.asset)
+            moves += [(cmd.from_account, "-"), (cmd.to_account, "")]
+        for acct, sign in moves:
+            if acct in native or acct in binance:
+                msg = _enc.encode({"e": "balanceUpdate", "E": ts, "a": cmd.asset, "d": sign + str(cmd.amount),
+                                   "T": ts}).decode()
+                for fl, group in ((NATIVE, native), (BINANCE, binance)):
+                    if acct in group:
+                        private.setdefault((acct, fl), []).append(msg)
+                touched.setdefault(acct, set()).add(cmd.asset)
         for n in out.notices:
-            if n.get("type") == "notification" and n.get("user_id") in users:
-                private.setdefault(n["user_id"], []).append(_enc.encode({
+            if n.get("type") == "notification" and n.get("user_id") in native:
+                private.setdefault((n["user_id"], NATIVE), []).append(_enc.encode({
                     "e": "notification", "E": ts, "id": n["notification_id"], "kind": n["kind"],
                     "payload": n["payload"], "ts": n["ts"]}).decode())
 
-    def _balances(self, touched: dict, ts: int, private: dict) -> None:
+    def _account_reads(self, touched: dict, fee_slots: list, ts: int, native, binance, mkts, private: dict) -> None:
+        """outboundAccountPosition for the users whose balances the events
+        touched, and the fees of Binance TRADE reports (from the core's
+        recent fills of the user): one read under the node's lock."""
         ex = self.node.exchange
         by_id = {a.id: a for a in ex._assets.values()}
         out = []
+        fee_users = {uid for uid, _, _, _ in fee_slots}
+        recent: dict[int, list] = {}
         with self.node.lock:
             for uid, assets in touched.items():
                 rows = []
@@ -540,12 +972,30 @@ class Converter:
                         continue
                     rows.append((info, free, held))
                 out.append((uid, rows))
+            for uid in fee_users:
+                try:
+                    recent[uid] = ex.core.recent_fills(uid)
+                except ValueError:  # no such account
+                    pass
+        fees: dict[int, dict] = {}
+        for uid, fills in recent.items():  # (ts, order id, market, side, maker, price, qty, fee), oldest first
+            fees[uid] = {(f[1], f[5], f[6], f[4]): f[7] for f in fills}
+        for uid, msg, key, m in fee_slots:
+            fee = fees.get(uid, {}).get(key)
+            if fee is None:  # more than the core's last 100 fills of the user came since: unknown here
+                msg["n"] = None
+            else:
+                msg["n"] = Decimal(fee).scaleb(-m.quote.decimals)
+                msg["N"] = m.quote.symbol
         for uid, rows in out:
             if rows:
-                private.setdefault(uid, []).append(_enc.encode({
+                msg = _enc.encode({
                     "e": "outboundAccountPosition", "E": ts, "u": ts,
                     "B": [{"a": a.symbol, "f": Decimal(f).scaleb(-a.decimals), "l": Decimal(h).scaleb(-a.decimals)}
-                          for a, f, h in rows]}).decode())
+                          for a, f, h in rows]}).decode()
+                for fl, group in ((NATIVE, native), (BINANCE, binance)):
+                    if uid in group:
+                        private.setdefault((uid, fl), []).append(msg)
 
 
 # -- connections (event loop) -------------------------------------------------------------------
@@ -584,14 +1034,18 @@ class _Conn:
     one write per delivery when the connection keeps up; otherwise it holds
     text sent through the ASGI `send`."""
 
-    __slots__ = ("hub", "ws", "loop", "wrap", "names", "user", "q", "wake", "task", "closing", "tokens",
-                 "refilled", "reason", "proto", "direct")
+    __slots__ = ("hub", "ws", "loop", "wrap", "names", "user", "user_name", "q", "wake", "task", "closing",
+                 "tokens", "refilled", "reason", "proto", "direct", "watch")
 
     def __init__(self, hub: "WsHub", ws: WebSocket, wrap: bool) -> None:
         self.hub, self.ws, self.wrap = hub, ws, wrap
         self.loop = asyncio.get_running_loop()
         self.names: dict[tuple, str] = {}
-        self.user: int | None = None
+        #: the private stream: (user id, NATIVE or BINANCE), and its name in combined streams
+        #: ("user", or the listenKey)
+        self.user: tuple[int, str] | None = None
+        self.user_name = "user"
+        self.watch: asyncio.Task | None = None  # a listenKey's expiry watch
         self.q: deque = deque()
         self.wake: asyncio.Future | None = None
         self.task: asyncio.Task | None = None
@@ -726,7 +1180,7 @@ class _LoopFanout:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.topics: dict[tuple, dict[_Conn, None]] = {}
-        self.users: dict[int, dict[_Conn, None]] = {}
+        self.users: dict[tuple[int, str], dict[_Conn, None]] = {}
 
     def deliver(self, topic_msgs: dict, user_msgs: dict, done) -> None:
         """On the loop: the same messages to every subscriber, as text or
@@ -759,15 +1213,16 @@ class _LoopFanout:
                             out = [text_frame(m.encode()) for m in out]
                         cache[key] = out
                     add(c, out)
-            for uid, msgs in user_msgs.items():
-                conns = self.users.get(uid)
+            for ukey, msgs in user_msgs.items():
+                conns = self.users.get(ukey)
                 if not conns:
                     continue
                 for c in conns:
-                    key = (("user", uid), c.wrap, c.direct)
+                    name = c.user_name if c.wrap else None
+                    key = (("user", ukey), name, c.direct)
                     out = cache.get(key)
                     if out is None:
-                        out = [f'{{"stream":"user","data":{m}}}' for m in msgs] if c.wrap else msgs
+                        out = [f'{{"stream":"{name}","data":{m}}}' for m in msgs] if c.wrap else msgs
                         if c.direct:
                             out = [text_frame(m.encode()) for m in out]
                         cache[key] = out
@@ -792,10 +1247,11 @@ class WsHub:
         self.limits = limits or WsLimits()
         #: write pre-framed messages to uvicorn's transports (False: always the ASGI send)
         self.direct = direct
-        self.converter = Converter(node)
+        self.keys = listen_keys(node)
+        self.converter = Converter(node, self.keys)
         self._lock = threading.Lock()
         self._topic_count: dict[tuple, int] = {}
-        self._user_count: dict[int, int] = {}
+        self._user_count: dict[tuple[int, str], int] = {}
         self._nsubs = 0
         self._queue: deque = deque()
         self._cv = threading.Condition(threading.Lock())
@@ -806,6 +1262,7 @@ class WsHub:
         self._nmarkets = -1
         # counters
         self.connections = 0
+        self.refused_origins = 0
         self.slow_consumers = 0
         self.sent = 0
         self.deliveries = 0
@@ -852,18 +1309,23 @@ class WsHub:
         conv = self.converter
         try:
             while not self._closed:
+                due = conv.next_due()
                 with self._cv:
                     if not self._queue and not self._closed:
-                        self._cv.wait(1.0)
+                        wait = 1.0 if due is None else min(1.0, max(0.0, due - time.monotonic()))
+                        if wait > 0:
+                            self._cv.wait(wait)
                     items = list(self._queue)
                     self._queue.clear()
                 if self._closed:
                     return
-                if not items:
-                    with self._lock:  # (never _cv then _lock: _activate takes them the other way)
-                        if self._nsubs == 0 and not self._queue:
-                            self._worker = None
-                            return
+                due = conv.next_due()
+                if not items and (due is None or due > time.monotonic()):
+                    if due is None:
+                        with self._lock:  # (never _cv then _lock: _activate takes them the other way)
+                            if self._nsubs == 0 and not self._queue:
+                                self._worker = None
+                                return
                     continue
                 batches = []
                 for item in items:
@@ -872,7 +1334,7 @@ class WsHub:
                         batches = []
                     else:
                         batches.append(item)
-                if not batches:
+                if items and not batches:
                     continue
                 with self._lock:
                     topics, users = set(self._topic_count), set(self._user_count)
@@ -956,7 +1418,8 @@ class WsHub:
                     del self._topic_count[topic]
                 self._nsubs -= 1
 
-    def _set_user(self, conn: _Conn, user: int | None) -> None:
+    def _set_user(self, conn: _Conn, user: tuple[int, str] | None, name: str = "user") -> None:
+        """Sets the connection's private stream: `(user id, NATIVE or BINANCE)`, or None."""
         f = self._fanout(conn.loop)
         with self._lock:
             if conn.user is not None:
@@ -974,7 +1437,7 @@ class WsHub:
                 self._nsubs -= 1
                 conn.user = None
             if user is not None:
-                conn.user = user
+                conn.user, conn.user_name = user, name
                 f.users.setdefault(user, {})[conn] = None
                 self._user_count[user] = self._user_count.get(user, 0) + 1
                 self._nsubs += 1
@@ -1042,16 +1505,19 @@ class WsHub:
             return sorted(conn.names.values())
         if m == "userDataStream.subscribe":
             uid = self._authenticate(req.params, ip)
-            if conn.user is not None and conn.user != uid:
-                raise StreamError("INVALID_REQUEST", "this connection already has another user's stream; "
-                                  "userDataStream.unsubscribe first")
+            if conn.user is not None and conn.user != (uid, NATIVE):
+                raise StreamError("INVALID_REQUEST", "this connection already has another user stream (another "
+                                  "user's, or a listenKey's); userDataStream.unsubscribe first")
             if conn.user is None:
-                self._set_user(conn, uid)
+                self._set_user(conn, (uid, NATIVE))
             return {"userId": uid}
         if m == "userDataStream.unsubscribe":
             if conn.user is None:
                 raise StreamError("INVALID_REQUEST", "no user stream on this connection")
             self._set_user(conn, None)
+            if conn.watch is not None:
+                conn.watch.cancel()
+                conn.watch = None
             return None
         raise StreamError("UNKNOWN_METHOD", f"method {m!r} is not one of SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, "
                           "userDataStream.subscribe, userDataStream.unsubscribe", "method")
@@ -1094,7 +1560,35 @@ class WsHub:
             raise StreamError(code, f"{e.reason}: {e}", e.field) from None
 
     # -- endpoints -------------------------------------------------------------------------------------
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """A browser page may open a connection if it is one of the node's
+        own pages (its Origin's host:port is the Host it connects to) or an
+        origin in `[api] ws_allowed_origins`; a client that sends no Origin
+        (not a browser) may always."""
+        if origin is None:
+            return True
+        allowed = self.node.config.api.ws_allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        try:
+            u = urlsplit(origin)
+            if u.scheme not in ("http", "https") or not u.hostname or not host:
+                return False
+            port = u.port or (443 if u.scheme == "https" else 80)
+            h = urlsplit("//" + host)
+            return (u.hostname.lower() == (h.hostname or "").lower()
+                    and port == (h.port or (443 if u.scheme == "https" else 80)))
+        except ValueError:  # not a URL (a port out of range, ...)
+            return False
+
     async def _serve(self, ws: WebSocket, wrap: bool, initial: list[str]) -> None:
+        if not self.origin_allowed(ws.headers.get("origin"), ws.headers.get("host")):
+            # before the handshake completes: the client gets HTTP 403
+            log.info("ws: refused a connection from origin %r (host %r)", ws.headers.get("origin"),
+                     ws.headers.get("host"))
+            self.refused_origins += 1
+            await ws.close(1008)
+            return
         await ws.accept()
         if self.connections >= self.limits.max_connections:
             await ws.close(1013, "too many connections")
@@ -1106,7 +1600,20 @@ class WsHub:
         try:
             if initial:
                 try:
-                    parsed = self._parse_all(initial)
+                    key, user, names = None, None, []
+                    for name in initial:
+                        if "@" in name:
+                            names.append(name)
+                            continue
+                        uid = self.keys.user_of(name)
+                        if uid is None:
+                            raise StreamError("INVALID_STREAM", f"{name!r} is neither a stream (<symbol>@<kind>) nor "
+                                              "a live listenKey (POST /api/v3/userDataStream makes one; it lives "
+                                              f"{self.keys.ttl_s:g} s after its creation or last keepalive)")
+                        if key is not None and key != name:
+                            raise StreamError("INVALID_STREAM", "one listenKey per connection")
+                        key, user = name, uid
+                    parsed = self._parse_all(names)
                     if len(parsed) > self.limits.max_streams:
                         raise StreamError("TOO_MANY_STREAMS", f"at most {self.limits.max_streams} streams")
                 except StreamError as e:
@@ -1115,7 +1622,11 @@ class WsHub:
                         {"id": None, "error": {"code": e.code, "message": str(e)}}).decode()})
                     await ws.close(1008, e.code)
                     return
-                self._subscribe(conn, parsed)
+                if parsed:
+                    self._subscribe(conn, parsed)
+                if key is not None:
+                    self._set_user(conn, (user, BINANCE), key)
+                    conn.watch = asyncio.create_task(self._watch_listen_key(conn, key))
             while True:
                 msg = await ws.receive()
                 if msg["type"] == "websocket.disconnect" or conn.closing:
@@ -1135,6 +1646,38 @@ class WsHub:
             self._unsubscribe_all(conn)
             if conn.task is not None:
                 conn.task.cancel()
+            if conn.watch is not None:
+                conn.watch.cancel()
+
+    async def _watch_listen_key(self, conn: _Conn, key: str) -> None:
+        """Until the listenKey expires (or is closed): then the connection's
+        user stream ends with Binance's `listenKeyExpired` (the connection
+        and its other streams stay)."""
+        event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.keys.watch(key, loop, event)
+        try:
+            while True:
+                exp = self.keys.expires_at(key)
+                now = time.monotonic()
+                if exp is None or exp <= now:
+                    break
+                event.clear()
+                try:
+                    await asyncio.wait_for(event.wait(), exp - now + 0.001)
+                except asyncio.TimeoutError:
+                    pass
+            if conn.closing or conn.user_name != key:
+                return
+            self._set_user(conn, None)
+            msg = _enc.encode({"e": "listenKeyExpired", "E": int(time.time() * 1000), "listenKey": key}).decode()
+            if conn.wrap:
+                msg = f'{{"stream":"{key}","data":{msg}}}'
+            conn.push([text_frame(msg.encode()) if conn.direct else msg])
+        finally:
+            self.keys.unwatch(key, loop, event)
+            if conn.watch is asyncio.current_task():
+                conn.watch = None
 
     async def ws_endpoint(self, ws: WebSocket) -> None:
         streams = ws.path_params.get("streams", "")
@@ -1154,5 +1697,6 @@ class WsHub:
     def stats(self) -> dict:
         with self._lock:
             return {"connections": self.connections, "subscriptions": self._nsubs, "topics": len(self._topic_count),
-                    "users": len(self._user_count), "slow_consumers": self.slow_consumers, "sent": self.sent,
+                    "users": len(self._user_count), "slow_consumers": self.slow_consumers,
+                    "refused_origins": self.refused_origins, "sent": self.sent,
                     "deliveries": self.deliveries, "batches": self.batches}

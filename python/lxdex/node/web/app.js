@@ -1,6 +1,8 @@
 // lxdex trading page: market data and the demo account, live over one
-// WebSocket (/stream, Binance-style combined streams; docs/ws.md). Orders go
-// through POST /order and DELETE /order. No build step, no dependencies.
+// WebSocket (/stream, Binance-style combined streams; docs/ws.md). Snapshots
+// come from the public REST API (/api/v1, docs/api.md); the demo account's
+// from /ui/api/demo. Orders go through POST /order and DELETE /order. No
+// build step, no dependencies.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -55,7 +57,7 @@ function request(method, params) {
 }
 function marketStreams(sym) {
   const s = streamSym(sym);
-  return [s + "@depth", s + "@trade", s + "@kline_" + S.interval];
+  return [s + "@depth@100ms", s + "@trade", s + "@kline_" + S.interval];
 }
 function connect() {
   setConn("", "connecting");
@@ -124,7 +126,7 @@ async function openMarket(sym, reconnect) {
   loadCandles(sym, S.interval);
 }
 async function loadTrades(sym) {
-  const ts = await getJSON(`/trades/${sym}?limit=80`);
+  const ts = await getJSON(`/api/v1/markets/${sym}/trades?limit=80`);
   if (sym !== S.symbol) return;
   const byId = new Map(ts.map((t) => [t.id, { id: t.id, price: t.price, qty: t.qty, ts: t.ts, buy: t.taker_side === "buy" }]));
   for (const t of S.trades) byId.set(t.id, t);  // live ones that came meanwhile
@@ -132,10 +134,10 @@ async function loadTrades(sym) {
   render("trades");
 }
 async function loadCandles(sym, iv) {
-  const rows = await getJSON(`/ui/api/klines/${sym}?interval=${iv}&limit=300`);
+  const rows = await getJSON(`/api/v1/markets/${sym}/candles?interval=${iv}&limit=300`);
   if (sym !== S.symbol || iv !== S.interval) return;
   const live = S.candles;
-  S.candles = rows.map((r) => ({ t: r[0], o: +r[1], h: +r[2], l: +r[3], c: +r[4], v: +r[5] }));
+  S.candles = rows.map((r) => ({ t: r.start, o: +r.open, h: +r.high, l: +r.low, c: +r.close, v: +r.volume }));
   for (const c of live) mergeCandle(c);
   render("candles");
 }
@@ -176,7 +178,7 @@ async function resyncBook() {
   const b = S.book, sym = S.symbol, gen = ++b.gen;
   b.synced = false; b.bids.clear(); b.asks.clear();
   let snap;
-  try { snap = await getJSON(`/book/${sym}?depth=1000`); } catch (e) { setTimeout(() => gen === b.gen && resyncBook(), 1000); return; }
+  try { snap = await getJSON(`/api/v1/markets/${sym}/depth?limit=1000`); } catch (e) { setTimeout(() => gen === b.gen && resyncBook(), 1000); return; }
   if (gen !== b.gen) return;
   b.id = snap.last_update_id;
   for (const [p, q] of snap.bids) b.bids.set(p, q);
@@ -389,11 +391,11 @@ function onKline(d) {
 async function loadAccount() {
   let a;
   try { a = await getJSON("/ui/api/demo"); } catch (e) { return; }
-  S.balances = new Map(a.balances.map((b) => [b.asset, { free: b.free, locked: b.locked }]));
+  S.balances = new Map(a.balances.map((b) => [b.asset, { free: b.available, locked: b.held }]));
   S.orders = new Map(a.open_orders.map((o) => [o.order_id, {
     id: o.order_id, market: o.market, side: o.side.toUpperCase(),
-    type: (o.order_type || "limit").toUpperCase(), price: o.price, qty: o.qty, left: o.qty,
-    status: o.status === "resting" ? "NEW" : "PENDING_TRIGGER" }]));
+    type: (o.type || "limit").toUpperCase(), price: o.price, qty: o.remaining_qty, left: o.remaining_qty,
+    status: o.status === "open" ? "NEW" : "PENDING_TRIGGER" }]));
   S.fills = a.fills.map((f) => ({ ts: f.ts, market: f.market, order: f.order_id, side: f.side.toUpperCase(),
     price: f.price, qty: f.qty, maker: f.maker, fee: f.fee }));
   $("acct").textContent = "as " + a.name + " (account " + a.account + ")";
@@ -558,9 +560,9 @@ async function main() {
   }));
   window.addEventListener("resize", () => render("book", "candles", "trades"));
 
-  S.markets = await getJSON("/markets");
+  S.markets = (await getJSON("/api/v1/markets")).map((m) => ({ ...m, symbol: m.market }));
   for (const m of S.markets) S.info[m.symbol] = { pd: decimals(m.tick_size), qd: decimals(m.lot_size), base: m.base, quote: m.quote };
-  for (const t of await getJSON("/ui/api/tickers")) if (t.last) S.tickers[t.symbol] = t;
+  for (const t of await getJSON("/api/v1/tickers")) if (t.last) S.tickers[t.market] = t;
   const demo = await fetch("/ui/api/demo");
   S.demo = demo.ok;
   if (!S.demo) {
