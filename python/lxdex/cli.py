@@ -174,7 +174,7 @@ def bench_journal(
 @bench_app.command("node")
 def bench_node(
     seconds: float = typer.Option(10.0, help="seconds of each load (ZeroMQ, then HTTP)"),
-    zmq_clients: int = typer.Option(1, help="ZeroMQ client processes"),
+    zmq_clients: int = typer.Option(1, help="ZeroMQ client processes (0: no ZeroMQ load)"),
     rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
     window: int = typer.Option(16, help="ZeroMQ requests in flight per client"),
     http_clients: int = typer.Option(1, help="HTTP client processes"),
@@ -198,9 +198,11 @@ def bench_node(
                     f"({m['cores']} cores), {result['data_dir_fs']}")
     for col in ("path", "orders/s", "orders per node CPU-s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
         t.add_column(col, justify="right")
-    z, h = result["zmq"], result["http"]
-    for name, r, load in (("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"),
-                          ("POST /order", h, f"{h['connections']} connections, 1 in flight each")):
+    z, h = result.get("zmq"), result["http"]
+    paths = [("POST /order", h, f"{h['connections']} connections, 1 in flight each")]
+    if z:
+        paths.insert(0, ("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"))
+    for name, r, load in paths:
         la = r["latency"]
         t.add_row(name, f"{r['orders_per_s']:,}", f"{r['orders_per_node_cpu_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
                   str(la["p999_ms"]), str(la["max_ms"]), load)

@@ -257,22 +257,11 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
     result: dict = {"sync": sync, "history": history, "accounts": ACCOUNTS, "markets": 3, "data_dir_fs": _fs(root)}
     try:
         proc, http, zmq_port = _start(data, cfg, sync, log, history)
-        progress(f"node up (http {http}, zmq {zmq_port}, sync {sync}); ZeroMQ load for {seconds} s")
-        cpu0 = _cpu_seconds(proc.pid)
-        res = _run_clients(_zmq_client, [(f"tcp://127.0.0.1:{zmq_port}", seconds, rows, window, 11 + i)
-                                         for i in range(zmq_clients)])
-        n_rows = sum(r["rows"] for r in res)
-        secs = max(r["seconds"] for r in res)
-        result["zmq"] = {"clients": zmq_clients, "rows_per_request": rows, "window": window,
-                         "orders": n_rows, "rejected": sum(r["rejected"] for r in res),
-                         "cancels": sum(r["cancelled"] for r in res), "seconds": round(secs, 3),
-                         "orders_per_s": round(n_rows / secs),
-                         "requests_per_s": round(sum(r["requests"] for r in res) / secs),
-                         "latency": _lat([x for r in res for x in r["lat_ns"]])}
-        cpu = _cpu_seconds(proc.pid) - cpu0
-        result["zmq"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n_rows / cpu)}
-        progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} ms; "
-                 f"HTTP load for {seconds} s")
+        if zmq_clients:
+            progress(f"node up (http {http}, zmq {zmq_port}, sync {sync}); ZeroMQ load for {seconds} s")
+            result["zmq"] = _zmq_load(proc, zmq_port, seconds, zmq_clients, rows, window)
+            progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} "
+                     f"ms; HTTP load for {seconds} s")
         cpu0 = _cpu_seconds(proc.pid)
         res = _run_clients(_http_client, [(http, seconds, connections, 21 + i) for i in range(http_clients)])
         n = sum(r["requests"] for r in res)
@@ -296,6 +285,22 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
         log.close()
         shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def _zmq_load(proc, zmq_port: int, seconds: float, zmq_clients: int, rows: int, window: int) -> dict:
+    cpu0 = _cpu_seconds(proc.pid)
+    res = _run_clients(_zmq_client, [(f"tcp://127.0.0.1:{zmq_port}", seconds, rows, window, 11 + i)
+                                     for i in range(zmq_clients)])
+    n_rows = sum(r["rows"] for r in res)
+    secs = max(r["seconds"] for r in res)
+    cpu = _cpu_seconds(proc.pid) - cpu0
+    return {"clients": zmq_clients, "rows_per_request": rows, "window": window,
+            "orders": n_rows, "rejected": sum(r["rejected"] for r in res),
+            "cancels": sum(r["cancelled"] for r in res), "seconds": round(secs, 3),
+            "orders_per_s": round(n_rows / secs),
+            "requests_per_s": round(sum(r["requests"] for r in res) / secs),
+            "latency": _lat([x for r in res for x in r["lat_ns"]]),
+            "node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n_rows / cpu)}
 
 
 def _recover(data: Path, stats: dict) -> dict:

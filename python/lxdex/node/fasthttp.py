@@ -300,6 +300,30 @@ class CoalescingTransport:
         return getattr(self._t, name)
 
 
+class _KeepAliveSweep:
+    """Closes the idle keep-alive connections of one event loop, once a
+    second, while it has connections."""
+
+    _loops: dict = {}
+
+    @classmethod
+    def watch(cls, loop, connections: set, timeout: float) -> None:
+        if loop not in cls._loops:
+            cls._loops[loop] = loop.call_later(1.0, cls._sweep, loop, connections, timeout)
+
+    @classmethod
+    def _sweep(cls, loop, connections: set, timeout: float) -> None:
+        now = loop.time()
+        for c in list(connections):
+            since = getattr(c, "_idle_since", None)
+            if since is not None and now - since >= timeout:
+                c.timeout_keep_alive_handler()
+        if connections:
+            cls._loops[loop] = loop.call_later(1.0, cls._sweep, loop, connections, timeout)
+        else:
+            del cls._loops[loop]
+
+
 _FAST_METHODS = {b"GET": "GET", b"POST": "POST", b"DELETE": "DELETE", b"PUT": "PUT", b"PATCH": "PATCH"}
 
 
@@ -309,9 +333,30 @@ class NodeHttpProtocol(HttpToolsProtocol):
 
     routes: FastRoutes
     max_body: int
+    #: loop.time() since when the connection waits for a request (None: a request is in progress)
+    _idle_since: float | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
+        _KeepAliveSweep.watch(self.loop, self.connections, self.timeout_keep_alive)
+
+    # Keep-alive: instead of uvicorn's timer per response (armed after each
+    # response, cancelled by the next request), a sweep each second closes
+    # connections idle for longer than the keep-alive timeout.
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -28,7 +28,6 @@ import logging
 from decimal import Decimal
 
 import msgspec
-import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -148,9 +147,25 @@ class _RowBatch:
         self.owner, self.futs = owner, futs
 
     def resolve(self, res) -> None:
-        for i, fut in enumerate(self.futs):  # each request gets (outcome, its row)
-            if not fut.done():
-                fut.set_result((res, i))
+        """Each request gets `(seq, the events of its row)`, or the
+        NodeStopped; the batch's events are split by row in one pass."""
+        futs = self.futs
+        if isinstance(res, BaseException):
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(res)
+        else:
+            rows: list[list] = [[] for _ in futs]
+            ev = res.events
+            if len(ev):
+                n = len(rows)
+                for e in ev.tolist():  # (kind, reason, side, order_type, cmd_index, market, order_id, owner, ...)
+                    if e[4] < n:
+                        rows[e[4]].append(e)
+            seq = res.seq
+            for fut, events in zip(futs, rows):
+                if not fut.done():
+                    fut.set_result((seq, events))
         self.owner.done()
 
 
@@ -192,7 +207,7 @@ class _OrderRows:
             self.inflight = False
             for f in futs:
                 if not f.done():
-                    f.set_result((NodeStopped("node is not accepting commands"), 0))
+                    f.set_result(NodeStopped("node is not accepting commands"))
 
 
 #: Where the core's rejection of an order row points in the request.
@@ -214,21 +229,25 @@ _REJECT_TEXT = {
 }
 
 
-def _row_reply(out, row: int, m) -> dict | JSON:
-    """The reply to one POST /order from its row's events in a batch."""
-    ev = out.events
-    lo, hi = np.searchsorted(ev["cmd_index"], [row, row + 1]) if len(ev) else (0, 0)
-    events = ev[lo:hi].tolist()  # (kind, reason, side, order_type, cmd_index, market, order_id, owner, other_id, ...)
+_ACCEPTED, _REJECTED, _FILL, _CANCELLED = (int(k) for k in (EventKind.ACCEPTED, EventKind.REJECTED, EventKind.FILL,
+                                                              EventKind.CANCELLED))
+_CONDITIONAL_TYPES = frozenset(int(t) for t in OrderType) - {int(OrderType.LIMIT), int(OrderType.MARKET)}
+
+
+def _row_reply(seq: int, events: list, m) -> dict | JSON:
+    """The reply to one POST /order from its row's events (as tuples:
+    kind, reason, side, order_type, cmd_index, market, order_id, owner,
+    other_id, ..., price, qty, remaining, ...) in the batch `seq`."""
     for e in events:
-        if e[0] == EventKind.REJECTED:
+        if e[0] == _REJECTED:
             r = Reason(e[1])
             status_code = 404 if r in (Reason.UNKNOWN_ACCOUNT, Reason.UNKNOWN_MARKET) else 400
             field = _REJECT_FIELDS.get(r)
             text = _REJECT_TEXT.get(r, r.name.lower().replace("_", " "))
             return error(status_code, r.name, f"{field}: {text}" if field else text, field)
-    oid = next((e[6] for e in events if e[0] == EventKind.ACCEPTED), None)
+    oid = next((e[6] for e in events if e[0] == _ACCEPTED), None)
     # (kind, reason, order_type, order_id, other_id, price, qty, remaining)
-    return _reply(((e[0], e[1], e[3], e[6], e[8], e[10], e[11], e[12]) for e in events), oid, out.seq, m)
+    return _reply(((e[0], e[1], e[3], e[6], e[8], e[10], e[11], e[12]) for e in events), oid, seq, m)
 
 
 def _reply(events, oid: int, seq: int, m) -> dict:
@@ -239,13 +258,13 @@ def _reply(events, oid: int, seq: int, m) -> dict:
     for kind, why, otype, order_id, other_id, price, qty, remaining in events:
         if order_id != oid:
             continue
-        if kind == EventKind.ACCEPTED:
-            conditional = otype not in (OrderType.LIMIT, OrderType.MARKET)
-        elif kind == EventKind.FILL:
+        if kind == _ACCEPTED:
+            conditional = otype in _CONDITIONAL_TYPES
+        elif kind == _FILL:
             fills.append({"price": price * m.tick_size, "qty": qty * m.lot_size, "maker_order_id": other_id})
             filled += qty
             done = remaining == 0
-        elif kind == EventKind.CANCELLED:
+        elif kind == _CANCELLED:
             status, reason = "cancelled", Reason(why).name.lower()
     if status is None:
         if conditional and not fills:
@@ -347,11 +366,10 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         market = ex._markets[o.symbol]  # markets are immutable once added: no lock needed
 
         def reply(res):
-            out, i = res
-            if isinstance(out, NodeStopped):
-                return error(503, "UNAVAILABLE", str(out))
+            if isinstance(res, NodeStopped):
+                return error(503, "UNAVAILABLE", str(res))
             metrics.http_orders.inc()
-            r = _row_reply(out, i, market)
+            r = _row_reply(res[0], res[1], market)
             return r if isinstance(r, Response) else _json.encode(r)
 
         return Later(batch.add(row), reply)
