@@ -40,6 +40,14 @@ def test_bench_exchange_json():
     assert result["exchange_cmds_per_s"] > 0 and result["events"]["fills"] > 0
 
 
+def test_bench_recovery_json_small():
+    result = json.loads(run("bench", "recovery", "--commands", "20000", "--rows", "256", "--repeat", "1",
+                            "--json").stdout)
+    assert result["hash_matches"] and result["best_orders_per_s"] > 0
+    j = result["journal"]
+    assert j["order_commands"] >= 20000 and j["binary_rows"] > 0 and j["single_commands"] > 0
+
+
 def test_bench_memory_json_small_scale():
     result = json.loads(run("bench", "memory", "--scale", "0.002", "--json").stdout)
     assert result["rss_bytes"] > 0 and result["users"] == 2_000

@@ -1,5 +1,5 @@
 """The `lxdex` command line: `lxdex node`, `lxdex demo`, `lxdex book-demo`,
-`lxdex bench engine|exchange|journal|node|ws|memory|history|api`."""
+`lxdex bench engine|exchange|journal|node|recovery|ws|memory|history|api`."""
 
 from __future__ import annotations
 
@@ -211,6 +211,37 @@ def bench_node(
                  f"in {rc['seconds']} s = {rc['orders_per_s']:,} order commands/s overall; binary batches "
                  f"{rc['binary_rows_per_s']:,} rows/s, single (JSON-form) commands {rc['single_commands_per_s']:,}/s; "
                  f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")
+    _emit(result, as_json, output, t)
+
+
+@bench_app.command("recovery")
+def bench_recovery(
+    commands: int = typer.Option(4_000_000, help="order commands in the journal"),
+    rows: int = typer.Option(512, help="order rows per binary Records batch"),
+    single_every: int = typer.Option(16, help="after every this many batches, 5 single JSON-form commands"),
+    repeat: int = typer.Option(3, help="timed Node.open runs"),
+    seed: int = typer.Option(7, help="workload seed"),
+    dir: Path = typer.Option(None, help="where the data dir goes (default: the system temp dir)"),
+    keep: Path = typer.Option(None, help="build the journal in this dir and keep it; reuse it if it is there"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    output: Path = typer.Option(None, help="also write the JSON to this file"),
+) -> None:
+    """Recovery replay: Node.open over a journal of mixed order commands built through a real node."""
+    _single_threaded_blas()
+    from .bench import recovery
+    from .bench.engine import machine
+
+    result = {"machine": machine(), **recovery.run(commands, rows, single_every, repeat, seed, dir, keep,
+                                                   progress=lambda m: console.log(m))}
+    m, j = result["machine"], result["journal"]
+    t = Table(title=f"lxdex recovery (Node.open) — {m['cpu']} ({m['cores']} cores); journal of "
+                    f"{j['order_commands']:,} order commands in {j['last_seq']:,} records "
+                    f"({j['binary_rows']:,} binary rows, {j['single_commands']:,} single commands)")
+    for col in ("run", "seconds", "CPU s", "order commands/s", "per CPU-s", "state hash"):
+        t.add_column(col, justify="right")
+    for i, r in enumerate(result["runs"]):
+        t.add_row(str(i + 1), str(r["seconds"]), str(r["cpu_seconds"]), f"{r['orders_per_s']:,}",
+                  f"{r['orders_per_cpu_s']:,}", "matches" if r["hash_matches"] else "DIFFERS")
     _emit(result, as_json, output, t)
 
 

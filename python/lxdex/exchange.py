@@ -543,6 +543,30 @@ class Exchange:
             out.notices = out.notices + self._notices(out.events, cmd)
         return out
 
+    def replay_records(self, buf, spans: bytes, index: int, seq: int) -> tuple[int, int]:
+        """Journal replay's fast path: applies the journal records whose
+        payloads are ``buf[start:end]`` for the offset pairs in `spans`
+        (`Journal.read_spans`), from the `index`-th on and numbered from
+        `seq`, for as long as each is a `Records` command in the form
+        `commands.encode` gives it; returns ``(count, max ts)``. The state
+        after it is what `execute` of each decoded command leaves (clock,
+        rows, rejections, the notifications of system cancels and price
+        alerts), without building the outcomes nobody reads in a replay.
+        Stops (count may be 0) at a payload of another form, which the
+        caller decodes and executes."""
+        if seq != self.last_seq + 1:
+            raise ValueError(f"seq: expected {self.last_seq + 1}, got {seq} (commands apply in log order)")
+        n, max_ts, flagged = self.core.replay_records(buf, spans, index, _SYSTEM_CANCEL_REASONS,
+                                                      self.accounts.has_alerts())
+        for _i, ts, clock_events, events in flagged:
+            cmd = C.Records(ts=ts, data=b"")  # what `_notices` reads of the command: its type and ts
+            if len(clock_events):
+                self._notices(clock_events, cmd)
+            if len(events):
+                self._notices(events, cmd)
+        self.last_seq += n
+        return n, max_ts
+
     def _notices(self, events, cmd: C.Command) -> list[dict]:
         """Notifications for system cancels (stored in the user's inbox) and
         price alerts fired by this command's trades. Fills reach users as the
@@ -727,6 +751,7 @@ _FLAG_POST_ONLY = 1
 assert _SUBMIT.size == COMMAND_DTYPE.itemsize
 _SYSTEM_CANCEL_LUT = np.zeros(256, dtype=bool)
 _SYSTEM_CANCEL_LUT[[int(r) for r in SYSTEM_CANCELS]] = True
+_SYSTEM_CANCEL_REASONS = sorted(int(r) for r in SYSTEM_CANCELS)
 
 
 def _h_add_asset(ex: Exchange, c: C.AddAsset):

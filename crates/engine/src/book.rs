@@ -314,6 +314,10 @@ pub struct Book {
     index: FxHashMap<u64, u32>,
     conds: BTreeMap<u64, Cond>,
     cond_ids: FxHashMap<u64, u64>,
+    /// The largest id ever put in `index` or `cond_ids` (not part of the
+    /// state): a larger id is not live without a lookup, which is every
+    /// new order of the exchange (its ids only grow).
+    max_id: u64,
     fire_up: BTreeSet<(i64, u64)>,
     fire_down: BTreeSet<(i64, u64)>,
     trailing: BTreeSet<u64>,
@@ -355,6 +359,7 @@ impl Book {
             index: FxHashMap::default(),
             conds: BTreeMap::new(),
             cond_ids: FxHashMap::default(),
+            max_id: 0,
             fire_up: BTreeSet::new(),
             fire_down: BTreeSet::new(),
             trailing: BTreeSet::new(),
@@ -848,7 +853,7 @@ impl Book {
     // ------------------------------------------------------------------
 
     fn is_live(&self, id: u64) -> bool {
-        self.index.contains_key(&id) || self.cond_ids.contains_key(&id)
+        id <= self.max_id && (self.index.contains_key(&id) || self.cond_ids.contains_key(&id))
     }
 
     fn check_qty(&self, qty: i64) -> Result<(), Reject> {
@@ -1321,6 +1326,7 @@ impl Book {
             self.extras[idx as usize] = x;
         }
         self.index.insert(t.id, idx);
+        self.max_id = self.max_id.max(t.id);
         if t.tif == Tif::Gtd {
             self.expiry.insert((t.expire_ts, t.seq, t.id));
         }
@@ -1420,6 +1426,7 @@ impl Book {
     fn place_cond(&mut self, c: Cond) {
         let seq = c.seq;
         self.cond_ids.insert(c.id, seq);
+        self.max_id = self.max_id.max(c.id);
         if c.tif == Tif::Gtd {
             self.expiry.insert((c.expire_ts, seq, c.id));
         }

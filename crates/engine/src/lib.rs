@@ -34,6 +34,7 @@ pub mod ledger;
 pub mod marketdata;
 mod markets;
 pub mod record;
+pub mod replay;
 mod types;
 
 pub use book::{Book, DepthLevel, OrderStatus, PendingOrder, RestingOrder, SnapshotError};

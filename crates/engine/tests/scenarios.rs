@@ -314,3 +314,25 @@ fn take_profit_sells_into_a_rising_price() {
     let ev = submit(&mut b, OrderRequest::take_profit(11, 2, S, 95, 0, 1));
     assert_eq!(kinds(&ev), vec![(EventKind::Accepted, 11), (EventKind::Triggered, 11), (EventKind::Fill, 11)]);
 }
+
+/// A duplicate id is refused whether it is above, below or between the ids
+/// seen (the book skips the id lookup only above every id it ever held),
+/// also in a book restored from a snapshot.
+#[test]
+fn duplicate_ids_are_refused_in_any_id_order_and_after_restore() {
+    let mut b = Book::default();
+    let mut out = Vec::new();
+    for id in [50, 7, 900] {
+        submit(&mut b, OrderRequest::limit(id, 1, S, 110, 1));
+    }
+    submit(&mut b, OrderRequest::stop(300, 2, B, 120, 0, 1).with_tif(Tif::Ioc));
+    let mut restored = Book::restore(&b.snapshot()).unwrap();
+    for book in [&mut b, &mut restored] {
+        for id in [7, 50, 300, 900] {
+            let r = book.submit(&OrderRequest::limit(id, 3, B, 100, 1), &mut out);
+            assert_eq!(r, Err(Reject { reason: Reason::DuplicateId }), "id {id}");
+        }
+        assert!(book.submit(&OrderRequest::limit(901, 3, B, 100, 1), &mut out).is_ok());
+        assert!(book.submit(&OrderRequest::limit(8, 3, B, 100, 1), &mut out).is_ok());
+    }
+}

@@ -4,11 +4,13 @@
 
 use lxdex_engine::marketdata::Interval;
 use lxdex_engine::record::COMMAND_RECORD_SIZE;
-use lxdex_engine::{Event, Exchange, FeeTier, MarketConfig, MarketStatus, OrderStatus, Reject, Side};
+use lxdex_engine::replay::replay_records;
+use lxdex_engine::{Event, EventKind, Exchange, FeeTier, MarketConfig, MarketStatus, OrderStatus, Reject, Side};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use crate::journal::View;
 use crate::{command_buffer, events_to_numpy, order_request, rejected, wire, PyEvent, SendPtr};
 
 /// `(price, visible, count)` levels, best first.
@@ -183,6 +185,62 @@ impl PyExchange {
         });
         drop(buf);
         events_to_numpy(py, &events)
+    }
+
+    /// Journal replay: applies the journal records of `buf` whose payloads
+    /// `spans` (little-endian `u64` start/end offset pairs, from
+    /// `journal_read_spans`) lists, from the `index`-th on, for as long as
+    /// each is a `Records` command in its canonical msgpack form, as
+    /// `Exchange.execute` would, without building their events. Returns
+    /// `(count, max_ts, flagged)`: `flagged` is `[(index, ts, clock_events,
+    /// events)]` (`EVENT_DTYPE` arrays) for each command with an event that
+    /// is a `CANCELLED` whose reason is in `system_cancels`, or a `FILL`
+    /// when `fills` is true: the ones whose notifications the caller owes.
+    fn replay_records<'py>(
+        &mut self,
+        py: Python<'py>,
+        buf: &Bound<'py, PyAny>,
+        spans: &Bound<'py, PyAny>,
+        index: usize,
+        system_cancels: Vec<u8>,
+        fills: bool,
+    ) -> PyResult<(usize, u64, Bound<'py, PyList>)> {
+        let b = View::new(buf, "buf")?;
+        let sp = View::new(spans, "spans")?;
+        let (bytes, spans) = unsafe { (b.slice(), sp.slice()) };
+        if spans.len() % 16 != 0 {
+            return Err(PyValueError::new_err("spans: expected pairs of u64 offsets"));
+        }
+        let n = spans.len() / 16;
+        let mut ranges = Vec::with_capacity(n.saturating_sub(index));
+        for k in index..n {
+            let at = |i: usize| u64::from_le_bytes(spans[i..i + 8].try_into().unwrap()) as usize;
+            let (a, e) = (at(k * 16), at(k * 16 + 8));
+            if a > e || e > bytes.len() {
+                return Err(PyValueError::new_err(format!("spans: record {k} is outside buf")));
+            }
+            ranges.push((a, e));
+        }
+        let mut lut = [false; 256];
+        for r in system_cancels {
+            lut[r as usize] = true;
+        }
+        let (bp, x) = (SendPtr(bytes.as_ptr(), bytes.len()), &mut self.x);
+        let r = py.detach(move || {
+            // SAFETY: `b` keeps the buffer alive until after this closure.
+            let bytes = unsafe { bp.slice() };
+            let flag = |e: &Event| match e.kind {
+                EventKind::Cancelled => lut[e.reason as usize],
+                EventKind::Fill => fills,
+                _ => false,
+            };
+            replay_records(x, ranges.iter().map(|&(a, e)| &bytes[a..e]), flag)
+        });
+        let flagged = PyList::empty(py);
+        for f in &r.flagged {
+            flagged.append((index + f.index, f.ts, events_to_numpy(py, &f.clock)?, events_to_numpy(py, &f.events)?))?;
+        }
+        Ok((r.count, r.max_ts, flagged))
     }
 
     /// `(available, held)` of an account in an asset.

@@ -216,6 +216,36 @@ fn journal_read_payloads<'py>(
     Ok((first, list, s.last_seq, s.valid_end, status(&s)))
 }
 
+/// Like `journal_read_payloads`, without copying the payloads: returns
+/// `(first_seq, spans, last_seq, end, status)` where `spans` holds a
+/// little-endian `u64` start and end offset into `buf` per record.
+#[pyfunction]
+#[pyo3(signature = (buf, expected_first_seq, start, from_seq, max_records = None))]
+fn journal_read_spans<'py>(
+    py: Python<'py>,
+    buf: &Bound<'py, PyAny>,
+    expected_first_seq: u64,
+    start: usize,
+    from_seq: u64,
+    max_records: Option<usize>,
+) -> PyResult<(u64, Bound<'py, PyBytes>, u64, usize, &'static str)> {
+    let v = View::new(buf, "buf")?;
+    let ptr = SendPtr(v.ptr, v.len);
+    let max = max_records.unwrap_or(usize::MAX);
+    let s = py.detach(move || {
+        // SAFETY: `v` keeps the buffer alive until after this closure.
+        let bytes = unsafe { ptr.slice() };
+        scan(bytes, start, expected_first_seq, from_seq, max, true)
+    });
+    let first = s.records.first().map_or(s.last_seq + 1, |r| r.0);
+    let mut spans = Vec::with_capacity(s.records.len() * 16);
+    for &(_, a, b) in &s.records {
+        spans.extend_from_slice(&(a as u64).to_le_bytes());
+        spans.extend_from_slice(&(b as u64).to_le_bytes());
+    }
+    Ok((first, PyBytes::new(py, &spans), s.last_seq, s.valid_end, status(&s)))
+}
+
 /// The first offset at or after `start` where a complete, CRC-valid record
 /// with `seq >= min_seq` begins, or None.
 #[pyfunction]
@@ -232,6 +262,7 @@ fn journal_find_valid(py: Python<'_>, buf: &Bound<'_, PyAny>, start: usize, min_
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(journal_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(journal_read_spans, m)?)?;
     m.add_function(wrap_pyfunction!(journal_frame_fixed, m)?)?;
     m.add_function(wrap_pyfunction!(journal_check, m)?)?;
     m.add_function(wrap_pyfunction!(journal_scan, m)?)?;

@@ -479,6 +479,13 @@ class HistoryStore:
         self._q.put(pairs)
 
     @property
+    def replay_from(self) -> int:
+        """The first seq it needs from the node's journal replay (it skips
+        the ones it has): the node replays the ones before without
+        building their outcomes."""
+        return self._fed_seq + 1
+
+    @property
     def lag(self) -> int:
         """Commands queued but not yet written."""
         return self._queued - self._written

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import bisect
 import logging
+import mmap
 import os
 import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .. import _core
 
@@ -106,6 +107,23 @@ def _fsync_dir(path: Path) -> None:
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)
+
+
+def _map(path: Path, limit: int = -1) -> memoryview | bytes:
+    """The segment file's bytes (the first `limit` of them, if >= 0) as a
+    read-only memory map: no copy into the process and no zeroed pages to
+    fill, which reading a 64 MiB segment into `bytes` costs. A file too
+    short to map is read. The map is unmapped once the view is released."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if limit >= 0:
+            size = min(size, limit)
+        if size < SEGMENT_HEADER_LEN:
+            return f.read(size)
+        m = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    if hasattr(m, "madvise"):
+        m.madvise(mmap.MADV_SEQUENTIAL)
+    return memoryview(m)
 
 
 class _Segment:
@@ -276,16 +294,26 @@ class Journal:
     def read_batches(self, from_seq: int | None = None, max_records: int = 65536) -> Iterator[list[tuple[int, bytes]]]:
         """Yields lists of up to `max_records` ``(seq, payload)`` in order
         (framing checks run in Rust)."""
-        for _first, batch in self._read(from_seq, max_records, False):
+        for _first, batch in self._read(from_seq, max_records, "records"):
             yield batch
 
     def read_payloads(self, from_seq: int | None = None, max_records: int = 65536) -> Iterator[tuple[int, list[bytes]]]:
         """Yields ``(first_seq, payloads)`` with up to `max_records` payloads,
         ``payloads[i]`` being record ``first_seq + i``: the fastest replay
         path (no per-record tuple)."""
-        return self._read(from_seq, max_records, True)
+        return self._read(from_seq, max_records, "payloads")
 
-    def _read(self, from_seq: int | None, max_records: int, payloads_only: bool) -> Iterator[tuple[int, list]]:
+    def read_spans(self, from_seq: int | None = None,
+                   max_records: int = 65536) -> Iterator[tuple[int, memoryview | bytes, bytes]]:
+        """Yields ``(first_seq, buf, spans)``: up to `max_records` records
+        from ``first_seq`` on, CRC-checked, as offsets into `buf` (a
+        read-only map of their segment): `spans` holds a little-endian
+        ``u64`` start and end offset per payload. The replay path that
+        copies nothing (`lxdex._core.ExchangeCore.replay_records` applies
+        binary batches straight from `buf`); ``buf[start:end]`` is a payload."""
+        return self._read(from_seq, max_records, "spans")
+
+    def _read(self, from_seq: int | None, max_records: int, mode: str) -> Iterator[tuple[int, Any]]:
         self._check_open()
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
@@ -303,14 +331,23 @@ class Journal:
             else:
                 limit = -1
             try:
-                with open(seg.path, "rb") as f:
-                    buf = f.read(limit)
+                if mode == "spans":
+                    buf = _map(seg.path, limit)
+                else:
+                    with open(seg.path, "rb") as f:
+                        buf = f.read(limit)
             except FileNotFoundError:
                 raise JournalError(f"journal {self._dir}: segment {seg.path.name} was compacted "
                                    "while being read") from None
             start, expected = SEGMENT_HEADER_LEN, seg.first_seq
             while True:
-                if payloads_only:
+                if mode == "spans":
+                    rfirst, spans, last, end, status = _core.journal_read_spans(
+                        buf, expected, start, from_seq, max_records)
+                    if spans:
+                        yield rfirst, buf, spans
+                    recs = None
+                elif mode == "payloads":
                     rfirst, recs, last, end, status = _core.journal_read_payloads(
                         buf, expected, start, from_seq, max_records)
                 else:
@@ -452,7 +489,7 @@ class Journal:
         size = SEGMENT_HEADER_LEN
         for i, seg in enumerate(segments):
             is_last = i == len(segments) - 1
-            buf = seg.path.read_bytes()
+            buf = _map(seg.path)
             self._check_header(seg, buf)
             if last_seq is not None and seg.first_seq != last_seq + 1:
                 raise JournalCorrupt(seg.path, 0, f"sequence gap: segment starts at seq {seg.first_seq} "
@@ -476,6 +513,7 @@ class Journal:
                 else:
                     log.warning("journal %s: truncated torn tail at offset %d: dropped %d bytes (%s)",
                                 seg.path, valid_end, dropped, reason)
+                del buf  # unmapped before the file shrinks under it
                 self._truncate(seg.path, valid_end)
             last_seq = seg_last
             size = valid_end
@@ -497,11 +535,12 @@ class Journal:
             os.close(fd)
 
     @staticmethod
-    def _check_header(seg: _Segment, buf: bytes) -> None:
+    def _check_header(seg: _Segment, buf: bytes | memoryview) -> None:
         if len(buf) < SEGMENT_HEADER_LEN:
             raise JournalCorrupt(seg.path, 0, f"segment header cut short ({len(buf)} bytes)")
         magic, version, first, _reserved = _SEG_HEADER.unpack_from(buf)
         (crc,) = struct.unpack_from("<I", buf, _SEG_HEADER.size)
+        magic = bytes(magic)
         if magic != SEGMENT_MAGIC:
             raise JournalCorrupt(seg.path, 0, f"bad segment magic {magic!r} (expected {SEGMENT_MAGIC!r})")
         if crc != _core.crc32c(buf[:_SEG_HEADER.size]):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import struct
 import threading
 import time
 from collections import deque
@@ -174,20 +175,7 @@ class Node:
                 log.warning("history store is at seq %d, the newest snapshot at %d: commands %d..%d are not in "
                             "the history (the journal no longer has them)", self.history.last_seq, snap_seq,
                             self.history.last_seq + 1, snap_seq)
-        replayed = 0
-        if j.last_seq > snap_seq:
-            decode, execute, catch_up = C.decode, ex.execute, self.replay_listeners
-            for first, payloads in j.read_payloads(snap_seq + 1):
-                cmds = [decode(p) for p in payloads]
-                if catch_up:
-                    pairs = [(c, execute(c, first + i)) for i, c in enumerate(cmds)]
-                    for listener in catch_up:
-                        listener(pairs)
-                else:
-                    for i, c in enumerate(cmds):
-                        execute(c, first + i)
-                self._last_ts = max(self._last_ts, max(c.ts for c in cmds))
-                replayed += len(cmds)
+        replayed = self._replay(ex, j, snap_seq + 1) if j.last_seq > snap_seq else 0
         self.exchange = ex
         self._snapshot_seq = snap_seq
         self._last_ts = max(self._last_ts, ex.core.now)
@@ -197,6 +185,46 @@ class Node:
         log.info("recovered: snapshot at seq %d, %d journal records replayed, last seq %d, state hash %s "
                  "(%.3f s)", snap_seq, replayed, ex.last_seq, h[:16], self.recovery.seconds)
         return self.recovery
+
+    def _replay(self, ex: Exchange, j: Journal, from_seq: int) -> int:
+        """Applies the journal from `from_seq` on; returns how many records.
+
+        Binary order batches (`Records`) go straight from the mapped journal
+        into the core (`Exchange.replay_records`); any other command is
+        decoded and executed, and the replay listeners get ``(command,
+        outcome)`` for every seq from the lowest one they still need (a
+        listener's `replay_from`; 1, i.e. all, for one without it), so that
+        part goes the general way."""
+        catch_up = self.replay_listeners
+        need = min((getattr(listener, "replay_from", 1) for listener in catch_up), default=None)
+        decode, execute, span = C.decode, ex.execute, struct.Struct("<QQ").unpack_from
+        replayed, last_ts = 0, self._last_ts
+        for first, buf, spans in j.read_spans(from_seq):
+            n = len(spans) // 16
+            fast_end = n if need is None else max(0, min(n, need - first))  # records [0, fast_end) need no outcome
+            fast_spans = memoryview(spans)[:16 * fast_end]
+            pairs = []
+            i = 0
+            while i < n:
+                if i < fast_end:
+                    k, ts = ex.replay_records(buf, fast_spans, i, first + i)
+                    if k:
+                        i += k
+                        last_ts = max(last_ts, ts)
+                        continue
+                a, b = span(spans, 16 * i)
+                c = decode(bytes(buf[a:b]))
+                out = execute(c, first + i)
+                if need is not None and first + i >= need:
+                    pairs.append((c, out))
+                last_ts = max(last_ts, c.ts)
+                i += 1
+            if pairs:
+                for listener in catch_up:
+                    listener(pairs)
+            replayed += n
+        self._last_ts = last_ts
+        return replayed
 
     def start(self) -> None:
         """Opens (if not yet), starts the sequencer, and applies the config's

@@ -203,6 +203,7 @@ impl Book {
                 reference, display, active, queued: false, group,
             };
             book.cond_ids.insert(id, seq);
+            book.max_id = book.max_id.max(id);
             if tif == Tif::Gtd {
                 book.expiry.insert((expire_ts, seq, id));
             }
