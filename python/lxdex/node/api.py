@@ -334,6 +334,8 @@ def open_orders_view(ex, account: int, market: str | None = None) -> list[dict]:
         else:
             row["type"] = o["order_type"]
             row["trigger_price"] = o["trigger_price"]
+        if "order_list_id" in o:
+            row["order_list_id"] = o["order_list_id"]
         out.append(row)
     return out
 
