@@ -481,11 +481,12 @@ def test_historical_trades_avg_price_and_rolling_tickers(http, trader, admin):
 def test_oco_order_lists(http, trader, api_node):
     base = {"symbol": "BTCUSD", "side": "SELL", "quantity": "0.5", "newOrderRespType": "RESULT"}
     before = signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]
-    # Take profit above (LIMIT_MAKER at 70000), stop below (STOP_LOSS_LIMIT 50000 / 49900): one hold of 0.5 BTC.
+    # Take profit above (LIMIT_MAKER at 900000), stop below (STOP_LOSS_LIMIT 2 / 1): one hold of 0.5 BTC. Far
+    # from where other tests of this module left the last price, so neither triggers at once.
     r = signed(http, trader, "POST", "/api/v3/orderList/oco", {
-        **base, "listClientOrderId": "my-list", "aboveType": "LIMIT_MAKER", "abovePrice": "70000",
-        "aboveClientOrderId": "tp-1", "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": "50000",
-        "belowPrice": "49900", "belowTimeInForce": "GTC"}, in_body=True)
+        **base, "listClientOrderId": "my-list", "aboveType": "LIMIT_MAKER", "abovePrice": "900000",
+        "aboveClientOrderId": "tp-1", "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": "2",
+        "belowPrice": "1", "belowTimeInForce": "GTC"}, in_body=True)
     assert r.status_code == 200, r.text
     lst = r.json()
     assert (lst["contingencyType"], lst["listStatusType"], lst["listOrderStatus"], lst["listClientOrderId"],
@@ -511,14 +512,14 @@ def test_oco_order_lists(http, trader, api_node):
             "abovePrice"),
            ({**base, "aboveType": "LIMIT_MAKER", "abovePrice": "40000", "belowType": "STOP_LOSS",
              "belowStopPrice": "50000"}, -2010, "relationship"),
-           ({**base, "quantity": "1000", "aboveType": "LIMIT_MAKER", "abovePrice": "70000", "belowType": "STOP_LOSS",
-             "belowStopPrice": "50000"}, -2010, "insufficient balance")]
+           ({**base, "quantity": "1000", "aboveType": "LIMIT_MAKER", "abovePrice": "900000", "belowType": "STOP_LOSS",
+             "belowStopPrice": "2"}, -2010, "insufficient balance")]
     for params, code, text in bad:
         e = signed(http, trader, "POST", "/api/v3/orderList/oco", params, in_body=True)
         assert e.status_code == 400 and e.json()["code"] == code and text in e.json()["msg"], (params, e.text)
     assert len(signed(http, trader, "GET", "/api/v3/openOrderList", {}).json()) == 1
     # Legacy order/oco: LIMIT_MAKER at price, STOP_LOSS at stopPrice.
-    r = signed(http, trader, "POST", "/api/v3/order/oco", {**base, "price": "71000", "stopPrice": "48000"},
+    r = signed(http, trader, "POST", "/api/v3/order/oco", {**base, "price": "910000", "stopPrice": "3"},
                in_body=True)
     assert r.status_code == 200, r.text
     legacy = r.json()
