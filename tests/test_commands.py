@@ -3,6 +3,7 @@ under sequence numbers; users wired into the exchange (suspension, system
 cancel notifications, price alerts); snapshot + replay equality."""
 
 import random
+from decimal import Decimal
 
 import msgspec
 import numpy as np
@@ -56,6 +57,10 @@ def test_every_command_round_trips_through_msgpack_and_json():
         C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="10", client_id="my-order.1:a/b"),
         C.CancelReplace(order_id=1, new=C.PlaceOrder(account=0, market="BTC-USD", side="sell", qty="1", price="9",
                                                      client_id="x"), allow_failure=True, ts=7),
+        C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="1", tp_trigger="120", tp_price="120",
+                   sl_trigger="80", tp_client_id="tp1"),
+        C.PlaceBracket(account=0, market="BTC-USD", side="buy", qty="1", price="100", tp_trigger="110",
+                       sl_trigger="90", sl_price="89", tif="gtc", client_id="b1"),
         C.CancelOrder(account=0, order_id=1), C.AmendOrder(account=0, order_id=1, qty="0.5"),
         C.CancelAll(account=0), C.ObservePrice(market="BTC-USD", price="5"), C.Tick(ts=9),
         C.Records(data=bytes(120)),
@@ -233,6 +238,20 @@ def _random_log(rng: random.Random, n: int) -> list:
             if rng.random() < 0.15:
                 cmds[-1] = C.CancelReplace(order_id=rng.randint(1, 60), allow_failure=rng.random() < 0.5,
                                            new=msgspec.structs.replace(cmds[-1], ts=0), ts=ts)
+        elif r < 0.62:
+            lo, hi = rng.randint(90, 99), rng.randint(102, 110)
+            if rng.random() < 0.5:
+                side = rng.choice(["buy", "sell"])
+                tp, sl = (hi, lo) if side == "sell" else (lo, hi)
+                cmds.append(C.PlaceOco(account=acct, market="BTC-USD", side=side, qty=f"{rng.randint(1, 200) / 100:.2f}",
+                                       tp_trigger=str(tp), sl_trigger=str(sl), tp_price=str(tp),
+                                       sl_price=rng.choice([None, str(sl)]) if side == "sell" else str(sl + 1), ts=ts))
+            else:
+                side = rng.choice(["buy", "sell"])
+                tp, sl = (hi, lo) if side == "buy" else (lo, hi)
+                cmds.append(C.PlaceBracket(account=acct, market="BTC-USD", side=side, qty=f"{rng.randint(1, 200) / 100:.2f}",
+                                           price=str(rng.randint(lo + 1, hi - 1)), tp_trigger=str(tp), sl_trigger=str(sl),
+                                           tp_price=str(tp), sl_price=str(sl), ts=ts))
         elif r < 0.75:
             cmds.append(C.CancelOrder(account=acct, order_id=rng.randint(1, 60), ts=ts))
         elif r < 0.8:
@@ -270,6 +289,8 @@ def test_replay_from_a_snapshot_reaches_the_same_state(seed):
         check.execute(c)
         seen_cids += bool(open_client_ids(check))
     assert seen_cids > 20 and any(isinstance(c, C.CancelReplace) and o.ok for c, o in zip(log, outs))
+    assert any(isinstance(c, C.PlaceOco) and o.ok for c, o in zip(log, outs))
+    assert any(isinstance(c, C.PlaceBracket) and o.ok for c, o in zip(log, outs))
     assert sum(o.ok for o in outs) > 150 and any(e.kind == EventKind.FILL for o in outs for e in o.events)
     again, outs2 = run(log)
     assert again.state_hash() == full.state_hash()
@@ -384,3 +405,46 @@ def test_cancel_replace_is_one_command():
     ex.execute(place(price="13", client_id="taken"))
     out = ex.execute(C.CancelReplace(order_id=keep, new=place(price="14", client_id="taken")))
     assert out.ok and out.value["place_error"]["reason"] == "DUPLICATE_ID"
+
+
+def test_oco_and_bracket_commands_hold_once_and_release_everything():
+    ex, outs = run(SETUP + [
+        # Bob sells 2 BTC OCO: take profit at 120, stop at 80 (market). One hold of 2 BTC for both legs.
+        C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="2", tp_trigger="120", tp_price="120",
+                   sl_trigger="80", tp_client_id="tp", sl_client_id="sl", ts=2_000),
+        # Alice buys 1 BTC at 100 with exits at 110 / 90 (limit 89).
+        C.PlaceBracket(account=0, market="BTC-USD", side="buy", qty="1", price="100", tp_trigger="110",
+                       sl_trigger="90", sl_price="89", ts=2_000),
+    ])
+    assert [o.error for o in outs] == [None] * len(outs)
+    assert outs[-2].value == {"order_list_id": 1, "order_ids": [1, 2]}
+    assert outs[-1].value == {"order_list_id": 3, "order_ids": [3, 4, 5]}
+    assert ex.balance(1, "BTC") == (Decimal("8"), Decimal("2"))
+    assert ex.order_by_client_id(1, "sl") == 2
+    assert ex.order_list(2) == {"order_list_id": 1, "contingency": "oco", "entry": None, "tp": 1, "sl": 2}
+    assert [o.get("order_list_id") for o in ex.open_orders(0)] == [3, 3, 3]
+    # Bad input is refused naming the field, and changes nothing.
+    before = core_state(ex)
+    for bad, field in [
+        (C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="2", tp_trigger="80", sl_trigger="120"), "bracket/oco"),
+        (C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="0.001", tp_trigger="120", sl_trigger="80"), "qty"),
+        (C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="2", tp_trigger="120.5", sl_trigger="80"), "tp_trigger"),
+        (C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="9", tp_trigger="120", sl_trigger="80"), "funds"),
+        (C.PlaceOco(account=0, market="BTC-USD", side="buy", qty="1", tp_trigger="80", sl_trigger="120",
+                    tp_price="80"), "price"),
+        (C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="1", tp_trigger="120", sl_trigger="80",
+                    tp_client_id="tp"), "tp_client_id"),
+        (C.PlaceBracket(account=0, market="BTC-USD", side="buy", qty="1", price="100", tp_trigger="95",
+                        sl_trigger="90"), "bracket/oco"),
+        (C.AmendOrder(account=0, order_id=3, price="99"), "order_id"),
+    ]:
+        out = ex.execute(bad)
+        assert out.error is not None and f"{field}:" in out.error["message"], (bad, out.error)
+        assert core_state(ex) == before
+    # Cancelling one leg cancels both and frees all; the bracket's entry takes its exits with it (PARENT).
+    ex.execute(C.CancelOrder(account=1, order_id=1))
+    ex.execute(C.CancelOrder(account=0, order_id=3))
+    assert ex.balance(1, "BTC") == (Decimal("10"), Decimal("0"))
+    assert ex.balance(0, "USD") == (Decimal("100000"), Decimal("0"))
+    assert ex.open_orders(0) == [] and ex.open_orders(1) == []
+    assert ex.order_by_client_id(1, "sl") is None

@@ -111,6 +111,35 @@ class ExchangeMachine(RuleBasedStateMachine):
             args.update(display_qty=1, tif=0)
         self.both(lambda: self.fast.place(a, m, **args), lambda: self.ref.place(a, m, **args))
 
+    @rule(a=accounts, m=st.sampled_from([0, 1] * 8 + [2]), side=st.sampled_from([Side.BUY, Side.SELL]),
+          qty=st.integers(1, 10) | st.just(0), lo=st.integers(92, 104), gap=st.integers(1, 8) | st.just(0),
+          tp_price=st.just(0) | prices, sl_price=st.just(0) | prices, stp=st.sampled_from(list(Stp)))
+    def place_oco(self, a, m, side, qty, lo, gap, tp_price, sl_price, stp):
+        # A sell pair takes profit above and stops below; a buy pair the other way round (gap 0: invalid).
+        tp, sl = (lo + gap, lo) if side == Side.SELL else (lo, lo + gap)
+        args = (a, m, int(side), qty, tp, tp_price, sl, sl_price, int(stp))
+        n = len(self.ids)
+        self.both(lambda: self.fast.place_oco(*args), lambda: self.ref.place_oco(*args))
+        if len(self.ids) > n:
+            self.ids.append(self.ids[-1] + 1)
+
+    @rule(a=accounts, m=st.sampled_from([0, 1] * 8 + [2]), side=st.sampled_from([Side.BUY, Side.SELL]),
+          qty=st.integers(1, 10) | st.just(0), price=st.just(0) | st.integers(96, 104), dlo=st.integers(0, 6),
+          dhi=st.integers(1, 6), tp_price=st.just(0) | prices, sl_price=st.just(0) | prices,
+          tif=st.sampled_from([TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK]), stp=st.sampled_from(list(Stp)),
+          post_only=st.booleans())
+    def place_bracket(self, a, m, side, qty, price, dlo, dhi, tp_price, sl_price, tif, stp, post_only):
+        # Exits of a buy entry sell: take profit above the entry, stop below it (dlo 0: invalid).
+        mid = price or 100
+        tp, sl = (mid + dhi, mid - dlo) if side == Side.BUY else (mid - dlo, mid + dhi)
+        if price == 0:
+            tif, post_only = TimeInForce.IOC, False
+        args = (a, m, int(side), qty, price, tp, tp_price, sl, sl_price, int(tif), int(stp), post_only)
+        n = len(self.ids)
+        self.both(lambda: self.fast.place_bracket(*args), lambda: self.ref.place_bracket(*args))
+        if len(self.ids) > n:
+            self.ids += [self.ids[-1] + 1, self.ids[-1] + 2]
+
     @rule(a=accounts, pick=st.integers(0, 10_000))
     def cancel(self, a, pick):
         oid = self.ids[pick % len(self.ids)] if self.ids else 1

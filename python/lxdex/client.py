@@ -279,6 +279,18 @@ class _E:
         return _Spec("POST", "/orders", "signed", body=body)
 
     @staticmethod
+    def place_order_list(body: dict) -> _Spec:
+        return _Spec("POST", "/order-lists", "signed", body=_clean(body))
+
+    @staticmethod
+    def order_lists() -> _Spec:
+        return _Spec("GET", "/order-lists", "signed")
+
+    @staticmethod
+    def cancel_order_list(order_list_id: int) -> _Spec:
+        return _Spec("DELETE", f"/order-lists/{order_list_id}", "signed")
+
+    @staticmethod
     def amend_order(order_id: int, price: Num | None, qty: Num | None) -> _Spec:
         return _Spec("PATCH", f"/orders/{order_id}", "signed", body=_clean({"price": _s(price), "qty": _s(qty)}))
 
@@ -442,6 +454,19 @@ class Client(_Base):
 
     def cancel_order(self, order_id: int) -> dict:
         return self._call(_E.cancel_order(order_id))
+
+    def place_order_list(self, type: str, market: str, side: str, qty: Num, *, take_profit: dict, stop_loss: dict,
+                         **kw) -> dict:
+        """An OCO pair (`type` "oco") or a bracket ("bracket"; `price`, `tif`, ... for its entry); legs as
+        `{"trigger_price", "price", "client_order_id"}` (docs/api.md)."""
+        return self._call(_E.place_order_list({"type": type, "market": market, "side": side, "qty": _s(qty),
+                                               "take_profit": take_profit, "stop_loss": stop_loss, **kw}))
+
+    def order_lists(self) -> list[dict]:
+        return self._call(_E.order_lists())
+
+    def cancel_order_list(self, order_list_id: int) -> dict:
+        return self._call(_E.cancel_order_list(order_list_id))
 
     def cancel_all(self, market: str | None = None) -> dict:
         return self._call(_E.cancel_all(market))

@@ -178,6 +178,57 @@ class PlaceOrder(Command, tag="place", omit_defaults=True):
     client_id: str | None = None
 
 
+class PlaceOco(Command, tag="place_oco", omit_defaults=True):
+    """A one-cancels-other pair on `side`: a take-profit leg and a stop-loss
+    leg, each waiting for its trigger (a SELL pair: take-profit above, stop
+    below; a BUY pair the other way round), each a limit order at its
+    price once triggered, or a market order when its price is left out
+    (market-type BUY legs need a price: `PROTECTION_REQUIRED`). When one
+    triggers, the other is cancelled (reason `OCO`); cancelling either
+    cancels both. The pair holds once, for its larger leg
+    (docs/exchange.md). The value is `{"order_list_id", "order_ids":
+    [tp, sl]}`; the list id is the take-profit leg's id."""
+
+    account: int
+    market: str
+    side: str
+    qty: str
+    tp_trigger: str
+    sl_trigger: str
+    tp_price: str | None = None
+    sl_price: str | None = None
+    stp: str = "none"
+    tp_client_id: str | None = None
+    sl_client_id: str | None = None
+
+
+class PlaceBracket(Command, tag="place_bracket", omit_defaults=True):
+    """A bracket: an entry order on `side` (limit at `price`, or market when
+    `price` is left out), whose fills activate a take-profit and a stop-loss
+    exit on the opposite side, sized by what has filled; the exits are an
+    OCO pair, and when one triggers the other and any unfilled entry are
+    cancelled (`OCO`); an entry that ends without fills takes its exits
+    with it (`PARENT`). The value is `{"order_list_id", "order_ids":
+    [entry, tp, sl]}`; the list id is the entry's id."""
+
+    account: int
+    market: str
+    side: str
+    qty: str
+    tp_trigger: str
+    sl_trigger: str
+    price: str | None = None
+    tp_price: str | None = None
+    sl_price: str | None = None
+    tif: str | None = None
+    stp: str = "none"
+    post_only: bool = False
+    expire_ts: int = 0
+    client_id: str | None = None
+    tp_client_id: str | None = None
+    sl_client_id: str | None = None
+
+
 class CancelOrder(Command, tag="cancel"):
     account: int
     order_id: int
@@ -233,7 +284,7 @@ class Records(Command, tag="records"):
 AnyCommand = Union[
     AddAsset, AddMarket, SetFeeTiers, SetMarketStatus, CreateAccount, CreateUser, UpdateProfile, SetKyc,
     SetUserStatus, CreateApiKey, RevokeApiKey, AddPriceAlert, CancelPriceAlert, MarkRead, Deposit, Withdraw,
-    Transfer, PlaceOrder, CancelOrder, AmendOrder, CancelReplace, CancelAll, ObservePrice, Tick, Records,
+    Transfer, PlaceOrder, PlaceOco, PlaceBracket, CancelOrder, AmendOrder, CancelReplace, CancelAll, ObservePrice, Tick, Records,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

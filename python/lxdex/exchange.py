@@ -340,6 +340,118 @@ class Exchange:
             self._cid_of[order_id] = key
         return Placed(order_id, events)
 
+    def place_oco(
+        self,
+        account: int,
+        market: str,
+        side: Side | str,
+        qty: str | Decimal,
+        *,
+        tp_trigger: str | Decimal,
+        sl_trigger: str | Decimal,
+        tp_price: str | Decimal | None = None,
+        sl_price: str | Decimal | None = None,
+        stp: Stp | str = Stp.NONE,
+        tp_client_id: str | None = None,
+        sl_client_id: str | None = None,
+    ) -> Placed:
+        """Places a one-cancels-other pair on `side` (see `commands.PlaceOco`):
+        a take-profit leg and a stop-loss leg, each a limit order at its
+        price once its trigger fires (a market order without a price). The
+        pair holds once, for its larger leg. Returns the take-profit leg's
+        id (the order list id); the stop-loss leg's is the next."""
+        m = self.market(market)
+        side = _enum(Side, side, "side")
+        lots = _units(qty, m.lot_size, "qty", Reason.OFF_LOT_GRID)
+        legs = self._leg_args(m, tp_trigger, tp_price, sl_trigger, sl_price)
+        stp = _enum(Stp, stp, "stp")
+        cids = self._check_client_ids(account, [("tp_client_id", tp_client_id), ("sl_client_id", sl_client_id)])
+        tp_id, events = self.core.place_oco(account, m.id, side, lots, *legs, stp)
+        self._keep_client_ids(account, [tp_id, tp_id + 1], cids)
+        return Placed(tp_id, events)
+
+    def place_bracket(
+        self,
+        account: int,
+        market: str,
+        side: Side | str,
+        qty: str | Decimal,
+        price: str | Decimal | None = None,
+        *,
+        tp_trigger: str | Decimal,
+        sl_trigger: str | Decimal,
+        tp_price: str | Decimal | None = None,
+        sl_price: str | Decimal | None = None,
+        tif: TimeInForce | str | None = None,
+        stp: Stp | str = Stp.NONE,
+        post_only: bool = False,
+        expire_ts: int = 0,
+        client_id: str | None = None,
+        tp_client_id: str | None = None,
+        sl_client_id: str | None = None,
+    ) -> Placed:
+        """Places a bracket (see `commands.PlaceBracket`): an entry (limit at
+        `price`, market without one) whose fills activate take-profit and
+        stop-loss exits on the other side. Returns the entry's id (the
+        order list id); the exits' are the next two."""
+        m = self.market(market)
+        side = _enum(Side, side, "side")
+        lots = _units(qty, m.lot_size, "qty", Reason.OFF_LOT_GRID)
+        ticks = 0 if price is None else _units(price, m.tick_size, "price", Reason.OFF_TICK_GRID)
+        if tif is None:
+            tif = TimeInForce.IOC if price is None else TimeInForce.GTC
+        tif = _enum(TimeInForce, tif, "tif")
+        legs = self._leg_args(m, tp_trigger, tp_price, sl_trigger, sl_price)
+        stp = _enum(Stp, stp, "stp")
+        cids = self._check_client_ids(account, [("client_id", client_id), ("tp_client_id", tp_client_id),
+                                                ("sl_client_id", sl_client_id)])
+        entry, events = self.core.place_bracket(account, m.id, side, lots, ticks, *legs, tif, stp, post_only,
+                                                expire_ts)
+        self._keep_client_ids(account, [entry, entry + 1, entry + 2], cids)
+        return Placed(entry, events)
+
+    @staticmethod
+    def _leg_args(m: MarketInfo, tp_trigger, tp_price, sl_trigger, sl_price) -> tuple[int, int, int, int]:
+        """Exit legs' decimal prices as ticks, in the core's order (a left-out price is 0: market)."""
+        tick = m.tick_size
+        return (_units(tp_trigger, tick, "tp_trigger", Reason.OFF_TICK_GRID),
+                0 if tp_price is None else _units(tp_price, tick, "tp_price", Reason.OFF_TICK_GRID),
+                _units(sl_trigger, tick, "sl_trigger", Reason.OFF_TICK_GRID),
+                0 if sl_price is None else _units(sl_price, tick, "sl_price", Reason.OFF_TICK_GRID))
+
+    def _check_client_ids(self, account: int, named: list[tuple[str, str | None]]) -> list[str | None]:
+        """Client ids for orders placed together: each valid, distinct, and not open in the account."""
+        seen: set[str] = set()
+        for name, cid in named:
+            if cid is None:
+                continue
+            check_client_id(cid, name)
+            if cid in seen or self.order_by_client_id(account, cid) is not None:
+                raise OrderRejected(f"{name}: account {account} has an open order with client id {cid!r}",
+                                    Reason.DUPLICATE_ID)
+            seen.add(cid)
+        return [cid for _, cid in named]
+
+    def _keep_client_ids(self, account: int, order_ids: list[int], cids: list[str | None]) -> None:
+        hold = self.core.order_hold
+        for oid, cid in zip(order_ids, cids):
+            if cid is not None and hold(oid) is not None:
+                self._cid_order[(account, cid)] = oid
+                self._cid_of[oid] = (account, cid)
+
+    def order_list(self, order_id: int) -> dict | None:
+        """The live bracket or OCO group of an order: `{"order_list_id",
+        "contingency": "oco" | "bracket", "entry", "tp", "sl"}` (entry None
+        for an OCO pair or once a bracket's entry has left the book), or
+        None when the order is not in a live group (a leg has triggered, or
+        the group was cancelled)."""
+        link = self.core.order_link(order_id)
+        if link is None:
+            return None
+        gid, entry, tp, sl = link
+        return {"order_list_id": gid, "contingency": "oco" if gid == tp else "bracket",
+                "entry": entry or None, "tp": tp, "sl": sl}
+
     def client_order_id(self, order_id: int) -> str | None:
         """The client id an open order was placed with, or None."""
         key = self._cid_of.get(order_id)
@@ -498,6 +610,9 @@ class Exchange:
                 row |= {"order_type": OrderType(o["order_type"]).name.lower(),
                         "trigger_price": o["trigger"] * m.tick_size,
                         "price": o["price"] * m.tick_size, "qty": o["qty"] * m.lot_size}
+            link = self.core.order_link(o["order_id"])
+            if link is not None:
+                row["order_list_id"] = link[0]
             out.append(row)
         return out
 
@@ -886,6 +1001,22 @@ def _h_cancel_replace(ex: Exchange, c: C.CancelReplace):
             "place_error": place_err}, events, []
 
 
+def _h_place_oco(ex: Exchange, c: C.PlaceOco):
+    p = ex.place_oco(c.account, c.market, c.side, c.qty, tp_trigger=c.tp_trigger, sl_trigger=c.sl_trigger,
+                     tp_price=c.tp_price, sl_price=c.sl_price, stp=c.stp, tp_client_id=c.tp_client_id,
+                     sl_client_id=c.sl_client_id)
+    return {"order_list_id": p.order_id, "order_ids": [p.order_id, p.order_id + 1]}, p.events, []
+
+
+def _h_place_bracket(ex: Exchange, c: C.PlaceBracket):
+    p = ex.place_bracket(c.account, c.market, c.side, c.qty, c.price, tp_trigger=c.tp_trigger,
+                         sl_trigger=c.sl_trigger, tp_price=c.tp_price, sl_price=c.sl_price, tif=c.tif, stp=c.stp,
+                         post_only=c.post_only, expire_ts=c.expire_ts, client_id=c.client_id,
+                         tp_client_id=c.tp_client_id, sl_client_id=c.sl_client_id)
+    ids = [p.order_id, p.order_id + 1, p.order_id + 2]
+    return {"order_list_id": p.order_id, "order_ids": ids}, p.events, []
+
+
 def _h_cancel(ex: Exchange, c: C.CancelOrder):
     return None, ex.cancel(c.account, c.order_id), []
 
@@ -921,7 +1052,8 @@ _HANDLERS = {
     C.UpdateProfile: _h_update_profile, C.SetKyc: _h_set_kyc, C.SetUserStatus: _h_user_status,
     C.CreateApiKey: _h_create_key, C.RevokeApiKey: _h_revoke_key, C.AddPriceAlert: _h_add_alert,
     C.CancelPriceAlert: _h_cancel_alert, C.MarkRead: _h_mark_read, C.Deposit: _h_deposit,
-    C.Withdraw: _h_withdraw, C.Transfer: _h_transfer, C.PlaceOrder: _h_place, C.CancelOrder: _h_cancel,
+    C.Withdraw: _h_withdraw, C.Transfer: _h_transfer, C.PlaceOrder: _h_place, C.PlaceOco: _h_place_oco,
+    C.PlaceBracket: _h_place_bracket, C.CancelOrder: _h_cancel,
     C.AmendOrder: _h_amend, C.CancelAll: _h_cancel_all, C.CancelReplace: _h_cancel_replace, C.ObservePrice: _h_observe, C.Tick: _h_tick,
     C.Records: _h_records,
 }

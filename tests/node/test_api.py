@@ -510,3 +510,47 @@ def test_without_a_history_store(tmp_path):
                 assert (e.status, e.code) == (503, "HISTORY_UNAVAILABLE")
     finally:
         stop_node(node)
+
+
+def test_order_lists_oco_and_bracket(alice, bob):
+    a = alice.client
+    # OCO: sell 2 BTC, take profit at 900000 (limit), stop at 1 (market): far from where other tests of this
+    # module left the last price, so neither triggers at once. One hold of 2 BTC.
+    r = a.place_order_list("oco", "BTC-USD", "sell", "2", take_profit={"trigger_price": "900000", "price": "900000",
+                                                                          "client_order_id": "tp-a"},
+                           stop_loss={"trigger_price": "1"})
+    assert r["type"] == "oco" and r["status"] == "executing" and r["order_ids"] == [r["order_list_id"],
+                                                                                     r["order_list_id"] + 1]
+    btc = {b["asset"]: b for b in a.balances()}["BTC"]
+    assert Decimal(btc["held"]) == 2
+    # Bracket: buy 0.5 BTC at 1 (nothing sells that low) with exits at 2 / 0.5 (limit 0.49).
+    b = a.place_order_list("bracket", "BTC-USD", "buy", "0.5", price="1", take_profit={"trigger_price": "2"},
+                           stop_loss={"trigger_price": "0.5", "price": "0.49"})
+    assert len(b["order_ids"]) == 3
+    lists = a.order_lists()
+    assert [(x["order_list_id"], x["type"], len(x["orders"])) for x in lists] == [
+        (r["order_list_id"], "oco", 2), (b["order_list_id"], "bracket", 3)]
+    assert {o["order_list_id"] for o in a.open_orders()} == {r["order_list_id"], b["order_list_id"]}
+    # Bad input: the field is named, nothing changes.
+    for kw, code, field in [
+        (dict(type="iceberg"), "INVALID_REQUEST", "type"),
+        (dict(take_profit={"trigger_price": "900000.001"}), "OFF_TICK_GRID", None),
+        (dict(price="1"), "INVALID_REQUEST", "price"),
+        (dict(take_profit={"trigger_price": "0.5"}), "INVALID_BRACKET", None),
+    ]:
+        args = {"type": "oco", "market": "BTC-USD", "side": "sell", "qty": "1",
+                "take_profit": {"trigger_price": "900000"}, "stop_loss": {"trigger_price": "1"}} | kw
+        e = err(lambda: a.place_order_list(**args))
+        assert e.status == 400 and e.code == code, e
+        if field:
+            assert e.field == field
+    assert len(a.order_lists()) == 2
+    # Someone else's list is unknown; cancelling a list cancels its legs (and a bracket's entry).
+    e = err(lambda: bob.client.cancel_order_list(r["order_list_id"]))
+    assert (e.status, e.code) == (404, "UNKNOWN_ORDER")
+    c = a.cancel_order_list(r["order_list_id"])
+    assert sorted(c["cancelled"]) == r["order_ids"]
+    c = a.cancel_order_list(b["order_list_id"])
+    assert sorted(c["cancelled"]) == b["order_ids"]
+    assert a.order_lists() == [] and a.open_orders() == []
+    assert all(Decimal(x["held"]) == 0 for x in a.balances())

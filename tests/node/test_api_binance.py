@@ -476,3 +476,61 @@ def test_historical_trades_avg_price_and_rolling_tickers(http, trader, admin):
                                              "quoteVolume", "openTime", "closeTime", "firstId", "lastId", "count"}
     assert http.get("/api/v3/ticker/24hr", params={"symbol": "SOLUSD", "type": "X"}).json()["code"] == -1130
     signed(http, trader, "DELETE", "/api/v3/openOrders", {"symbol": "SOLUSD"})
+
+
+def test_oco_order_lists(http, trader, api_node):
+    base = {"symbol": "BTCUSD", "side": "SELL", "quantity": "0.5", "newOrderRespType": "RESULT"}
+    before = signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]
+    # Take profit above (LIMIT_MAKER at 900000), stop below (STOP_LOSS_LIMIT 2 / 1): one hold of 0.5 BTC. Far
+    # from where other tests of this module left the last price, so neither triggers at once.
+    r = signed(http, trader, "POST", "/api/v3/orderList/oco", {
+        **base, "listClientOrderId": "my-list", "aboveType": "LIMIT_MAKER", "abovePrice": "900000",
+        "aboveClientOrderId": "tp-1", "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": "2",
+        "belowPrice": "1", "belowTimeInForce": "GTC"}, in_body=True)
+    assert r.status_code == 200, r.text
+    lst = r.json()
+    assert (lst["contingencyType"], lst["listStatusType"], lst["listOrderStatus"], lst["listClientOrderId"],
+            lst["symbol"]) == ("OCO", "EXEC_STARTED", "EXECUTING", "my-list", "BTCUSD")
+    stop, tp = lst["orders"]
+    assert tp["clientOrderId"] == "tp-1" and tp["orderId"] == lst["orderListId"] and stop["orderId"] == tp["orderId"] + 1
+    assert [(o["type"], o["status"], o["orderListId"]) for o in lst["orderReports"]] == [
+        ("STOP_LOSS_LIMIT", "NEW", lst["orderListId"]), ("LIMIT_MAKER", "NEW", lst["orderListId"])]
+    btc = {b["asset"]: b for b in signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]}["BTC"]
+    btc0 = {b["asset"]: b for b in before}["BTC"]
+    assert float(btc["locked"]) - float(btc0["locked"]) == 0.5, "the pair holds once"
+    [live] = signed(http, trader, "GET", "/api/v3/openOrderList", {}).json()
+    assert live["orderListId"] == lst["orderListId"] and len(live["orders"]) == 2
+    got = signed(http, trader, "GET", "/api/v3/orderList", {"orderListId": lst["orderListId"]}).json()
+    assert got["orders"] == lst["orders"]
+    # Open orders carry the list id.
+    opens = signed(http, trader, "GET", "/api/v3/openOrders", {"symbol": "BTCUSD"}).json()
+    assert {o["orderId"] for o in opens} >= {tp["orderId"], stop["orderId"]}
+    # Errors: wrong leg types, missing fields, price relationship, and nothing is placed.
+    bad = [({**base, "aboveType": "STOP_LOSS", "aboveStopPrice": "70000", "belowType": "STOP_LOSS",
+             "belowStopPrice": "50000"}, -1130, "aboveType"),
+           ({**base, "aboveType": "LIMIT_MAKER", "belowType": "STOP_LOSS", "belowStopPrice": "50000"}, -1102,
+            "abovePrice"),
+           ({**base, "aboveType": "LIMIT_MAKER", "abovePrice": "40000", "belowType": "STOP_LOSS",
+             "belowStopPrice": "50000"}, -2010, "relationship"),
+           ({**base, "quantity": "1000", "aboveType": "LIMIT_MAKER", "abovePrice": "900000", "belowType": "STOP_LOSS",
+             "belowStopPrice": "2"}, -2010, "insufficient balance")]
+    for params, code, text in bad:
+        e = signed(http, trader, "POST", "/api/v3/orderList/oco", params, in_body=True)
+        assert e.status_code == 400 and e.json()["code"] == code and text in e.json()["msg"], (params, e.text)
+    assert len(signed(http, trader, "GET", "/api/v3/openOrderList", {}).json()) == 1
+    # Legacy order/oco: LIMIT_MAKER at price, STOP_LOSS at stopPrice.
+    r = signed(http, trader, "POST", "/api/v3/order/oco", {**base, "price": "910000", "stopPrice": "3"},
+               in_body=True)
+    assert r.status_code == 200, r.text
+    legacy = r.json()
+    assert [o["type"] for o in legacy["orderReports"]] == ["STOP_LOSS", "LIMIT_MAKER"]
+    # Cancel a list: both legs go, the hold is released.
+    c = signed(http, trader, "DELETE", "/api/v3/orderList", {"symbol": "BTCUSD", "orderListId": lst["orderListId"]})
+    assert c.status_code == 200, c.text
+    assert c.json()["listStatusType"] == "ALL_DONE" and {o["status"] for o in c.json()["orderReports"]} == {"CANCELED"}
+    signed(http, trader, "DELETE", "/api/v3/orderList", {"symbol": "BTCUSD", "orderListId": legacy["orderListId"]})
+    assert signed(http, trader, "GET", "/api/v3/openOrderList", {}).json() == []
+    e = signed(http, trader, "GET", "/api/v3/orderList", {"orderListId": lst["orderListId"]})
+    assert e.status_code == 400 and e.json()["code"] == -2011
+    btc = {b["asset"]: b for b in signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]}["BTC"]
+    assert btc["locked"] == btc0["locked"]

@@ -47,6 +47,8 @@ class RefExchange:
         self.now = 0
         self.traded: list[tuple[int, int, int, int]] = []  # (account, quote, day, notional)
         self.tiered_quotes: set[int] = set()  # volume counts only in these quote assets
+        # Bracket and OCO groups by group id: {"entry": id or None, "tp", "sl", "max_per_lot", "deficit"}.
+        self.groups: dict[int, dict] = {}
 
     # -- registry and money ---------------------------------------------
     def add_asset(self) -> int:
@@ -194,6 +196,159 @@ class RefExchange:
         self._settle(m, events)
         return oid
 
+    # -- linked orders (docs/exchange.md, "Linked orders") ------------------
+    def _linked_checks(self, account, market):
+        if not 0 <= market < len(self.markets):
+            raise Rejected(Reason.UNKNOWN_MARKET)
+        m = self.markets[market]
+        if m["status"] != 0:
+            raise Rejected(Reason.MARKET_NOT_TRADING)
+        if not 0 <= account < len(self.accounts):
+            raise Rejected(Reason.UNKNOWN_ACCOUNT)
+        if self.accounts[account]["suspended"]:
+            raise Rejected(Reason.ACCOUNT_SUSPENDED)
+        return m
+
+    def _price_rules(self, m, qty, price):
+        if price * qty * m["tick_units"] < m["min_notional"]:
+            raise Rejected(Reason.BELOW_MIN_NOTIONAL)
+        last = m["book"].last_price
+        if m["band_bps"] > 0 and last is not None and abs(price - last) * 10_000 > last * m["band_bps"]:
+            raise Rejected(Reason.PRICE_OUT_OF_BAND)
+
+    def _leg_rules(self, m, qty, exit_side, tp_price, sl_price):
+        """Minimum quantity, the legs' price rules, and the legs' per-lot holds."""
+        if qty < m["min_qty"]:
+            raise Rejected(Reason.BELOW_MIN_QUANTITY)
+        for price in (tp_price, sl_price):
+            if price > 0:
+                self._price_rules(m, qty, price)
+        if exit_side == Side.SELL:
+            return m["lot_units"], m["lot_units"]
+        if tp_price == 0 or sl_price == 0:
+            raise Rejected(Reason.PROTECTION_REQUIRED)
+        return self.buy_per_lot(m, tp_price), self.buy_per_lot(m, sl_price)
+
+    def _take(self, account, asset, amount):
+        if amount > 2**63 - 1 or self.bal.get((account, asset), [0, 0])[0] < amount:
+            raise Rejected(Reason.INSUFFICIENT_FUNDS)
+
+    def place_oco(self, account, market, side, qty, tp_trigger, tp_price, sl_trigger, sl_price, stp=0):
+        """Both legs wait on `side`; the pair holds qty x the larger leg's per-lot hold, once."""
+        m = self._linked_checks(account, market)
+        tp, sl = self.next_id, self.next_id + 1
+        probe = type(m["book"]).restore(m["book"].snapshot())
+        try:
+            probe.oco(account, side, qty, tp, tp_trigger, sl, sl_trigger, tp_price, sl_price, stp)
+        except Exception as e:  # noqa: BLE001 - the book's rejection
+            raise Rejected(Reason(e.reason)) from None
+        tp_lot, sl_lot = self._leg_rules(m, qty, side, tp_price, sl_price)
+        asset = m["quote"] if side == Side.BUY else m["base"]
+        self._take(account, asset, qty * max(tp_lot, sl_lot))
+        for oid, per_lot in ((tp, tp_lot), (sl, sl_lot)):
+            self.orders[oid] = dict(account=account, market=market, side=side, asset=asset, held=0, per_lot=per_lot)
+        self.groups[tp] = dict(entry=None, tp=tp, sl=sl, max_per_lot=max(tp_lot, sl_lot), deficit=0)
+        self.next_id += 2
+        events = m["book"].oco(account, side, qty, tp, tp_trigger, sl, sl_trigger, tp_price, sl_price, stp)
+        self._settle(m, events)
+        return tp
+
+    def place_bracket(self, account, market, side, qty, price, tp_trigger, tp_price, sl_trigger, sl_price,
+                      tif=0, stp=0, post_only=False, expire_ts=0):
+        """The entry holds as an ordinary order; the exits hold, per filled entry lot, the larger leg's
+        per-lot hold; per unfilled lot, what that exceeds what a fill of it brings at least (held at once)."""
+        m = self._linked_checks(account, market)
+        entry, tp, sl = self.next_id, self.next_id + 1, self.next_id + 2
+        probe = type(m["book"]).restore(m["book"].snapshot())
+        try:
+            probe.bracket(entry, account, side, qty, price, tp, tp_trigger, sl, sl_trigger, tp_price, sl_price, tif,
+                          stp, post_only, expire_ts)
+        except Exception as e:  # noqa: BLE001
+            raise Rejected(Reason(e.reason)) from None
+        exit_side = Side.SELL if side == Side.BUY else Side.BUY
+        tp_lot, sl_lot = self._leg_rules(m, qty, exit_side, tp_price, sl_price)
+        top = max(tp_lot, sl_lot)
+        if side == Side.BUY:
+            brings = m["lot_units"]
+        elif price > 0:
+            n = price * m["tick_units"]
+            brings = n - fee(n, max(m["taker_bps"], m["maker_bps"], 0))
+        else:
+            brings = 0
+        deficit = max(top - brings, 0)
+        # The entry: the ordinary rules (price rules, then its hold).
+        if price > 0:
+            self._price_rules(m, qty, price)
+        if side == Side.SELL:
+            asset, per_lot = m["base"], m["lot_units"]
+        elif price > 0:
+            asset, per_lot = m["quote"], self.buy_per_lot(m, price)
+        else:
+            asset, per_lot = m["quote"], 0
+        if per_lot:
+            held = qty * per_lot
+        else:
+            held, need = 0, qty
+            for _, owner, o_side, o_price, vis, hid in m["book"].l3():
+                if o_side == Side.SELL and need and not (stp != Stp.NONE and owner == account):
+                    n = min(need, vis + hid)
+                    need -= n
+                    held += n * self.buy_per_lot(m, o_price)
+        if held > 2**63 - 1 or qty * top > 2**63 - 1:
+            raise Rejected(Reason.INSUFFICIENT_FUNDS)
+        exit_asset = m["quote"] if exit_side == Side.BUY else m["base"]
+        self._take(account, asset, held)
+        self._take(account, exit_asset, qty * deficit)  # the other asset than the entry's
+        b = self._b(account, asset)
+        b[0] -= held
+        b[1] += held
+        self.orders[entry] = dict(account=account, market=market, side=side, asset=asset, held=held, per_lot=per_lot)
+        for oid, leg_lot in ((tp, tp_lot), (sl, sl_lot)):
+            self.orders[oid] = dict(account=account, market=market, side=exit_side, asset=exit_asset, held=0,
+                                    per_lot=leg_lot)
+        self.groups[entry] = dict(entry=entry, tp=tp, sl=sl, max_per_lot=top, deficit=deficit)
+        self.next_id += 3
+        events = m["book"].bracket(entry, account, side, qty, price, tp, tp_trigger, sl, sl_trigger, tp_price,
+                                   sl_price, tif, stp, post_only, expire_ts)
+        self._settle(m, events)
+        return entry
+
+    def _group_of(self, order_id):
+        for gid, g in self.groups.items():
+            if order_id in (g["entry"], g["tp"], g["sl"]):
+                return gid, g
+        return None, None
+
+    def _rehold(self) -> None:
+        """After a command: every live order holds what the rules say for the state it is in. A group's
+        reservation is on its carrier leg (the larger per-lot hold, take-profit on a tie), the other leg holds 0;
+        any other order with a per-lot hold holds remaining x per lot."""
+        if not self.groups:
+            return
+        remaining = {}
+        for m in self.markets:
+            for oid, _, _, _, vis, hid in m["book"].l3():
+                remaining[oid] = vis + hid
+            for oid, *_, qty, _active in m["book"].pending():
+                remaining[oid] = qty
+        want = {}
+        for g in self.groups.values():
+            tp, sl = self.orders[g["tp"]], self.orders[g["sl"]]
+            carrier, other = (g["sl"], g["tp"]) if sl["per_lot"] > tp["per_lot"] else (g["tp"], g["sl"])
+            want[carrier] = remaining[g["tp"]] * g["max_per_lot"]
+            if g["entry"] is not None:
+                want[carrier] += remaining[g["entry"]] * g["deficit"]
+            want[other] = 0
+        for oid, o in self.orders.items():
+            need = want.get(oid, remaining[oid] * o["per_lot"] if o["per_lot"] else o["held"])
+            self._set_hold(o, need)
+
+    def _set_hold(self, o: dict, need: int) -> None:
+        b = self._b(o["account"], o["asset"])
+        b[0] -= need - o["held"]
+        b[1] += need - o["held"]
+        o["held"] = need
+
     def cancel(self, account, order_id):
         o = self.orders.get(order_id)
         if o is None or o["account"] != account:
@@ -205,6 +360,7 @@ class RefExchange:
         o = self.orders.get(order_id)
         if o is None or o["account"] != account:
             raise Rejected(Reason.UNKNOWN_ORDER)
+        linked = self._group_of(order_id)[0] is not None
         if self.accounts[account]["suspended"]:
             raise Rejected(Reason.ACCOUNT_SUSPENDED)
         m = self.markets[o["market"]]
@@ -219,6 +375,8 @@ class RefExchange:
         resting = {r[0]: r for r in book.l3()}[order_id]
         new_price = price or resting[3]
         new_qty = qty or resting[4] + resting[5]
+        if linked:
+            raise Rejected(Reason.NOT_AMENDABLE)
         if new_qty < m["min_qty"]:
             raise Rejected(Reason.BELOW_MIN_QUANTITY)
         per_lot = o["per_lot"] if o["side"] == Side.SELL else self.buy_per_lot(m, new_price)
@@ -272,6 +430,17 @@ class RefExchange:
         o = self.orders.get(order_id)
         if o is None:
             return
+        gid, g = self._group_of(order_id)
+        if g is not None:
+            # sized by `_rehold` at the end of the command; gone: its hold is released
+            if remaining == 0:
+                self._set_hold(o, 0)
+                del self.orders[order_id]
+                if g["entry"] == order_id:
+                    g["entry"] = None
+                else:
+                    del self.groups[gid]  # a leg went: the book cancels the other in the same step
+            return
         if remaining == 0:
             keep = 0
         elif o["per_lot"] == 0:
@@ -288,7 +457,19 @@ class RefExchange:
             del self.orders[order_id]
 
     def _settle(self, m: dict, events) -> None:
+        self._settle_events(m, events)
+        self._rehold()
+
+    def _settle_events(self, m: dict, events) -> None:
         for e in events:
+            if e.kind == EventKind.TRIGGERED:
+                gid, g = self._group_of(e.order_id)
+                if g is not None:
+                    # the triggered leg is an ordinary order from now on, holding its own need
+                    del self.groups[gid]
+                    o = self.orders[e.order_id]
+                    self._set_hold(o, e.qty * o["per_lot"])
+                continue
             if e.kind == EventKind.FILL:
                 notional = e.price * e.qty * m["tick_units"]
                 if e.side == Side.BUY:

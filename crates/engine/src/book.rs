@@ -428,9 +428,12 @@ impl Book {
         Ok(())
     }
 
-    /// Submits a bracket: an entry whose fills activate a take-profit and a
-    /// stop-loss child (one-cancels-other) on the opposite side.
-    pub fn bracket(&mut self, r: &BracketRequest, out: &mut Vec<Event>) -> Result<(), Reject> {
+    /// Checks a bracket as [`Book::bracket`] would, changing nothing.
+    pub fn check_bracket(&self, r: &BracketRequest) -> Result<(), Reject> {
+        self.check_bracket_validated(r).map(|_| ())
+    }
+
+    fn check_bracket_validated(&self, r: &BracketRequest) -> Result<Validated, Reject> {
         let entry = OrderRequest {
             order_id: r.order_id,
             owner: r.owner,
@@ -461,6 +464,15 @@ impl Book {
                 return Err(Reason::InvalidBracket.into());
             }
         }
+        Ok(v)
+    }
+
+    /// Submits a bracket: an entry whose fills activate a take-profit and a
+    /// stop-loss child (one-cancels-other) on the opposite side.
+    pub fn bracket(&mut self, r: &BracketRequest, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let v = self.check_bracket_validated(r)?;
+        let legs = &r.exits;
+        let child_side = v.side.opposite();
         let seq = self.take_seq();
         let (tp_seq, sl_seq) = (self.take_seq(), self.take_seq());
         out.push(Event {
@@ -483,16 +495,23 @@ impl Book {
         Ok(())
     }
 
-    /// Submits a one-cancels-other pair: a take-profit and a stop-loss on `side`.
-    pub fn oco(&mut self, r: &OcoRequest, out: &mut Vec<Event>) -> Result<(), Reject> {
+    /// Checks a one-cancels-other pair as [`Book::oco`] would, changing
+    /// nothing; returns its side and self-trade prevention mode.
+    pub fn check_oco(&self, r: &OcoRequest) -> Result<(Side, Stp), Reject> {
         let side = Side::from_u8(r.side).ok_or(Reason::InvalidSide)?;
         let stp = Stp::from_u8(r.stp).ok_or(Reason::InvalidStp)?;
         self.check_qty(r.qty)?;
-        let legs = &r.legs;
-        self.validate_legs(legs, &[])?;
-        if !legs_ordered(side, legs) {
+        self.validate_legs(&r.legs, &[])?;
+        if !legs_ordered(side, &r.legs) {
             return Err(Reason::InvalidBracket.into());
         }
+        Ok((side, stp))
+    }
+
+    /// Submits a one-cancels-other pair: a take-profit and a stop-loss on `side`.
+    pub fn oco(&mut self, r: &OcoRequest, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let (side, stp) = self.check_oco(r)?;
+        let legs = &r.legs;
         let (tp_seq, sl_seq) = (self.take_seq(), self.take_seq());
         let (tp, sl) = self.exit_conds(legs, r.owner, side, r.qty, stp, tp_seq, sl_seq, tp_seq, true);
         for c in [tp, sl] {

@@ -161,6 +161,36 @@ impl Hold {
     }
 }
 
+/// A bracket or OCO group as the exchange sees it (docs/exchange.md,
+/// "Linked orders"): one of its exit legs, the carrier, holds the group's
+/// whole reservation and the other holds 0. Only linked orders have one, so
+/// ordinary orders keep their 32-byte [`Hold`] and nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Link {
+    /// The bracket's entry while it is live; 0 for an OCO pair, or once the
+    /// entry has left the book.
+    entry: u64,
+    tp: u64,
+    sl: u64,
+    /// `tp` or `sl`: the leg with the larger per-lot hold (`tp` on a tie).
+    carrier: u64,
+    /// Per lot of the exits: the larger of the two legs' per-lot holds.
+    max_per_lot: i64,
+    /// Per unfilled entry lot: what the exits may need beyond what the
+    /// entry's fill of that lot brings (buy exits of a sell entry), held
+    /// from placement; 0 for OCO pairs and buy entries.
+    deficit: i64,
+}
+
+impl Link {
+    /// What the exits gain per filled entry lot: taken from what that fill
+    /// brought (it brings at least this).
+    #[inline]
+    fn grow_per_lot(&self) -> i64 {
+        self.max_per_lot - self.deficit
+    }
+}
+
 /// The exchange core.
 #[derive(Clone, Debug, Default)]
 pub struct Exchange {
@@ -180,11 +210,16 @@ pub struct Exchange {
     /// (delta-encoded; none until its first fill: most accounts never trade).
     open: Vec<Vec<u64>>,
     history: Vec<Option<Box<DeltaLog<FillRecord>>>>,
+    /// Bracket and OCO groups by group id (the entry's id for a bracket,
+    /// the take-profit leg's for an OCO), and each linked order's group.
+    links: FxHashMap<u64, Link>,
+    linked: FxHashMap<u64, u64>,
 }
 
 /// Version of [`Exchange::snapshot`]'s format (2: trade tapes, candle rings
-/// and fill histories delta-encoded, see `compact.rs`).
-const SNAPSHOT_VERSION: u16 = 2;
+/// and fill histories delta-encoded, see `compact.rs`; 3: linked-order
+/// groups at the end). Version 2 is still read (it has no groups).
+const SNAPSHOT_VERSION: u16 = 3;
 
 /// How many fills each account's recent history keeps.
 pub const HISTORY_KEPT: usize = 100;
@@ -458,40 +493,42 @@ impl Exchange {
         (n + fee(n, max_bps) as i128).min(i64::MAX as i128) as i64
     }
 
-    /// Places an order for `account` in `market`. `req.order_id` is ignored:
-    /// the exchange assigns the next id (reported in the events).
-    pub fn place(&mut self, account: u32, market: u32, req: &OrderRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
-        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
-        let post_only = req.flags & FLAG_POST_ONLY != 0;
-        match m.status {
-            MarketStatus::Trading => {}
-            MarketStatus::PostOnly if post_only => {}
-            _ => return Err(Reason::MarketNotTrading.into()),
+    /// Sell proceeds per lot at price p, at least: notional less the
+    /// highest fee (a fill of n lots at p' >= p brings at least n times it).
+    fn sell_proceeds_per_lot(cfg: &MarketConfig, price: i64) -> i64 {
+        let n = price as i128 * cfg.tick_units as i128;
+        let max_bps = cfg.taker_bps.max(cfg.maker_bps).max(0);
+        (n - fee(n, max_bps) as i128).clamp(0, i64::MAX as i128) as i64
+    }
+
+    /// The market rules on an order's limit or protection price: minimum
+    /// notional and the price band.
+    fn price_rules(m: &Market, qty: i64, price: i64) -> Result<(), Reject> {
+        let cfg = &m.cfg;
+        let notional = price as i128 * qty as i128 * cfg.tick_units as i128;
+        if notional < cfg.min_notional as i128 {
+            return Err(Reason::BelowMinNotional.into());
         }
-        self.check_account(account)?;
-        let id = self.next_order_id;
-        let req = OrderRequest { order_id: id, owner: account as u64, ..*req };
-        m.book.check(&req)?;
-        let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
-        let otype = OrderType::from_u8(req.order_type).expect("checked by the book");
-        if req.qty < cfg.min_qty {
-            return Err(Reason::BelowMinQuantity.into());
+        if cfg.band_bps > 0 {
+            if let Some(last) = m.book.last_price() {
+                let dev = (price as i128 - last as i128).abs() * 10_000;
+                if dev > last as i128 * cfg.band_bps as i128 {
+                    return Err(Reason::PriceOutOfBand.into());
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// What an order reserves: `(asset, amount, per-lot hold)` (per lot 0:
+    /// a market buy, held by a book walk). Checks its price against the
+    /// market rules first.
+    fn order_hold_of(m: &Market, account: u32, side: Side, otype: OrderType, req: &OrderRequest) -> Result<(u32, i64, i64), Reject> {
+        let cfg = m.cfg;
         // The price an order may trade at (its limit or protection price), if any.
         let priced = req.price;
         if priced > 0 {
-            let notional = priced as i128 * req.qty as i128 * cfg.tick_units as i128;
-            if notional < cfg.min_notional as i128 {
-                return Err(Reason::BelowMinNotional.into());
-            }
-            if cfg.band_bps > 0 {
-                if let Some(last) = m.book.last_price() {
-                    let dev = (priced as i128 - last as i128).abs() * 10_000;
-                    if dev > last as i128 * cfg.band_bps as i128 {
-                        return Err(Reason::PriceOutOfBand.into());
-                    }
-                }
-            }
+            Self::price_rules(m, req.qty, priced)?;
         }
         let (asset, held, per_lot) = match side {
             Side::Sell => {
@@ -516,10 +553,16 @@ impl Exchange {
         if held > i64::MAX as i128 {
             return Err(Reason::InsufficientFunds.into());
         }
-        let held = held as i64;
-        self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
-        let open = &mut self.open[account as usize];
-        self.holds.insert(id, Hold::new(account, market, side, held, per_lot, open.len() as u32));
+        Ok((asset, held as i64, per_lot))
+    }
+
+    /// Records an accepted order's hold and lists it among its account's
+    /// open orders (`h.open_idx` is set here).
+    #[inline]
+    fn add_hold(&mut self, id: u64, mut h: Hold) {
+        let open = &mut self.open[h.account as usize];
+        h.open_idx = open.len() as u32;
+        self.holds.insert(id, h);
         if open.len() == open.capacity() {
             // 3, then grow by half, not `Vec`'s 4 then doubling: most
             // accounts have one to three open orders (a 32-byte allocation,
@@ -527,9 +570,181 @@ impl Exchange {
             open.reserve_exact((open.len() / 2).max(3));
         }
         open.push(id);
+    }
+
+    /// Places an order for `account` in `market`. `req.order_id` is ignored:
+    /// the exchange assigns the next id (reported in the events).
+    pub fn place(&mut self, account: u32, market: u32, req: &OrderRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
+        let post_only = req.flags & FLAG_POST_ONLY != 0;
+        match m.status {
+            MarketStatus::Trading => {}
+            MarketStatus::PostOnly if post_only => {}
+            _ => return Err(Reason::MarketNotTrading.into()),
+        }
+        self.check_account(account)?;
+        let id = self.next_order_id;
+        let req = OrderRequest { order_id: id, owner: account as u64, ..*req };
+        m.book.check(&req)?;
+        let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
+        let otype = OrderType::from_u8(req.order_type).expect("checked by the book");
+        if req.qty < cfg.min_qty {
+            return Err(Reason::BelowMinQuantity.into());
+        }
+        let (asset, held, per_lot) = Self::order_hold_of(m, account, side, otype, &req)?;
+        self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
+        self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
         self.next_order_id += 1;
         let start = out.len();
         self.markets[market as usize].book.submit(&req, out).expect("validated above");
+        self.settle(market, start, out);
+        Ok(id)
+    }
+
+    /// Per-lot holds of exit legs on `side` (take-profit, stop-loss): base
+    /// per lot for sells, the buy hold at each leg's limit price for buys
+    /// (a market-type buy leg has no price to hold at: `PROTECTION_REQUIRED`).
+    fn leg_per_lots(cfg: &MarketConfig, side: Side, legs: &ExitLegs) -> Result<(i64, i64), Reject> {
+        match side {
+            Side::Sell => Ok((cfg.lot_units, cfg.lot_units)),
+            Side::Buy if legs.tp_price > 0 && legs.sl_price > 0 => {
+                Ok((Self::buy_per_lot(cfg, legs.tp_price), Self::buy_per_lot(cfg, legs.sl_price)))
+            }
+            Side::Buy => Err(Reason::ProtectionRequired.into()),
+        }
+    }
+
+    /// Market status and account for a linked order (its legs trade when
+    /// they trigger: only a trading market takes one).
+    fn check_linked_account(&self, account: u32, m: &Market) -> Result<(), Reject> {
+        if m.status != MarketStatus::Trading {
+            return Err(Reason::MarketNotTrading.into());
+        }
+        self.check_account(account)
+    }
+
+    /// Minimum quantity and the legs' price rules for a linked order of `qty` lots.
+    fn check_linked(m: &Market, qty: i64, legs: &ExitLegs) -> Result<(), Reject> {
+        if qty < m.cfg.min_qty {
+            return Err(Reason::BelowMinQuantity.into());
+        }
+        for p in [legs.tp_price, legs.sl_price] {
+            if p > 0 {
+                Self::price_rules(m, qty, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Places a one-cancels-other pair (a take-profit and a stop-loss leg,
+    /// both on `r.side`, both waiting for their trigger) for `account`;
+    /// returns the take-profit leg's id (the stop-loss leg's is the next).
+    /// The pair holds once, for the larger leg (docs/exchange.md). The
+    /// request's owner and leg ids are ignored.
+    pub fn place_oco(&mut self, account: u32, market: u32, r: &OcoRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
+        let (tp_id, sl_id) = (self.next_order_id, self.next_order_id + 1);
+        let req = OcoRequest { owner: account as u64, legs: ExitLegs { tp_id, sl_id, ..r.legs }, ..*r };
+        self.check_linked_account(account, m)?;
+        let (side, _) = m.book.check_oco(&req)?;
+        Self::check_linked(m, req.qty, &req.legs)?;
+        let cfg = m.cfg;
+        let (tp_lot, sl_lot) = Self::leg_per_lots(&cfg, side, &req.legs)?;
+        let max_per_lot = tp_lot.max(sl_lot);
+        let pool = req.qty as i128 * max_per_lot as i128;
+        if pool > i64::MAX as i128 {
+            return Err(Reason::InsufficientFunds.into());
+        }
+        let pool = pool as i64;
+        let asset = if side == Side::Buy { cfg.quote } else { cfg.base };
+        self.ledger.hold(account, asset, pool).map_err(ledger_reason)?;
+        let carrier = if sl_lot > tp_lot { sl_id } else { tp_id };
+        for (id, per_lot) in [(tp_id, tp_lot), (sl_id, sl_lot)] {
+            let held = if id == carrier { pool } else { 0 };
+            self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
+            self.linked.insert(id, tp_id);
+        }
+        self.links.insert(tp_id, Link { entry: 0, tp: tp_id, sl: sl_id, carrier, max_per_lot, deficit: 0 });
+        self.next_order_id += 2;
+        let start = out.len();
+        self.markets[market as usize].book.oco(&req, out).expect("validated above");
+        self.settle(market, start, out);
+        Ok(tp_id)
+    }
+
+    /// Places a bracket for `account`: an entry (limit, or market when
+    /// `r.price` is 0) whose fills activate a take-profit and a stop-loss
+    /// exit (one-cancels-other) on the opposite side. Returns the entry's
+    /// id; the take-profit and stop-loss exits get the next two. The entry
+    /// holds as an ordinary order; the exits hold what the entry's fills
+    /// bring, plus, for buy exits, any shortfall up front
+    /// (docs/exchange.md). The request's owner and ids are ignored.
+    pub fn place_bracket(&mut self, account: u32, market: u32, r: &BracketRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
+        let id = self.next_order_id;
+        let req = BracketRequest {
+            order_id: id,
+            owner: account as u64,
+            exits: ExitLegs { tp_id: id + 1, sl_id: id + 2, ..r.exits },
+            ..*r
+        };
+        self.check_linked_account(account, m)?;
+        m.book.check_bracket(&req)?;
+        Self::check_linked(m, req.qty, &req.exits)?;
+        let cfg = m.cfg;
+        let side = Side::from_u8(req.side).expect("checked by the book");
+        let entry = OrderRequest {
+            order_id: id,
+            owner: account as u64,
+            side: req.side,
+            order_type: if req.price > 0 { OrderType::Limit as u8 } else { OrderType::Market as u8 },
+            tif: req.tif,
+            stp: req.stp,
+            flags: req.flags,
+            price: req.price,
+            qty: req.qty,
+            trigger_price: 0,
+            display_qty: 0,
+            expire_ts: req.expire_ts,
+        };
+        let otype = OrderType::from_u8(entry.order_type).expect("a known type");
+        let exit_side = side.opposite();
+        let (tp_lot, sl_lot) = Self::leg_per_lots(&cfg, exit_side, &req.exits)?;
+        let max_per_lot = tp_lot.max(sl_lot);
+        // What a filled entry lot brings at least: its base (a buy), or the
+        // sale's proceeds at the entry's limit less the highest fee (a sell;
+        // nothing is assured for a market sell).
+        let brings = match side {
+            Side::Buy => cfg.lot_units,
+            Side::Sell if req.price > 0 => Self::sell_proceeds_per_lot(&cfg, req.price),
+            Side::Sell => 0,
+        };
+        let deficit = (max_per_lot - brings).max(0);
+        let (asset, held, per_lot) = Self::order_hold_of(m, account, side, otype, &entry)?;
+        if req.qty as i128 * max_per_lot as i128 > i64::MAX as i128 {
+            return Err(Reason::InsufficientFunds.into());
+        }
+        let reserve = req.qty * deficit;
+        let exit_asset = if exit_side == Side::Buy { cfg.quote } else { cfg.base };
+        self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
+        if let Err(e) = self.ledger.hold(account, exit_asset, reserve) {
+            self.ledger.release(account, asset, held);
+            return Err(ledger_reason(e));
+        }
+        let (tp_id, sl_id) = (id + 1, id + 2);
+        let carrier = if sl_lot > tp_lot { sl_id } else { tp_id };
+        self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
+        for (leg, leg_lot) in [(tp_id, tp_lot), (sl_id, sl_lot)] {
+            let held = if leg == carrier { reserve } else { 0 };
+            self.add_hold(leg, Hold::new(account, market, exit_side, held, leg_lot, 0));
+        }
+        for o in [id, tp_id, sl_id] {
+            self.linked.insert(o, id);
+        }
+        self.links.insert(id, Link { entry: id, tp: tp_id, sl: sl_id, carrier, max_per_lot, deficit });
+        self.next_order_id += 3;
+        let start = out.len();
+        self.markets[market as usize].book.bracket(&req, out).expect("validated above");
         self.settle(market, start, out);
         Ok(id)
     }
@@ -559,6 +774,11 @@ impl Exchange {
             return Err(Reason::MarketNotTrading.into());
         }
         let (_, new_price, new_qty) = m.book.check_amend(order_id, price, qty)?;
+        if self.linked.contains_key(&order_id) {
+            // A bracket entry's size and price are what its exits' hold was
+            // sized for (cancel it and place a new bracket instead).
+            return Err(Reason::NotAmendable.into());
+        }
         if new_qty < m.cfg.min_qty {
             return Err(Reason::BelowMinQuantity.into());
         }
@@ -656,8 +876,18 @@ impl Exchange {
                 EventKind::Fill => {
                     self.settle_fill(market, &cfg, tiered, e);
                     self.markets[market as usize].md.record(self.now, e.price, e.qty, e.side);
+                    if !self.linked.is_empty() {
+                        self.entry_filled(e.order_id, e.qty, e.remaining);
+                        self.entry_filled(e.other_id, e.qty, e.other_remaining);
+                    }
                 }
-                EventKind::Cancelled => self.after_reduce(&cfg, e.order_id, e.remaining),
+                EventKind::Cancelled => {
+                    if !self.linked.is_empty() {
+                        self.linked_cancelled(e);
+                    }
+                    self.after_reduce(&cfg, e.order_id, e.remaining)
+                }
+                EventKind::Triggered if !self.linked.is_empty() => self.linked_triggered(e),
                 _ => {}
             }
         }
@@ -670,6 +900,91 @@ impl Exchange {
             out.push(Event { market, side, price, qty, order_id: m.depth_id, ..Event::new(EventKind::Depth) });
         }
         self.touched = touched;
+    }
+
+    /// A bracket entry filled `n` lots (and has `remaining` left): its
+    /// exits' hold grows by `n × (max_per_lot − deficit)`, taken from what
+    /// the fill just brought to available.
+    fn entry_filled(&mut self, order_id: u64, n: i64, remaining: i64) {
+        let Some(&g) = self.linked.get(&order_id) else { return };
+        let l = self.links.get_mut(&g).expect("a linked order has its group");
+        if l.entry != order_id {
+            return; // a leg trades only once triggered, when it is no longer linked
+        }
+        let grow = n * l.grow_per_lot();
+        let carrier = l.carrier;
+        if remaining == 0 {
+            l.entry = 0;
+            self.linked.remove(&order_id);
+        }
+        let h = self.holds.get_mut(&carrier).expect("a group's legs are open");
+        h.held += grow;
+        let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
+        self.ledger.hold(account, asset, grow).expect("an entry fill brings at least what its exits hold for it");
+    }
+
+    /// A linked order is cancelled (`e`): a bracket entry's unfilled lots
+    /// give back their deficit reserve; a leg takes its group with it (the
+    /// book cancels the other leg in the same step), releasing the pool.
+    fn linked_cancelled(&mut self, e: &Event) {
+        let Some(&g) = self.linked.get(&e.order_id) else { return };
+        let l = self.links[&g];
+        if l.entry != e.order_id {
+            self.dissolve(g, 0, 0);
+            return;
+        }
+        let free = e.qty * l.deficit;
+        let h = self.holds.get_mut(&l.carrier).expect("a group's legs are open");
+        h.held -= free;
+        debug_assert!(h.held >= 0, "group {g} released more than it held");
+        let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
+        self.ledger.release(account, asset, free);
+        if e.remaining == 0 {
+            self.links.get_mut(&g).expect("group").entry = 0;
+            self.linked.remove(&e.order_id);
+        }
+    }
+
+    /// A linked leg triggered (`e`): it takes from the group's pool exactly
+    /// what it needs as an ordinary order; the rest is released and the
+    /// group ends (the book cancels the other leg, and a live entry, next).
+    fn linked_triggered(&mut self, e: &Event) {
+        let Some(&g) = self.linked.get(&e.order_id) else { return };
+        let need = e.qty * self.holds[&e.order_id].per_lot;
+        self.dissolve(g, e.order_id, need);
+    }
+
+    /// Ends group `g`: its legs hold 0, except `survivor` (if not 0) which
+    /// holds `need`; the rest of the pool is released.
+    fn dissolve(&mut self, g: u64, survivor: u64, need: i64) {
+        let l = self.links.remove(&g).expect("group");
+        for id in [l.entry, l.tp, l.sl] {
+            if id != 0 {
+                self.linked.remove(&id);
+            }
+        }
+        let (mut pool, mut who) = (0, None);
+        for id in [l.tp, l.sl] {
+            let h = self.holds.get_mut(&id).expect("a group's legs are open");
+            pool += h.held;
+            h.held = 0;
+            who = Some((h.account, h.asset(&self.markets[h.market() as usize].cfg)));
+        }
+        if survivor != 0 {
+            self.holds.get_mut(&survivor).expect("leg").held = need;
+        }
+        debug_assert!(pool >= need, "group {g} pool {pool} below the triggered leg's need {need}");
+        let (account, asset) = who.expect("two legs");
+        self.ledger.release(account, asset, pool - need);
+    }
+
+    /// The group of a linked order: `(group id, entry, take-profit,
+    /// stop-loss)`, entry 0 for an OCO pair or once the entry has left; None
+    /// once the group has ended (a leg triggered or the legs were cancelled).
+    pub fn order_link(&self, order_id: u64) -> Option<(u64, u64, u64, u64)> {
+        let g = *self.linked.get(&order_id)?;
+        let l = &self.links[&g];
+        Some((g, l.entry, l.tp, l.sl))
     }
 
     /// A market's last depth update id, with its best `n` levels per side.
@@ -806,6 +1121,7 @@ impl Exchange {
         if listed != self.holds.len() {
             return Err("open-order lists do not match the holds".into());
         }
+        self.verify_links()?;
         for (a, v) in self.open.iter().enumerate() {
             for (i, id) in v.iter().enumerate() {
                 match self.holds.get(id) {
@@ -815,6 +1131,67 @@ impl Exchange {
                     }
                     _ => return Err(format!("account {a} lists an order that is not its own")),
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Linked groups are consistent and every order holds exactly what it
+    /// needs: an ordinary (or entry) order `remaining × per_lot`, a group's
+    /// carrier `exit qty × max_per_lot + unfilled entry × deficit`, the
+    /// other leg 0.
+    fn verify_links(&self) -> Result<(), String> {
+        let remaining = |id: u64, h: &Hold| -> Result<(i64, bool), String> {
+            match self.markets[h.market() as usize].book.order(id) {
+                Some(crate::OrderStatus::Resting(o)) => Ok((o.visible + o.hidden, true)),
+                Some(crate::OrderStatus::Pending(p)) => Ok((p.qty, false)),
+                None => Err(format!("order {id} holds funds but is not in its book")),
+            }
+        };
+        let mut members = 0;
+        for (&g, l) in &self.links {
+            members += 2 + (l.entry != 0) as usize;
+            for id in [l.entry, l.tp, l.sl] {
+                if id != 0 && self.linked.get(&id) != Some(&g) {
+                    return Err(format!("order {id} of group {g} is not linked to it"));
+                }
+            }
+            let (Some(tp), Some(sl)) = (self.holds.get(&l.tp), self.holds.get(&l.sl)) else {
+                return Err(format!("group {g}: a leg has no hold"));
+            };
+            if tp.account != sl.account || tp.market_side != sl.market_side || (l.carrier != l.tp && l.carrier != l.sl) {
+                return Err(format!("group {g}: legs of different accounts, markets or sides, or no carrier"));
+            }
+            let (q_tp, resting_tp) = remaining(l.tp, tp)?;
+            let (q_sl, resting_sl) = remaining(l.sl, sl)?;
+            if resting_tp || resting_sl || q_tp != q_sl || l.max_per_lot != tp.per_lot.max(sl.per_lot) || l.deficit < 0 {
+                return Err(format!("group {g}: legs not waiting with equal quantities, or per-lot holds inconsistent"));
+            }
+            let mut want = q_tp as i128 * l.max_per_lot as i128;
+            if l.entry != 0 {
+                let e = self.holds.get(&l.entry).ok_or(format!("group {g}: entry has no hold"))?;
+                let (rem, resting) = remaining(l.entry, e)?;
+                if !resting || e.account != tp.account || e.market() != tp.market() || e.side() == tp.side() {
+                    return Err(format!("group {g}: entry not resting, or not the opposite side of its exits"));
+                }
+                want += rem as i128 * l.deficit as i128;
+            }
+            let (carrier, other) = if l.carrier == l.tp { (tp, sl) } else { (sl, tp) };
+            if carrier.held as i128 != want || other.held != 0 {
+                return Err(format!("group {g}: carrier holds {} (other {}) but needs {want}", carrier.held, other.held));
+            }
+        }
+        if members != self.linked.len() {
+            return Err("linked orders do not match the groups".into());
+        }
+        for (&id, h) in &self.holds {
+            let leg = self.linked.get(&id).is_some_and(|g| self.links[g].entry != id);
+            if leg || h.per_lot == 0 {
+                continue;
+            }
+            let (rem, _) = remaining(id, h)?;
+            if h.held as i128 != rem as i128 * h.per_lot as i128 {
+                return Err(format!("order {id} holds {} for {rem} lots at {} per lot", h.held, h.per_lot));
             }
         }
         Ok(())
@@ -887,6 +1264,17 @@ impl Exchange {
         for &q in &self.tiered_quotes {
             w.u32(q);
         }
+        let mut gids: Vec<u64> = self.links.keys().copied().collect();
+        gids.sort_unstable();
+        w.u64(gids.len() as u64);
+        for g in gids {
+            let l = &self.links[&g];
+            for v in [g, l.entry, l.tp, l.sl, l.carrier] {
+                w.u64(v);
+            }
+            w.i64(l.max_per_lot);
+            w.i64(l.deficit);
+        }
         w.0
     }
 
@@ -894,7 +1282,10 @@ impl Exchange {
     /// inconsistent bytes give an error, never a half-built exchange.
     pub fn restore(bytes: &[u8]) -> Result<Exchange, SnapshotError> {
         let mut r = Reader { b: bytes, at: 0 };
-        if r.take(4)? != b"LXEX" || r.take(2)? != SNAPSHOT_VERSION.to_le_bytes() {
+        let magic = r.take(4)? == b"LXEX";
+        let v = r.take(2)?;
+        let version = u16::from_le_bytes([v[0], v[1]]);
+        if !magic || !(2..=SNAPSHOT_VERSION).contains(&version) {
             return bad("not an exchange snapshot (magic or version)");
         }
         let mut x = Exchange::new();
@@ -972,6 +1363,21 @@ impl Exchange {
             return bad("tiered quote assets out of order or unknown");
         }
         x.tiered_quotes = quotes;
+        if version >= 3 {
+            for _ in 0..r.count(56)? {
+                let (g, entry, tp, sl, carrier) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                let (max_per_lot, deficit) = (r.i64()?, r.i64()?);
+                if x.links.contains_key(&g) || tp == 0 || sl == 0 {
+                    return bad(format!("linked group {g} repeated or without legs"));
+                }
+                for id in [entry, tp, sl] {
+                    if id != 0 && x.linked.insert(id, g).is_some() {
+                        return bad(format!("order {id} in two linked groups"));
+                    }
+                }
+                x.links.insert(g, Link { entry, tp, sl, carrier, max_per_lot, deficit });
+            }
+        }
         r.done()?;
         x.verify().map_err(SnapshotError)?;
         Ok(x)
@@ -1013,7 +1419,14 @@ impl Exchange {
                 let to = u32::try_from(rec.tp_id).map_err(|_| Reason::UnknownAccount)?;
                 self.transfer(account, to, asset()?, rec.qty)
             }
-            kind::BRACKET | kind::OCO => Err(Reason::NotSupported.into()),
+            kind::BRACKET => match rec.to_command()? {
+                Command::Bracket(r) => self.place_bracket(account, rec.market, &r, out).map(|_| ()),
+                _ => unreachable!(),
+            },
+            kind::OCO => match rec.to_command()? {
+                Command::Oco(r) => self.place_oco(account, rec.market, &r, out).map(|_| ()),
+                _ => unreachable!(),
+            },
             _ => Err(Reason::InvalidCommand.into()),
         }
     }

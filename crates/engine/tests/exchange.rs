@@ -200,6 +200,15 @@ enum Op {
     Observe(u32, i64),
     Time(u64),
     Status(u32, u8),
+    Oco(u32, u32, OcoRequest),
+    Bracket(u32, u32, BracketRequest),
+}
+
+/// Exit legs with triggers `lo < hi` placed for exits on `side` (a sell
+/// exit: stop-loss below, take-profit above) and limit prices (0: market).
+fn legs(side: Side, lo: i64, hi: i64, tp_price: i64, sl_price: i64) -> ExitLegs {
+    let (tp_trigger, sl_trigger) = if side == S { (hi, lo) } else { (lo, hi) };
+    ExitLegs { tp_id: 0, tp_trigger, tp_price, sl_id: 0, sl_trigger, sl_price }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -224,10 +233,29 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         3 => (acct.clone(), 1u64..60).prop_map(|(a, id)| Op::Cancel(a, id)),
         2 => (acct.clone(), 1u64..60, prop_oneof![Just(0i64), 95i64..106], 0i64..6).prop_map(|(a, id, p, q)| Op::Amend(a, id, p, q)),
-        1 => acct.prop_map(Op::CancelAll),
+        1 => acct.clone().prop_map(Op::CancelAll),
         1 => (market.clone(), 95i64..106).prop_map(|(m, p)| Op::Observe(m, p)),
         1 => (0u64..100).prop_map(Op::Time),
-        1 => (market, 0u8..4).prop_map(|(m, s)| Op::Status(m, s)),
+        1 => (market.clone(), 0u8..4).prop_map(|(m, s)| Op::Status(m, s)),
+        3 => (acct.clone(), market.clone(), 0u8..2, 1i64..6, 94i64..100, 1i64..10, prop_oneof![Just(0i64), 90i64..112],
+              prop_oneof![Just(0i64), 90i64..112], 0u8..5)
+            .prop_map(|(a, m, side, qty, lo, gap, tp_price, sl_price, stp)| {
+                let side = if side == 0 { B } else { S };
+                let r = OcoRequest { owner: 0, side: side as u8, qty, stp, legs: legs(side, lo, lo + gap, tp_price, sl_price) };
+                Op::Oco(a, m, r)
+            }),
+        3 => (acct, market, 0u8..2, prop_oneof![Just(0i64), 97i64..104], 1i64..6, 1i64..5, 1i64..5, 0u8..4,
+              prop_oneof![Just(0i64), 90i64..112], prop_oneof![Just(0i64), 90i64..112], 0u8..5)
+            .prop_map(|(a, m, side, price, qty, dlo, dhi, tif, tp_price, sl_price, stp)| {
+                let side = if side == 0 { B } else { S };
+                let mid = if price == 0 { 100 } else { price };
+                let tif = if price == 0 { 1 + tif % 2 } else { tif % 3 };
+                let r = BracketRequest {
+                    order_id: 0, owner: 0, side: side as u8, price, qty, tif, stp, flags: 0, expire_ts: 0,
+                    exits: legs(side.opposite(), mid - dlo, mid + dhi, tp_price, sl_price),
+                };
+                Op::Bracket(a, m, r)
+            }),
     ]
 }
 
@@ -259,6 +287,8 @@ fn apply(x: &mut Exchange, op: &Op, out: &mut Vec<Event>) -> Result<(), Reject> 
         Op::Observe(m, p) => x.observe_price(m, p, out),
         Op::Time(t) => x.advance_time(x.now() + t * 7_000, out),
         Op::Status(m, s) => x.set_market_status(m, MarketStatus::from_u8(s).unwrap(), out),
+        Op::Oco(a, m, r) => x.place_oco(a, m, &r, out).map(|_| ()),
+        Op::Bracket(a, m, r) => x.place_bracket(a, m, &r, out).map(|_| ()),
     }
 }
 
@@ -331,6 +361,166 @@ proptest! {
                     .chain(asks.iter().map(|l| ((1u8, l.price), l.visible))).collect();
                 prop_assert_eq!(&book, &local[m as usize], "depth rebuilt from diffs equals the book");
             }
+            for a in 0..3u32 {
+                for asset in 0..3u32 {
+                    let b = x.ledger().balance(a, asset).unwrap();
+                    prop_assert!(b.held >= 0 && b.available >= 0, "holds never exceed the balance");
+                }
+            }
+        }
+        // Once every order (every leg of every group) is closed, nothing is held.
+        for a in 0..3u32 {
+            x.cancel_all(a, None, &mut out).unwrap();
+        }
+        x.check_invariants();
+        for a in 0..3u32 {
+            prop_assert!(x.open_orders(a).unwrap().is_empty());
+            for asset in 0..3u32 {
+                prop_assert_eq!(x.ledger().balance(a, asset).unwrap().held, 0);
+            }
         }
     }
+}
+
+fn oco(side: Side, qty: i64, lo: i64, hi: i64, tp_price: i64, sl_price: i64) -> OcoRequest {
+    OcoRequest { owner: 0, side: side as u8, qty, stp: 0, legs: legs(side, lo, hi, tp_price, sl_price) }
+}
+
+#[test]
+fn oco_sell_holds_the_base_once_and_the_triggered_leg_keeps_it() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    // Sell 4 lots: take profit at 110 (limit 110), stop at 90 (market).
+    let tp = x.place_oco(0, 0, &oco(S, 4, 90, 110, 110, 0), &mut out).unwrap();
+    let sl = tp + 1;
+    assert_eq!(bal(&x, 0, 0), (1_000_000 - 4_000, 4_000), "one hold for the pair, not two");
+    assert_eq!(x.order_hold(tp).unwrap().3 + x.order_hold(sl).unwrap().3, 4_000);
+    assert_eq!(x.order_link(sl), Some((tp, 0, tp, sl)));
+    // A trade at 110 fires the take-profit: it rests as a limit sell of 4
+    // lots holding its own 4,000 base; the stop is cancelled (OCO).
+    x.place(1, 0, &OrderRequest::limit(0, 0, S, 110, 1), &mut out).unwrap();
+    out.clear();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 110, 1), &mut out).unwrap();
+    assert!(out.iter().any(|e| e.kind == EventKind::Triggered && e.order_id == tp));
+    assert!(out.iter().any(|e| e.kind == EventKind::Cancelled && e.order_id == sl && e.reason == Reason::Oco));
+    assert_eq!(x.order_link(tp), None);
+    assert_eq!(x.order_hold(tp).unwrap().3, 4_000);
+    assert_eq!(bal(&x, 0, 0), (1_000_000 - 4_000, 4_000));
+    x.check_invariants();
+    x.cancel(0, tp, &mut out).unwrap();
+    assert_eq!(bal(&x, 0, 0), (1_000_000, 0));
+    x.check_invariants();
+}
+
+#[test]
+fn oco_buy_holds_the_larger_leg_and_cancel_releases_all() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    // Buy 2 lots: take profit (buy the dip) at 90 limit 90; stop at 110 limit 120.
+    let tp = x.place_oco(0, 0, &oco(B, 2, 90, 110, 90, 120), &mut out).unwrap();
+    // Per lot at 120: 1200 + ceil(1200 * 10 / 10000) = 1202; x2 lots.
+    assert_eq!(bal(&x, 0, 1), (10_000_000 - 2_404, 2_404));
+    assert_eq!(x.order_hold(tp + 1).unwrap().3, 2_404, "the stop leg (larger) carries the pool");
+    // A market-type buy leg has no price to hold at.
+    assert_eq!(x.place_oco(0, 0, &oco(B, 2, 90, 110, 0, 120), &mut out), Err(Reason::ProtectionRequired.into()));
+    // Cancelling one leg cancels both and releases everything.
+    out.clear();
+    x.cancel(0, tp, &mut out).unwrap();
+    assert_eq!(out.iter().filter(|e| e.kind == EventKind::Cancelled).count(), 2);
+    assert_eq!(bal(&x, 0, 1), (10_000_000, 0));
+    x.check_invariants();
+    // Bad legs are refused naming the bracket rule, and change nothing.
+    let before = format!("{x:?}");
+    assert_eq!(x.place_oco(0, 0, &oco(S, 2, 110, 90, 0, 0), &mut out), Err(Reason::InvalidBracket.into()));
+    assert_eq!(x.place_oco(0, 0, &oco(S, 0, 90, 110, 0, 0), &mut out), Err(Reason::InvalidQuantity.into()));
+    assert_eq!(x.place_oco(0, 0, &oco(S, 2_000, 90, 110, 0, 0), &mut out), Err(Reason::InsufficientFunds.into()));
+    assert_eq!(before, format!("{x:?}"));
+}
+
+#[test]
+fn bracket_buy_entry_exits_hold_the_base_its_fills_bring() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    let r = BracketRequest {
+        order_id: 0, owner: 0, side: B as u8, price: 100, qty: 3, tif: 0, stp: 0, flags: 0, expire_ts: 0,
+        exits: legs(S, 95, 105, 105, 0),
+    };
+    let entry = x.place_bracket(0, 0, &r, &mut out).unwrap();
+    let (tp, sl) = (entry + 1, entry + 2);
+    // The entry holds as a limit buy of 3 at 100 (1001 per lot); the exits nothing yet.
+    assert_eq!(bal(&x, 0, 1), (10_000_000 - 3_003, 3_003));
+    assert_eq!(bal(&x, 0, 0), (1_000_000, 0));
+    // 2 lots fill: the exits hold the 2,000 base that came in.
+    x.place(1, 0, &OrderRequest::limit(0, 0, S, 100, 2), &mut out).unwrap();
+    assert_eq!(bal(&x, 0, 0), (1_000_000, 2_000));
+    x.check_invariants();
+    // The stop fires at 95: it sells its 2 lots (market), the entry's last lot is cancelled (OCO).
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 95, 5), &mut out).unwrap();
+    out.clear();
+    x.observe_price(0, 95, &mut out).unwrap();
+    assert!(out.iter().any(|e| e.kind == EventKind::Triggered && e.order_id == sl));
+    assert!(out.iter().any(|e| e.kind == EventKind::Cancelled && e.order_id == tp && e.reason == Reason::Oco));
+    assert!(out.iter().any(|e| e.kind == EventKind::Cancelled && e.order_id == entry && e.reason == Reason::Oco));
+    assert_eq!(bal(&x, 0, 0).1, 0);
+    assert_eq!(bal(&x, 0, 1).1, 0);
+    assert!(x.open_orders(0).unwrap().is_empty());
+    x.check_invariants();
+}
+
+#[test]
+fn bracket_sell_entry_reserves_the_buy_back_shortfall_up_front() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    // Sell 2 at 100; buy back at take-profit 95 (limit 95) or stop 105 (limit 110).
+    let r = BracketRequest {
+        order_id: 0, owner: 0, side: S as u8, price: 100, qty: 2, tif: 0, stp: 0, flags: 0, expire_ts: 0,
+        exits: legs(B, 95, 105, 95, 110),
+    };
+    let entry = x.place_bracket(0, 0, &r, &mut out).unwrap();
+    // Exits per lot: 1100 + 2 = 1102 at 110. A lot sold at >= 100 brings at
+    // least 1000 - 1 = 999. Shortfall 103 per lot, held now.
+    assert_eq!(bal(&x, 0, 0), (1_000_000 - 2_000, 2_000));
+    assert_eq!(bal(&x, 0, 1), (10_000_000 - 206, 206));
+    x.check_invariants();
+    // One lot fills (maker at 100: notional 1000, rebate 0): the exits now
+    // hold 1102 for it + 103 for the unfilled lot.
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 100, 1), &mut out).unwrap();
+    assert_eq!(bal(&x, 0, 1).1, 1_102 + 103);
+    x.check_invariants();
+    // Cancelling the entry frees the unfilled lot's shortfall; the exits stay.
+    x.cancel(0, entry, &mut out).unwrap();
+    assert_eq!(bal(&x, 0, 1).1, 1_102);
+    assert_eq!(bal(&x, 0, 0).1, 0);
+    assert_eq!(x.order_link(entry + 1), Some((entry, 0, entry + 1, entry + 2)));
+    x.check_invariants();
+    // Snapshot and restore keep the group.
+    let y = Exchange::restore(&x.snapshot()).unwrap();
+    assert_eq!(y.snapshot(), x.snapshot());
+    assert_eq!(y.order_link(entry + 2), x.order_link(entry + 2));
+    // Cancelling an exit cancels both and frees everything.
+    x.cancel(0, entry + 2, &mut out).unwrap();
+    assert_eq!(bal(&x, 0, 1).1, 0);
+    x.check_invariants();
+}
+
+#[test]
+fn bracket_entry_is_not_amendable_and_records_place_linked_orders() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    let r = BracketRequest {
+        order_id: 0, owner: 0, side: B as u8, price: 100, qty: 3, tif: 0, stp: 0, flags: 0, expire_ts: 0,
+        exits: legs(S, 95, 105, 0, 0),
+    };
+    let entry = x.place_bracket(0, 0, &r, &mut out).unwrap();
+    assert_eq!(x.amend(0, entry, 99, 0, &mut out), Err(Reason::NotAmendable.into()));
+    // The batch records BRACKET and OCO are applied too.
+    let rec = record::CommandRecord {
+        kind: record::kind::OCO, side: S as u8, owner: 1, qty: 2, tp_trigger: 110, tp_price: 110, sl_trigger: 90,
+        ..Default::default()
+    };
+    out.clear();
+    x.apply_record(&rec, 0, &mut out);
+    assert!(out.iter().all(|e| e.kind != EventKind::Rejected), "{out:?}");
+    assert_eq!(bal(&x, 1, 0).1, 2_000);
+    x.check_invariants();
 }

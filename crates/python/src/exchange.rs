@@ -5,7 +5,10 @@
 use lxdex_engine::marketdata::Interval;
 use lxdex_engine::record::COMMAND_RECORD_SIZE;
 use lxdex_engine::replay::replay_records;
-use lxdex_engine::{Event, EventKind, Exchange, FeeTier, MarketConfig, MarketStatus, OrderStatus, Reject, Side};
+use lxdex_engine::{
+    BracketRequest, Event, EventKind, Exchange, ExitLegs, FeeTier, MarketConfig, MarketStatus, OcoRequest, OrderStatus,
+    Reject, Side, FLAG_POST_ONLY,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -142,6 +145,85 @@ impl PyExchange {
         let id = *r.as_ref().unwrap_or(&0);
         let events = done(py, &mut self.out, "order of account", account as u64, r.map(|_| ()))?;
         Ok((id, events))
+    }
+
+    /// Places a one-cancels-other pair (take-profit and stop-loss legs on
+    /// `side`, prices 0: market); returns `(take-profit id, events)`, the
+    /// stop-loss leg's id is the next.
+    #[pyo3(signature = (account, market, side, qty, tp_trigger, tp_price, sl_trigger, sl_price, stp = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn place_oco<'py>(
+        &mut self,
+        py: Python<'py>,
+        account: u32,
+        market: u32,
+        side: i64,
+        qty: i64,
+        tp_trigger: i64,
+        tp_price: i64,
+        sl_trigger: i64,
+        sl_price: i64,
+        stp: i64,
+    ) -> PyResult<(u64, Bound<'py, PyList>)> {
+        let req = OcoRequest {
+            owner: account as u64,
+            side: wire(side),
+            qty,
+            stp: wire(stp),
+            legs: ExitLegs { tp_id: 0, tp_trigger, tp_price, sl_id: 0, sl_trigger, sl_price },
+        };
+        let r = self.x.place_oco(account, market, &req, &mut self.out);
+        let id = *r.as_ref().unwrap_or(&0);
+        let events = done(py, &mut self.out, "oco of account", account as u64, r.map(|_| ()))?;
+        Ok((id, events))
+    }
+
+    /// Places a bracket (an entry, price 0: market, whose fills activate
+    /// take-profit and stop-loss exits); returns `(entry id, events)`, the
+    /// exits' ids are the next two.
+    #[pyo3(signature = (account, market, side, qty, price, tp_trigger, tp_price, sl_trigger, sl_price,
+                        tif = 0, stp = 0, post_only = false, expire_ts = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn place_bracket<'py>(
+        &mut self,
+        py: Python<'py>,
+        account: u32,
+        market: u32,
+        side: i64,
+        qty: i64,
+        price: i64,
+        tp_trigger: i64,
+        tp_price: i64,
+        sl_trigger: i64,
+        sl_price: i64,
+        tif: i64,
+        stp: i64,
+        post_only: bool,
+        expire_ts: u64,
+    ) -> PyResult<(u64, Bound<'py, PyList>)> {
+        let req = BracketRequest {
+            order_id: 0,
+            owner: account as u64,
+            side: wire(side),
+            price,
+            qty,
+            tif: wire(tif),
+            stp: wire(stp),
+            flags: if post_only { FLAG_POST_ONLY } else { 0 },
+            expire_ts,
+            exits: ExitLegs { tp_id: 0, tp_trigger, tp_price, sl_id: 0, sl_trigger, sl_price },
+        };
+        let r = self.x.place_bracket(account, market, &req, &mut self.out);
+        let id = *r.as_ref().unwrap_or(&0);
+        let events = done(py, &mut self.out, "bracket of account", account as u64, r.map(|_| ()))?;
+        Ok((id, events))
+    }
+
+    /// A linked order's group: `(group id, entry, take-profit, stop-loss)`
+    /// (entry 0: an OCO pair, or the entry has left); None when the order is
+    /// not in a live group.
+    fn order_link(&self, order_id: u64) -> Option<(u64, u64, u64, u64)> {
+        self.x.order_link(order_id)
     }
 
     fn cancel<'py>(&mut self, py: Python<'py>, account: u32, order_id: u64) -> PyResult<Bound<'py, PyList>> {

@@ -334,6 +334,8 @@ def open_orders_view(ex, account: int, market: str | None = None) -> list[dict]:
         else:
             row["type"] = o["order_type"]
             row["trigger_price"] = o["trigger_price"]
+        if "order_list_id" in o:
+            row["order_list_id"] = o["order_list_id"]
         out.append(row)
     return out
 
@@ -434,6 +436,30 @@ class OrderIn(msgspec.Struct, **_Struct):
     client_order_id: str | None = None
 
 
+class LegIn(msgspec.Struct, **_Struct):
+    trigger_price: Number
+    price: Number | None = None
+    client_order_id: str | None = None
+
+
+class OrderListIn(msgspec.Struct, **_Struct):
+    """An OCO pair (`type` "oco": two legs on `side`) or a bracket ("bracket": an entry on `side`, limit at
+    `price` or market without one, with exits on the other side)."""
+
+    type: str
+    market: str
+    side: str
+    qty: Number
+    take_profit: LegIn
+    stop_loss: LegIn
+    price: Number | None = None
+    tif: str | None = None
+    post_only: bool = False
+    stp: str = "none"
+    expire_ts: I63 = 0
+    client_order_id: str | None = None
+
+
 class AmendIn(msgspec.Struct, **_Struct):
     price: Number | None = None
     qty: Number | None = None
@@ -472,7 +498,7 @@ class MarkReadIn(msgspec.Struct, **_Struct):
     notification_ids: list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]] | None = None
 
 
-_dec = {t: msgspec.json.Decoder(t) for t in (OrderIn, AmendIn, MoneyIn, AdminMoneyIn, UserIn, KeyIn, AlertIn,
+_dec = {t: msgspec.json.Decoder(t) for t in (OrderIn, OrderListIn, AmendIn, MoneyIn, AdminMoneyIn, UserIn, KeyIn, AlertIn,
                                            MarkReadIn)}
 
 
@@ -624,6 +650,84 @@ def native_routes(ctx: ApiContext) -> list:
         if o.client_order_id is not None:
             reply["client_order_id"] = o.client_order_id
         return reply
+
+    async def post_order_list(r: _Req):
+        o: OrderListIn = r.decode(_dec[OrderListIn])
+        if o.type not in ("oco", "bracket"):
+            raise ApiError(400, "INVALID_REQUEST", f"type: {o.type!r} must be oco or bracket", "type")
+        for name, cid in (("client_order_id", o.client_order_id),
+                          ("take_profit.client_order_id", o.take_profit.client_order_id),
+                          ("stop_loss.client_order_id", o.stop_loss.client_order_id)):
+            if cid is not None:
+                try:
+                    check_client_id(cid, name)
+                except ValueError as e:
+                    raise ApiError(400, "INVALID_REQUEST", str(e), name) from None
+        ctx.read(market_of, o.market)
+        tp, sl = o.take_profit, o.stop_loss
+        legs = dict(tp_trigger=_number(tp.trigger_price, "take_profit.trigger_price"),
+                    tp_price=_number(tp.price, "take_profit.price"),
+                    sl_trigger=_number(sl.trigger_price, "stop_loss.trigger_price"),
+                    sl_price=_number(sl.price, "stop_loss.price"), tp_client_id=tp.client_order_id,
+                    sl_client_id=sl.client_order_id)
+        qty = _number(o.qty, "qty")
+        if o.type == "oco":
+            for name in ("price", "tif", "client_order_id"):
+                if getattr(o, name) is not None:
+                    raise ApiError(400, "INVALID_REQUEST", f"{name}: an oco pair has no entry order", name)
+            if o.post_only or o.expire_ts:
+                raise ApiError(400, "INVALID_REQUEST", "post_only: an oco pair has no entry order", "post_only")
+            cmd = C.PlaceOco(account=r.user, market=o.market, side=o.side, qty=qty, stp=o.stp, **legs)
+        else:
+            cmd = C.PlaceBracket(account=r.user, market=o.market, side=o.side, qty=qty,
+                                 price=_number(o.price, "price"), tif=o.tif, stp=o.stp, post_only=o.post_only,
+                                 expire_ts=o.expire_ts, client_id=o.client_order_id, **legs)
+        out = await ctx.run(cmd)
+        if not out.ok:
+            raise outcome_error(out)
+        lid = out.value["order_list_id"]
+        return {"order_list_id": lid, "type": o.type, "seq": out.seq, "order_ids": out.value["order_ids"],
+                "status": "executing" if ctx.read(lambda ex: ex.order_list(lid)) is not None else "done"}
+
+    def _order_lists(ex, user: int) -> list[dict]:
+        lists: dict[int, dict] = {}
+        for o in open_orders_view(ex, user):
+            lid = o.get("order_list_id")
+            if lid is not None:
+                g = lists.setdefault(lid, {"order_list_id": lid, **{k: v for k, v in ex.order_list(o["order_id"]).items()
+                                                                    if k != "order_list_id"}, "orders": []})
+                g["orders"].append(o)
+        return [lists[k] for k in sorted(lists)]
+
+    async def get_order_lists(r: _Req):
+        rows = ctx.read(lambda ex: _order_lists(ex, r.user))
+        for g in rows:
+            g["type"] = g.pop("contingency")
+        return rows
+
+    async def delete_order_list(r: _Req):
+        raw = r.path["order_list_id"]
+        if not raw.isdigit() or len(raw) > 19:
+            raise ApiError(400, "INVALID_REQUEST", f"order_list_id: {raw!r} is not an order list id", "order_list_id")
+        lid = int(raw)
+
+        def find(ex):
+            for oid in (lid, lid + 1):  # an OCO's list id is its take-profit leg; a bracket's, its entry
+                link = ex.order_list(oid)
+                if link is not None and link["order_list_id"] == lid and order_owner(ex, link["tp"]) == r.user:
+                    return link
+            return None
+
+        link = ctx.read(find)
+        if link is None:
+            raise ApiError(404, "UNKNOWN_ORDER", f"order_list_id: you have no live order list {lid}", "order_list_id")
+        # The exits first (one cancels both), then a bracket's live entry: two commands.
+        out = await submit(C.CancelOrder(account=r.user, order_id=link["tp"]))
+        cancelled = cancelled_ids(out.events)
+        if link["entry"] is not None and ctx.read(lambda ex: order_owner(ex, link["entry"])) == r.user:
+            out = await submit(C.CancelOrder(account=r.user, order_id=link["entry"]))
+            cancelled += cancelled_ids(out.events)
+        return {"order_list_id": lid, "seq": out.seq, "status": "cancelled", "cancelled": cancelled}
 
     def own_open_order(order_id: int, user: int) -> None:
         if ctx.read(order_owner, order_id) != user:
@@ -836,6 +940,9 @@ def native_routes(ctx: ApiContext) -> list:
         R("/orders", e(get_orders, "read"), methods=["GET"]),
         R("/orders", e(delete_orders, "trade"), methods=["DELETE"]),
         R("/orders/open", e(get_open_orders, "read"), methods=["GET"]),
+        R("/order-lists", e(post_order_list, "trade"), methods=["POST"]),
+        R("/order-lists", e(get_order_lists, "read"), methods=["GET"]),
+        R("/order-lists/{order_list_id}", e(delete_order_list, "trade"), methods=["DELETE"]),
         R("/orders/{order_id}", e(get_order, "read"), methods=["GET"]),
         R("/orders/{order_id}", e(delete_order, "trade"), methods=["DELETE"]),
         R("/orders/{order_id}", e(patch_order, "trade"), methods=["PATCH"]),

@@ -982,6 +982,168 @@ def routes(ctx: ApiContext) -> list:
         Route("/userDataStream", user_stream_endpoint(stream_close), methods=["DELETE"]),
     ]
 
+    # -- order lists (OCO) --
+    _ABOVE_BELOW = {  # side -> (types of the take-profit leg's position, of the stop-loss leg's)
+        "SELL": ("above", "below"), "BUY": ("below", "above")}
+    _TP_TYPES = ("LIMIT_MAKER", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
+    _SL_TYPES = ("STOP_LOSS", "STOP_LOSS_LIMIT")
+
+    def _oco_leg(p: dict, pos: str, types: tuple) -> tuple[str, str, str | None, str | None]:
+        """One leg of `orderList/oco` (`pos` above or below): `(type, trigger, limit price or None, client id)`."""
+        btype = p.get(f"{pos}Type")
+        if not btype:
+            raise _mandatory(f"{pos}Type")
+        if btype not in types:
+            raise BError(-1130, f"Invalid data sent for a parameter: {pos}Type.")
+        price = dec_param(p, f"{pos}Price", required=btype in ("LIMIT_MAKER", "TAKE_PROFIT_LIMIT", "STOP_LOSS_LIMIT"))
+        stop = dec_param(p, f"{pos}StopPrice", required=btype != "LIMIT_MAKER")
+        if btype == "LIMIT_MAKER" and stop is not None:
+            raise BError(-1106, f"Parameter '{pos}StopPrice' sent when not required.")
+        if btype in ("TAKE_PROFIT", "STOP_LOSS") and price is not None:
+            raise BError(-1106, f"Parameter '{pos}Price' sent when not required.")
+        tif = p.get(f"{pos}TimeInForce")
+        if tif is not None and (tif != "GTC" or btype not in ("TAKE_PROFIT_LIMIT", "STOP_LOSS_LIMIT")):
+            raise BError(-1130, f"Invalid data sent for a parameter: {pos}TimeInForce.")
+        for unsupported in (f"{pos}IcebergQty", f"{pos}TrailingDelta", f"{pos}StrategyId", f"{pos}StrategyType"):
+            if unsupported in p:
+                raise BError(-1106, f"Parameter '{unsupported}' sent when not required.")
+        trigger = price if btype == "LIMIT_MAKER" else stop
+        return btype, trigger, price, client_id_param(p, f"{pos}ClientOrderId")
+
+    def _oco_command(p: dict, user: int, legs: dict) -> tuple:
+        m = market_of(p.get("symbol"))
+        side = p.get("side")
+        if not side:
+            raise _mandatory("side")
+        if side not in ("BUY", "SELL"):
+            raise BError(-1117, "Invalid side.")
+        qty = dec_param(p, "quantity", required=True)
+        stp = p.get("selfTradePreventionMode", "NONE")
+        if stp not in _STP:
+            raise BError(-1130, "Invalid data sent for a parameter: selfTradePreventionMode.")
+        resp_type = p.get("newOrderRespType", "ACK")
+        if resp_type not in ("ACK", "RESULT", "FULL"):
+            raise BError(-1130, "Invalid data sent for a parameter: newOrderRespType.")
+        tp_type, tp_trigger, tp_price, tp_cid = legs["tp"]
+        sl_type, sl_trigger, sl_price, sl_cid = legs["sl"]
+        cmd = C.PlaceOco(account=user, market=m.symbol, side=side.lower(), qty=qty, tp_trigger=tp_trigger,
+                         sl_trigger=sl_trigger, tp_price=tp_price, sl_price=sl_price, stp=_STP[stp],
+                         tp_client_id=tp_cid, sl_client_id=sl_cid)
+        return m, cmd, (tp_type, sl_type), resp_type
+
+    async def _place_oco(p: dict, user: int, m, cmd: C.PlaceOco, types: tuple, resp_type: str) -> dict:
+        list_cid = client_id_param(p, "listClientOrderId")
+        out = await run(cmd)
+        if not out.ok:
+            raise _order_reject(out.error)
+        tp, sl = out.value["order_ids"]
+        reports = []
+        for oid, btype, trigger, price, cid in ((sl, types[1], cmd.sl_trigger, cmd.sl_price, cmd.sl_client_id),
+                                                 (tp, types[0], cmd.tp_trigger, cmd.tp_price, cmd.tp_client_id)):
+            leg = C.PlaceOrder(account=user, market=m.symbol, side=cmd.side, qty=cmd.qty, price=price,
+                               order_type="limit" if btype == "LIMIT_MAKER" else "stop_limit", tif="gtc",
+                               stp=cmd.stp, trigger_price=None if btype == "LIMIT_MAKER" else trigger, client_id=cid)
+            reports.append(order_result(out.events, oid, m, leg, btype, "RESULT", user))
+        return _list_row(m, out.value["order_list_id"], [(r["orderId"], r["clientOrderId"]) for r in reports],
+                         _list_done(out.value["order_list_id"]), list_cid,
+                         reports if resp_type != "ACK" else None)
+
+    def _list_done(list_id: int) -> bool:
+        with node.lock:
+            return node.exchange.order_list(list_id) is None
+
+    def _list_row(m, list_id: int, orders: list, done: bool, list_cid: str | None, reports: list | None) -> dict:
+        row = {"orderListId": list_id, "contingencyType": "OCO",
+               "listStatusType": "ALL_DONE" if done else "EXEC_STARTED",
+               "listOrderStatus": "ALL_DONE" if done else "EXECUTING",
+               "listClientOrderId": list_cid or f"lxl{list_id}", "transactionTime": int(time.time() * 1000),
+               "symbol": m.symbol.replace("-", ""),
+               "orders": [{"symbol": m.symbol.replace("-", ""), "orderId": oid, "clientOrderId": cid}
+                          for oid, cid in orders]}
+        if reports is not None:
+            row["orderReports"] = [{**r, "orderListId": list_id} for r in reports]
+        return row
+
+    async def new_oco_list(p, user):
+        """`POST orderList/oco`: above and below legs; a SELL list takes profit above and stops below."""
+        side = p.get("side")
+        tp_pos, sl_pos = _ABOVE_BELOW.get(side, ("above", "below"))
+        legs = {"tp": _oco_leg(p, tp_pos, _TP_TYPES), "sl": _oco_leg(p, sl_pos, _SL_TYPES)}
+        m, cmd, types, resp_type = _oco_command(p, user, legs)
+        return await _place_oco(p, user, m, cmd, types, resp_type)
+
+    async def new_oco_legacy(p, user):
+        """`POST order/oco` (deprecated by Binance): a LIMIT_MAKER leg at `price` and a STOP_LOSS(_LIMIT) leg
+        at `stopPrice` (limit `stopLimitPrice`)."""
+        price = dec_param(p, "price", required=True)
+        stop = dec_param(p, "stopPrice", required=True)
+        stop_limit = dec_param(p, "stopLimitPrice")
+        tif = p.get("stopLimitTimeInForce")
+        if tif is not None and (stop_limit is None or tif != "GTC"):
+            raise BError(-1130, "Invalid data sent for a parameter: stopLimitTimeInForce.")
+        for unsupported in ("limitIcebergQty", "stopIcebergQty", "trailingDelta"):
+            if unsupported in p:
+                raise BError(-1106, f"Parameter '{unsupported}' sent when not required.")
+        legs = {"tp": ("LIMIT_MAKER", price, price, client_id_param(p, "limitClientOrderId")),
+                "sl": ("STOP_LOSS_LIMIT" if stop_limit else "STOP_LOSS", stop, stop_limit,
+                       client_id_param(p, "stopClientOrderId"))}
+        m, cmd, types, resp_type = _oco_command(p, user, legs)
+        return await _place_oco(p, user, m, cmd, types, resp_type)
+
+    def _live_lists(user: int, m=None) -> list[tuple]:
+        """The user's live order lists: `(market, list id, [(order id, client id)])`, by list id."""
+        with node.lock:
+            ex = node.exchange
+            seen: dict[int, tuple] = {}
+            for o in ex.open_orders(user):
+                lid = o.get("order_list_id")
+                if lid is None or lid in seen or (m is not None and o["market"] != m.symbol):
+                    continue
+                link = ex.order_list(o["order_id"])
+                ids = [i for i in (link["entry"], link["sl"], link["tp"]) if i is not None]  # as POST lists them
+                seen[lid] = (ex._markets[o["market"]], lid, [(i, ex.client_order_id(i) or f"lx{i}") for i in ids])
+        return [seen[k] for k in sorted(seen)]
+
+    def _list_id(p: dict) -> int:
+        lid = int_param(p, "orderListId", None, 0, 2**63 - 1)
+        if lid is None:
+            cid = p.get("origClientOrderId") or p.get("listClientOrderId")
+            if cid and cid.startswith("lxl") and cid[3:].isdigit() and len(cid) <= 22:
+                return int(cid[3:])
+            if cid:
+                raise BError(-2011, "Order list does not exist.")
+            raise BError(-1102, "Param 'origClientOrderId' or 'orderListId' must be sent, but both were empty/null!")
+        return lid
+
+    async def query_order_list(p, user):
+        lid = _list_id(p)
+        for mk, i, orders in _live_lists(user):
+            if i == lid:
+                return _list_row(mk, i, orders, False, None, None)
+        raise BError(-2011, "Order list does not exist.")
+
+    async def open_order_lists(p, user):
+        return [_list_row(mk, i, orders, False, None, None) for mk, i, orders in _live_lists(user)]
+
+    async def cancel_order_list(p, user):
+        m = market_of(p.get("symbol"))
+        lid = _list_id(p)
+        live = [x for x in _live_lists(user, m) if x[1] == lid]
+        if not live:
+            raise BError(-2011, "Order list does not exist.")
+        _, _, orders = live[0]
+        out = await run(C.CancelOrder(account=user, order_id=orders[-1][0]))
+        if not out.ok:
+            raise BError(-2011, "Order list does not exist.")
+        reports = []
+        for oid, cid in orders:
+            r = {"symbol": m.symbol.replace("-", ""), "origClientOrderId": cid, "orderId": oid, "orderListId": lid,
+                 "clientOrderId": cid, "status": "CANCELED", "transactTime": int(time.time() * 1000)}
+            reports.append(r)
+        row = _list_row(m, lid, orders, True, None, reports)
+        row["listStatusType"] = "ALL_DONE"
+        return row
+
     S = frozenset
     E = endpoint
     order_params = S({"symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price",
@@ -1018,6 +1180,19 @@ def routes(ctx: ApiContext) -> list:
         Route("/openOrders", E(cancel_open_orders, "trade", S({"symbol"})), methods=["DELETE"]),
         Route("/allOrders", E(all_orders, "read", S({"symbol", "orderId", "startTime", "endTime", "limit"})),
               methods=["GET"]),
+        Route("/orderList/oco", E(new_oco_list, "trade", S({
+            "symbol", "listClientOrderId", "side", "quantity", "newOrderRespType", "selfTradePreventionMode"}
+            | {f"{pos}{f}" for pos in ("above", "below") for f in (
+                "Type", "ClientOrderId", "IcebergQty", "Price", "StopPrice", "TrailingDelta", "TimeInForce",
+                "StrategyId", "StrategyType")})), methods=["POST"]),
+        Route("/order/oco", E(new_oco_legacy, "trade", S({
+            "symbol", "listClientOrderId", "side", "quantity", "limitClientOrderId", "price", "limitIcebergQty",
+            "stopClientOrderId", "stopPrice", "stopLimitPrice", "stopIcebergQty", "stopLimitTimeInForce",
+            "trailingDelta", "newOrderRespType", "selfTradePreventionMode"})), methods=["POST"]),
+        Route("/orderList", E(query_order_list, "read", S({"orderListId", "origClientOrderId"})), methods=["GET"]),
+        Route("/orderList", E(cancel_order_list, "trade", S({"symbol", "orderListId", "listClientOrderId",
+                                                             "newClientOrderId"})), methods=["DELETE"]),
+        Route("/openOrderList", E(open_order_lists, "read", S()), methods=["GET"]),
         Route("/account", E(account, "read", S({"omitZeroBalances"})), methods=["GET"]),
         Route("/myTrades", E(my_trades, "read", S({"symbol", "orderId", "startTime", "endTime", "fromId", "limit"})),
               methods=["GET"]),
@@ -1096,6 +1271,8 @@ def _order_reject(err: dict) -> BError:
         return BError(-1121, "Invalid symbol.")
     if reason == "DUPLICATE_ID":
         return BError(-2010, "Duplicate order sent.")
+    if reason == "INVALID_BRACKET":
+        return BError(-2010, "The relationship of the prices for the orders is not correct.")
     return BError(-2010, f"New order rejected: {msg}")
 
 
