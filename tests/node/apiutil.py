@@ -1,6 +1,8 @@
 """Fixtures for the REST API tests: one node (with its history store) per
-test module, served in-process by Starlette's TestClient; each test makes
-its own funded user and API key through the admin endpoints."""
+test module, each test run twice: through the ASGI app in-process
+(Starlette's TestClient) and over a loopback socket as `lxdex node` serves
+it (the HTTP protocol's fast path for the routes that have one); each test
+makes its own funded user and API key through the admin endpoints."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -18,7 +21,7 @@ from lxdex.node.config import ApiConfig
 from lxdex.node.http import build_app
 from lxdex.node.server import Node
 
-from .nodeutil import two_accounts_config
+from .nodeutil import served, two_accounts_config
 
 ADMIN = "admin-token-for-tests"
 _names = itertools.count()
@@ -37,8 +40,13 @@ def stop_node(node: Node) -> None:
     node.stop()  # closes the history store too
 
 
+@pytest.fixture(scope="module", params=["asgi", "socket"])
+def transport(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def api_node(tmp_path_factory):
+def api_node(tmp_path_factory, transport):  # one node per transport: tests may count what a market holds
     node = make_node(tmp_path_factory.mktemp("api") / "node",
                      api=ApiConfig(rate_per_ip=10_000, burst_per_ip=10_000, rate_per_key=10_000,
                                    burst_per_key=10_000))
@@ -47,14 +55,24 @@ def api_node(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def http(api_node):
-    with TestClient(build_app(api_node), client=("127.0.0.1", 50000)) as c:
-        yield c
+def http(api_node, transport):
+    app = build_app(api_node)
+    if transport == "asgi":
+        with TestClient(app, client=("127.0.0.1", 50000)) as c:
+            yield c
+    else:
+        with served(app) as base, httpx.Client(base_url=base) as c:
+            yield c
+
+
+def base_url(http) -> str:
+    """The base URL of the `http` fixture's client (TestClient's or the served node's)."""
+    return str(http.base_url).rstrip("/")
 
 
 @pytest.fixture(scope="module")
 def admin(http):
-    return Client("http://testserver", admin_token=ADMIN, http=http)
+    return Client(base_url(http), admin_token=ADMIN, http=http)
 
 
 @dataclass
@@ -72,7 +90,7 @@ def new_user(admin: Client, http, permissions=("read", "trade"), funds=None, ip_
         admin.admin_deposit(u["user_id"], asset, amount)
     k = admin.admin_create_api_key(u["user_id"], list(permissions), ip_allow=ip_allow)
     return User(u["user_id"], k["api_key"], k["secret"],
-                Client("http://testserver", k["api_key"], k["secret"], http=http))
+                Client(base_url(http), k["api_key"], k["secret"], http=http))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from lxdex.node.api import TokenBuckets
 from lxdex.node.config import ApiConfig, Config, ConfigError
 from lxdex.node.http import build_app
 
-from .apiutil import ADMIN, admin, alice, api_node, bob, http, make_node, new_user, state, stop_node  # noqa: F401
+from .apiutil import ADMIN, transport, admin, base_url, alice, api_node, bob, http, make_node, new_user, state, stop_node  # noqa: F401
 
 
 def err(call) -> ApiError:
@@ -184,7 +184,7 @@ def test_api_key_management(admin, http, alice):
     ro = a.create_api_key(["read"], label="dashboard")
     assert len(ro["secret"]) == 64 and ro["label"] == "dashboard"
     assert "secret" not in json.dumps(a.api_keys()) and len(a.api_keys()) == 2
-    ro_client = Client("http://testserver", ro["api_key"], ro["secret"], http=http)
+    ro_client = Client(base_url(http), ro["api_key"], ro["secret"], http=http)
     assert ro_client.balances() == a.balances()
     e = err(lambda: ro_client.place_order("BTC-USD", "buy", "1", "1"))
     assert (e.status, e.code, e.field) == (403, "PERMISSION_DENIED", "permission")
@@ -234,7 +234,7 @@ def test_price_alerts_and_notifications(alice, bob):
 
 
 def test_admin_endpoints_need_the_token(http, admin, alice):
-    bad = Client("http://testserver", admin_token="wrong", http=http)
+    bad = Client(base_url(http), admin_token="wrong", http=http)
     e = err(lambda: bad.admin_create_user("x", "x@example.com"))
     assert (e.status, e.code) == (401, "UNAUTHORIZED")
     e = err(lambda: bad.admin_deposit(alice.user_id, "USD", "1"))

@@ -4,17 +4,15 @@ client (ccxt) driving a node served by uvicorn on a loopback port."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 
 from lxdex.client import Client
 from lxdex.node.http import build_app
 
-from .apiutil import ADMIN, admin, api_node, binance_sign, http, make_node, new_user, state, stop_node  # noqa: F401
+from .nodeutil import served
+from .apiutil import ADMIN, transport, admin, base_url, api_node, binance_sign, http, make_node, new_user, state, stop_node  # noqa: F401
 
 
 @pytest.fixture
@@ -163,7 +161,7 @@ def test_signed_request_failures(http, trader, api_node):
     r = http.post("/api/v3/order", params={**order, "timestamp": now}, headers={"X-MBX-APIKEY": trader.api_key})
     assert r.json()["code"] == -1102 and "'signature'" in r.json()["msg"]
     # a read-only key cannot trade
-    ro = Client("http://testserver", trader.api_key, trader.secret, http=http).create_api_key(["read"])
+    ro = Client(base_url(http), trader.api_key, trader.secret, http=http).create_api_key(["read"])
     r = signed(http, trader, "POST", "/api/v3/order", order, secret=ro["secret"], key=ro["api_key"])
     assert (r.status_code, r.json()["code"]) == (401, -2015)
     assert signed(http, trader, "GET", "/api/v3/account", {}, secret=ro["secret"], key=ro["api_key"]
@@ -190,30 +188,14 @@ def test_binance_rate_limit(tmp_path):
 # -- a real Binance client ------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served_node(tmp_path):
-    """A node served by uvicorn on a free loopback port, in a thread."""
+    """A node served as `lxdex node` serves it, on a free loopback port, in a thread."""
     node = make_node(tmp_path / "served")
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(node), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
     try:
-        yield node, f"http://127.0.0.1:{port}"
+        with served(build_app(node)) as base:
+            yield node, base
     finally:
-        server.should_exit = True
-        t.join(10)
         stop_node(node)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import random
+import statistics
 import socket
 import threading
 import time
@@ -914,9 +915,10 @@ def test_depth_update_speeds_differ_and_content_is_the_same(served, node):
     fast = [m["data"] for m in got if m["stream"] == "btcusd@depth@100ms"]
     assert 2 <= len(slow) <= 5 and len(fast) >= 3 * len(slow), (len(slow), len(fast))
     gaps = [b - a for a, b in zip(arrivals["btcusd@depth"], arrivals["btcusd@depth"][1:])]
-    assert min(gaps) > 0.8, gaps
+    # (arrival gaps, not minimums: a client held up by a loaded machine reads two frames at once)
+    assert statistics.median(gaps) > 0.8, gaps
     fast_gaps = [b - a for a, b in zip(arrivals["btcusd@depth@100ms"], arrivals["btcusd@depth@100ms"][1:])]
-    assert min(fast_gaps) > 0.05, fast_gaps
+    assert statistics.median(fast_gaps) > 0.05, fast_gaps
     # the same book from either
     for diffs in (slow, fast):
         for a, b in zip(diffs, diffs[1:]):

@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 
 from lxdex import commands as C
 from lxdex.node.http import build_app
+from lxdex.node.main import uvicorn_config
 
 
 def free_port() -> int:
@@ -26,15 +27,15 @@ def free_port() -> int:
 
 
 class Served:
-    """`build_app(node)` on uvicorn in a thread; `close()` stops it."""
+    """`build_app(node)` served as `lxdex node` serves it (uvicorn with the
+    node's HTTP protocol) in a thread; `close()` stops it."""
 
     def __init__(self, node, limits=None) -> None:
         self.node = node
         self.app = build_app(node, ws_limits=limits)
         self.hub = self.app.ws_hub
         self.port = free_port()
-        cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-                             timeout_graceful_shutdown=1)
+        cfg = uvicorn_config(self.app, "127.0.0.1", self.port, log_level="warning", timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -12,6 +12,7 @@ API keys. `docs/api.md` lists what is and is not supported.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -30,7 +31,8 @@ from ..accounts import AccountError
 from ..enums import EventKind, Reason
 from ..exchange import CLIENT_ID
 from .api import DEFAULT_RECV_WINDOW, ApiContext, ApiError, cancelled_ids, order_owner
-from .http import JSON
+from .fasthttp import FastRequest, fast_endpoint
+from .http import JSON, _json
 
 log = logging.getLogger("lxdex.node.binance")
 
@@ -114,35 +116,53 @@ def routes(ctx: ApiContext) -> list:
         "trade" (TRADE)."""
         allowed = frozenset(allowed) | (_SIGNED if security not in (None, "key") else frozenset())
 
-        async def handler(request: Request) -> Response:
-            try:
-                try:
-                    ctx.limit_ip(request)
-                    query = ctx.check_query(request)
-                    body = await ctx.body(request)
-                except ApiError as e:
-                    raise _from_api_error(e) from None
-                params = _params(query, body)
-                unknown = sorted(set(params) - allowed)
-                if unknown:
-                    raise BError(-1104, f"Not all sent parameters were read; unknown parameter(s): "
-                                 f"{', '.join(unknown)}.")
-                user = None
-                if security == "key":
-                    user = _api_key_only(request)
-                elif security is not None:
-                    user = _authenticate(request, query, body, params, security)
-                    params["_api_key"] = request.headers["x-mbx-apikey"]
-                return JSON(await fn(params, user))
-            except BError as e:
+        def checked(request, query: bytes, body: bytes) -> tuple[dict, int | None]:
+            """The parameters and the user, once the request passed the checks."""
+            params = _params(query, body)
+            unknown = sorted(set(params) - allowed)
+            if unknown:
+                raise BError(-1104, f"Not all sent parameters were read; unknown parameter(s): "
+                             f"{', '.join(unknown)}.")
+            user = None
+            if security == "key":
+                user = _api_key_only(request)
+            elif security is not None:
+                user = _authenticate(request, query, body, params, security)
+                params["_api_key"] = request.headers["x-mbx-apikey"]
+            return params, user
+
+        def failed(request, e: Exception) -> Response:
+            if isinstance(e, ApiError):
+                e = _from_api_error(e)
+            if isinstance(e, BError):
                 body = _berror_dict(e)
                 if e.data is not None:
                     body["data"] = e.data
                 return JSON(body, status_code=e.status, headers=e.headers or None)
-            except Exception:
-                log.exception("%s %s failed", request.method, request.url.path)
-                return JSON({"code": -1000, "msg": "An unknown error occurred while processing the request."},
-                            status_code=500)
+            log.error("%s %s failed", request.method, request.url.path, exc_info=e)
+            return JSON({"code": -1000, "msg": "An unknown error occurred while processing the request."},
+                        status_code=500)
+
+        if not asyncio.iscoroutinefunction(fn):  # served on the HTTP protocol's fast path too (fasthttp)
+            def fast(request: FastRequest):
+                try:
+                    ctx.limit_ip(request)
+                    return _json.encode(fn(*checked(request, ctx.check_query(request), request.body)))
+                except Exception as e:
+                    return failed(request, e)
+
+            fast.too_large = failed(None, _from_api_error(  # type: ignore[attr-defined]
+                ApiError(413, "TOO_LARGE", f"request body over {ctx.max_body} bytes")))
+            return fast_endpoint(fast, ctx.max_body)
+
+        async def handler(request: Request) -> Response:
+            try:
+                ctx.limit_ip(request)
+                query = ctx.check_query(request)
+                body = await ctx.body(request)
+                return JSON(await fn(*checked(request, query, body)))
+            except Exception as e:
+                return failed(request, e)
 
         return handler
 
@@ -252,10 +272,10 @@ def routes(ctx: ApiContext) -> list:
         return raw
 
     # -- general and market data --
-    async def ping(p, user):
+    def ping(p, user):
         return {}
 
-    async def server_time(p, user):
+    def server_time(p, user):
         return {"serverTime": int(time.time() * 1000)}
 
     def symbol_info(m) -> dict:
@@ -276,7 +296,7 @@ def routes(ctx: ApiContext) -> list:
             "allowedSelfTradePreventionModes": list(_STP),
         }
 
-    async def exchange_info(p, user):
+    def exchange_info(p, user):
         syms = _symbols()
         wanted = None
         if "symbol" in p:
@@ -284,8 +304,6 @@ def routes(ctx: ApiContext) -> list:
         elif "symbols" in p:
             raw = p["symbols"]
             try:
-                import json
-
                 wanted = json.loads(raw)
                 assert isinstance(wanted, list) and all(isinstance(s, str) for s in wanted)
             except Exception:
@@ -308,7 +326,7 @@ def routes(ctx: ApiContext) -> list:
             "symbols": [symbol_info(m) for m in ms],
         }
 
-    async def depth(p, user):
+    def depth(p, user):
         m = market_of(p.get("symbol"))
         limit = int_param(p, "limit", 100, 1, 5000)
         with node.lock:
@@ -316,14 +334,14 @@ def routes(ctx: ApiContext) -> list:
         return {"lastUpdateId": uid, "bids": [[_fmt(px), _fmt(q)] for px, q, _ in bids],
                 "asks": [[_fmt(px), _fmt(q)] for px, q, _ in asks]}
 
-    async def trades(p, user):
+    def trades(p, user):
         m = market_of(p.get("symbol"))
         limit = int_param(p, "limit", 500, 1, 1000)
         with node.lock:
             ts = node.exchange.trades(m.symbol, limit)
         return [_trade_row(t) for t in ts]
 
-    async def agg_trades(p, user):
+    def agg_trades(p, user):
         # Every trade is its own aggregate here (one taker order, one maker, one price).
         m = market_of(p.get("symbol"))
         from_id = int_param(p, "fromId", None, 0, 2**63 - 1)
@@ -340,7 +358,7 @@ def routes(ctx: ApiContext) -> list:
         return [{"a": t["id"], "p": _fmt(t["price"]), "q": _fmt(t["qty"]), "f": t["id"], "l": t["id"],
                  "T": t["ts"], "m": t["taker_side"] == "sell", "M": True} for t in ts]
 
-    async def klines(p, user):
+    def klines(p, user):
         from .history import _next_start
 
         m = market_of(p.get("symbol"))
@@ -371,8 +389,6 @@ def routes(ctx: ApiContext) -> list:
         if "symbol" in p:
             return [market_of(p["symbol"])], True
         if "symbols" in p:
-            import json
-
             try:
                 names = json.loads(p["symbols"])
                 assert isinstance(names, list) and names and all(isinstance(s, str) for s in names)
@@ -381,7 +397,7 @@ def routes(ctx: ApiContext) -> list:
             return [market_of(s) for s in names], False
         return list(_symbols().values()), False
 
-    async def ticker_24hr(p, user):
+    def ticker_24hr(p, user):
         ms, one = _ticker_rows(p)
         mini = ticker_type(p) == "MINI"
         now = int(time.time() * 1000)
@@ -414,7 +430,7 @@ def routes(ctx: ApiContext) -> list:
             rows = [{k: r[k] for k in _MINI} for r in rows]
         return rows[0] if one else rows
 
-    async def ticker_price(p, user):
+    def ticker_price(p, user):
         ms, one = _ticker_rows(p)
         with node.lock:
             ex = node.exchange
@@ -425,7 +441,7 @@ def routes(ctx: ApiContext) -> list:
                              "price": _fmt(last * m.tick_size if last is not None else Decimal(0))})
         return rows[0] if one else rows
 
-    async def book_ticker(p, user):
+    def book_ticker(p, user):
         ms, one = _ticker_rows(p)
         with node.lock:
             ex = node.exchange
@@ -438,7 +454,7 @@ def routes(ctx: ApiContext) -> list:
                              "askPrice": _fmt(asks[0][0] if asks else z), "askQty": _fmt(asks[0][1] if asks else z)})
         return rows[0] if one else rows
 
-    async def historical_trades(p, user):
+    def historical_trades(p, user):
         """Older trades by id (MARKET_DATA: an API key). The core keeps each market's last 1,000 trades: a
         `fromId` before them starts at the oldest kept."""
         m = market_of(p.get("symbol"))
@@ -450,7 +466,7 @@ def routes(ctx: ApiContext) -> list:
             ts = [t for t in ts if t["id"] >= from_id][:limit]
         return [_trade_row(t) for t in ts]
 
-    async def avg_price(p, user):
+    def avg_price(p, user):
         """The volume-weighted average price of the last 5 minutes (from the core's 1 s candles); with no
         trade in them, the last trade's price. `closeTime` is the last trade's time."""
         m = market_of(p.get("symbol"))
@@ -472,7 +488,7 @@ def routes(ctx: ApiContext) -> list:
             raise BError(-1130, "Invalid data sent for a parameter: type.")
         return t
 
-    async def rolling_ticker(p, user):
+    def rolling_ticker(p, user):
         """Rolling window statistics (`windowSize` 1m..59m, 1h..23h, 1d..7d; default 1d) from the core's
         candles: 1 m candles for windows up to a day (the window starts on a minute), 1 h candles for longer
         ones (it starts on an hour)."""
@@ -635,7 +651,7 @@ def routes(ctx: ApiContext) -> list:
             result["fills"] = fills
         return result
 
-    async def test_order(p, user):
+    def test_order(p, user):
         """`order/test`: everything `order` checks before the exchange (and the market's tick and lot grid),
         without placing anything."""
         m, cmd, _, _ = parse_order(p, user)
@@ -855,7 +871,7 @@ def routes(ctx: ApiContext) -> list:
         rows = await _history(lambda s: s.orders(user, **kw))
         return [_order_row(o, m) for o in rows]
 
-    async def account(p, user):
+    def account(p, user):
         omit_zero = p.get("omitZeroBalances", "false")
         if omit_zero not in ("true", "false"):
             raise BError(-1130, "Invalid data sent for a parameter: omitZeroBalances.")
@@ -1115,14 +1131,14 @@ def routes(ctx: ApiContext) -> list:
             raise BError(-1102, "Param 'origClientOrderId' or 'orderListId' must be sent, but both were empty/null!")
         return lid
 
-    async def query_order_list(p, user):
+    def query_order_list(p, user):
         lid = _list_id(p)
         for mk, i, orders in _live_lists(user):
             if i == lid:
                 return _list_row(mk, i, orders, False, None, None)
         raise BError(-2011, "Order list does not exist.")
 
-    async def open_order_lists(p, user):
+    def open_order_lists(p, user):
         return [_list_row(mk, i, orders, False, None, None) for mk, i, orders in _live_lists(user)]
 
     async def cancel_order_list(p, user):

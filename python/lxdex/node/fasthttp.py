@@ -17,6 +17,8 @@ order, mounts included), calls the route's fast handler with a
 
 - `bytes`: a 200 reply with that JSON body;
 - a Starlette `Response` (errors, other content types);
+  (a handler's `too_large` attribute, a Response, is its reply to a body
+  over the limit, in its API's error shape; default: the native one)
 - `Later(future, then)`: the reply is `then(future.result())`, written when
   the future completes (POST /order: once its batch is durable and applied);
   no task is created.
@@ -89,13 +91,13 @@ class FastRequest:
     `scope["query_string"]`), plus the whole `body` (bytes)."""
 
     __slots__ = ("method", "path", "query_string", "raw_headers", "_client", "path_params", "body", "_query",
-                 "_headers")
+                 "_headers", "_scope")
 
     def __init__(self, method: str, path: str, query_string: bytes, raw_headers: list, client, path_params: dict,
                  body: bytes = b"") -> None:
         self.method, self.path, self.query_string = method, path, query_string
         self.raw_headers, self._client, self.path_params, self.body = raw_headers, client, path_params, body
-        self._query = self._headers = None
+        self._query = self._headers = self._scope = None
 
     @property
     def url(self) -> "FastRequest":  # `request.url.path` / `.query`
@@ -130,8 +132,12 @@ class FastRequest:
 
     @property
     def scope(self) -> dict:
-        return {"type": "http", "method": self.method, "path": self.path, "query_string": self.query_string,
-                "headers": self.raw_headers, "client": self._client, "path_params": self.path_params}
+        s = self._scope
+        if s is None:
+            s = self._scope = {"type": "http", "method": self.method, "path": self.path,
+                               "query_string": self.query_string, "headers": self.raw_headers,
+                               "client": self._client, "path_params": self.path_params}
+        return s
 
     @classmethod
     def of(cls, request: Request, body: bytes) -> "FastRequest":
@@ -153,14 +159,15 @@ def fast_endpoint(fn: FastHandler, max_body: int) -> Callable:
 
     async def endpoint(request: Request) -> Response:
         n = request.headers.get("content-length")
+        big = getattr(fn, "too_large", None) or too_large(max_body)
         if n is not None and (not n.isdigit() or int(n) > max_body):
-            return too_large(max_body)
+            return big
         chunks, size = [], 0
         if n is not None or "transfer-encoding" in request.headers:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_body:
-                    return too_large(max_body)
+                    return big
                 chunks.append(chunk)
         try:
             res = fn(FastRequest.of(request, b"".join(chunks)))
@@ -416,7 +423,7 @@ class NodeHttpProtocol(HttpToolsProtocol):
 
     def _dispatch(self, cycle: _FastCycle) -> None:
         if cycle.too_large:
-            return self._respond(cycle, too_large(self.max_body))
+            return self._respond(cycle, getattr(cycle.handler, "too_large", None) or too_large(self.max_body))
         req = cycle.request
         chunks = cycle.chunks
         req.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
