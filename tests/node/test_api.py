@@ -30,6 +30,40 @@ def err(call) -> ApiError:
 # -- market data --------------------------------------------------------------------------------------------------
 
 
+def test_market_data_replies_are_kept_only_while_the_state_is_unchanged(http, api_node, alice, bob):
+    """The reply cache: the same bytes between batches; a batch (any
+    command) makes the next reply fresh; errors are never kept; both APIs;
+    with the cache off the replies are the same."""
+    from lxdex.node.api import ApiContext
+
+    paths = ["/api/v1/markets/SOL-USD/depth?limit=5", "/api/v1/markets/SOL-USD/trades?limit=3",
+             "/api/v1/markets/SOL-USD/ticker", "/api/v1/tickers", "/api/v1/markets/SOL-USD/candles?interval=1m",
+             "/api/v3/depth?symbol=SOLUSD&limit=5", "/api/v3/trades?symbol=SOLUSD", "/api/v3/klines?symbol=SOLUSD&"
+             "interval=1m", "/api/v3/ticker/price?symbol=SOLUSD", "/api/v3/ticker/bookTicker?symbol=SOLUSD",
+             "/api/v3/aggTrades?symbol=SOLUSD"]
+    alice.client.place_order("SOL-USD", "sell", "3", "150")
+    before = {p: http.get(p).content for p in paths}
+    assert all(http.get(p).content == before[p] for p in paths)
+    bob.client.place_order("SOL-USD", "buy", "1", "150")  # a trade: depth, trades, tickers, candles all move
+    after = {p: http.get(p).content for p in paths}
+    assert all(after[p] != before[p] for p in paths), [p for p in paths if after[p] == before[p]]
+    assert Decimal(json.loads(after[paths[0]])["asks"][0][1]) == 2
+    # a command on another market also starts a new version: nothing older than the state is served
+    alice.client.place_order("BTC-USD", "sell", "0.01", "90000")
+    again = {p: http.get(p).content for p in paths}
+    assert again.pop("/api/v1/tickers") != after.pop("/api/v1/tickers") and again == after
+    # errors are not kept: a market that appears later is served at once
+    r = http.get("/api/v1/markets/NEW-USD/depth")
+    assert r.status_code == 404 and http.get("/api/v1/markets/NEW-USD/depth").status_code == 404
+    # with the cache off: the same replies
+    ctx_off = ApiContext(api_node)
+    ctx_off.cfg = type(ctx_off.cfg)(**{**ctx_off.cfg.__dict__, "reply_cache": False})
+    calls = []
+    assert ctx_off.cached_reply(None, lambda: calls.append(1) or b"x") == b"x"
+    assert ctx_off.cached_reply(None, lambda: calls.append(1) or b"x") == b"x" and len(calls) == 2
+    alice.client.cancel_all()
+
+
 def test_market_data(admin, http, alice, bob):
     c = alice.client
     assert abs(c.server_time()["server_time"] - time.time() * 1000) < 5000
@@ -446,6 +480,10 @@ def test_api_config_is_validated():
         Config.from_dict({"api": {"rate_per_iq": 5}})
     with pytest.raises(ConfigError, match="api.burst_per_ip"):
         Config.from_dict({"api": {"burst_per_ip": 0.5}})
+    assert Config.from_dict({"api": {"reply_cache": False}}).api.reply_cache is False
+    assert Config().api.reply_cache is True
+    with pytest.raises(ConfigError, match="api.reply_cache must be true or false"):
+        Config.from_dict({"api": {"reply_cache": 1}})
 
 
 # -- the async client ----------------------------------------------------------------------------------------------------

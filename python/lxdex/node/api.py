@@ -117,6 +117,8 @@ class ApiContext:
         self._sinks: dict = {}
         self._seen: OrderedDict[str, float] = OrderedDict()  # signatures of state changes, for replay refusal
         self._seen_lock = threading.Lock()
+        self._replies: dict = {}  # (path, query string) -> reply bytes, every one built at exchange seq _replies_seq
+        self._replies_seq = -1
 
     @property
     def history(self):
@@ -136,6 +138,30 @@ class ApiContext:
         if isinstance(out, NodeStopped):
             raise ApiError(503, "UNAVAILABLE", str(out))
         return out
+
+    MAX_CACHED_REPLIES = 4096
+
+    def cached_reply(self, request, build: Callable[[], bytes]) -> bytes:
+        """`build()` (a public market-data reply, a function of the exchange
+        state only), or the bytes it gave for the same path and query since
+        the exchange last changed. The state's version is its last applied
+        sequence number: the entries all belong to one version and go when
+        it moves on. (A reply built while a batch was applied shows that
+        batch or not; either way it is stored under the older version and
+        never served after it.) Off with `[api] reply_cache = false`."""
+        if not self.cfg.reply_cache:
+            return build()
+        seq = self.node.exchange.last_seq
+        if seq != self._replies_seq:
+            self._replies.clear()
+            self._replies_seq = seq
+        key = (request.url.path, request.scope.get("query_string", b""))
+        hit = self._replies.get(key)
+        if hit is None:
+            hit = build()
+            if len(self._replies) < self.MAX_CACHED_REPLIES:
+                self._replies[key] = hit
+        return hit
 
     def read(self, fn: Callable[..., Any], *args):
         """`fn(exchange, *args)` under the node's lock."""
@@ -510,6 +536,19 @@ def _number(v: Number | None, field: str) -> str | None:
         raise ApiError(400, "INVALID_REQUEST", f"{field}: {e}", field) from None
 
 
+class _NotCached(Exception):
+    """A reply that is not the plain bytes of a success (kept out of the cache)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _bytes_or_raise(res: bytes | Response) -> bytes:
+    if type(res) is not bytes:
+        raise _NotCached(res)
+    return res
+
+
 def _error_response(e: ApiError) -> JSON:
     body = {"code": e.code, "message": e.message}
     if e.field:
@@ -524,10 +563,12 @@ def native_routes(ctx: ApiContext) -> list:
     """The `/api/v1` routes."""
     node = ctx.node
 
-    def endpoint(fn: Handler, auth: str | None = None):
+    def endpoint(fn: Handler, auth: str | None = None, cache: bool = False):
         """auth: None (public), "admin", or a permission (signed). A plain
         (not async) `fn` is also served on the HTTP protocol's fast path
-        (`fasthttp`), with the same checks in the same order."""
+        (`fasthttp`), with the same checks in the same order. `cache`: a
+        public reply that depends on the exchange state only
+        (`ApiContext.cached_reply`)."""
 
         def authorized(request, query: bytes, body: bytes) -> _Req:
             user = None
@@ -538,17 +579,25 @@ def native_routes(ctx: ApiContext) -> list:
             return _Req(request, user, body)
 
         def failed(request, e: Exception) -> Response:
+            if isinstance(e, _NotCached):
+                return e.response
             if isinstance(e, ApiError):
                 return _error_response(e)
             log.error("%s %s failed", request.method, request.url.path, exc_info=e)
             return _error_response(ApiError(500, "INTERNAL", "internal error (logged)"))
 
         if not asyncio.iscoroutinefunction(fn):
+            def reply(request, body: bytes) -> bytes | Response:
+                result = fn(authorized(request, ctx.check_query(request), body))
+                return result if isinstance(result, Response) else _json.encode(result)
+
             def fast(request: FastRequest):
                 try:
                     ctx.limit_ip(request)
-                    result = fn(authorized(request, ctx.check_query(request), request.body))
-                    return result if isinstance(result, Response) else _json.encode(result)
+                    if cache:
+                        ctx.check_query(request)
+                        return ctx.cached_reply(request, lambda: _bytes_or_raise(reply(request, b"")))
+                    return reply(request, request.body)
                 except Exception as e:
                     return failed(request, e)
 
@@ -949,11 +998,11 @@ def native_routes(ctx: ApiContext) -> list:
         R("/assets", e(get_assets), methods=["GET"]),
         R("/markets", e(get_markets), methods=["GET"]),
         R("/markets/{market}", e(get_market), methods=["GET"]),
-        R("/markets/{market}/depth", e(get_depth), methods=["GET"]),
-        R("/markets/{market}/trades", e(get_trades), methods=["GET"]),
-        R("/markets/{market}/candles", e(get_candles), methods=["GET"]),
-        R("/markets/{market}/ticker", e(get_ticker), methods=["GET"]),
-        R("/tickers", e(get_tickers), methods=["GET"]),
+        R("/markets/{market}/depth", e(get_depth, cache=True), methods=["GET"]),
+        R("/markets/{market}/trades", e(get_trades, cache=True), methods=["GET"]),
+        R("/markets/{market}/candles", e(get_candles, cache=True), methods=["GET"]),
+        R("/markets/{market}/ticker", e(get_ticker, cache=True), methods=["GET"]),
+        R("/tickers", e(get_tickers, cache=True), methods=["GET"]),
         R("/account", e(get_account, "read"), methods=["GET"]),
         R("/balances", e(get_balances, "read"), methods=["GET"]),
         R("/orders", e(post_order, "trade"), methods=["POST"]),

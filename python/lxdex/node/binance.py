@@ -111,9 +111,10 @@ def routes(ctx: ApiContext) -> list:
     node = ctx.node
 
     def endpoint(fn: Callable[..., Awaitable[Any]], security: str | None = None,
-                 allowed: frozenset = frozenset()):
+                 allowed: frozenset = frozenset(), cache: bool = False):
         """security: None (public), "key" (MARKET_DATA: an API key, no signature), "read" (USER_DATA) or
-        "trade" (TRADE)."""
+        "trade" (TRADE). `cache`: a public reply that depends on the exchange state only
+        (`ApiContext.cached_reply`)."""
         allowed = frozenset(allowed) | (_SIGNED if security not in (None, "key") else frozenset())
 
         def checked(request, query: bytes, body: bytes) -> tuple[dict, int | None]:
@@ -147,7 +148,10 @@ def routes(ctx: ApiContext) -> list:
             def fast(request: FastRequest):
                 try:
                     ctx.limit_ip(request)
-                    return _json.encode(fn(*checked(request, ctx.check_query(request), request.body)))
+                    query = ctx.check_query(request)
+                    if cache and not request.body:
+                        return ctx.cached_reply(request, lambda: _json.encode(fn(*checked(request, query, b""))))
+                    return _json.encode(fn(*checked(request, query, request.body)))
                 except Exception as e:
                     return failed(request, e)
 
@@ -1173,18 +1177,20 @@ def routes(ctx: ApiContext) -> list:
         Route("/time", E(server_time), methods=["GET"]),
         Route("/exchangeInfo", E(exchange_info, None, S({"symbol", "symbols", "permissions", "showPermissionSets",
                                                          "symbolStatus"})), methods=["GET"]),
-        Route("/depth", E(depth, None, S({"symbol", "limit"})), methods=["GET"]),
-        Route("/trades", E(trades, None, S({"symbol", "limit"})), methods=["GET"]),
-        Route("/aggTrades", E(agg_trades, None, S({"symbol", "fromId", "startTime", "endTime", "limit"})),
+        Route("/depth", E(depth, None, S({"symbol", "limit"}), cache=True), methods=["GET"]),
+        Route("/trades", E(trades, None, S({"symbol", "limit"}), cache=True), methods=["GET"]),
+        Route("/aggTrades", E(agg_trades, None, S({"symbol", "fromId", "startTime", "endTime", "limit"}),
+                              cache=True),
               methods=["GET"]),
-        Route("/klines", E(klines, None, S({"symbol", "interval", "startTime", "endTime", "limit", "timeZone"})),
+        Route("/klines", E(klines, None, S({"symbol", "interval", "startTime", "endTime", "limit", "timeZone"}),
+                           cache=True),
               methods=["GET"]),
         Route("/historicalTrades", E(historical_trades, "key", S({"symbol", "limit", "fromId"})), methods=["GET"]),
         Route("/avgPrice", E(avg_price, None, S({"symbol"})), methods=["GET"]),
         Route("/ticker", E(rolling_ticker, None, S({"symbol", "symbols", "windowSize", "type"})), methods=["GET"]),
         Route("/ticker/24hr", E(ticker_24hr, None, S({"symbol", "symbols", "type"})), methods=["GET"]),
-        Route("/ticker/price", E(ticker_price, None, S({"symbol", "symbols"})), methods=["GET"]),
-        Route("/ticker/bookTicker", E(book_ticker, None, S({"symbol", "symbols"})), methods=["GET"]),
+        Route("/ticker/price", E(ticker_price, None, S({"symbol", "symbols"}), cache=True), methods=["GET"]),
+        Route("/ticker/bookTicker", E(book_ticker, None, S({"symbol", "symbols"}), cache=True), methods=["GET"]),
         Route("/order", E(new_order, "trade", order_params), methods=["POST"]),
         Route("/order/test", E(test_order, "trade", order_params | {"computeCommissionRates"}), methods=["POST"]),
         Route("/order/cancelReplace", E(cancel_replace, "trade", order_params | {

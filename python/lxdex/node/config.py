@@ -101,6 +101,9 @@ class ApiConfig:
     listen_key_ttl_s: float = 3600.0
     #: origins (scheme://host[:port]) whose pages may open WebSockets besides the node's own; "*": any
     ws_allowed_origins: list[str] = field(default_factory=list)
+    #: public market-data replies are kept while the exchange state is unchanged (its last applied sequence
+    #: number): the same request between two batches gets the same bytes without rebuilding them
+    reply_cache: bool = True
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "ApiConfig":
@@ -116,6 +119,11 @@ class ApiConfig:
                                       f"\"https://app.example.com\" (scheme://host[:port], no path), or [\"*\"]; "
                                       f"got {v!r}")
                 cfg.ws_allowed_origins = list(v)
+                continue
+            if k == "reply_cache":
+                if not isinstance(v, bool):
+                    raise ConfigError(f"{where}: api.reply_cache must be true or false, got {v!r}")
+                cfg.reply_cache = v
                 continue
             want = type(getattr(cfg, k))
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)) \
