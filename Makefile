@@ -60,6 +60,7 @@ bench: $(EXT)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench node --output bench-results/node.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench recovery --output bench-results/recovery.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench api --output bench-results/api.json
+	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench api --no-reply-cache --output bench-results/api-no-cache.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench ws --output bench-results/ws.json
 
 clean:

@@ -345,6 +345,8 @@ def bench_api(
     connections: int = typer.Option(16, help="keep-alive connections of the client process (one GET in flight each)"),
     levels: int = typer.Option(200, help="resting orders a side on BTC-USD before the runs"),
     trades: int = typer.Option(200, help="trades on BTC-USD before the runs"),
+    reply_cache: bool = typer.Option(True, "--reply-cache/--no-reply-cache",
+                                     help="the node's market-data reply cache (idle sequencer: all hits)"),
     dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     output: Path = typer.Option(None, help="also write the JSON to this file"),
@@ -356,10 +358,10 @@ def bench_api(
     from .bench.engine import machine
 
     result = {"machine": machine(), **bapi.run(seconds, connections, levels, trades, dir,
-                                               progress=lambda m: console.log(m))}
+                                               progress=lambda m: console.log(m), reply_cache=reply_cache)}
     m = result["machine"]
     t = Table(title=f"lxdex REST API, GET market data — {m['cpu']} ({m['cores']} cores); {connections} connections, "
-                    f"{seconds} s each; book {levels} levels a side")
+                    f"{seconds} s each; book {levels} levels a side; reply cache {'on' if reply_cache else 'off'}")
     for col in ("endpoint", "req/s", "req per node CPU-s", "p50 ms", "p99 ms", "reply bytes", "errors"):
         t.add_column(col, justify="right")
     for r in result["runs"]:

@@ -5,8 +5,11 @@ client (ccxt) driving a node served by uvicorn on a loopback port."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lxdex.client import Client
 from lxdex.node.http import build_app
@@ -516,3 +519,15 @@ def test_oco_order_lists(http, trader, api_node):
     assert e.status_code == 400 and e.json()["code"] == -2011
     btc = {b["asset"]: b for b in signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]}["BTC"]
     assert btc["locked"] == btc0["locked"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["0.01", "0.0001", "0.001", "0.5", "0.05", "1", "10", "25", "0.00000001", "0.000000001",
+                        "0.000000005", "1E+1"]),
+       st.integers(min_value=-10**19, max_value=10**19))
+def test_fixed_formatter_equals_the_decimal_one(step, n):
+    """`_fixed(step)(n)` (integer arithmetic, used for depth levels) is
+    Binance's number string of `n * step` as `_fmt` writes it."""
+    from lxdex.node.binance import _fixed, _fmt
+
+    assert _fixed(Decimal(step))(n) == _fmt(n * Decimal(step))

@@ -9,6 +9,11 @@ keeps `connections` keep-alive connections with one GET outstanding on each
 CPU time over each run (user + system, all threads, from /proc) gives
 requests per node CPU-second: the figure that scales with cores, as far as
 one node process uses one core for its event loop.
+
+The sequencer is idle during the runs, so with the node's reply cache on
+(the default, docs/api.md) every cacheable reply after the first is a cache
+hit; `reply_cache=False` (`--no-reply-cache`) measures building every reply.
+`/book` (docs/node.md) is never cached.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ ENDPOINTS = [
 ]
 
 
-def _config(path: Path) -> None:
+def _config(path: Path, reply_cache: bool) -> None:
     path.write_text("\n".join([
         "snapshot_every = 1000000000",
         "[api]", "rate_per_ip = 1000000000.0", "burst_per_ip = 1000000000",
+        f"reply_cache = {'true' if reply_cache else 'false'}",
         "[[accounts]]", 'name = "maker"', 'deposits = { USD = "1000000000", BTC = "100000" }',
         "[[accounts]]", 'name = "taker"', 'deposits = { USD = "1000000000", BTC = "100000" }',
     ]) + "\n")
@@ -60,10 +66,10 @@ def _get_client(port: int, path: str, seconds: float, connections: int, q) -> No
 
 
 def run(seconds: float = 5.0, connections: int = 16, levels: int = 200, trades: int = 200,
-        dir: Path | None = None, progress: Callable[[str], None] = lambda m: None) -> dict:
+        dir: Path | None = None, progress: Callable[[str], None] = lambda m: None, reply_cache: bool = True) -> dict:
     root = Path(tempfile.mkdtemp(prefix="lxdex-bench-api-", dir=dir))
     cfg = root / "node.toml"
-    _config(cfg)
+    _config(cfg, reply_cache)
     log = open(root / "node.log", "ab")
     proc, port, _ = _start(root / "data", cfg, "none", log, zmq=False)
     try:
@@ -81,7 +87,7 @@ def run(seconds: float = 5.0, connections: int = 16, levels: int = 200, trades: 
                          "node_cpu_s": round(cpu, 3), "requests_per_node_cpu_s": round(ok / cpu) if cpu else None,
                          "reply_bytes": r["reply_bytes"], "latency": _lat(r["lat_ns"])})
         return {"connections": connections, "seconds_each": seconds, "levels": levels, "trades": trades,
-                "runs": runs}
+                "reply_cache": reply_cache, "runs": runs}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -93,6 +93,34 @@ def _fmt(d: Decimal | int | str | None, places: int = 8) -> str:
     return f"{d:.{places}f}"
 
 
+_FIXED: dict = {}
+
+
+def _fixed(step: Decimal, places: int = 8) -> Callable[[int], str]:
+    """`n -> _fmt(n * step)` for integer counts of `step` (a tick or lot
+    size), without Decimal arithmetic: the common case, where `step` has at
+    most `places` decimals, is integer division and string formatting."""
+    f = _FIXED.get((step, places))
+    if f is not None:
+        return f
+    sign, digits, exp = step.as_tuple()
+    if sign or not isinstance(exp, int) or -exp > places:
+        def f(n: int) -> str:
+            return _fmt(n * step, places)
+    else:
+        mant = int("".join(map(str, digits))) * 10 ** max(exp, 0)
+        k = max(-exp, 0)
+        scale, pad = 10 ** k, "0" * (places - k)
+
+        def f(n: int) -> str:
+            v = n * mant
+            if v < 0:
+                return "-" + f(-n)
+            return f"{v // scale}.{v % scale:0{k}d}{pad}" if k else f"{v}.{pad}"
+    _FIXED[(step, places)] = f
+    return f
+
+
 def _status(status: str, reason: str | None) -> str:
     if status == "new":
         return "NEW"
@@ -334,9 +362,10 @@ def routes(ctx: ApiContext) -> list:
         m = market_of(p.get("symbol"))
         limit = int_param(p, "limit", 100, 1, 5000)
         with node.lock:
-            uid, bids, asks = node.exchange.depth_snapshot(m.symbol, limit)
-        return {"lastUpdateId": uid, "bids": [[_fmt(px), _fmt(q)] for px, q, _ in bids],
-                "asks": [[_fmt(px), _fmt(q)] for px, q, _ in asks]}
+            uid, bids, asks = node.exchange.core.depth_snapshot(m.id, limit)  # integer ticks and lots
+        fp, fq = _fixed(m.tick_size), _fixed(m.lot_size)
+        return {"lastUpdateId": uid, "bids": [[fp(px), fq(q)] for px, q, _ in bids],
+                "asks": [[fp(px), fq(q)] for px, q, _ in asks]}
 
     def trades(p, user):
         m = market_of(p.get("symbol"))
