@@ -25,10 +25,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(app):
+def served(app, **kw):
     """`app` (from `build_app`) served as `lxdex node` serves it (uvicorn with
     the node's HTTP protocol) on a free loopback port, in a thread: yields
-    the base URL."""
+    the base URL. `kw`: uvicorn settings to change."""
     import threading
     import time
 
@@ -37,7 +37,7 @@ def served(app):
     from lxdex.node.main import uvicorn_config
 
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, **{"log_level": "warning", **kw}))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 10

@@ -113,6 +113,31 @@ def test_keep_alive_close_and_http_1_0(base):
     assert status == 200 and headers["connection"] == "close" and _closed(s)
 
 
+def test_idle_keep_alive_connections_are_closed_busy_ones_are_not(node):
+    """The once-a-second sweep: a connection idle past the keep-alive
+    timeout is closed; one whose request is still being answered is not,
+    however long that takes."""
+    import asyncio
+
+    def slow(req):
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        loop.call_later(2.5, fut.set_result, b'{"late":true}')
+        return Later(fut, lambda v: v)
+
+    app = Starlette(routes=[fast_route("/slow", slow, ["GET"], 1000), fast_route("/q", _echo, ["GET"], 1000)])
+    app.starlette, app.max_body = app, 1000
+    with served(app, timeout_keep_alive=1) as b:
+        idle, busy = _conn(b), _conn(b)
+        idle.sendall(b"GET /q HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert _read_responses(idle, 1)[0][0] == 200
+        busy.sendall(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        t0 = time.monotonic()
+        assert _closed(idle) and time.monotonic() - t0 < 3.5  # closed 1-2 s after its reply
+        (status, _, body), = _read_responses(busy, 1)  # answered after 2.5 s: not closed meanwhile
+        assert (status, json.loads(body)) == (200, {"late": True})
+
+
 def test_oversized_body_is_refused_and_the_connection_closed(base, node):
     seq = node.exchange.last_seq
     s = _conn(base)
