@@ -37,7 +37,7 @@ from starlette.routing import Route
 from .. import commands as C
 from ..enums import EventKind, OrderType, Reason
 from ..errors import OrderRejected
-from .fasthttp import FastRequest, Later, fast_route
+from .fasthttp import FastRequest, Later, Pending, fast_route
 from .metrics import Metrics
 from .server import Node, NodeStopped, Sink
 
@@ -148,25 +148,25 @@ class _RowBatch:
 
     def resolve(self, res) -> None:
         """Each request gets `(seq, the events of its row)`, or the
-        NodeStopped; the batch's events are split by row in one pass."""
+        NodeStopped; the batch's events are split by row in one pass. The
+        next batch is queued first, so the sequencer works on it while the
+        replies to this one are written."""
         futs = self.futs
+        self.owner.done()
         if isinstance(res, BaseException):
             for fut in futs:
-                if not fut.done():
-                    fut.set_result(res)
-        else:
-            rows: list[list] = [[] for _ in futs]
-            ev = res.events
-            if len(ev):
-                n = len(rows)
-                for e in ev.tolist():  # (kind, reason, side, order_type, cmd_index, market, order_id, owner, ...)
-                    if e[4] < n:
-                        rows[e[4]].append(e)
-            seq = res.seq
-            for fut, events in zip(futs, rows):
-                if not fut.done():
-                    fut.set_result((seq, events))
-        self.owner.done()
+                fut.set(res)
+            return
+        rows: list[list] = [[] for _ in futs]
+        ev = res.events
+        if len(ev):
+            n = len(rows)
+            for e in ev.tolist():  # (kind, reason, side, order_type, cmd_index, market, order_id, owner, ...)
+                if e[4] < n:
+                    rows[e[4]].append(e)
+        seq = res.seq
+        for fut, events in zip(futs, rows):
+            fut.set((seq, events))  # the reply is written here (fasthttp's callback)
 
 
 class _OrderRows:
@@ -182,8 +182,8 @@ class _OrderRows:
         self.inflight = False
         self.scheduled = False
 
-    def add(self, row: bytes):
-        fut = self.loop.create_future()
+    def add(self, row: bytes) -> Pending:
+        fut = Pending()
         self.rows.append(row)
         self.futs.append(fut)
         if not self.inflight and not self.scheduled:
@@ -206,8 +206,7 @@ class _OrderRows:
         if not self.node.submit_to(C.Records(data=b"".join(rows)), self.sink, _RowBatch(self, futs)):
             self.inflight = False
             for f in futs:
-                if not f.done():
-                    f.set_result(NodeStopped("node is not accepting commands"))
+                f.set(NodeStopped("node is not accepting commands"))
 
 
 #: Where the core's rejection of an order row points in the request.
