@@ -232,3 +232,27 @@ def test_history_and_candles_endpoints(hnode):
 
 def test_history_endpoints_without_a_store(client):
     assert client.get("/history/fills?account=0").status_code == 404
+
+
+def test_pages_of_other_sites_cannot_place_or_cancel_orders(client, node):
+    """POST/DELETE /order act for the node's accounts without credentials:
+    a browser page of another site (its Origin) is refused and changes
+    nothing; the node's own pages, allowed origins and clients without an
+    Origin (not browsers) are served."""
+    order = {"symbol": "BTC-USD", "side": 0, "price": 40000, "size": 1}
+    seq = node.exchange.last_seq
+    for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example"):
+        r = client.post("/order", json=order, headers={"Origin": origin})
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "FORBIDDEN_ORIGIN" and r.json()["error"]["field"] == "origin"
+    assert node.exchange.last_seq == seq
+    host = client.base_url.netloc.decode()
+    oid = client.post("/order", json=order, headers={"Origin": f"http://{host}"}).json()["order_id"]
+    r = client.request("DELETE", "/order", json={"order_id": oid}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and [o["order_id"] for o in node.exchange.open_orders(0)] == [oid]
+    node.config.api.ws_allowed_origins = ["https://desk.example"]
+    try:
+        r = client.request("DELETE", "/order", json={"order_id": oid}, headers={"Origin": "https://desk.example"})
+        assert r.status_code == 200 and node.exchange.open_orders(0) == []
+    finally:
+        node.config.api.ws_allowed_origins = []

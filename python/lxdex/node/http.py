@@ -321,9 +321,29 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             return acct
         return 0 if node.config.accounts else None
 
+    def foreign_page(request: FastRequest) -> JSON | None:
+        """The 403 for a browser page of another site: POST/DELETE /order act
+        for the node's accounts without credentials (the product
+        description's API), so a page may use them only if it is one of the
+        node's own or its origin is in `[api] ws_allowed_origins` (as for
+        WebSockets); clients that send no Origin (not browsers) may."""
+        origin = host = None
+        for k, v in request.raw_headers:
+            if k == b"origin":
+                origin = v.decode("latin-1")
+            elif k == b"host":
+                host = v.decode("latin-1")
+        if origin is None or ws_hub.origin_allowed(origin, host):
+            return None
+        return error(403, "FORBIDDEN_ORIGIN", f"origin: a page from {origin} may not act for this node's "
+                     "accounts (allow it with [api] ws_allowed_origins)", "origin")
+
     def post_order(request: FastRequest):
         """POST /order on the fast path: decoded and converted to a binary
         row here; the reply comes once its batch is durable and applied."""
+        refused = foreign_page(request)
+        if refused is not None:
+            return refused
         data = request.body
         try:
             o = _order_decoder.decode(data)
@@ -374,6 +394,9 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         return Later(batch.add(row), reply)
 
     async def delete_order(request: Request) -> Response:
+        refused = foreign_page(FastRequest.of(request, b""))
+        if refused is not None:
+            return refused
         data = await body(request)
         if isinstance(data, Response):
             return data
