@@ -247,11 +247,14 @@ def bench_recovery(
 
 @bench_app.command("ws")
 def bench_ws(
-    subscribers: int = typer.Option(1000, help="WebSocket subscribers (each: btcusd@depth and the trade stream)"),
+    subscribers: int = typer.Option(1000, help="WebSocket subscribers (each: the depth stream and the trade stream)"),
     rate: float = typer.Option(10_000, help="order rows per second into BTC-USD through the ZeroMQ gateway"),
     seconds: float = typer.Option(20.0, help="how long the flow runs"),
     procs: int = typer.Option(4, help="client processes the subscribers are spread over"),
     trade_stream: str = typer.Option("trades", help="trades (one frame per delivery) or trade (one per trade)"),
+    depth_stream: str = typer.Option("depth@100ms", help="depth@100ms (Binance's 100 ms diffs) or depth (1000 ms)"),
+    history: bool = typer.Option(True, "--history/--no-history", help="the node keeps its history store (the "
+                                 "default node does)"),
     sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
     dir: Path = typer.Option(None, help="where the node's data dir goes (default: the system temp dir)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -264,10 +267,12 @@ def bench_ws(
     from .bench.engine import machine
 
     result = {"machine": machine(), **bws.run(subscribers, rate, seconds, procs, trade_stream=trade_stream,
-                                               sync=sync, dir=dir, progress=lambda m: console.log(m))}
+                                               sync=sync, dir=dir, progress=lambda m: console.log(m),
+                                               depth_stream=depth_stream, history=history)}
     m, f, s = result["machine"], result["fanout"], result["server"]
-    t = Table(title=f"lxdex WebSocket fan-out: {f['connected']:,} subscribers x (btcusd@depth + "
-                    f"{result['trade_stream']}), {result['flow']['orders_per_s']:,} orders/s — {m['cpu']} "
+    t = Table(title=f"lxdex WebSocket fan-out: {f['connected']:,} subscribers x ({result['depth_stream']} + "
+                    f"{result['trade_stream']}), history {'on' if history else 'off'}, "
+                    f"{result['flow']['orders_per_s']:,} orders/s — {m['cpu']} "
                     f"({m['cores']} cores)")
     for col in ("measure", "value"):
         t.add_column(col)
@@ -285,7 +290,9 @@ def bench_ws(
         ("caught up with the book at the end", f"{f['caught_up']:,} of {f['connected']:,}"),
         ("POST /order to fill on another stream (ms)", f"p50 {e2e.get('p50')}  p99 {e2e.get('p99')}  "
                                                       f"({e2e['samples']} samples, {e2e['misses']} misses)"),
-        ("node CPU during the flow", f"{s['node_cpu_s']} s over {seconds} s"),
+        ("node CPU during the flow", f"{s['node_cpu_s']} s over {seconds} s ({s['node_cpu_us_per_order']} µs per "
+                                     f"order, {s['node_cpu_us_per_frame']} µs per frame sent)"),
+        ("history writer process CPU", f"{s['children_cpu_s']} s ({s['children_cpu_us_per_order']} µs per order)"),
     ]
     for r in rows:
         t.add_row(*r)

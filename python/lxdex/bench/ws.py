@@ -1,13 +1,15 @@
 """`lxdex bench ws`: WebSocket fan-out under an order flow, on a real node
 process, everything over loopback.
 
-- The node: `lxdex node` (journal fdatasync'd by default), 200 funded accounts.
+- The node: `lxdex node` (journal fdatasync'd by default), 200 funded accounts,
+  with its history store (`history=False`: `--no-history`).
 - The flow: one ZeroMQ client process paces `rate` order rows per second
   into BTC-USD (requests of `rows` rows; 70% limit orders around the mid,
   a quarter of them crossing; 30% cancels of its own resting orders).
 - The subscribers: `subscribers` WebSocket connections spread over `procs`
-  client processes, each subscribed to `btcusd@depth` and to the trade
-  stream (`btcusd@trades`, one frame per delivery; or `btcusd@trade`, one
+  client processes, each subscribed to a depth stream (`btcusd@depth@100ms`
+  by default: Binance's 100 ms diff stream; `btcusd@depth` is the 1000 ms
+  one) and to the trade stream (`btcusd@trades`, one frame per delivery; or `btcusd@trade`, one
   frame per trade). Each one records every message's lag (arrival time
   minus the event time `E`, the sequencer's timestamp of the batch: one
   clock, one machine), checks that its depth diffs are contiguous
@@ -161,6 +163,21 @@ async def _probe_async(url, http_url, trade_stream, t_start, t_end, q) -> None:
     q.put({"who": "probe", "lat_s": lat, "misses": misses})
 
 
+def _children_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each live child process of `pid` (the history writer)."""
+    out = {}
+    try:
+        kids = set()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids.update(int(x) for x in fh.read().split())
+        for k in kids:
+            out[k] = _cpu_seconds(k)
+    except OSError:
+        pass
+    return out
+
+
 def _pct(a, ps=(50, 90, 99, 99.9)) -> dict:
     if len(a) == 0:
         return {}
@@ -171,21 +188,24 @@ def _pct(a, ps=(50, 90, 99, 99.9)) -> dict:
 
 def run(subscribers: int = 1000, rate: float = 10_000, seconds: float = 20.0, procs: int = 4, rows: int = 100,
         trade_stream: str = "trades", sync: str = "fdatasync", dir: Path | None = None,
-        progress: Callable[[str], None] = lambda m: None) -> dict:
+        progress: Callable[[str], None] = lambda m: None, depth_stream: str = "depth@100ms",
+        history: bool = True) -> dict:
     if trade_stream not in ("trades", "trade"):
         raise ValueError("trade_stream: trades or trade")
+    if depth_stream not in ("depth@100ms", "depth", "depth@1000ms"):
+        raise ValueError("depth_stream: depth@100ms, depth or depth@1000ms")
     root = Path(tempfile.mkdtemp(prefix="lxdex-bench-ws-", dir=dir))
     cfg = root / "node.toml"
     _config(cfg)
     log = open(root / "node.log", "ab")
     result: dict = {"subscribers": subscribers, "target_orders_per_s": rate, "seconds": seconds,
                     "client_procs": procs, "rows_per_request": rows, "trade_stream": f"btcusd@{trade_stream}",
-                    "sync": sync, "data_dir_fs": _fs(root)}
+                    "depth_stream": f"btcusd@{depth_stream}", "history": history, "sync": sync, "data_dir_fs": _fs(root)}
     import httpx
 
     proc = None
     try:
-        proc, http, zmq_port = _start(root / "data", cfg, sync, log)
+        proc, http, zmq_port = _start(root / "data", cfg, sync, log, history)
         base, ws = f"http://127.0.0.1:{http}", f"ws://127.0.0.1:{http}"
         ctx = mp.get_context("spawn")
         q, ready = ctx.Queue(), ctx.Queue()
@@ -195,7 +215,7 @@ def run(subscribers: int = 1000, rate: float = 10_000, seconds: float = 20.0, pr
         win_file = root / "window.json"
         subs = []
         for n in share:
-            p = ctx.Process(target=_subscribers, args=(ws, n, trade_stream, ready, str(win_file),
+            p = ctx.Process(target=_subscribers, args=(ws, n, depth_stream, trade_stream, ready, str(win_file),
                                                        f"{base}/book/BTC-USD?depth=1", q))
             p.start()
             subs.append(p)
@@ -209,7 +229,7 @@ def run(subscribers: int = 1000, rate: float = 10_000, seconds: float = 20.0, pr
         tmp.write_text(json.dumps({"start_ms": int(t_start * 1000), "end_ms": int(t_end * 1000)}))
         tmp.rename(win_file)
         stats0 = httpx.get(f"{base}/stats/ws", timeout=120).json()
-        cpu0 = _cpu_seconds(proc.pid)
+        cpu0, kids0 = _cpu_seconds(proc.pid), _children_cpu(proc.pid)
         flow = ctx.Process(target=_flow, args=(f"tcp://127.0.0.1:{zmq_port}", rate, rows, t_start, t_end, 7, q))
         probe = ctx.Process(target=_probe, args=(ws, base, trade_stream, int(t_start * 1000) + 2000,
                                                  int(t_end * 1000), q))
@@ -225,6 +245,7 @@ def run(subscribers: int = 1000, rate: float = 10_000, seconds: float = 20.0, pr
                 got[r["who"]] = r
             if r["who"] == "flow":
                 cpu = _cpu_seconds(proc.pid) - cpu0
+                kids = {k: v - kids0.get(k, 0.0) for k, v in _children_cpu(proc.pid).items()}
                 stats1 = httpx.get(f"{base}/stats/ws", timeout=120).json()
         for p in [*subs, flow, probe]:
             p.join(30)
@@ -249,6 +270,12 @@ def run(subscribers: int = 1000, rate: float = 10_000, seconds: float = 20.0, pr
         result["server"] = {k: stats1[k] - stats0[k] for k in ("sent", "deliveries", "batches", "slow_consumers")}
         result["server"]["deliveries_per_s"] = round(result["server"]["deliveries"] / seconds, 1)
         result["server"]["node_cpu_s"] = round(cpu, 2)
+        # The node's child processes (the history writer) are not in its own CPU time.
+        result["server"]["children_cpu_s"] = round(sum(kids.values()), 2)
+        n_orders = max(1, f["rows"])
+        result["server"]["node_cpu_us_per_order"] = round(cpu / n_orders * 1e6, 1)
+        result["server"]["children_cpu_us_per_order"] = round(sum(kids.values()) / n_orders * 1e6, 1)
+        result["server"]["node_cpu_us_per_frame"] = round(cpu / max(1, result["server"]["sent"]) * 1e6, 2)
         pr = got["probe"]
         result["e2e_order_to_fill_on_stream_ms"] = _pct([x * 1000 for x in pr["lat_s"]], (50, 99)) | {
             "samples": len(pr["lat_s"]), "misses": pr["misses"]}
@@ -265,11 +292,12 @@ def run(subscribers: int = 1000, rate: float = 10_000, seconds: float = 20.0, pr
     return result
 
 
-def _subscribers(url: str, n: int, trade_stream: str, ready, win_file: str, book_url: str, q) -> None:
-    asyncio.run(_subscribers_async(url, n, trade_stream, ready, Path(win_file), book_url, q))
+def _subscribers(url: str, n: int, depth_stream: str, trade_stream: str, ready, win_file: str, book_url: str,
+                 q) -> None:
+    asyncio.run(_subscribers_async(url, n, depth_stream, trade_stream, ready, Path(win_file), book_url, q))
 
 
-async def _subscribers_async(url, n, trade_stream, ready, win_file: Path, book_url, q) -> None:
+async def _subscribers_async(url, n, depth_stream, trade_stream, ready, win_file: Path, book_url, q) -> None:
     """`n` connections; they connect, say so, then learn the measurement
     window (known only once every process has connected) from `win_file`."""
     from websockets.asyncio.client import connect
@@ -306,7 +334,7 @@ async def _subscribers_async(url, n, trade_stream, ready, win_file: Path, book_u
     for _ in range(n):
         for attempt in range(20):
             try:
-                conns.append(await connect(f"{url}/ws/btcusd@depth/btcusd@{trade_stream}", max_queue=64,
+                conns.append(await connect(f"{url}/ws/btcusd@{depth_stream}/btcusd@{trade_stream}", max_queue=64,
                                            ping_interval=None, open_timeout=30, close_timeout=1))
                 break
             except (OSError, asyncio.TimeoutError):

@@ -1035,7 +1035,7 @@ class _Conn:
     text sent through the ASGI `send`."""
 
     __slots__ = ("hub", "ws", "loop", "wrap", "names", "user", "user_name", "q", "wake", "task", "closing",
-                 "tokens", "refilled", "reason", "proto", "direct", "watch")
+                 "tokens", "refilled", "reason", "proto", "direct", "watch", "sig", "write", "is_closing")
 
     def __init__(self, hub: "WsHub", ws: WebSocket, wrap: bool) -> None:
         self.hub, self.ws, self.wrap = hub, ws, wrap
@@ -1055,6 +1055,14 @@ class _Conn:
         self.reason: str | None = None
         self.proto = _direct_protocol(ws) if hub.direct else None
         self.direct = self.proto is not None
+        #: the group of connections with the same subscriptions (`_LoopFanout`): their messages are built once
+        self.sig: _Sig | None = None
+        if self.direct:
+            t = self.proto.transport
+            # The node's HTTP server wraps transports to coalesce a response's writes until the end of the
+            # loop iteration (fasthttp.CoalescingTransport); a frame goes out at once, in order after them.
+            self.write = getattr(t, "write_now", None) or t.write
+            self.is_closing = t.is_closing
 
     def push(self, msgs: list) -> None:
         """Queues (or writes) one delivery's messages: frames (bytes) on a
@@ -1070,11 +1078,31 @@ class _Conn:
             return
         if self.direct and not q:
             proto = self.proto
-            if proto.writable.is_set() and not proto.close_sent and not proto.transport.is_closing():
-                proto.transport.write(msgs[0] if len(msgs) == 1 else b"".join(msgs))
+            if proto.writable.is_set() and not proto.close_sent and not self.is_closing():
+                self.write(msgs[0] if len(msgs) == 1 else b"".join(msgs))
                 self.hub.sent += len(msgs)
                 return
         q.extend(msgs)
+        w = self.wake
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def push_frames(self, data: bytes, frames: list) -> None:
+        """`push` of a direct connection's delivery: `data` is `frames`
+        joined (built once for every connection of the same subscriptions)."""
+        if self.closing:
+            return
+        q = self.q
+        if not q:
+            proto = self.proto
+            if proto.writable.is_set() and not proto.close_sent and not self.is_closing():
+                self.write(data)
+                self.hub.sent += len(frames)
+                return
+        elif len(q) > self.hub.limits.max_queue:
+            self.drop("slow consumer")
+            return
+        q.extend(frames)
         w = self.wake
         if w is not None and not w.done():
             w.set_result(None)
@@ -1095,7 +1123,7 @@ class _Conn:
                     n = len(q)
                     data = b"".join(q)
                     q.clear()
-                    proto.transport.write(data)
+                    self.write(data)
                     self.hub.sent += n
             send = self.ws.send
             while True:
@@ -1174,68 +1202,181 @@ class _Handover:
                 self.event.set()
 
 
+#: A delivery is written to at most this many connections per event-loop
+#: iteration. uvloop sends the writes of an iteration in one native callback
+#: that holds the GIL (~20-30 µs per loopback send on the 2-core machine of
+#: BENCHMARKS.md): 1,000 subscribers in one go kept the sequencer, the
+#: journal and the gateways off the GIL for tens of milliseconds.
+DELIVERY_CHUNK = 128
+
+
+class _Sig:
+    """The connections of one event loop with the same subscriptions
+    (topics with their names, private stream, framing): a delivery's bytes
+    for them are built once."""
+
+    __slots__ = ("key", "names", "user", "user_name", "wrap", "direct", "conns")
+
+    def __init__(self, key: tuple, names: dict, user, user_name: str, wrap: bool, direct: bool) -> None:
+        self.key, self.names, self.user, self.user_name, self.wrap, self.direct = (
+            key, names, user, user_name, wrap, direct)
+        self.conns: dict[_Conn, None] = {}
+
+
 class _LoopFanout:
-    """The subscribers on one event loop, by topic and by user."""
+    """The subscribers on one event loop, by topic and by user, grouped by
+    identical subscriptions (`_Sig`)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.topics: dict[tuple, dict[_Conn, None]] = {}
         self.users: dict[tuple[int, str], dict[_Conn, None]] = {}
+        self.sigs: dict[tuple, _Sig] = {}
+        self.topic_sigs: dict[tuple, dict[_Sig, None]] = {}
+        self.user_sigs: dict[tuple[int, str], dict[_Sig, None]] = {}
+        self.pending: deque = deque()  # deliveries being written: [conns, next index, built, topic_msgs, ...]
+        self.pumping = False
+
+    def regroup(self, c: _Conn) -> None:
+        """After `c`'s subscriptions changed (on its loop): moves it to its group."""
+        old = c.sig
+        user = c.user
+        key = (frozenset(c.names.items()), user, c.user_name if user is not None else None, c.wrap, c.direct)
+        if old is not None:
+            if old.key == key:
+                return
+            old.conns.pop(c, None)
+            if not old.conns:
+                del self.sigs[old.key]
+                for t in old.names:
+                    d = self.topic_sigs.get(t)
+                    if d is not None:
+                        d.pop(old, None)
+                        if not d:
+                            del self.topic_sigs[t]
+                if old.user is not None:
+                    d = self.user_sigs.get(old.user)
+                    if d is not None:
+                        d.pop(old, None)
+                        if not d:
+                            del self.user_sigs[old.user]
+        c.sig = None
+        if not c.names and user is None:
+            return
+        sig = self.sigs.get(key)
+        if sig is None:
+            sig = self.sigs[key] = _Sig(key, dict(c.names), user, c.user_name, c.wrap, c.direct)
+            for t in sig.names:
+                self.topic_sigs.setdefault(t, {})[sig] = None
+            if user is not None:
+                self.user_sigs.setdefault(user, {})[sig] = None
+        sig.conns[c] = None
+        c.sig = sig
 
     def deliver(self, topic_msgs: dict, user_msgs: dict, done) -> None:
-        """On the loop: the same messages to every subscriber, as text or
-        as frames built once (wrapped once per stream name for
-        combined-stream connections)."""
+        """On the loop: the same messages to every subscriber, built once
+        per group of identical subscriptions (frames built once per message,
+        wrapped once per stream name for combined-stream connections),
+        written `DELIVERY_CHUNK` connections per loop iteration; deliveries
+        go out in order."""
         try:
-            per_conn: dict[_Conn, list] = {}
-            cache: dict[tuple, list] = {}
-
-            def add(c: _Conn, out: list) -> None:
-                have = per_conn.get(c)
-                if have is None:
-                    per_conn[c] = out
-                else:
-                    if not isinstance(have, _Own):
-                        have = per_conn[c] = _Own(have)
-                    have.extend(out)
-
-            for topic, msgs in topic_msgs.items():
-                conns = self.topics.get(topic)
-                if not conns:
-                    continue
-                for c in conns:
-                    name = c.names[topic] if c.wrap else None
-                    key = (topic, name, c.direct)
-                    out = cache.get(key)
-                    if out is None:
-                        out = msgs if name is None else [f'{{"stream":"{name}","data":{m}}}' for m in msgs]
-                        if c.direct:
-                            out = [text_frame(m.encode()) for m in out]
-                        cache[key] = out
-                    add(c, out)
-            for ukey, msgs in user_msgs.items():
-                conns = self.users.get(ukey)
-                if not conns:
-                    continue
-                for c in conns:
-                    name = c.user_name if c.wrap else None
-                    key = (("user", ukey), name, c.direct)
-                    out = cache.get(key)
-                    if out is None:
-                        out = [f'{{"stream":"{name}","data":{m}}}' for m in msgs] if c.wrap else msgs
-                        if c.direct:
-                            out = [text_frame(m.encode()) for m in out]
-                        cache[key] = out
-                    add(c, out)
-            for c, msgs in per_conn.items():
-                c.push(msgs)
-        finally:
-            # after the sender tasks woken above have had their turn
+            affected: dict[_Sig, None] = {}
+            for topic in topic_msgs:
+                ss = self.topic_sigs.get(topic)
+                if ss:
+                    affected.update(ss)
+            for ukey in user_msgs:
+                ss = self.user_sigs.get(ukey)
+                if ss:
+                    affected.update(ss)
+            conns = [c for sig in affected for c in sig.conns]
+        except BaseException:
             self.loop.call_soon(done)
+            raise
+        self.pending.append([conns, 0, {}, {}, topic_msgs, user_msgs, done])
+        if not self.pumping:
+            self.pumping = True
+            self._pump()
+
+    def _pump(self) -> None:
+        budget = DELIVERY_CHUNK
+        pending = self.pending
+        try:
+            while pending and budget > 0:
+                d = pending[0]
+                conns, i, built, frames_of, topic_msgs, user_msgs, done = d
+                stop = min(len(conns), i + budget)
+                try:
+                    for c in conns[i:stop]:
+                        sig = c.sig
+                        if sig is None:  # unsubscribed since the delivery started
+                            continue
+                        b = built.get(sig)
+                        if b is None:
+                            b = built[sig] = self._build(sig, topic_msgs, user_msgs, frames_of)
+                        if b[1]:
+                            if sig.direct:
+                                c.push_frames(b[0], b[1])
+                            else:
+                                c.push(b[1])
+                except BaseException:
+                    log.exception("ws: a delivery failed")
+                    stop = len(conns)
+                budget -= stop - i
+                if stop < len(conns):
+                    d[1] = stop
+                else:
+                    pending.popleft()
+                    # after the sender tasks woken above have had their turn
+                    self.loop.call_soon(done)
+        finally:
+            if pending:
+                self.loop.call_soon(self._pump)
+            else:
+                self.pumping = False
+
+    @staticmethod
+    def _build(sig: _Sig, topic_msgs: dict, user_msgs: dict, frames_of: dict) -> tuple[bytes, list]:
+        """A group's delivery: `(frames joined, frames)` on a direct
+        connection, `(b"", texts)` otherwise. Topics in the delivery's order,
+        then the private stream."""
+        out: list = []
+        names = sig.names
+        wrap, direct = sig.wrap, sig.direct
+        parts = [(t, names[t] if wrap else None) for t in topic_msgs if t in names] if len(names) >= len(
+            topic_msgs) else sorted(((t, names[t] if wrap else None) for t in names if t in topic_msgs),
+                                    key=_order_of(topic_msgs))
+        for topic, name in parts:
+            key = (topic, name, direct)
+            msgs = frames_of.get(key)
+            if msgs is None:
+                msgs = topic_msgs[topic]
+                if name is not None:
+                    msgs = [f'{{"stream":"{name}","data":{m}}}' for m in msgs]
+                if direct:
+                    msgs = [text_frame(m.encode()) for m in msgs]
+                frames_of[key] = msgs
+            out.extend(msgs)
+        if sig.user is not None:
+            msgs = user_msgs.get(sig.user)
+            if msgs:
+                name = sig.user_name if wrap else None
+                key = (("user", sig.user), name, direct)
+                got = frames_of.get(key)
+                if got is None:
+                    got = [f'{{"stream":"{name}","data":{m}}}' for m in msgs] if wrap else msgs
+                    if direct:
+                        got = [text_frame(m.encode()) for m in got]
+                    frames_of[key] = got
+                out.extend(got)
+        if direct:
+            return (out[0] if len(out) == 1 else b"".join(out)), out
+        return b"", out
 
 
-class _Own(list):
-    """A connection's own list of messages (the shared per-topic lists are never extended)."""
+def _order_of(topic_msgs: dict):
+    pos = {t: i for i, t in enumerate(topic_msgs)}
+    return lambda p: pos[p[0]]
 
 
 class WsHub:
@@ -1397,6 +1538,7 @@ class WsHub:
                 f.topics.setdefault(topic, {})[conn] = None
                 self._topic_count[topic] = self._topic_count.get(topic, 0) + 1
                 self._nsubs += 1
+            f.regroup(conn)
             if was == 0 and self._nsubs:
                 self._activate()
 
@@ -1417,6 +1559,7 @@ class WsHub:
                 else:
                     del self._topic_count[topic]
                 self._nsubs -= 1
+            f.regroup(conn)
 
     def _set_user(self, conn: _Conn, user: tuple[int, str] | None, name: str = "user") -> None:
         """Sets the connection's private stream: `(user id, NATIVE or BINANCE)`, or None."""
@@ -1443,6 +1586,7 @@ class WsHub:
                 self._nsubs += 1
                 if self._nsubs == 1:
                     self._activate()
+            f.regroup(conn)
 
     def _unsubscribe_all(self, conn: _Conn) -> None:
         self._unsubscribe(conn, list(conn.names))
