@@ -609,6 +609,28 @@ class Exchange:
             for i, ts, p, q, s in self.core.trades(m.id, limit)
         ]
 
+    def agg_trades(self, market: str, *, from_id: int | None = None, start: int | None = None,
+                   end: int | None = None, limit: int = 500) -> list[dict]:
+        """Aggregate trades (Binance's aggTrades) from the core's tape (its last 1,000 trades): consecutive
+        trades taken by the same order in one command at the same price are one aggregate, whose id is its
+        first trade's id. `from_id`: aggregates from that id on (inclusive); `start`/`end` (ms, inclusive):
+        aggregates whose time is within them; with `from_id` or `start`, the first `limit` of those,
+        otherwise the last `limit`. An aggregate that began before the oldest trade kept starts there.
+        Rows: `{id, first_id, last_id, ts, price, qty, taker_side}` (decimal price and quantity)."""
+        m = self.market(market)
+        aggs: list[list] = []
+        for i, ts, p, q, s, same in self.core.tape(m.id, TRADES_KEPT):
+            last = aggs[-1] if aggs else None
+            if same and last is not None and last[3] == p:
+                last[1], last[4] = i, last[4] + q
+            else:
+                aggs.append([i, i, ts, p, q, s])
+        rows = [a for a in aggs if (from_id is None or a[0] >= from_id) and (start is None or a[2] >= start)
+                and (end is None or a[2] <= end)]
+        rows = rows[:limit] if (from_id is not None or start is not None) else rows[-limit:]
+        return [{"id": a, "first_id": a, "last_id": b, "ts": ts, "price": p * m.tick_size, "qty": q * m.lot_size,
+                 "taker_side": Side(s).name.lower()} for a, b, ts, p, q, s in rows]
+
     def candles(self, market: str, interval: str, since: int = 0, limit: int = 500) -> list[dict]:
         """OHLCV candles (start in ms), oldest first; intervals as Binance names them."""
         m = self.market(market)
@@ -902,6 +924,8 @@ _CANCELLED, _FILL = int(EventKind.CANCELLED), int(EventKind.FILL)
 #: display, expire_ts, then the bracket fields (zero): COMMAND_DTYPE's layout.
 _SUBMIT = struct.Struct("<BBBBBBxxI4xQQqqqqQ48x")
 _FLAG_POST_ONLY = 1
+#: Trades the core keeps per market (its tape; `marketdata::TRADES_KEPT`).
+TRADES_KEPT = 1_000
 #: COMMAND_DTYPE `flags` bit of a SUBMIT row whose `qty` is a quote amount
 #: (a market order sized by it; the core's `FLAG_QUOTE_QTY`).
 FLAG_QUOTE_QTY = 4

@@ -615,3 +615,21 @@ def test_native_quote_qty_orders(http, trader, admin, api_node):
         assert e.value.status == 400 and field in e.value.message, (body, e.value)
     maker.client.cancel_all("SOL-USD")
     assert state(api_node, trader.user_id)[1:] == before[1:]
+
+
+def test_agg_trades_aggregate_one_takers_fills(http, trader, admin):
+    maker = new_user(admin, http)
+    for _ in range(2):
+        signed(http, maker, "POST", "/api/v3/order", order(symbol="ETHUSD", side="SELL", qty="0.1", price="7777"))
+    r = signed(http, trader, "POST", "/api/v3/order", order(symbol="ETHUSD", qty="0.2", price="7777"))
+    assert r.json()["status"] == "FILLED", r.text
+    [g] = http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", "limit": 1}).json()
+    assert (g["p"], g["q"], g["l"] - g["f"], g["a"], g["m"]) == ("7777.00000000", "0.20000000", 1, g["f"], False)
+    trades = http.get("/api/v3/trades", params={"symbol": "ETHUSD", "limit": 2}).json()
+    assert [t["id"] for t in trades] == [g["f"], g["l"]]
+    assert http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", "fromId": g["a"]}).json() == [g]
+    assert http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", "startTime": g["T"], "endTime": g["T"]}
+                    ).json()[-1] == g
+    for params in ({"fromId": 1, "startTime": 0}, {"startTime": 5, "endTime": 4}):
+        r = http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", **params})
+        assert r.status_code == 400 and r.json()["code"] == -1128

@@ -218,8 +218,10 @@ pub struct Exchange {
 
 /// Version of [`Exchange::snapshot`]'s format (2: trade tapes, candle rings
 /// and fill histories delta-encoded, see `compact.rs`; 3: linked-order
-/// groups at the end). Version 2 is still read (it has no groups).
-const SNAPSHOT_VERSION: u16 = 3;
+/// groups at the end; 4: trade tapes mark trades taken by the same order as
+/// the trade before, in a bit that was always 0). Versions 2 and 3 are
+/// still read (their trades are each their own aggregate).
+const SNAPSHOT_VERSION: u16 = 4;
 
 /// How many fills each account's recent history keeps.
 pub const HISTORY_KEPT: usize = 100;
@@ -954,11 +956,16 @@ impl Exchange {
         for e in out[start..].iter_mut() {
             e.market = market;
         }
+        // The taker of the previous fill (a fill's order_id) in this step: consecutive fills of one taker
+        // are one aggregate trade for Binance's aggTrades.
+        let mut prev_taker = 0;
         for e in &out[start..] {
             match e.kind {
                 EventKind::Fill => {
                     self.settle_fill(market, &cfg, tiered, e);
-                    self.markets[market as usize].md.record(self.now, e.price, e.qty, e.side);
+                    let same = e.order_id == prev_taker;
+                    prev_taker = e.order_id;
+                    self.markets[market as usize].md.record_trade(self.now, e.price, e.qty, e.side, same);
                     if !self.linked.is_empty() {
                         self.entry_filled(e.order_id, e.qty, e.remaining);
                         self.entry_filled(e.other_id, e.qty, e.other_remaining);

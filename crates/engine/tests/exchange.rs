@@ -707,3 +707,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_tape_marks_trades_of_the_same_taker() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    for (price, qty) in [(100, 1), (100, 2), (101, 1)] {
+        x.place(0, 0, &OrderRequest::limit(0, 0, S, price, qty), &mut out).unwrap();
+    }
+    // One taker sweeps three makers at two prices; the next taker starts a new run.
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 4), &mut out).unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 101, 1), &mut out).unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 1), &mut out).unwrap();
+    let tape: Vec<(i64, bool)> = x.market_data(0).unwrap().trades(10).map(|t| (t.price, t.same_taker)).collect();
+    assert_eq!(tape, [(100, false), (100, true), (101, true), (101, false)]);
+    let y = Exchange::restore(&x.snapshot()).unwrap();
+    assert_eq!(y.market_data(0).unwrap().trades(10).map(|t| t.same_taker).collect::<Vec<_>>(), [false, true, true, false]);
+}

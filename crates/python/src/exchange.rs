@@ -403,6 +403,16 @@ impl PyExchange {
         Ok(md.trades(limit).map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8)).collect())
     }
 
+    /// Recent trades `(id, ts, price, qty, taker_side, same_taker)`, oldest
+    /// first: `same_taker` when the order that took it also took the trade
+    /// before it, in the same command (Binance's aggregate trades).
+    #[pyo3(signature = (market, limit = 500))]
+    #[allow(clippy::type_complexity)]
+    fn tape(&self, market: u32, limit: usize) -> PyResult<Vec<(u64, u64, i64, i64, u8, bool)>> {
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        Ok(md.trades(limit).map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8, t.same_taker)).collect())
+    }
+
     /// Candles `(start_ms, open, high, low, close, volume, quote_volume, trades)`
     /// of a Binance-style interval (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 1w 1M).
     #[pyo3(signature = (market, interval, since = 0, limit = 500))]

@@ -324,7 +324,8 @@ def routes(ctx: ApiContext) -> list:
         return [_trade_row(t) for t in ts]
 
     async def agg_trades(p, user):
-        # Every trade is its own aggregate here (one taker order, one maker, one price).
+        """Aggregate trades: consecutive trades of one taker order at one price (`Exchange.agg_trades`, the
+        core's tape); the aggregate id is its first trade's id."""
         m = market_of(p.get("symbol"))
         from_id = int_param(p, "fromId", None, 0, 2**63 - 1)
         start = int_param(p, "startTime", None, 0, 2**62)
@@ -332,13 +333,12 @@ def routes(ctx: ApiContext) -> list:
         limit = int_param(p, "limit", 500, 1, 1000)
         if from_id is not None and (start is not None or end is not None):
             raise BError(-1128, "Combination of optional parameters invalid: fromId with startTime/endTime.")
+        if start is not None and end is not None and start > end:
+            raise BError(-1128, "Combination of optional parameters invalid: startTime after endTime.")
         with node.lock:
-            ts = node.exchange.trades(m.symbol, 1000 if (from_id or start or end) else limit)
-        ts = [t for t in ts if (from_id is None or t["id"] >= from_id) and (start is None or t["ts"] >= start)
-              and (end is None or t["ts"] <= end)]
-        ts = ts[:limit] if (from_id is not None or start is not None) else ts[-limit:]
-        return [{"a": t["id"], "p": _fmt(t["price"]), "q": _fmt(t["qty"]), "f": t["id"], "l": t["id"],
-                 "T": t["ts"], "m": t["taker_side"] == "sell", "M": True} for t in ts]
+            rows = node.exchange.agg_trades(m.symbol, from_id=from_id, start=start, end=end, limit=limit)
+        return [{"a": t["id"], "p": _fmt(t["price"]), "q": _fmt(t["qty"]), "f": t["first_id"], "l": t["last_id"],
+                 "T": t["ts"], "m": t["taker_side"] == "sell", "M": True} for t in rows]
 
     async def klines(p, user):
         from .history import _next_start
