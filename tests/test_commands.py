@@ -55,6 +55,7 @@ def test_every_command_round_trips_through_msgpack_and_json():
         C.Withdraw(account=0, asset="USD", amount="1"), C.Transfer(from_account=0, to_account=1, asset="USD", amount="1"),
         C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="10", tif="gtd", expire_ts=5),
         C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="10", client_id="my-order.1:a/b"),
+        C.PlaceOrder(account=0, market="BTC-USD", side="buy", order_type="market", quote_qty="250.5"),
         C.CancelReplace(order_id=1, new=C.PlaceOrder(account=0, market="BTC-USD", side="sell", qty="1", price="9",
                                                      client_id="x"), allow_failure=True, ts=7),
         C.PlaceOco(account=1, market="BTC-USD", side="sell", qty="1", tp_trigger="120", tp_price="120",
@@ -448,3 +449,47 @@ def test_oco_and_bracket_commands_hold_once_and_release_everything():
     assert ex.balance(0, "USD") == (Decimal("100000"), Decimal("0"))
     assert ex.open_orders(0) == [] and ex.open_orders(1) == []
     assert ex.order_by_client_id(1, "sl") is None
+
+
+def test_quote_sized_market_orders_spend_at_most_the_amount():
+    ex, outs = run(SETUP + [
+        # Bob offers 0.5 BTC at 100 and 1 BTC at 101 (lots of 0.01 BTC: 1 USD and 1.01 USD each).
+        C.PlaceOrder(account=1, market="BTC-USD", side="sell", qty="0.5", price="100", ts=2_000),
+        C.PlaceOrder(account=1, market="BTC-USD", side="sell", qty="1", price="101", ts=2_000),
+    ])
+    assert all(o.ok for o in outs)
+    plain = C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="1", price="10")
+    assert b"quote_qty" not in C.encode(plain), "an unset quote_qty costs the journal nothing"
+    cmd = C.PlaceOrder(account=0, market="BTC-USD", side="buy", order_type="market", quote_qty="80", ts=3_000)
+    assert b"qty" in C.encode(cmd) and C.decode(C.encode(cmd)) == cmd
+    out = ex.execute(cmd)
+    assert out.ok, out.error
+    # 50 lots at 100: 50 USD + fee 0.03 (5 bps, rounded up per fill); then 29 lots at 101: 29.29 + 0.02.
+    # A 30th lot at 101 (1.01 + its fee) would pass 80 USD.
+    fills = [e for e in out.events if e.kind == EventKind.FILL]
+    assert [(e.price, e.qty) for e in fills] == [(100, 50), (101, 29)]
+    spent = Decimal("100000") - ex.balance(0, "USD")[0]
+    assert spent == Decimal("50") + Decimal("0.03") + Decimal("29.29") + Decimal("0.02") and spent <= 80
+    assert ex.balance(0, "USD")[1] == 0 and ex.balance(0, "BTC") == (Decimal("0.79"), Decimal("0"))
+    # A sell sized by its proceeds (before the fee): 0.2 BTC of Alice's at Bob's bid of 99.
+    ex.execute(C.Deposit(account=1, asset="USD", amount="1000", ts=3_000))
+    assert ex.execute(C.PlaceOrder(account=1, market="BTC-USD", side="buy", qty="1", price="99", ts=3_000)).ok
+    out = ex.execute(C.PlaceOrder(account=0, market="BTC-USD", side="sell", order_type="market",
+                                  quote_qty="20.5", ts=3_000))
+    assert [(e.price, e.qty) for e in out.events if e.kind == EventKind.FILL] == [(99, 20)]
+    # Bad input is refused naming the field, and changes nothing.
+    before = core_state(ex)
+    for bad, field in [
+        (dict(side="buy", order_type="market", qty="1", quote_qty="10"), "quote_qty"),
+        (dict(side="buy", order_type="limit", price="100", quote_qty="10"), "quote_qty"),
+        (dict(side="buy", order_type="market", quote_qty="0"), "quote_qty"),
+        (dict(side="buy", order_type="market", quote_qty="-3"), "quote_qty"),
+        (dict(side="buy", order_type="market", quote_qty="0.001"), "quote_qty"),
+        (dict(side="buy", order_type="market", quote_qty="0.5"), "quote_qty"),  # not one lot's worth
+        (dict(side="buy", order_type="market", quote_qty="1000000"), "funds"),
+        (dict(side="buy", order_type="market"), "qty"),
+        (dict(side="buy", order_type="market", quote_qty="10", tif="gtc"), "tif"),
+    ]:
+        out = ex.execute(C.PlaceOrder(account=0, market="BTC-USD", ts=3_000, **bad))
+        assert out.error is not None and f"{field}:" in out.error["message"], (bad, out.error)
+        assert core_state(ex) == before

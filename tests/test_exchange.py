@@ -178,3 +178,21 @@ def test_fee_tiers(ex):
     ex.place(a, "BTC-USD", "sell", qty="1", price="30000")
     ex.place(b, "BTC-USD", "buy", qty="0.1", price="30000")  # 3000 at the 2 bps tier
     assert before - ex.balance(b, "USD")[0] == Decimal("3000.6")
+
+
+def test_agg_trades_group_one_takers_fills_at_one_price(ex):
+    a, b = funded(ex)
+    for price, qty in (("100", "0.1"), ("100", "0.2"), ("101", "0.3")):
+        ex.place(a, "BTC-USD", "sell", qty=qty, price=price)
+    ex.place(b, "BTC-USD", "buy", qty="0.6", price="101")  # one taker: 100 x2, then 101
+    ex.place(a, "BTC-USD", "sell", qty="0.1", price="101")
+    ex.place(b, "BTC-USD", "buy", qty="0.1", price="101")  # another taker at the same price: its own aggregate
+    aggs = ex.agg_trades("BTC-USD")
+    assert [(g["id"], g["first_id"], g["last_id"], g["price"], g["qty"]) for g in aggs] == [
+        (1, 1, 2, Decimal("100"), Decimal("0.3")), (3, 3, 3, Decimal("101"), Decimal("0.3")),
+        (4, 4, 4, Decimal("101"), Decimal("0.1"))]
+    assert [g["id"] for g in ex.agg_trades("BTC-USD", from_id=3)] == [3, 4]
+    assert [g["id"] for g in ex.agg_trades("BTC-USD", from_id=2)] == [3, 4]  # ids are first trade ids
+    assert [g["id"] for g in ex.agg_trades("BTC-USD", limit=1)] == [4]
+    assert [g["id"] for g in ex.agg_trades("BTC-USD", start=0, limit=1)] == [1]
+    assert ex.agg_trades("BTC-USD", end=-1) == []

@@ -112,6 +112,17 @@ class ExchangeMachine(RuleBasedStateMachine):
         self.both(lambda: self.fast.place(a, m, **args), lambda: self.ref.place(a, m, **args))
 
     @rule(a=accounts, m=st.sampled_from([0, 1] * 8 + [2]), side=st.sampled_from([Side.BUY, Side.SELL]),
+          amount=st.sampled_from([0, -1, 250_000]) | st.integers(1, 30_000) | st.integers(1, 30_000),
+          protect=st.just(0) | prices, otype=st.sampled_from([OrderType.MARKET] * 12 + [OrderType.LIMIT]),
+          tif=st.sampled_from([TimeInForce.IOC] * 6 + [TimeInForce.FOK] * 2 + [TimeInForce.GTC]),
+          stp=st.sampled_from(list(Stp)))
+    def place_quote(self, a, m, side, amount, protect, otype, tif, stp):
+        """A market order sized by a quote amount (Binance's quoteOrderQty)."""
+        args = dict(side=int(side), qty=0, price=protect, order_type=int(otype), tif=int(tif), stp=int(stp))
+        self.both(lambda: self.fast.place(a, m, **args, quote_qty=amount),
+                  lambda: self.ref.place(a, m, **args, quote_qty=amount))
+
+    @rule(a=accounts, m=st.sampled_from([0, 1] * 8 + [2]), side=st.sampled_from([Side.BUY, Side.SELL]),
           qty=st.integers(1, 10) | st.just(0), lo=st.integers(92, 104), gap=st.integers(1, 8) | st.just(0),
           tp_price=st.just(0) | prices, sl_price=st.just(0) | prices, stp=st.sampled_from(list(Stp)))
     def place_oco(self, a, m, side, qty, lo, gap, tp_price, sl_price, stp):

@@ -271,11 +271,11 @@ class _E:
 
     @staticmethod
     def place_order(market, side, qty, price, type, tif, post_only, stp, trigger_price, display_qty, expire_ts,
-                    client_order_id) -> _Spec:
+                    client_order_id, quote_qty=None) -> _Spec:
         body = _clean({"market": market, "side": side, "qty": _s(qty), "price": _s(price), "type": type,
                        "tif": tif, "post_only": post_only or None, "stp": stp, "trigger_price": _s(trigger_price),
                        "display_qty": _s(display_qty), "expire_ts": expire_ts or None,
-                       "client_order_id": client_order_id})
+                       "client_order_id": client_order_id, "quote_qty": _s(quote_qty)})
         return _Spec("POST", "/orders", "signed", body=body)
 
     @staticmethod
@@ -442,12 +442,14 @@ class Client(_Base):
     def balances(self) -> list[Balance]:
         return self._call(_E.balances())
 
-    def place_order(self, market: str, side: str, qty: Num, price: Num | None = None, *, type: str | None = None,
-                    tif: str | None = None, post_only: bool = False, stp: str | None = None,
-                    trigger_price: Num | None = None, display_qty: Num | None = None, expire_ts: int = 0,
-                    client_order_id: str | None = None) -> OrderReply:
+    def place_order(self, market: str, side: str, qty: Num | None, price: Num | None = None, *,
+                    type: str | None = None, tif: str | None = None, post_only: bool = False,
+                    stp: str | None = None, trigger_price: Num | None = None, display_qty: Num | None = None,
+                    expire_ts: int = 0, client_order_id: str | None = None,
+                    quote_qty: Num | None = None) -> OrderReply:
+        """`qty` None and `quote_qty`: a market order sized by an amount of the quote asset."""
         return self._call(_E.place_order(market, side, qty, price, type, tif, post_only, stp, trigger_price,
-                                         display_qty, expire_ts, client_order_id))
+                                         display_qty, expire_ts, client_order_id, quote_qty))
 
     def amend_order(self, order_id: int, price: Num | None = None, qty: Num | None = None) -> dict:
         return self._call(_E.amend_order(order_id, price, qty))
@@ -587,12 +589,13 @@ class AsyncClient(_Base):
     async def balances(self) -> list[Balance]:
         return await self._call(_E.balances())
 
-    async def place_order(self, market: str, side: str, qty: Num, price: Num | None = None, *,
+    async def place_order(self, market: str, side: str, qty: Num | None, price: Num | None = None, *,
                           type: str | None = None, tif: str | None = None, post_only: bool = False,
                           stp: str | None = None, trigger_price: Num | None = None, display_qty: Num | None = None,
-                          expire_ts: int = 0, client_order_id: str | None = None) -> OrderReply:
+                          expire_ts: int = 0, client_order_id: str | None = None,
+                          quote_qty: Num | None = None) -> OrderReply:
         return await self._call(_E.place_order(market, side, qty, price, type, tif, post_only, stp, trigger_price,
-                                               display_qty, expire_ts, client_order_id))
+                                               display_qty, expire_ts, client_order_id, quote_qty))
 
     async def amend_order(self, order_id: int, price: Num | None = None, qty: Num | None = None) -> dict:
         return await self._call(_E.amend_order(order_id, price, qty))

@@ -161,12 +161,18 @@ class PlaceOrder(Command, tag="place", omit_defaults=True):
     an account cannot have two open orders with the same one
     (`DUPLICATE_ID`). Fields left at their defaults are left out of the
     encoding (the journal), so an order without a client id costs nothing
-    for it."""
+    for it.
+
+    `quote_qty` sizes a market order by an amount of the quote asset instead
+    of `qty` (exactly one of them): the state machine walks the book for the
+    whole lots a buy gets for at most that amount, fee included, or that a
+    sell gets at most that amount for (docs/exchange.md); the amount not
+    spent stays available."""
 
     account: int
     market: str
     side: str
-    qty: str
+    qty: str | None = None
     price: str | None = None
     order_type: str = "limit"
     tif: str | None = None
@@ -176,6 +182,7 @@ class PlaceOrder(Command, tag="place", omit_defaults=True):
     trigger_price: str | None = None
     expire_ts: int = 0
     client_id: str | None = None
+    quote_qty: str | None = None
 
 
 class PlaceOco(Command, tag="place_oco", omit_defaults=True):

@@ -304,7 +304,7 @@ class Exchange:
         account: int,
         market: str,
         side: Side | str,
-        qty: str | Decimal,
+        qty: str | Decimal | None = None,
         price: str | Decimal | None = None,
         *,
         order_type: OrderType | str = OrderType.LIMIT,
@@ -315,6 +315,7 @@ class Exchange:
         trigger_price: str | Decimal | None = None,
         expire_ts: int = 0,
         client_id: str | None = None,
+        quote_qty: str | Decimal | None = None,
     ) -> Placed:
         """Places an order; prices and quantities are decimal strings.
 
@@ -322,9 +323,16 @@ class Exchange:
         protection price (required for market-type buys that wait for a
         trigger). `client_id` (1 to 36 of [A-Za-z0-9-_.:/]) is the caller's
         name for the order, kept while the order is open: a second open order
-        of the account with the same one is rejected (`DUPLICATE_ID`)."""
+        of the account with the same one is rejected (`DUPLICATE_ID`).
+
+        `quote_qty` (instead of `qty`, market orders only) sizes the order by
+        an amount of the quote asset: the core walks the book for the whole
+        lots a buy gets for at most that amount, taker fee included, or a
+        sell gets at most that amount for (before its fee); a buy holds the
+        whole amount until it ends (docs/exchange.md)."""
+        amount = self._quote_amount(market, qty, quote_qty, order_type)
         m, side, lots, ticks, otype, tif, stp, display, trigger = self._order_args(
-            market, side, qty, price, order_type, tif, stp, display_qty, trigger_price)
+            market, side, "0" if amount else qty, price, order_type, tif, stp, display_qty, trigger_price)
         key = None
         if client_id is not None:
             check_client_id(client_id)
@@ -332,9 +340,17 @@ class Exchange:
             if self.order_by_client_id(account, client_id) is not None:
                 raise OrderRejected(f"client_id: account {account} has an open order with client id {client_id!r}",
                                     Reason.DUPLICATE_ID)
-        order_id, events = self.core.place(
-            account, m.id, side, lots, ticks, otype, tif, stp, post_only, display, trigger, False, expire_ts,
-        )
+        try:
+            order_id, events = self.core.place(
+                account, m.id, side, lots, ticks, otype, tif, stp, post_only, display, trigger, False, expire_ts,
+                amount,
+            )
+        except OrderRejected as e:
+            if amount and e.reason == Reason.BELOW_MIN_QUANTITY:
+                raise OrderRejected(f"quote_qty: {quote_qty} {m.quote.symbol} {'buys' if side == Side.BUY else 'sells'}"
+                                    " less than the market's minimum quantity at the book's prices now",
+                                    Reason.BELOW_MIN_QUANTITY) from None
+            raise
         if key is not None and self.core.order_hold(order_id) is not None:
             self._cid_order[key] = order_id
             self._cid_of[order_id] = key
@@ -483,6 +499,24 @@ class Exchange:
                 if self._cid_order.get(key) == oid:
                     del self._cid_order[key]
 
+    def _quote_amount(self, market, qty, quote_qty, order_type) -> int:
+        """A market order's quote amount in quote units (0: sized by `qty`);
+        exactly one of `qty` and `quote_qty` (ValueError or OrderRejected
+        naming the field)."""
+        if quote_qty is None:
+            if qty is None:
+                raise ValueError("qty: required (or quote_qty, for a market order)")
+            return 0
+        if qty is not None and _decimal(qty, "qty") != 0:
+            raise ValueError("quote_qty: give qty or quote_qty, not both")
+        if _enum(OrderType, order_type, "order_type") != OrderType.MARKET:
+            raise ValueError("quote_qty: only market orders are sized by a quote amount")
+        m = self.market(market)
+        amount = _units(quote_qty, m.quote.unit, "quote_qty", Reason.INVALID_AMOUNT)
+        if amount <= 0:
+            raise OrderRejected(f"quote_qty: {quote_qty} must be positive", Reason.INVALID_AMOUNT)
+        return amount
+
     def _order_args(self, market, side, qty, price, order_type, tif, stp, display_qty, trigger_price) -> tuple:
         """An order's decimal arguments as the core's integers (OrderRejected
         or ValueError naming the field)."""
@@ -503,7 +537,7 @@ class Exchange:
         account: int,
         market: str,
         side: Side | str,
-        qty: str | Decimal,
+        qty: str | Decimal | None = None,
         price: str | Decimal | None = None,
         *,
         order_type: OrderType | str = OrderType.LIMIT,
@@ -513,20 +547,25 @@ class Exchange:
         display_qty: str | Decimal | None = None,
         trigger_price: str | Decimal | None = None,
         expire_ts: int = 0,
+        quote_qty: str | Decimal | None = None,
     ) -> bytes:
         """The 120-byte SUBMIT record (COMMAND_DTYPE) of the order `place`
         would place, for a `Records` batch: the same conversions and the
         same errors for bad arguments; what the core checks (funds, market
         status, bands, …) becomes the row's REJECTED event. Reads only the
-        symbol registry (a gateway may call it beside the sequencer)."""
+        symbol registry (a gateway may call it beside the sequencer). A
+        `quote_qty` order is the row with flag `FLAG_QUOTE_QTY` and the
+        amount (quote units) in `qty`."""
+        amount = self._quote_amount(market, qty, quote_qty, order_type)
         m, side, lots, ticks, otype, tif, stp, display, trigger = self._order_args(
-            market, side, qty, price, order_type, tif, stp, display_qty, trigger_price)
+            market, side, "0" if amount else qty, price, order_type, tif, stp, display_qty, trigger_price)
         if not 0 <= account < 2**64:
             raise ValueError(f"account: {account} is out of range")
         if not 0 <= expire_ts < 2**64:
             raise ValueError(f"expire_ts: {expire_ts} is out of range")
-        return _SUBMIT.pack(CommandKind.SUBMIT, side, otype, tif, stp, _FLAG_POST_ONLY if post_only else 0, m.id,
-                            0, account, ticks, lots, trigger, display, expire_ts)
+        flags = (_FLAG_POST_ONLY if post_only else 0) | (FLAG_QUOTE_QTY if amount else 0)
+        return _SUBMIT.pack(CommandKind.SUBMIT, side, otype, tif, stp, flags, m.id,
+                            0, account, ticks, amount or lots, trigger, display, expire_ts)
 
     def cancel(self, account: int, order_id: int) -> list:
         return self.core.cancel(account, order_id)
@@ -569,6 +608,28 @@ class Exchange:
              "taker_side": Side(s).name.lower()}
             for i, ts, p, q, s in self.core.trades(m.id, limit)
         ]
+
+    def agg_trades(self, market: str, *, from_id: int | None = None, start: int | None = None,
+                   end: int | None = None, limit: int = 500) -> list[dict]:
+        """Aggregate trades (Binance's aggTrades) from the core's tape (its last 1,000 trades): consecutive
+        trades taken by the same order in one command at the same price are one aggregate, whose id is its
+        first trade's id. `from_id`: aggregates from that id on (inclusive); `start`/`end` (ms, inclusive):
+        aggregates whose time is within them; with `from_id` or `start`, the first `limit` of those,
+        otherwise the last `limit`. An aggregate that began before the oldest trade kept starts there.
+        Rows: `{id, first_id, last_id, ts, price, qty, taker_side}` (decimal price and quantity)."""
+        m = self.market(market)
+        aggs: list[list] = []
+        for i, ts, p, q, s, same in self.core.tape(m.id, TRADES_KEPT):
+            last = aggs[-1] if aggs else None
+            if same and last is not None and last[3] == p:
+                last[1], last[4] = i, last[4] + q
+            else:
+                aggs.append([i, i, ts, p, q, s])
+        rows = [a for a in aggs if (from_id is None or a[0] >= from_id) and (start is None or a[2] >= start)
+                and (end is None or a[2] <= end)]
+        rows = rows[:limit] if (from_id is not None or start is not None) else rows[-limit:]
+        return [{"id": a, "first_id": a, "last_id": b, "ts": ts, "price": p * m.tick_size, "qty": q * m.lot_size,
+                 "taker_side": Side(s).name.lower()} for a, b, ts, p, q, s in rows]
 
     def candles(self, market: str, interval: str, since: int = 0, limit: int = 500) -> list[dict]:
         """OHLCV candles (start in ms), oldest first; intervals as Binance names them."""
@@ -863,6 +924,11 @@ _CANCELLED, _FILL = int(EventKind.CANCELLED), int(EventKind.FILL)
 #: display, expire_ts, then the bracket fields (zero): COMMAND_DTYPE's layout.
 _SUBMIT = struct.Struct("<BBBBBBxxI4xQQqqqqQ48x")
 _FLAG_POST_ONLY = 1
+#: Trades the core keeps per market (its tape; `marketdata::TRADES_KEPT`).
+TRADES_KEPT = 1_000
+#: COMMAND_DTYPE `flags` bit of a SUBMIT row whose `qty` is a quote amount
+#: (a market order sized by it; the core's `FLAG_QUOTE_QTY`).
+FLAG_QUOTE_QTY = 4
 assert _SUBMIT.size == COMMAND_DTYPE.itemsize
 _SYSTEM_CANCEL_LUT = np.zeros(256, dtype=bool)
 _SYSTEM_CANCEL_LUT[[int(r) for r in SYSTEM_CANCELS]] = True
@@ -955,7 +1021,7 @@ def _h_transfer(ex: Exchange, c: C.Transfer):
 def _place(ex: Exchange, c: C.PlaceOrder) -> Placed:
     return ex.place(c.account, c.market, c.side, c.qty, c.price, order_type=c.order_type, tif=c.tif, stp=c.stp,
                     post_only=c.post_only, display_qty=c.display_qty, trigger_price=c.trigger_price,
-                    expire_ts=c.expire_ts, client_id=c.client_id)
+                    expire_ts=c.expire_ts, client_id=c.client_id, quote_qty=c.quote_qty)
 
 
 def _h_place(ex: Exchange, c: C.PlaceOrder):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lxdex.client import Client
+from lxdex.client import ApiError, Client
 from lxdex.node.http import build_app
 
 from .nodeutil import served
@@ -134,7 +134,6 @@ def test_order_types_map(http, trader):
     assert place(side="UP", type="LIMIT", timeInForce="GTC", quantity="1", price="1")["code"] == -1117
     assert place(side="BUY", type="OCO", quantity="1")["code"] == -1116
     assert place(side="BUY", type="LIMIT", quantity="1", price="1")["code"] == -1102  # timeInForce
-    assert place(side="BUY", type="MARKET", quoteOrderQty="10")["code"] == -2010  # not supported
     assert place(side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="1.001")["code"] == -1013
     assert place(side="BUY", type="LIMIT", timeInForce="GTC", quantity="1000", price="100000")["code"] == -2010
     assert place(side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="1", colour="red")["code"] == -1104
@@ -519,6 +518,104 @@ def test_oco_order_lists(http, trader, api_node):
     assert e.status_code == 400 and e.json()["code"] == -2011
     btc = {b["asset"]: b for b in signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]}["BTC"]
     assert btc["locked"] == btc0["locked"]
+
+
+def test_quote_order_qty_market_orders(http, trader, admin, api_node):
+    """MARKET orders sized by quoteOrderQty: the state machine walks the book; a buy spends at most the amount
+    with its commission, a sell takes in at most the amount (before its commission)."""
+    maker = new_user(admin, http)
+    info = http.get("/api/v3/exchangeInfo", params={"symbol": "SOLUSD"}).json()["symbols"][0]
+    assert info["quoteOrderQtyMarketAllowed"] is True
+
+    def place(user, **p):
+        return signed(http, user, "POST", "/api/v3/order", {"symbol": "SOLUSD", **p})
+
+    # Asks far below anything else in SOLUSD: 10 SOL at 1.000 and 10 at 1.001 (lots of 0.01 SOL).
+    for price in ("1.000", "1.001"):
+        assert place(maker, side="SELL", type="LIMIT", timeInForce="GTC", quantity="10", price=price).status_code == 200
+    assert http.get("/api/v3/depth", params={"symbol": "SOLUSD", "limit": 1}).json()["asks"][0][0] == "1.00000000"
+    usd0 = Decimal({b["asset"]: b for b in signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]
+                    }["USD"]["free"])
+    r = place(trader, side="BUY", type="MARKET", quoteOrderQty="15")
+    assert r.status_code == 200, r.text
+    o = r.json()
+    # 1000 lots at 1.000 cost 10 + 0.005 commission; then 498 lots at 1.001 (4.98498 + 0.002493): a 499th lot
+    # would bring the total past 15.
+    assert (o["status"], o["type"], o["side"]) == ("FILLED", "MARKET", "BUY")  # all it was sized to
+    assert (o["origQty"], o["executedQty"], o["cummulativeQuoteQty"], o["origQuoteOrderQty"]) == (
+        "14.98000000", "14.98000000", "14.98498000", "15.00000000")
+    assert [(f["price"], f["qty"], f["commission"]) for f in o["fills"]] == [
+        ("1.00000000", "10.00000000", "0.00500000"), ("1.00100000", "4.98000000", "0.00249300")]
+    usd = {b["asset"]: b for b in signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]}["USD"]
+    assert usd0 - Decimal(usd["free"]) == Decimal("14.98498") + Decimal("0.005") + Decimal("0.002493") <= 15
+    assert Decimal(usd["locked"]) == 0
+    # The whole amount is held while the order walks: more than the balance is refused.
+    e = place(trader, side="BUY", type="MARKET", quoteOrderQty="99999999").json()
+    assert e["code"] == -2010 and "insufficient balance" in e["msg"]
+    signed(http, maker, "DELETE", "/api/v3/openOrders", {"symbol": "SOLUSD"})
+    # A sell: a bid of 1 SOL at 1000; 255 USD of proceeds sells 25 lots (250 USD), a 26th would pass it.
+    assert place(maker, side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="1000").status_code == 200
+    o = place(trader, side="SELL", type="MARKET", quoteOrderQty="255", newOrderRespType="RESULT").json()
+    assert (o["status"], o["executedQty"], o["cummulativeQuoteQty"]) == ("FILLED", "0.25000000", "250.00000000")
+    # order/test takes it too, and places nothing.
+    before = state(api_node, trader.user_id, maker.user_id)
+    r = signed(http, trader, "POST", "/api/v3/order/test", {"symbol": "SOLUSD", "side": "BUY", "type": "MARKET",
+                                                           "quoteOrderQty": "10"})
+    assert (r.status_code, r.json()) == (200, {})
+    # Binance's rules, each naming the parameter; nothing changes.
+    for params, code, text in [
+        (dict(side="BUY", type="LIMIT", timeInForce="GTC", price="1", quoteOrderQty="10"), -1106, "quoteOrderQty"),
+        (dict(side="BUY", type="MARKET", quantity="1", quoteOrderQty="10"), -1128, "quoteOrderQty"),
+        (dict(side="BUY", type="MARKET"), -1102, "quantity"),
+        (dict(side="BUY", type="MARKET", quoteOrderQty="-1"), -1102, "quoteOrderQty"),
+        (dict(side="BUY", type="MARKET", quoteOrderQty="ten"), -1102, "quoteOrderQty"),
+        (dict(side="BUY", type="MARKET", quoteOrderQty="1.0000001"), -1111, "quoteOrderQty"),
+    ]:
+        e = place(trader, **params)
+        assert e.status_code == 400 and e.json()["code"] == code and text in e.json()["msg"], (params, e.text)
+        t = signed(http, trader, "POST", "/api/v3/order/test", {"symbol": "SOLUSD", **params})
+        assert t.json()["code"] == code, (params, t.text)
+    assert state(api_node, trader.user_id, maker.user_id) == before
+    # Rejected by the exchange (a seq, nothing else): less than a lot's worth.
+    e = place(trader, side="SELL", type="MARKET", quoteOrderQty="0.5").json()
+    assert e["code"] == -1013 and "quote_qty" in e["msg"]
+    signed(http, maker, "DELETE", "/api/v3/openOrders", {"symbol": "SOLUSD"})
+
+
+def test_native_quote_qty_orders(http, trader, admin, api_node):
+    maker = new_user(admin, http)
+    maker.client.place_order("SOL-USD", "sell", "5", price="2.000")
+    out = trader.client.place_order("SOL-USD", "buy", None, type="market", quote_qty="4.01")
+    # 200 lots at 2.000: 4 USD + 0.002 commission <= 4.01 (201 lots would cost 4.02 + fee).
+    assert Decimal(out["filled"]) == 2 and out["status"] == "filled", out
+    before = state(api_node, trader.user_id)
+    for body, field in [({"qty": "1", "quote_qty": "4"}, "quote_qty"), ({}, "qty"),
+                        ({"quote_qty": "4", "type": "limit", "price": "2"}, "quote_qty"),
+                        ({"quote_qty": "0.0000001"}, "quote_qty")]:
+        with pytest.raises(ApiError) as e:
+            trader.client.place_order("SOL-USD", "buy", body.get("qty"), type=body.get("type", "market"),
+                                      price=body.get("price"), quote_qty=body.get("quote_qty"))
+        assert e.value.status == 400 and field in e.value.message, (body, e.value)
+    maker.client.cancel_all("SOL-USD")
+    assert state(api_node, trader.user_id)[1:] == before[1:]
+
+
+def test_agg_trades_aggregate_one_takers_fills(http, trader, admin):
+    maker = new_user(admin, http)
+    for _ in range(2):
+        signed(http, maker, "POST", "/api/v3/order", order(symbol="ETHUSD", side="SELL", qty="0.1", price="7777"))
+    r = signed(http, trader, "POST", "/api/v3/order", order(symbol="ETHUSD", qty="0.2", price="7777"))
+    assert r.json()["status"] == "FILLED", r.text
+    [g] = http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", "limit": 1}).json()
+    assert (g["p"], g["q"], g["l"] - g["f"], g["a"], g["m"]) == ("7777.00000000", "0.20000000", 1, g["f"], False)
+    trades = http.get("/api/v3/trades", params={"symbol": "ETHUSD", "limit": 2}).json()
+    assert [t["id"] for t in trades] == [g["f"], g["l"]]
+    assert http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", "fromId": g["a"]}).json() == [g]
+    assert http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", "startTime": g["T"], "endTime": g["T"]}
+                    ).json()[-1] == g
+    for params in ({"fromId": 1, "startTime": 0}, {"startTime": 5, "endTime": 4}):
+        r = http.get("/api/v3/aggTrades", params={"symbol": "ETHUSD", **params})
+        assert r.status_code == 400 and r.json()["code"] == -1128
 
 
 @settings(max_examples=300, deadline=None)

@@ -133,8 +133,44 @@ class RefExchange:
         n = price * m["tick_units"]
         return n + fee(n, max(m["taker_bps"], m["maker_bps"], 0))
 
+    def max_taker_bps(self, m, account) -> int:
+        """The highest taker rate the account can pay during one command: its tier's now, or that of a tier
+        its volume may still reach."""
+        _, now = self.rates(m, account)
+        v = self.volume_30d(account, m["quote"])
+        return max([now, 0] + [tk for min_volume, _, tk in m.get("tiers", []) if min_volume > v])
+
+    def quote_lots(self, m, account, side, amount, price, stp) -> int:
+        """The whole lots a market order of `amount` quote units takes: the best lots first, from each maker
+        order the most that fit, until an order cannot be taken whole. A buy's fill of n lots at p costs
+        n x p x tick_units plus its fee at the highest taker rate, rounded up once for a plain maker order
+        (one fill) and per lot for an iceberg (a fill per slice); a sell's is n x p x tick_units."""
+        bps = self.max_taker_bps(m, account) if side == Side.BUY else 0
+
+        def cost(p, n, iceberg):
+            unit = p * m["tick_units"]
+            if side == Side.SELL:
+                return unit * n
+            return (unit + fee(unit, bps)) * n if iceberg else unit * n + fee(unit * n, bps)
+
+        lots, spent = 0, 0
+        for _, owner, o_side, o_price, vis, hid in m["book"].l3():
+            if o_side == side:
+                continue
+            if price > 0 and (o_price > price if side == Side.BUY else o_price < price):
+                break
+            if stp != Stp.NONE and owner == account:
+                continue
+            n = vis + hid
+            while n > 0 and spent + cost(o_price, n, hid > 0) > amount:
+                n -= 1
+            lots, spent = lots + n, spent + (cost(o_price, n, hid > 0) if n else 0)
+            if n < vis + hid:
+                break
+        return lots
+
     def place(self, account, market, side, qty, price=0, order_type=0, tif=0, stp=0,
-              post_only=False, display_qty=0, trigger_price=0, expire_ts=0):
+              post_only=False, display_qty=0, trigger_price=0, expire_ts=0, quote_qty=0):
         if not 0 <= market < len(self.markets):
             raise Rejected(Reason.UNKNOWN_MARKET)
         m = self.markets[market]
@@ -146,6 +182,20 @@ class RefExchange:
             raise Rejected(Reason.ACCOUNT_SUSPENDED)
         book = m["book"]
         oid = self.next_id
+        if quote_qty:
+            # Sized by a quote amount (docs/exchange.md): a market order of the lots the amount covers.
+            if order_type != OrderType.MARKET:
+                raise Rejected(Reason.INVALID_FLAGS)
+            if quote_qty <= 0:
+                raise Rejected(Reason.INVALID_AMOUNT)
+            try:
+                type(book).restore(book.snapshot()).submit(oid, account, side, 1, price, order_type, tif, stp,
+                                                           post_only, display_qty, trigger_price, False, expire_ts)
+            except Exception as e:  # noqa: BLE001 - the book's rejection
+                raise Rejected(Reason(e.reason)) from None
+            qty = self.quote_lots(m, account, side, quote_qty, price, stp)
+            if qty < m["min_qty"]:
+                raise Rejected(Reason.BELOW_MIN_QUANTITY)
         # Let the book validate the order on a copy first (it changes nothing
         # on rejection, but we must not hold funds for an invalid order).
         probe = type(book).restore(book.snapshot())
@@ -166,6 +216,8 @@ class RefExchange:
         if side == Side.SELL:
             asset, per_lot = m["base"], m["lot_units"]
             held = qty * per_lot
+        elif quote_qty:
+            asset, per_lot, held = m["quote"], 0, quote_qty  # the whole amount, until the order ends
         elif price > 0:
             asset, per_lot = m["quote"], self.buy_per_lot(m, price)
             held = qty * per_lot

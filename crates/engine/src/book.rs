@@ -867,6 +867,67 @@ impl Book {
         (qty - need, cost)
     }
 
+    /// Walks the side opposite to `side` from the best level as
+    /// [`Book::cost_to_fill`] does, and counts the lots a taker can take
+    /// for at most `budget`, the best lots first (a taker of n lots takes
+    /// the best n): from each resting order the most lots `n` with
+    /// `cost(price, n, iceberg)` within what is left, stopping at the first
+    /// order it cannot take whole. `cost` must grow with `n`; a taker fills a
+    /// plain order in one fill, an iceberg in slices (`iceberg` true). At
+    /// most `max_qty` lots. Returns `(lots, their cost)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lots_within(
+        &self,
+        side: Side,
+        budget: i128,
+        bound: i64,
+        owner: u64,
+        skip_owner: bool,
+        max_qty: i64,
+        cost: impl Fn(i64, i64, bool) -> i128,
+    ) -> (i64, i128) {
+        let opp = side.opposite();
+        let ladder = self.ladder(opp);
+        let (mut lots, mut spent) = (0i64, 0i128);
+        for (&key, level) in ladder.keys.iter().zip(&ladder.levels).rev() {
+            let price = Ladder::price(opp, key);
+            let crosses = match side {
+                Side::Buy => price <= bound,
+                Side::Sell => price >= bound,
+            };
+            if !crosses {
+                break;
+            }
+            let mut i = level.head;
+            while i != NIL {
+                let o = &self.orders[i as usize];
+                if !(skip_owner && o.owner == owner) {
+                    let whole = o.visible + o.hidden;
+                    let iceberg = o.hidden > 0;
+                    // The most lots of this order that fit: binary search on a growing cost.
+                    let (mut lo, mut hi) = (0i64, whole.min(max_qty - lots));
+                    while lo < hi {
+                        let mid = lo + (hi - lo + 1) / 2;
+                        if spent + cost(price, mid, iceberg) <= budget {
+                            lo = mid;
+                        } else {
+                            hi = mid - 1;
+                        }
+                    }
+                    if lo > 0 {
+                        lots += lo;
+                        spent += cost(price, lo, iceberg);
+                    }
+                    if lo < whole {
+                        return (lots, spent);
+                    }
+                }
+                i = o.next;
+            }
+        }
+        (lots, spent)
+    }
+
     // ------------------------------------------------------------------
     // Validation
     // ------------------------------------------------------------------

@@ -218,8 +218,10 @@ pub struct Exchange {
 
 /// Version of [`Exchange::snapshot`]'s format (2: trade tapes, candle rings
 /// and fill histories delta-encoded, see `compact.rs`; 3: linked-order
-/// groups at the end). Version 2 is still read (it has no groups).
-const SNAPSHOT_VERSION: u16 = 3;
+/// groups at the end; 4: trade tapes mark trades taken by the same order as
+/// the trade before, in a bit that was always 0). Versions 2 and 3 are
+/// still read (their trades are each their own aggregate).
+const SNAPSHOT_VERSION: u16 = 4;
 
 /// How many fills each account's recent history keeps.
 pub const HISTORY_KEPT: usize = 100;
@@ -583,6 +585,9 @@ impl Exchange {
             _ => return Err(Reason::MarketNotTrading.into()),
         }
         self.check_account(account)?;
+        if req.flags & FLAG_QUOTE_QTY != 0 {
+            return self.place_quote(account, market, req, out);
+        }
         let id = self.next_order_id;
         let req = OrderRequest { order_id: id, owner: account as u64, ..*req };
         m.book.check(&req)?;
@@ -594,6 +599,86 @@ impl Exchange {
         let (asset, held, per_lot) = Self::order_hold_of(m, account, side, otype, &req)?;
         self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
         self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
+        self.next_order_id += 1;
+        let start = out.len();
+        self.markets[market as usize].book.submit(&req, out).expect("validated above");
+        self.settle(market, start, out);
+        Ok(id)
+    }
+
+    /// The highest taker rate `account` can pay in `m` during one command:
+    /// its tier's now, or a higher tier's that the command's own volume may
+    /// reach (tiers are discounts, but not necessarily in order).
+    fn max_taker_bps(&self, m: &Market, account: u32) -> i64 {
+        let (_, now) = self.rates(m, account);
+        if m.tiers.is_empty() {
+            return now.max(0);
+        }
+        let v = self.volume_30d(account, m.cfg.quote);
+        m.tiers.iter().filter(|t| t.min_volume as i128 > v).map(|t| t.taker_bps).fold(now, i64::max).max(0)
+    }
+
+    /// A market order sized by a quote amount (`req.qty`, flag
+    /// [`FLAG_QUOTE_QTY`]; docs/exchange.md). The book is walked for the
+    /// whole lots the amount covers: a buy pays at most the amount,
+    /// notional and taker fee (each maker order's fill at the highest taker
+    /// rate the account can pay during the order, rounded up as settlement
+    /// rounds it), a sell's notional is at most the amount.
+    /// The order is then a market order of that many lots; a buy holds the
+    /// whole amount and releases what it did not spend when it ends.
+    fn place_quote(&mut self, account: u32, market: u32, req: &OrderRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = &self.markets[market as usize];
+        if req.order_type != OrderType::Market as u8 {
+            return Err(Reason::InvalidFlags.into());
+        }
+        let amount = req.qty;
+        if amount <= 0 {
+            return Err(Reason::InvalidAmount.into());
+        }
+        let id = self.next_order_id;
+        let mut req = OrderRequest { order_id: id, owner: account as u64, flags: req.flags & !FLAG_QUOTE_QTY, qty: 1, ..*req };
+        m.book.check(&req)?;
+        let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
+        let skip_own = req.stp != Stp::None as u8;
+        let tick = cfg.tick_units as i128;
+        let (lots, _) = match side {
+            Side::Buy => {
+                // A fill of n lots at p costs n×p×tick_units plus its fee,
+                // rounded up per fill: exact for a plain maker order (one
+                // fill), rounded up per lot for an iceberg (one fill per slice).
+                let bps = self.max_taker_bps(m, account);
+                let bound = if req.price > 0 { req.price } else { i64::MAX };
+                m.book.lots_within(side, amount as i128, bound, account as u64, skip_own, MAX_QTY, |p, n, iceberg| {
+                    let unit = p as i128 * tick;
+                    if iceberg {
+                        (unit + fee(unit, bps) as i128) * n as i128
+                    } else {
+                        unit * n as i128 + fee(unit * n as i128, bps) as i128
+                    }
+                })
+            }
+            Side::Sell => {
+                m.book.lots_within(side, amount as i128, req.price, account as u64, skip_own, MAX_QTY, |p, n, _| {
+                    p as i128 * tick * n as i128
+                })
+            }
+        };
+        if lots < cfg.min_qty {
+            return Err(Reason::BelowMinQuantity.into());
+        }
+        req.qty = lots;
+        if req.price > 0 {
+            Self::price_rules(m, lots, req.price)?;
+        }
+        let (asset, held, per_lot) = match side {
+            Side::Buy => (cfg.quote, amount as i128, 0),
+            Side::Sell => (cfg.base, lots as i128 * cfg.lot_units as i128, cfg.lot_units),
+        };
+        if held > i64::MAX as i128 {
+            return Err(Reason::InsufficientFunds.into());
+        }
+        self.ledger.hold(account, asset, held as i64).map_err(ledger_reason)?;
+        self.add_hold(id, Hold::new(account, market, side, held as i64, per_lot, 0));
         self.next_order_id += 1;
         let start = out.len();
         self.markets[market as usize].book.submit(&req, out).expect("validated above");
@@ -871,11 +956,16 @@ impl Exchange {
         for e in out[start..].iter_mut() {
             e.market = market;
         }
+        // The taker of the previous fill (a fill's order_id) in this step: consecutive fills of one taker
+        // are one aggregate trade for Binance's aggTrades.
+        let mut prev_taker = 0;
         for e in &out[start..] {
             match e.kind {
                 EventKind::Fill => {
                     self.settle_fill(market, &cfg, tiered, e);
-                    self.markets[market as usize].md.record(self.now, e.price, e.qty, e.side);
+                    let same = e.order_id == prev_taker;
+                    prev_taker = e.order_id;
+                    self.markets[market as usize].md.record_trade(self.now, e.price, e.qty, e.side, same);
                     if !self.linked.is_empty() {
                         self.entry_filled(e.order_id, e.qty, e.remaining);
                         self.entry_filled(e.other_id, e.qty, e.other_remaining);

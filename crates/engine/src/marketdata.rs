@@ -32,6 +32,10 @@ pub struct Trade {
     pub price: i64,
     pub qty: i64,
     pub taker_side: Side,
+    /// Taken by the same order as the trade before it, in the same command
+    /// (one taker sweeping makers): what Binance's aggregate trades group,
+    /// with the price.
+    pub same_taker: bool,
 }
 
 /// An OHLCV candle; volume in lots, quote volume in ticks x lots.
@@ -305,19 +309,24 @@ struct TapeRow {
     price: i64,
     qty: i64,
     taker_side: Side,
+    same_taker: bool,
 }
 
 impl Row for TapeRow {
-    const ORIGIN: TapeRow = TapeRow { ts: 0, price: 0, qty: 0, taker_side: Side::Buy };
+    const ORIGIN: TapeRow = TapeRow { ts: 0, price: 0, qty: 0, taker_side: Side::Buy, same_taker: false };
     const MAX_BYTES: usize = 10 + 10 + 19;
 
-    /// Time delta, price delta, then quantity and side in one varint: 4-6
-    /// bytes for a trade a minute after the last at a nearby price.
+    /// Time delta, price delta, then quantity, "same taker" and side in one
+    /// varint: 4-6 bytes for a trade a minute after the last at a nearby
+    /// price. A trade's quantity is positive, so its zigzag form is even
+    /// and its low bit is free: it carries "same taker" (0 in tapes written
+    /// before it did: each trade its own aggregate), at no cost in bytes.
     #[inline]
     fn put(&self, prev: &TapeRow, out: &mut Enc) {
         out.u64(self.ts.wrapping_sub(prev.ts));
         out.delta(self.price, prev.price);
-        out.u128((zigzag(self.qty) as u128) << 1 | self.taker_side as u128);
+        let same = (self.same_taker && self.qty > 0) as u64;
+        out.u128(((zigzag(self.qty) | same) as u128) << 1 | self.taker_side as u128);
     }
 
     #[inline]
@@ -329,7 +338,12 @@ impl Row for TapeRow {
             return None;
         }
         let taker_side = if v & 1 == 0 { Side::Buy } else { Side::Sell };
-        Some(TapeRow { ts, price, qty: crate::compact::unzigzag((v >> 1) as u64), taker_side })
+        let q = (v >> 1) as u64;
+        let (qty, same_taker) = ((q >> 1) as i64, q & 1 == 1);
+        if same_taker && qty == 0 {
+            return None; // never written: one encoding per row
+        }
+        Some(TapeRow { ts, price, qty, taker_side, same_taker })
     }
 }
 
@@ -359,9 +373,15 @@ impl Default for MarketData {
 impl MarketData {
     /// Records a trade at the exchange time `ts`; returns its trade id.
     pub fn record(&mut self, ts: u64, price: i64, qty: i64, taker_side: Side) -> u64 {
+        self.record_trade(ts, price, qty, taker_side, false)
+    }
+
+    /// Records a trade as [`MarketData::record`], saying whether the same
+    /// order took in the trade before it (in the same command).
+    pub fn record_trade(&mut self, ts: u64, price: i64, qty: i64, taker_side: Side, same_taker: bool) -> u64 {
         let id = self.next_trade_id;
         self.next_trade_id += 1;
-        self.tape.push(TapeRow { ts, price, qty, taker_side });
+        self.tape.push(TapeRow { ts, price, qty, taker_side, same_taker });
         for r in &mut self.rings {
             r.add(ts, price, qty);
         }
@@ -378,6 +398,7 @@ impl MarketData {
             price: t.price,
             qty: t.qty,
             taker_side: t.taker_side,
+            same_taker: t.same_taker,
         })
     }
 
@@ -502,13 +523,13 @@ mod tests {
             }
         }
         impl MarketData {
-            pub fn record(&mut self, ts: u64, price: i64, qty: i64, taker_side: Side) -> u64 {
+            pub fn record(&mut self, ts: u64, price: i64, qty: i64, taker_side: Side, same_taker: bool) -> u64 {
                 let id = self.next_trade_id;
                 self.next_trade_id += 1;
                 if self.tape.len() == TRADES_KEPT {
                     self.tape.pop_front();
                 }
-                self.tape.push_back(Trade { id, ts, price, qty, taker_side });
+                self.tape.push_back(Trade { id, ts, price, qty, taker_side, same_taker });
                 for r in &mut self.rings {
                     r.add(ts, price, qty);
                 }
@@ -601,16 +622,16 @@ mod tests {
                 (proptest::prop_oneof![0u64..3, 0u64..2_000, 0u64..200_000, 0u64..3 * DAY],
                  proptest::prop_oneof![90i64..110, 1i64..i64::MAX],
                  proptest::prop_oneof![1i64..4, 1i64..1_000_000_000_000],
-                 proptest::bool::ANY),
+                 proptest::bool::ANY, proptest::bool::ANY),
                 0..2_500),
             start in proptest::prop_oneof![proptest::strategy::Just(0u64), 0u64..4_000_000_000_000],
         ) {
             let (mut md, mut model) = (MarketData::default(), plain::MarketData::default());
             let mut ts = start;
-            for (i, &(gap, price, qty, sell)) in trades.iter().enumerate() {
+            for (i, &(gap, price, qty, sell, same)) in trades.iter().enumerate() {
                 ts += gap;
                 let side = if sell { Side::Sell } else { Side::Buy };
-                proptest::prop_assert_eq!(md.record(ts, price, qty, side), model.record(ts, price, qty, side));
+                proptest::prop_assert_eq!(md.record_trade(ts, price, qty, side, same), model.record(ts, price, qty, side, same));
                 if i % 500 == 0 {
                     assert_same(&md, &model, ts);
                 }
@@ -630,8 +651,8 @@ mod tests {
         for minute in 0..2 * 1_440u64 {
             let ts = start + minute * MINUTE + 1;
             let price = 1_000 + (minute % 7) as i64;
-            md.record(ts, price, 1, Side::Buy);
-            model.record(ts, price, 1, Side::Buy);
+            md.record_trade(ts, price, 1, Side::Buy, minute % 3 == 1);
+            model.record(ts, price, 1, Side::Buy, minute % 3 == 1);
         }
         assert_same(&md, &model, start + 2 * DAY);
         assert_eq!(md.rings[1].iter().count(), KEEP_1M);

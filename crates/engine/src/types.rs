@@ -15,6 +15,12 @@ pub const MAX_TRAIL_BPS: i64 = 9_999;
 pub const FLAG_POST_ONLY: u8 = 1;
 /// Order flag: a trailing stop's amount is in basis points of its reference.
 pub const FLAG_TRAIL_BPS: u8 = 2;
+/// Order flag (exchange only, never seen by a book): a market order sized
+/// by a quote amount, carried in `qty` (Binance's `quoteOrderQty`). The
+/// exchange walks the book for the whole lots that amount buys (fees
+/// included) or sells (before fees), and places a market order of that
+/// many lots (docs/exchange.md, "Orders sized by a quote amount").
+pub const FLAG_QUOTE_QTY: u8 = 4;
 const KNOWN_FLAGS: u8 = FLAG_POST_ONLY | FLAG_TRAIL_BPS;
 
 macro_rules! wire_enum {
@@ -228,7 +234,7 @@ impl Reason {
             }
             Reason::InvalidFlags => {
                 "flags: unknown flag, post_only needs a GTC/GTD limit order, \
-                 trail_bps needs a trailing stop"
+                 trail_bps needs a trailing stop, quote_qty needs a market order"
             }
             Reason::InvalidExpiry => {
                 "expire_ts: GTD orders need expire_ts later than the book's clock; others none"
@@ -388,6 +394,11 @@ impl OrderRequest {
     /// An IOC market order with no protection price.
     pub fn market(order_id: u64, owner: u64, side: Side, qty: i64) -> Self {
         OrderRequest { tif: Tif::Ioc as u8, ..Self::base(order_id, owner, side, OrderType::Market, qty) }
+    }
+    /// An IOC market order sized by a quote amount (in the quote asset's
+    /// units; [`FLAG_QUOTE_QTY`]): the exchange sizes it from the book.
+    pub fn market_quote(order_id: u64, owner: u64, side: Side, amount: i64) -> Self {
+        OrderRequest { flags: FLAG_QUOTE_QTY, ..Self::market(order_id, owner, side, amount) }
     }
     /// A stop order: market when `limit_price` is 0, else stop-limit (GTC).
     pub fn stop(order_id: u64, owner: u64, side: Side, trigger: i64, limit_price: i64, qty: i64) -> Self {

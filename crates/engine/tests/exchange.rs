@@ -218,7 +218,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => (acct.clone(), 0u32..3, 1i64..200_000).prop_map(|(a, s, n)| Op::Deposit(a, s, n)),
         1 => (acct.clone(), 0u32..3, 1i64..200_000).prop_map(|(a, s, n)| Op::Withdraw(a, s, n)),
-        8 => (acct.clone(), market.clone(), side, 95i64..106, 1i64..6, 0u8..4, 0u8..5, 0u8..8)
+        8 => (acct.clone(), market.clone(), side, 95i64..106, 1i64..6, 0u8..4, 0u8..5, 0u8..10)
             .prop_map(|(a, m, side, price, qty, tif, stp, kind)| {
                 let side = if side == 0 { B } else { S };
                 let r = match kind {
@@ -227,6 +227,9 @@ fn op() -> impl Strategy<Value = Op> {
                     2 => OrderRequest { price: 108, ..OrderRequest::stop(0, 0, side, price, 0, qty) },
                     3 => OrderRequest::limit(0, 0, side, price, qty).iceberg(1.min(qty - 1)),
                     4 => OrderRequest::limit(0, 0, side, price, qty).post_only(),
+                    // Sized by a quote amount: the ledger's whole range, an unaffordable one.
+                    8 => OrderRequest::market_quote(0, 0, side, price * qty * 97),
+                    9 => OrderRequest { price: if side == B { 104 } else { 97 }, ..OrderRequest::market_quote(0, 0, side, 60_000 + price) },
                     _ => OrderRequest { tif: tif % 3, ..OrderRequest::limit(0, 0, side, price, qty) },
                 };
                 Op::Place(a, m, r.with_stp(Stp::from_u8(stp).unwrap()))
@@ -523,4 +526,201 @@ fn bracket_entry_is_not_amendable_and_records_place_linked_orders() {
     assert!(out.iter().all(|e| e.kind != EventKind::Rejected), "{out:?}");
     assert_eq!(bal(&x, 1, 0).1, 2_000);
     x.check_invariants();
+}
+
+/// Account 0 takes with quote-sized market orders against a book that
+/// accounts 1 and 2 built; the market has fee tiers so that the taker's rate
+/// can change within one order.
+fn quote_exchange(levels: &[(u8, i64, i64, u32)], taker_bps: i64) -> Exchange {
+    let mut x = Exchange::new();
+    for _ in 0..2 {
+        x.add_asset();
+    }
+    x.add_market(MarketConfig { maker_bps: -taker_bps.min(1), taker_bps, ..cfg(0, 1) }).unwrap();
+    if taker_bps >= 4 {
+        let tiers = [FeeTier { min_volume: 2_000, maker_bps: -1, taker_bps: taker_bps / 2 }, FeeTier { min_volume: 6_000, maker_bps: -1, taker_bps: taker_bps / 4 }];
+        x.set_fee_tiers(0, &tiers).unwrap();
+    }
+    for _ in 0..3 {
+        let a = x.add_account();
+        x.deposit(a, 0, 100_000).unwrap();
+        x.deposit(a, 1, 10_000_000).unwrap();
+    }
+    let mut out = Vec::new();
+    for &(side, price, qty, owner) in levels {
+        let side = if side == 0 { B } else { S };
+        let _ = x.place(owner, 0, &OrderRequest::limit(0, 0, side, price, qty), &mut out);
+    }
+    x
+}
+
+#[test]
+fn quote_sized_buy_spends_at_most_the_amount_fee_included() {
+    // Asks: 2 lots at 100 (1000 quote each + 1 fee), 3 at 101 (1010 + 2 fee at 10 bps... ceil(1.01) = 2).
+    let mut x = quote_exchange(&[(1, 100, 2, 1), (1, 101, 3, 2)], 10);
+    let mut out = Vec::new();
+    let before = bal(&x, 0, 1);
+    // 4100 buys 2 x 1001 = 2002, then 2 x 1012 = 2024: 4026 <= 4100, a fifth lot would cost 5038.
+    let id = x.place(0, 0, &OrderRequest::market_quote(0, 0, B, 4_100), &mut out).unwrap();
+    let acc = out.iter().find(|e| e.kind == EventKind::Accepted).unwrap();
+    assert_eq!((acc.order_id, acc.qty), (id, 4));
+    let filled: i64 = out.iter().filter(|e| e.kind == EventKind::Fill).map(|e| e.qty).sum();
+    assert_eq!(filled, 4);
+    let after = bal(&x, 0, 1);
+    assert_eq!(after.1, 0, "the hold is released once the order ends");
+    let spent = before.0 - after.0;
+    // Real fees are per fill: 2000 notional at 10 bps -> 2; that volume
+    // reaches the first tier (5 bps), so 2020 -> 2.
+    assert_eq!(spent, 2_000 + 2 + 2_020 + 2);
+    assert!(spent <= 4_100);
+    assert_eq!(bal(&x, 0, 0).0, 100_000 + 4_000);
+    x.check_invariants();
+    // The whole amount is held while it walks: more than available is refused, nothing changes.
+    let snap = x.snapshot();
+    let r = x.place(0, 0, &OrderRequest::market_quote(0, 0, B, after.0 + 1), &mut out);
+    assert_eq!(r, Err(Reason::InsufficientFunds.into()));
+    assert_eq!(x.snapshot(), snap);
+}
+
+#[test]
+fn quote_sized_sell_sells_whole_lots_up_to_the_amount() {
+    // Bids: 2 lots at 100 (1000 each), 5 at 99 (990 each).
+    let mut x = quote_exchange(&[(0, 100, 2, 1), (0, 99, 5, 2)], 10);
+    let mut out = Vec::new();
+    let (base0, quote0) = (bal(&x, 0, 0), bal(&x, 0, 1));
+    // 3500: 2000 + 990 = 2990, a fourth lot would be 3980.
+    x.place(0, 0, &OrderRequest::market_quote(0, 0, S, 3_500), &mut out).unwrap();
+    assert_eq!(out.iter().find(|e| e.kind == EventKind::Accepted).unwrap().qty, 3);
+    assert_eq!(bal(&x, 0, 0), (base0.0 - 3_000, 0));
+    assert_eq!(bal(&x, 0, 1).0, quote0.0 + 2_000 - 2 + 990 - 1);
+    x.check_invariants();
+}
+
+#[test]
+fn quote_sized_orders_reject_what_they_cannot_size() {
+    let mut x = quote_exchange(&[(1, 100, 2, 1)], 10);
+    let mut out = Vec::new();
+    let snap = x.snapshot();
+    let cases = [
+        // Not one lot's worth (a lot costs 1001), an empty side, a zero amount, a limit type, a bad tif.
+        (OrderRequest::market_quote(0, 0, B, 1_000), Reason::BelowMinQuantity),
+        (OrderRequest::market_quote(0, 0, S, 10_000), Reason::BelowMinQuantity),
+        (OrderRequest::market_quote(0, 0, B, 0), Reason::InvalidAmount),
+        (OrderRequest { order_type: OrderType::Limit as u8, price: 100, ..OrderRequest::market_quote(0, 0, B, 5_000) }, Reason::InvalidFlags),
+        (OrderRequest::market_quote(0, 0, B, 5_000).with_tif(Tif::Gtc), Reason::InvalidTif),
+        // A protection price below the best ask leaves nothing to buy.
+        (OrderRequest { price: 99, ..OrderRequest::market_quote(0, 0, B, 5_000) }, Reason::BelowMinQuantity),
+    ];
+    for (r, want) in cases {
+        assert_eq!(x.place(0, 0, &r, &mut out), Err(want.into()), "{r:?}");
+        assert!(out.is_empty());
+        assert_eq!(x.snapshot(), snap);
+    }
+    // The book alone does not know the flag.
+    let mut book = Book::new(1, 1);
+    assert_eq!(book.submit(&OrderRequest::market_quote(1, 1, B, 5), &mut out), Err(Reason::InvalidFlags.into()));
+    // Through a batch record: the flag and the amount in `qty`.
+    let rec = record::CommandRecord {
+        kind: record::kind::SUBMIT, side: B as u8, order_type: OrderType::Market as u8, tif: Tif::Ioc as u8,
+        flags: FLAG_QUOTE_QTY, qty: 2_002, ..Default::default()
+    };
+    x.apply_record(&rec, 0, &mut out);
+    let acc = out.iter().find(|e| e.kind == EventKind::Accepted).expect("accepted");
+    assert_eq!(acc.qty, 2);
+    x.check_invariants();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// A quote-sized order never pays (buy: notional and fees) or sells for
+    /// (sell: notional) more than its amount, takes the most whole lots that
+    /// fit when nothing stops it early, and holds nothing once it ended.
+    #[test]
+    fn quote_sized_orders_stay_within_the_amount(
+        levels in prop::collection::vec((0u8..2, 95i64..106, 1i64..8, 0u32..3), 0..14),
+        side in 0u8..2, amount in 1i64..40_000, taker in prop_oneof![Just(0i64), Just(10), Just(37), Just(250)],
+        stp in 0u8..5, protect in prop_oneof![Just(0i64), 95i64..106],
+    ) {
+        let mut x = quote_exchange(&levels, taker);
+        let side = if side == 0 { B } else { S };
+        let (b0, q0) = (bal(&x, 0, 0), bal(&x, 0, 1));
+        let fees0 = x.ledger().fees(1).unwrap();
+        let book_before = x.book(0).unwrap().l3();
+        let mut out = Vec::new();
+        let r = OrderRequest { price: protect, ..OrderRequest::market_quote(0, 0, side, amount).with_stp(Stp::from_u8(stp).unwrap()) };
+        let snap = x.snapshot();
+        let own = book_before.iter().any(|o| o.owner == 0);
+        match x.place(0, 0, &r, &mut out) {
+            Err(_) => prop_assert_eq!(x.snapshot(), snap),
+            Ok(id) => {
+                x.check_invariants();
+                prop_assert!(x.order_hold(id).is_none(), "the order ended and holds nothing");
+                let (b1, q1) = (bal(&x, 0, 0), bal(&x, 0, 1));
+                // Totals (available + held): a self-trade moves the account's own resting orders too.
+                let (b0, q0, b1, q1) = ((b0.0 + b0.1, 0), (q0.0 + q0.1, 0), (b1.0 + b1.1, 0), (q1.0 + q1.1, 0));
+                let fills: Vec<&Event> = out.iter().filter(|e| e.kind == EventKind::Fill).collect();
+                let notional: i64 = fills.iter().map(|e| e.price * e.qty * 10).sum();
+                let lots: i64 = fills.iter().map(|e| e.qty).sum();
+                let accepted = out.iter().find(|e| e.kind == EventKind::Accepted).unwrap().qty;
+                prop_assert!(lots <= accepted);
+                if side == B {
+                    let spent = q0.0 - q1.0;
+                    prop_assert!(spent <= amount, "spent {} of {}", spent, amount);
+                    if !own {
+                        prop_assert!(spent >= notional);
+                        prop_assert_eq!(b1.0 - b0.0, lots * 1_000);
+                    }
+                } else {
+                    prop_assert!(notional <= amount, "sold for {} of {}", notional, amount);
+                    prop_assert!(q1.0 - q0.0 <= notional);
+                    if !own {
+                        prop_assert_eq!(b0.0 - b1.0, lots * 1_000);
+                    }
+                }
+                prop_assert!(x.ledger().fees(1).unwrap() >= fees0);
+                // Without own orders in the way, one more lot would not have fit.
+                let more = book_before.iter().filter(|o| o.side != side && (protect == 0 || if side == B { o.price <= protect } else { o.price >= protect }))
+                    .map(|o| o.visible + o.hidden).sum::<i64>() > lots;
+                if !own && more {
+                    // Fills are per maker order (plain orders: one fill each), fees rounded up per fill.
+                    let cost = |p: i64, n: i64| {
+                        let v = p as i128 * 10 * n as i128;
+                        if side == B { v + (v * taker as i128 + 9_999) / 10_000 } else { v }
+                    };
+                    let mut makers: Vec<(i64, i64)> = book_before.iter()
+                        .filter(|o| o.side != side && (protect == 0 || if side == B { o.price <= protect } else { o.price >= protect }))
+                        .map(|o| (o.price, o.visible + o.hidden)).collect();
+                    makers.sort_by_key(|&(p, _)| if side == B { p } else { -p });
+                    let (mut left, mut bound) = (lots, 0i128);
+                    for &(p, q) in &makers {
+                        if left < q {
+                            prop_assert!(bound + cost(p, left) <= amount as i128);
+                            prop_assert!(bound + cost(p, left + 1) > amount as i128, "lot {} would still fit", lots + 1);
+                            break;
+                        }
+                        bound += cost(p, q);
+                        left -= q;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_tape_marks_trades_of_the_same_taker() {
+    let mut x = setup();
+    let mut out = Vec::new();
+    for (price, qty) in [(100, 1), (100, 2), (101, 1)] {
+        x.place(0, 0, &OrderRequest::limit(0, 0, S, price, qty), &mut out).unwrap();
+    }
+    // One taker sweeps three makers at two prices; the next taker starts a new run.
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 4), &mut out).unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 101, 1), &mut out).unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 1), &mut out).unwrap();
+    let tape: Vec<(i64, bool)> = x.market_data(0).unwrap().trades(10).map(|t| (t.price, t.same_taker)).collect();
+    assert_eq!(tape, [(100, false), (100, true), (101, true), (101, false)]);
+    let y = Exchange::restore(&x.snapshot()).unwrap();
+    assert_eq!(y.market_data(0).unwrap().trades(10).map(|t| t.same_taker).collect::<Vec<_>>(), [false, true, true, false]);
 }

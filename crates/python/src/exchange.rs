@@ -7,7 +7,7 @@ use lxdex_engine::record::COMMAND_RECORD_SIZE;
 use lxdex_engine::replay::replay_records;
 use lxdex_engine::{
     BracketRequest, Event, EventKind, Exchange, ExitLegs, FeeTier, MarketConfig, MarketStatus, OcoRequest, OrderStatus,
-    Reject, Side, FLAG_POST_ONLY,
+    Reject, Side, FLAG_POST_ONLY, FLAG_QUOTE_QTY,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -116,9 +116,12 @@ impl PyExchange {
         plain(py, "transfer from account", from_account as u64, self.x.transfer(from_account, to_account, asset, amount))
     }
 
-    /// Places an order; returns `(order_id, events)`.
+    /// Places an order; returns `(order_id, events)`. `quote_qty` (quote
+    /// units, with `qty` 0) sizes a market order by a quote amount: the core
+    /// walks the book for the whole lots it buys (fees included) or sells.
     #[pyo3(signature = (account, market, side, qty, price = 0, order_type = 0, tif = 0, stp = 0,
-                        post_only = false, display_qty = 0, trigger_price = 0, trail_bps = false, expire_ts = 0))]
+                        post_only = false, display_qty = 0, trigger_price = 0, trail_bps = false, expire_ts = 0,
+                        quote_qty = 0))]
     #[allow(clippy::too_many_arguments)]
     fn place<'py>(
         &mut self,
@@ -136,11 +139,19 @@ impl PyExchange {
         trigger_price: i64,
         trail_bps: bool,
         expire_ts: u64,
+        quote_qty: i64,
     ) -> PyResult<(u64, Bound<'py, PyList>)> {
-        let req = order_request(
+        if quote_qty != 0 && qty != 0 {
+            return Err(PyValueError::new_err("quote_qty: give qty or quote_qty, not both"));
+        }
+        let mut req = order_request(
             0, account as u64, side, qty, price, order_type, tif, stp, post_only, display_qty, trigger_price,
             trail_bps, expire_ts,
         );
+        if quote_qty != 0 {
+            req.qty = quote_qty;
+            req.flags |= FLAG_QUOTE_QTY;
+        }
         let r = self.x.place(account, market, &req, &mut self.out);
         let id = *r.as_ref().unwrap_or(&0);
         let events = done(py, &mut self.out, "order of account", account as u64, r.map(|_| ()))?;
@@ -390,6 +401,16 @@ impl PyExchange {
     fn trades(&self, market: u32, limit: usize) -> PyResult<Vec<(u64, u64, i64, i64, u8)>> {
         let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
         Ok(md.trades(limit).map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8)).collect())
+    }
+
+    /// Recent trades `(id, ts, price, qty, taker_side, same_taker)`, oldest
+    /// first: `same_taker` when the order that took it also took the trade
+    /// before it, in the same command (Binance's aggregate trades).
+    #[pyo3(signature = (market, limit = 500))]
+    #[allow(clippy::type_complexity)]
+    fn tape(&self, market: u32, limit: usize) -> PyResult<Vec<(u64, u64, i64, i64, u8, bool)>> {
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        Ok(md.trades(limit).map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8, t.same_taker)).collect())
     }
 
     /// Candles `(start_ms, open, high, low, close, volume, quote_volume, trades)`

@@ -449,9 +449,12 @@ _Struct = dict(forbid_unknown_fields=True)
 
 
 class OrderIn(msgspec.Struct, **_Struct):
+    """`qty`, or for a market order `quote_qty` (an amount of the quote asset to spend on a buy, fee
+    included, or to take in for a sell): exactly one."""
+
     market: str
     side: str
-    qty: Number
+    qty: Number | None = None
     price: Number | None = None
     type: str = "limit"
     tif: str | None = None
@@ -461,6 +464,7 @@ class OrderIn(msgspec.Struct, **_Struct):
     display_qty: Number | None = None
     expire_ts: I63 = 0
     client_order_id: str | None = None
+    quote_qty: Number | None = None
 
 
 class LegIn(msgspec.Struct, **_Struct):
@@ -701,12 +705,19 @@ def native_routes(ctx: ApiContext) -> list:
                 check_client_id(o.client_order_id, "client_order_id")
             except ValueError as e:
                 raise ApiError(400, "INVALID_REQUEST", str(e), "client_order_id") from None
+        if (o.qty is None) == (o.quote_qty is None):
+            field = "qty" if o.qty is None else "quote_qty"
+            raise ApiError(400, "INVALID_REQUEST", f"{field}: give qty, or quote_qty for a market order "
+                                                   "(exactly one)", field)
+        if o.quote_qty is not None and o.type != "market":
+            raise ApiError(400, "INVALID_REQUEST", "quote_qty: only market orders are sized by a quote amount",
+                           "quote_qty")
         ctx.read(market_of, o.market)
         cmd = C.PlaceOrder(account=r.user, market=o.market, side=o.side, qty=_number(o.qty, "qty"),
                            price=_number(o.price, "price"), order_type=o.type, tif=o.tif, stp=o.stp,
                            post_only=o.post_only, display_qty=_number(o.display_qty, "display_qty"),
                            trigger_price=_number(o.trigger_price, "trigger_price"), expire_ts=o.expire_ts,
-                           client_id=o.client_order_id)
+                           client_id=o.client_order_id, quote_qty=_number(o.quote_qty, "quote_qty"))
         out = await ctx.run(cmd)
         if not out.ok:
             e = outcome_error(out)

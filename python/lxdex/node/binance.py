@@ -316,7 +316,7 @@ def routes(ctx: ApiContext) -> list:
             "baseAssetPrecision": m.base.decimals, "quoteAsset": m.quote.symbol, "quotePrecision": m.quote.decimals,
             "quoteAssetPrecision": m.quote.decimals, "baseCommissionPrecision": m.base.decimals,
             "quoteCommissionPrecision": m.quote.decimals, "orderTypes": ORDER_TYPES, "icebergAllowed": True,
-            "ocoAllowed": False, "otoAllowed": False, "quoteOrderQtyMarketAllowed": False,
+            "ocoAllowed": False, "otoAllowed": False, "quoteOrderQtyMarketAllowed": True,
             "allowTrailingStop": False, "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False, "filters": [
                 {"filterType": "PRICE_FILTER", "minPrice": _fmt(m.tick_size), "maxPrice": "0.00000000",
@@ -375,7 +375,8 @@ def routes(ctx: ApiContext) -> list:
         return [_trade_row(t) for t in ts]
 
     def agg_trades(p, user):
-        # Every trade is its own aggregate here (one taker order, one maker, one price).
+        """Aggregate trades: consecutive trades of one taker order at one price (`Exchange.agg_trades`, the
+        core's tape); the aggregate id is its first trade's id."""
         m = market_of(p.get("symbol"))
         from_id = int_param(p, "fromId", None, 0, 2**63 - 1)
         start = int_param(p, "startTime", None, 0, 2**62)
@@ -383,13 +384,12 @@ def routes(ctx: ApiContext) -> list:
         limit = int_param(p, "limit", 500, 1, 1000)
         if from_id is not None and (start is not None or end is not None):
             raise BError(-1128, "Combination of optional parameters invalid: fromId with startTime/endTime.")
+        if start is not None and end is not None and start > end:
+            raise BError(-1128, "Combination of optional parameters invalid: startTime after endTime.")
         with node.lock:
-            ts = node.exchange.trades(m.symbol, 1000 if (from_id or start or end) else limit)
-        ts = [t for t in ts if (from_id is None or t["id"] >= from_id) and (start is None or t["ts"] >= start)
-              and (end is None or t["ts"] <= end)]
-        ts = ts[:limit] if (from_id is not None or start is not None) else ts[-limit:]
-        return [{"a": t["id"], "p": _fmt(t["price"]), "q": _fmt(t["qty"]), "f": t["id"], "l": t["id"],
-                 "T": t["ts"], "m": t["taker_side"] == "sell", "M": True} for t in ts]
+            rows = node.exchange.agg_trades(m.symbol, from_id=from_id, start=start, end=end, limit=limit)
+        return [{"a": t["id"], "p": _fmt(t["price"]), "q": _fmt(t["qty"]), "f": t["first_id"], "l": t["last_id"],
+                 "T": t["ts"], "m": t["taker_side"] == "sell", "M": True} for t in rows]
 
     def klines(p, user):
         from .history import _next_start
@@ -590,11 +590,21 @@ def routes(ctx: ApiContext) -> list:
             raise _mandatory("timeInForce")
         if not limit_like and tif is not None and btype != "LIMIT_MAKER":
             raise BError(-1106, "Parameter 'timeInForce' sent when not required.")
-        if "quoteOrderQty" in p:
-            # The matching core has no order sized by a quote amount; estimating one here from the book would
-            # not be what the state machine does. exchangeInfo says so too (quoteOrderQtyMarketAllowed).
-            raise BError(-2010, "Quote order qty market orders are not support for this symbol.")
-        qty = dec_param(p, "quantity", required=True)
+        quote_qty = None
+        if p.get("quoteOrderQty") not in (None, ""):
+            # A MARKET order sized by a quote amount: the state machine walks the book when it applies it
+            # (docs/exchange.md), so the size is what the match sees.
+            if btype != "MARKET":
+                raise BError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
+            if p.get("quantity") not in (None, ""):
+                raise BError(-1128, "Combination of optional parameters invalid. Send quantity or "
+                                    "quoteOrderQty, not both.")
+            quote_qty = dec_param(p, "quoteOrderQty")
+            if Decimal(quote_qty).as_tuple().exponent < -m.quote.decimals and \
+                    Decimal(quote_qty).normalize().as_tuple().exponent < -m.quote.decimals:
+                raise BError(-1111, f"Parameter 'quoteOrderQty' has too much precision (at most "
+                                    f"{m.quote.decimals} decimals of {m.quote.symbol}).")
+        qty = None if quote_qty is not None else dec_param(p, "quantity", required=True)
         price = dec_param(p, "price", required=limit_like or btype == "LIMIT_MAKER")
         if price is not None and not (limit_like or btype == "LIMIT_MAKER"):
             raise BError(-1106, "Parameter 'price' sent when not required.")
@@ -612,7 +622,7 @@ def routes(ctx: ApiContext) -> list:
         client_id = client_id_param(p, "newClientOrderId")
         cmd = C.PlaceOrder(account=user, market=m.symbol, side=side.lower(), qty=qty, price=price,
                            order_type=otype, tif=tif.lower() if tif else None, stp=_STP[stp], post_only=post_only,
-                           display_qty=iceberg, trigger_price=stop, client_id=client_id)
+                           display_qty=iceberg, trigger_price=stop, client_id=client_id, quote_qty=quote_qty)
         return m, cmd, btype, resp_type
 
     def client_id_param(p: dict, name: str) -> str | None:
@@ -641,7 +651,7 @@ def routes(ctx: ApiContext) -> list:
         ack = {"symbol": m.symbol.replace("-", ""), "orderId": oid, "orderListId": -1, "clientOrderId": client_id,
                "transactTime": now}
         filled, quote, fills, status, reason = 0, Decimal(0), [], None, None
-        conditional = False
+        conditional, orig_lots = False, None
         for e in events:
             if e.order_id != oid:
                 continue
@@ -657,6 +667,7 @@ def routes(ctx: ApiContext) -> list:
                 status, reason = "cancelled", Reason(e.reason).name.lower()
             elif e.kind == EventKind.ACCEPTED:
                 conditional = cmd.order_type not in ("limit", "market")
+                orig_lots = e.qty
         if btype == "LIMIT_MAKER" and reason == "post_only":  # Binance rejects it rather than expire it
             raise BError(-2010, "Order would immediately match and take.")
         if resp_type == "ACK":
@@ -671,8 +682,11 @@ def routes(ctx: ApiContext) -> list:
             for f in fills:
                 if f["commission"] is None:
                     f["commission"] = _fmt(0)
-        result = {**ack, "price": _fmt(cmd.price or 0), "origQty": _fmt(cmd.qty), "executedQty":
-                  _fmt(filled * m.lot_size), "origQuoteOrderQty": _fmt(0), "cummulativeQuoteQty": _fmt(quote),
+        # A quoteOrderQty order's quantity is what the state machine sized it to (its ACCEPTED event).
+        orig = cmd.qty if cmd.quote_qty is None else (orig_lots or 0) * m.lot_size
+        result = {**ack, "price": _fmt(cmd.price or 0), "origQty": _fmt(orig), "executedQty":
+                  _fmt(filled * m.lot_size), "origQuoteOrderQty": _fmt(cmd.quote_qty or 0),
+                  "cummulativeQuoteQty": _fmt(quote),
                   "status": "NEW" if conditional and not filled and status == "new" else _status(status, reason),
                   "timeInForce": (cmd.tif or "gtc").upper(), "type": btype, "side": cmd.side.upper(),
                   "workingTime": now, "selfTradePreventionMode": _OUR_STP[cmd.stp]}
@@ -693,8 +707,9 @@ def routes(ctx: ApiContext) -> list:
             raise BError(-1130, "Invalid data sent for a parameter: computeCommissionRates.")
         try:
             with node.lock:
-                node.exchange._order_args(cmd.market, cmd.side, cmd.qty, cmd.price, cmd.order_type, cmd.tif,
-                                          cmd.stp, cmd.display_qty, cmd.trigger_price)
+                amount = node.exchange._quote_amount(cmd.market, cmd.qty, cmd.quote_qty, cmd.order_type)
+                node.exchange._order_args(cmd.market, cmd.side, "0" if amount else cmd.qty, cmd.price,
+                                          cmd.order_type, cmd.tif, cmd.stp, cmd.display_qty, cmd.trigger_price)
         except ValueError as e:  # OrderRejected is one
             reason = getattr(e, "reason", None)
             raise _order_reject({"reason": reason.name if reason is not None else "INVALID_COMMAND",

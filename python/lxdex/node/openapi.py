@@ -79,7 +79,12 @@ SCHEMAS: dict[str, Any] = {
         "client_order_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:/-]{1,36}$",
                             "description": "your name for the order: journaled, kept with the order (also in the "
                                            "history); unique among your open orders (else 400 DUPLICATE_ID)"},
-    }, ["market", "side", "qty"]) | {"examples": [{"market": "BTC-USD", "side": "buy", "qty": "0.01", "price": "100"},
+        "quote_qty": NUM_IN | {"description": "instead of qty, for a market order: an amount of the quote asset. "
+                                              "The exchange buys the whole lots it pays for, taker fee included, "
+                                              "or sells the whole lots whose proceeds (before the fee) it covers; "
+                                              "the rest is not spent"},
+    }, ["market", "side"]) | {"examples": [{"market": "BTC-USD", "side": "buy", "qty": "0.01", "price": "100"},
+                                           {"market": "BTC-USD", "side": "buy", "type": "market", "quote_qty": "250"},
                                                   {"market": "ETH-USD", "side": "sell", "qty": "0.5", "price": "90000",
                                                    "type": "limit", "tif": "gtc"}]},
     "LegIn": obj({"trigger_price": NUM_IN, "price": NUM_IN,
