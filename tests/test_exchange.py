@@ -4,6 +4,8 @@ settlement with fees, holds released, conservation."""
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("lxdex._core")
 
@@ -196,3 +198,21 @@ def test_agg_trades_group_one_takers_fills_at_one_price(ex):
     assert [g["id"] for g in ex.agg_trades("BTC-USD", limit=1)] == [4]
     assert [g["id"] for g in ex.agg_trades("BTC-USD", start=0, limit=1)] == [1]
     assert ex.agg_trades("BTC-USD", end=-1) == []
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.from_regex(r"\A[0-9]{1,20}(\.[0-9]{0,20})?\Z"), st.from_regex(r"\A-?[0-9]{0,3}\.?[0-9]{0,3}\Z"),
+                 st.sampled_from(["", "1e3", " 5", "+5", "NaN", "Infinity", "0.0", "00012", "1" * 19, "1." + "0" * 19])),
+       st.sampled_from(["0.01", "0.0001", "0.001", "0.5", "0.05", "1", "10", "1E+1", "25", "0.00000001", "0.3"]))
+def test_units_fast_path_equals_the_decimal_path(value, step):
+    """`_units` (integer arithmetic for plain decimal strings) gives what
+    the Decimal path gives, or the same rejection."""
+    from lxdex.exchange import _units, _units_decimal
+
+    def run(f):
+        try:
+            return f(value, Decimal(step), "qty", Reason.OFF_LOT_GRID)
+        except OrderRejected as e:
+            return ("rejected", e.reason, str(e))
+
+    assert run(_units) == run(_units_decimal)

@@ -64,8 +64,41 @@ def _decimal(value: str | int | Decimal, field: str) -> Decimal:
     return d
 
 
+_PLAIN = re.compile(r"(\d{1,18})(?:\.(\d{1,18}))?")
+_STEP_PARTS: dict = {}  # step -> (m, k) with step == m * 10**-k, or False for a step of another form
+
+
+def _step_parts(step: Decimal):
+    sign, digits, exp = step.as_tuple()
+    if sign or not isinstance(exp, int) or not any(digits):
+        return False
+    return int("".join(map(str, digits))) * 10 ** max(exp, 0), max(-exp, 0)
+
+
 def _units(value: str | int | Decimal, step: Decimal, field: str, reason: Reason) -> int:
-    """`value` as a whole number of `step`s, or OrderRejected naming the field."""
+    """`value` as a whole number of `step`s, or OrderRejected naming the field.
+
+    A plain decimal string (at most 18 digits before and after the point,
+    no sign or exponent: what the gateways pass) that is an exact multiple
+    of the step takes integer arithmetic; anything else, and every error,
+    takes the Decimal path (`_units_decimal`), whose result it equals."""
+    if type(value) is str:
+        m = _PLAIN.fullmatch(value)
+        if m is not None:
+            parts = _STEP_PARTS.get(step)
+            if parts is None:
+                parts = _STEP_PARTS[step] = _step_parts(step)
+            if parts:
+                mant, k = parts
+                frac = m.group(2) or ""
+                if len(frac) <= k:
+                    q, r = divmod(int(m.group(1) + frac.ljust(k, "0")), mant)  # value * 10**k / mant
+                    if r == 0 and q < _I64:
+                        return q
+    return _units_decimal(value, step, field, reason)
+
+
+def _units_decimal(value: str | int | Decimal, step: Decimal, field: str, reason: Reason) -> int:
     d = _decimal(value, field)
     n = d / step
     if n != n.to_integral_value():
