@@ -407,10 +407,25 @@ class NodeHttpProtocol(HttpToolsProtocol):
         else:
             self._idle_since = self.loop.time()
 
+    def on_message_begin(self) -> None:
+        # uvicorn's, without the ASGI scope: only a request that goes to uvicorn needs one (`_scope`)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
+
+    def _scope(self) -> None:
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"}, "http_version": "1.1",
+            "server": self.server, "client": self.client, "scheme": self.scheme, "root_path": self.root_path,
+            "headers": self.headers, "state": self.app_state.copy(),
+        }
+
     def on_headers_complete(self) -> None:
         parser = self.parser
         method = _FAST_METHODS.get(parser.get_method())
         if method is None or self.expect_100_continue or parser.should_upgrade():
+            self._scope()
             return super().on_headers_complete()
         parsed = httptools.parse_url(self.url)
         path = parsed.path.decode("ascii")
@@ -418,9 +433,9 @@ class NodeHttpProtocol(HttpToolsProtocol):
             path = unquote(path)
         found = self.routes.match(method, path)
         if found is None:
+            self._scope()
             return super().on_headers_complete()
         handler, params = found
-        self.scope["method"] = method
         keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
         cycle = _FastCycle(handler, FastRequest(method, path, parsed.query or b"", self.headers, self.client, params),
                            keep_alive)
