@@ -287,6 +287,11 @@ class _E:
         return _Spec("GET", "/order-lists", "signed")
 
     @staticmethod
+    def order_list_history(market, start_ts, end_ts, from_id, limit) -> _Spec:
+        return _Spec("GET", "/order-lists", "signed", query={"status": "all", "market": market, "start_ts": start_ts,
+                                                              "end_ts": end_ts, "from_id": from_id, "limit": limit})
+
+    @staticmethod
     def cancel_order_list(order_list_id: int) -> _Spec:
         return _Spec("DELETE", f"/order-lists/{order_list_id}", "signed")
 
@@ -466,6 +471,12 @@ class Client(_Base):
 
     def order_lists(self) -> list[dict]:
         return self._call(_E.order_lists())
+
+    def order_list_history(self, market: str | None = None, start_ts: int | None = None, end_ts: int | None = None,
+                           from_id: int | None = None, limit: int | None = None) -> dict:
+        """The key's order lists, live and ended, with all their orders (`GET /order-lists?status=all`):
+        `{order_lists, next_from_id}`."""
+        return self._call(_E.order_list_history(market, start_ts, end_ts, from_id, limit))
 
     def cancel_order_list(self, order_list_id: int) -> dict:
         return self._call(_E.cancel_order_list(order_list_id))

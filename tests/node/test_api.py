@@ -592,3 +592,42 @@ def test_order_lists_oco_and_bracket(alice, bob):
     assert sorted(c["cancelled"]) == b["order_ids"]
     assert a.order_lists() == [] and a.open_orders() == []
     assert all(Decimal(x["held"]) == 0 for x in a.balances())
+
+
+def test_order_list_history(alice, bob, http):
+    """GET /order-lists?status=all: the key's lists, live and ended, with all their orders, from the history;
+    paginated by list id; bad parameters name the field."""
+    a = alice.client
+    live = a.place_order_list("oco", "BTC-USD", "sell", "1", take_profit={"trigger_price": "900000", "price": "900000"},
+                              stop_loss={"trigger_price": "1"})
+    ended = a.place_order_list("bracket", "BTC-USD", "buy", "0.5", price="1", take_profit={"trigger_price": "2"},
+                               stop_loss={"trigger_price": "0.5", "price": "0.49"})
+    a.cancel_order_list(ended["order_list_id"])
+    page = a.order_list_history(from_id=live["order_list_id"])
+    assert page["next_from_id"] is None
+    got = {g["order_list_id"]: g for g in page["order_lists"]}
+    g, b = got[live["order_list_id"]], got[ended["order_list_id"]]
+    assert (g["type"], g["status"], g["market"], g["entry"], g["tp"], g["sl"]) == (
+        "oco", "executing", "BTC-USD", None, live["order_list_id"], live["order_list_id"] + 1)
+    assert [(o["order_id"], o["status"], o["order_list_id"], o["contingency"]) for o in g["orders"]] == [
+        (i, "new", live["order_list_id"], "oco") for i in live["order_ids"]]
+    assert (b["type"], b["status"], b["entry"]) == ("bracket", "done", ended["order_list_id"])
+    assert [o["status"] for o in b["orders"]] == ["cancelled"] * 3 and b["updated_ts"] >= b["created_ts"]
+    one = a.order_list_history(from_id=live["order_list_id"], limit=1)
+    assert [x["order_list_id"] for x in one["order_lists"]] == [live["order_list_id"]]
+    assert one["next_from_id"] == live["order_list_id"] + 1
+    assert bob.client.order_list_history(from_id=live["order_list_id"])["order_lists"] == []  # not bob's
+    assert [x["order_list_id"] for x in a.order_lists()] == [live["order_list_id"]]  # status=open: live only
+    a.cancel_order_list(live["order_list_id"])
+    for query, field in (({"status": "closed"}, "status"), ({"status": "all", "limit": "0"}, "limit"),
+                         ({"status": "all", "from_id": "x"}, "from_id"), ({"limit": "5"}, "limit"),
+                         ({"status": "all", "market": "NOPE-USD"}, "market"),
+                         ({"status": "all", "start_ts": "9", "end_ts": "1"}, "start_ts")):
+        e = err(lambda: a._call(_list_spec(query)))
+        assert e.status in (400, 404) and e.field == field, (query, e)
+
+
+def _list_spec(query: dict):
+    from lxdex.client import _Spec
+
+    return _Spec("GET", "/order-lists", "signed", query=query)

@@ -514,8 +514,8 @@ def test_oco_order_lists(http, trader, api_node):
     assert c.json()["listStatusType"] == "ALL_DONE" and {o["status"] for o in c.json()["orderReports"]} == {"CANCELED"}
     signed(http, trader, "DELETE", "/api/v3/orderList", {"symbol": "BTCUSD", "orderListId": legacy["orderListId"]})
     assert signed(http, trader, "GET", "/api/v3/openOrderList", {}).json() == []
-    e = signed(http, trader, "GET", "/api/v3/orderList", {"orderListId": lst["orderListId"]})
-    assert e.status_code == 400 and e.json()["code"] == -2011
+    e = signed(http, trader, "GET", "/api/v3/orderList", {"orderListId": lst["orderListId"]})  # ended: the history's
+    assert e.status_code == 200 and e.json()["listStatusType"] == "ALL_DONE", e.text
     btc = {b["asset"]: b for b in signed(http, trader, "GET", "/api/v3/account", {}).json()["balances"]}["BTC"]
     assert btc["locked"] == btc0["locked"]
 
@@ -628,3 +628,60 @@ def test_fixed_formatter_equals_the_decimal_one(step, n):
     from lxdex.node.binance import _fixed, _fmt
 
     assert _fixed(Decimal(step))(n) == _fmt(n * Decimal(step))
+
+
+def test_all_order_list_and_ended_lists(http, trader, api_node):
+    """GET allOrderList: the user's lists, live and ended (from the history), in Binance's shape; GET orderList
+    answers for an ended list too; bad parameters name the field and change nothing; signatures are checked."""
+    base = {"symbol": "BTCUSD", "side": "SELL", "quantity": "0.1", "aboveType": "LIMIT_MAKER",
+            "belowType": "STOP_LOSS"}
+    lists = []
+    for i in range(3):
+        r = signed(http, trader, "POST", "/api/v3/orderList/oco", {
+            **base, "abovePrice": str(900000 + i), "belowStopPrice": "2", "aboveClientOrderId": f"all-tp-{i}"},
+            in_body=True)
+        assert r.status_code == 200, r.text
+        lists.append(r.json())
+    ended = lists[0]["orderListId"]
+    assert signed(http, trader, "DELETE", "/api/v3/orderList", {"symbol": "BTCUSD", "orderListId": ended}
+                  ).status_code == 200
+    got = signed(http, trader, "GET", "/api/v3/orderList", {"orderListId": ended})
+    assert got.status_code == 200, got.text
+    g = got.json()
+    assert (g["orderListId"], g["contingencyType"], g["listStatusType"], g["listOrderStatus"], g["symbol"],
+            g["listClientOrderId"]) == (ended, "OCO", "ALL_DONE", "ALL_DONE", "BTCUSD", f"lxl{ended}")
+    assert g["orders"] == [{"symbol": "BTCUSD", "orderId": ended + 1, "clientOrderId": f"lx{ended + 1}"},
+                           {"symbol": "BTCUSD", "orderId": ended, "clientOrderId": "all-tp-0"}]
+    assert set(g) == {"orderListId", "contingencyType", "listStatusType", "listOrderStatus", "listClientOrderId",
+                      "transactionTime", "symbol", "orders"}
+    rows = signed(http, trader, "GET", "/api/v3/allOrderList", {"fromId": ended}).json()
+    assert [x["orderListId"] for x in rows] == [x["orderListId"] for x in lists]
+    assert [x["listStatusType"] for x in rows] == ["ALL_DONE", "EXEC_STARTED", "EXEC_STARTED"]
+    assert rows[0] == g and rows[1]["orders"] == lists[1]["orders"]
+    assert rows[1]["transactionTime"] >= rows[0]["transactionTime"]
+    last = signed(http, trader, "GET", "/api/v3/allOrderList", {"limit": 2}).json()
+    assert [x["orderListId"] for x in last] == [x["orderListId"] for x in lists[1:]]
+    t = rows[2]["transactionTime"]
+    window = signed(http, trader, "GET", "/api/v3/allOrderList", {"startTime": t, "endTime": t}).json()
+    assert lists[2]["orderListId"] in [x["orderListId"] for x in window]
+    before = state(api_node, trader.user_id)
+    for params, code, field in [({"limit": "1001"}, -1130, "limit"), ({"limit": "x"}, -1102, "limit"),
+                                ({"fromId": "-1"}, -1102, "fromId"), ({"startTime": "5", "endTime": "4"}, -1128,
+                                                                      "startTime"),
+                                ({"fromId": "1", "startTime": "1"}, -1128, "fromId"), ({"symbol": "BTCUSD"}, -1104,
+                                                                                        "symbol")]:
+        e = signed(http, trader, "GET", "/api/v3/allOrderList", params)
+        assert e.status_code == 400 and e.json()["code"] == code and field in e.json()["msg"], (params, e.text)
+    e = signed(http, trader, "GET", "/api/v3/allOrderList", {}, secret="wrong-secret")
+    assert e.status_code == 400 and e.json()["code"] == -1022
+    e = http.get("/api/v3/allOrderList", params={"timestamp": int(time.time() * 1000)},
+                 headers={"X-MBX-APIKEY": trader.api_key})
+    assert e.status_code == 400 and e.json()["code"] == -1102 and "signature" in e.json()["msg"]
+    e = signed(http, trader, "GET", "/api/v3/allOrderList", {}, ts=int(time.time() * 1000) - 120_000)
+    assert e.status_code == 400 and e.json()["code"] == -1021
+    assert http.get("/api/v3/allOrderList").json()["code"] == -2014
+    e = signed(http, trader, "GET", "/api/v3/orderList", {"orderListId": 10**15})
+    assert e.status_code == 400 and e.json()["code"] == -2011
+    assert state(api_node, trader.user_id)[1:] == before[1:]
+    for x in lists[1:]:
+        signed(http, trader, "DELETE", "/api/v3/orderList", {"symbol": "BTCUSD", "orderListId": x["orderListId"]})

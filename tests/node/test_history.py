@@ -183,7 +183,7 @@ def check_against_exchange(store: HistoryStore, r: Run, ids: dict) -> None:
             h = orders[o["order_id"]]
             open_ids.add(o["order_id"])
             assert h["status"] in ("new", "partially_filled"), h
-            assert Decimal(h["price"]) == o["price"]
+            assert Decimal(h["price"] or 0) == o["price"]  # a market exit waiting for its trigger: price 0
             assert Decimal(h["remaining_qty"]) == o["qty"], (h, o)
         for h in orders.values():
             assert h["account"] == account
@@ -376,7 +376,7 @@ def test_sqlite_default_file_and_url(tmp_path):
     assert (tmp_path / "history.sqlite3").exists()
     conn = sqlite3.connect(tmp_path / "history.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()
@@ -655,8 +655,8 @@ def test_orders_by_client_order_id(backend):
 
 
 def test_a_version_1_store_is_migrated(backend):
-    """A store written by the previous schema (no client_order_id) is migrated when opened: its orders keep
-    their rows (client id NULL), new orders get theirs."""
+    """A store written by schema version 1 (no client_order_id, no list columns) is migrated to the current
+    version when opened: its orders keep their rows (client id NULL), new orders get theirs."""
     from lxdex.node.history import _backend_for
 
     r, ids = scenario()
@@ -669,7 +669,8 @@ def test_a_version_1_store_is_migrated(backend):
     b = _backend_for(url, data_dir)
     conn = b.connect(writer=False)
     for stmt in ("DROP INDEX orders_client", "ALTER TABLE orders DROP COLUMN client_order_id",
-                 "UPDATE schema_version SET version = 1"):
+                 "DROP INDEX orders_list", "ALTER TABLE orders DROP COLUMN list_id",
+                 "ALTER TABLE orders DROP COLUMN contingency", "UPDATE schema_version SET version = 1"):
         conn.execute(stmt)
     conn.close()
     oid = r.place(0, "BTC-USD", "buy", "0.1", "40000", client_id="after-migration")
@@ -681,7 +682,161 @@ def test_a_version_1_store_is_migrated(backend):
         assert store.order_by_client_id(0, "after-migration")["order_id"] == oid
         assert all("client_order_id" not in o for o in store.orders(0, limit=5000) if o["order_id"] != oid)
         conn = b.connect(writer=False)
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
         conn.close()
     finally:
         store.close()
+
+
+def lists_scenario() -> tuple[Run, dict]:
+    """`scenario()`, then order lists: an OCO pair (client ids) whose stop triggers, an OCO cancelled by its
+    owner, a bracket whose entry fills in two steps (its exits grow with each fill, then the stop-loss
+    triggers), a bracket whose entry is cancelled unfilled, and a Records batch with a BRACKET row
+    and an OCO row."""
+    r, ids = scenario()
+    oco = r.do(C.PlaceOco(account=0, market="BTC-USD", side="sell", qty="0.1", tp_trigger="60000",
+                          tp_price="60000", sl_trigger="45000", sl_price="44900", tp_client_id="oco.tp",
+                          sl_client_id="oco.sl"))
+    assert oco.ok, oco.error
+    ids["oco"] = oco.value["order_list_id"]
+    oco2 = r.do(C.PlaceOco(account=1, market="BTC-USD", side="buy", qty="0.2", tp_trigger="40000", tp_price="40000",
+                           sl_trigger="58000", sl_price="58100"))
+    assert oco2.ok, oco2.error
+    ids["oco2"] = oco2.value["order_list_id"]
+    assert r.do(C.CancelOrder(account=1, order_id=ids["oco2"] + 1)).ok  # cancelling a leg cancels both
+    br = r.do(C.PlaceBracket(account=2, market="BTC-USD", side="buy", qty="0.3", price="49000", tp_trigger="52000",
+                             tp_price="52000", sl_trigger="47000", client_id="br.entry", tp_client_id="br.tp"))
+    assert br.ok, br.error
+    ids["br"] = br.value["order_list_id"]
+    ids["br_cancel"] = r.do(C.PlaceBracket(account=3, market="BTC-USD", side="buy", qty="0.1", price="30000",
+                                           tp_trigger="35000", sl_trigger="29000")).value["order_list_id"]
+    assert r.do(C.CancelOrder(account=3, order_id=ids["br_cancel"])).ok  # the entry: its exits go with it
+    r.place(1, "BTC-USD", "sell", "0.1", "49000", dt=MIN)   # the entry fills 0.1: exits of 0.1
+    r.place(1, "BTC-USD", "sell", "0.2", "49000")           # 0.3 filled: exits of 0.3
+    # The OCO's stop and the bracket's stop trigger (the bracket's, a market order, finds no bids).
+    assert r.do(C.ObservePrice(market="BTC-USD", price="44999")).ok
+    btc = r.ex.market("BTC-USD")
+    data = _records([
+        {"kind": 6, "market": btc.id, "owner": 0, "side": Side.BUY, "tif": TimeInForce.GTC, "price": 4_000_000,
+         "qty": 1_000, "tp_trigger": 4_500_000, "tp_price": 4_500_000, "sl_trigger": 3_900_000},
+        {"kind": 7, "market": btc.id, "owner": 3, "side": Side.SELL, "qty": 500, "tp_trigger": 7_000_000,
+         "tp_price": 7_000_000, "sl_trigger": 3_000_000, "sl_price": 2_990_000},
+    ])
+    out = r.do(C.Records(data=data), dt=MIN)
+    assert not (out.events["kind"] == EventKind.REJECTED).any(), out.events
+    acc = out.events[out.events["kind"] == EventKind.ACCEPTED]["order_id"].tolist()
+    ids["rec_br"], ids["rec_oco"] = acc[0], acc[3]
+    return r, ids
+
+
+def test_order_lists_are_recorded(backend):
+    """Each order of an OCO pair or bracket has its list id and contingency; `order_lists` lists them with
+    their orders, live and finished; a bracket's exits are sized by their entry's fills (ACTIVATED)."""
+    r, ids = lists_scenario()
+    store = _open(backend, r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        check_against_exchange(store, r, ids)
+        for account in range(4):  # every open order of a live list is in the history with its list id
+            for o in r.ex.open_orders(account):
+                if "order_list_id" in o:
+                    assert store.order(o["order_id"])["order_list_id"] == o["order_list_id"]
+        o = store.order
+        tp, sl = o(ids["oco"]), o(ids["oco"] + 1)
+        assert (tp["order_list_id"], tp["contingency"], sl["order_list_id"]) == (ids["oco"], "oco", ids["oco"])
+        assert (tp["client_order_id"], sl["client_order_id"]) == ("oco.tp", "oco.sl")
+        assert (tp["type"], tp["trigger_price"], tp["price"], tp["tif"]) == (
+            "take_profit_limit", "60000.00", "60000.00", "gtc")
+        assert (sl["type"], sl["trigger_price"], sl["price"]) == ("stop_limit", "45000.00", "44900.00")
+        assert (tp["status"], tp["reason"]) == ("cancelled", "oco") and "triggered_ts" in sl
+        entry, btp, bsl = (o(ids["br"] + i) for i in range(3))
+        assert {x["contingency"] for x in (entry, btp, bsl)} == {"bracket"}
+        assert (entry["status"], entry["filled_qty"], entry["client_order_id"]) == ("filled", "0.3000", "br.entry")
+        assert (btp["qty"], btp["status"], btp["reason"], btp["client_order_id"]) == (
+            "0.3000", "cancelled", "oco", "br.tp")
+        assert (bsl["qty"], bsl["status"], bsl["reason"], bsl["trigger_price"], bsl["type"]) == (
+            "0.3000", "cancelled", "market_remainder", "47000.00", "stop_market")
+        assert bsl["tif"] == "ioc"  # a market exit
+        assert [x["reason"] for x in (o(ids["br_cancel"] + i) for i in range(3))] == ["user", "parent", "parent"]
+        rb = [o(ids["rec_br"] + i) for i in range(3)]
+        assert [(x["order_list_id"], x["contingency"]) for x in rb] == [(ids["rec_br"], "bracket")] * 3
+        assert [x.get("trigger_price") for x in rb] == [None, "45000.00", "39000.00"]
+        ro = [o(ids["rec_oco"] + i) for i in range(2)]
+        assert [(x["order_list_id"], x["contingency"]) for x in ro] == [(ids["rec_oco"], "oco")] * 2
+        assert [x["trigger_price"] for x in ro] == ["70000.00", "30000.00"]
+        assert "order_list_id" not in o(ids["s1"])
+        # The account's lists, by list id; pagination by list id and creation time.
+        lists = store.order_lists(0)
+        assert [g["order_list_id"] for g in lists] == [ids["oco"], ids["rec_br"]]
+        assert [x["order_id"] for x in lists[0]["orders"]] == [ids["oco"], ids["oco"] + 1]
+        assert lists[1]["contingency"] == "bracket" and len(lists[1]["orders"]) == 3
+        assert [g["order_list_id"] for g in store.order_lists(0, limit=1)] == [ids["rec_br"]]
+        assert [g["order_list_id"] for g in store.order_lists(0, from_id=ids["oco"] + 1)] == [ids["rec_br"]]
+        assert [g["order_list_id"] for g in store.order_lists(0, start_ts=lists[1]["created_ts"])] == [ids["rec_br"]]
+        assert store.order_lists(0, market="ETH-USD") == []
+        assert store.order_list(0, ids["oco"]) == lists[0]
+        assert store.order_list(1, ids["oco"]) is None and store.order_list(0, ids["oco"] + 1) is None
+        with pytest.raises(ValueError, match="^list_id: "):
+            store.order_list(0, -1)
+        with pytest.raises(ValueError, match="^limit: "):
+            store.order_lists(0, limit=0)
+    finally:
+        store.close()
+
+
+def test_order_lists_column_wise_matches_the_event_loop(tmp_path):
+    r, _ = lists_scenario()
+    dumps = {}
+    for name, vec, step in (("loop", False, 1), ("vec_big", True, len(r.pairs)), ("vec_small", True, 1),
+                            ("vec_mixed", True, 7)):
+        d = tmp_path / name
+        store = HistoryStore.open(None, d, lambda i: r.ex._market_by_id[i], vectorized=vec)
+        for i in range(0, len(r.pairs), step):
+            store(r.pairs[i : i + step])
+            if name == "vec_small":
+                store.flush()  # orders cross transaction boundaries: activations and triggers as deltas
+        store.flush()
+        store.close()
+        dumps[name] = _dump(d / "history.sqlite3")
+    assert sum(1 for row in dumps["loop"]["orders"] if row[24] is not None) == 15
+    for name in ("vec_big", "vec_small", "vec_mixed"):
+        for table, rows in dumps["loop"].items():
+            assert dumps[name][table] == rows, (name, table)
+
+
+def test_a_version_2_store_is_migrated(backend):
+    """A version-2 store (no list columns) is migrated when opened: its orders keep their rows (no list),
+    new ones get theirs; a store of an unknown version is refused."""
+    from lxdex.node.history import _backend_for
+
+    r, ids = scenario()
+    store = _open(backend, r.ex)
+    store(r.pairs)
+    store.flush()
+    n_orders = len(store.orders(0, limit=5000))
+    store.close()
+    url, data_dir = backend
+    b = _backend_for(url, data_dir)
+    conn = b.connect(writer=False)
+    for stmt in ("DROP INDEX orders_list", "ALTER TABLE orders DROP COLUMN list_id",
+                 "ALTER TABLE orders DROP COLUMN contingency", "UPDATE schema_version SET version = 2"):
+        conn.execute(stmt)
+    conn.close()
+    lid = r.do(C.PlaceOco(account=0, market="BTC-USD", side="sell", qty="0.1", tp_trigger="60000",
+                          sl_trigger="45000")).value["order_list_id"]
+    store = _open(backend, r.ex)
+    try:
+        assert len(store.orders(0, limit=5000)) == n_orders
+        store(r.pairs)
+        store.flush()
+        assert [g["order_list_id"] for g in store.order_lists(0)] == [lid]
+        assert all("order_list_id" not in o for o in store.orders(0, limit=5000) if o["order_id"] < lid)
+        conn = b.connect(writer=False)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        conn.execute("UPDATE schema_version SET version = 4")
+        conn.close()
+    finally:
+        store.close()
+    with pytest.raises(RuntimeError, match="has schema version 4; this lxdex writes version 3"):
+        _open(backend, r.ex)

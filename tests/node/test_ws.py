@@ -930,3 +930,27 @@ def test_depth_update_speeds_differ_and_content_is_the_same(served, node):
     p_slow = [m["data"] for m in got if m["stream"] == "btcusd@depth5"]
     p_fast = [m["data"] for m in got if m["stream"] == "btcusd@depth5@100ms"]
     assert len(p_fast) > len(p_slow) >= 2
+
+
+def test_agg_trade_stream_aggregates_as_rest(served, node):
+    """A taker sweeping two makers at one price is one @aggTrade message, equal to GET /api/v3/aggTrades'
+    aggregate; sweeping two prices, two messages (one per price)."""
+    c = subscribed(served, ["btcusd@aggTrade"], "/stream")
+    place(node, 0, "sell", "0.2", 50000)
+    place(node, 2, "sell", "0.3", 50000)
+    place(node, 1, "buy", "0.5", 50000)      # two trades at 50000: one aggregate
+    place(node, 0, "sell", "0.1", 50100)
+    place(node, 2, "sell", "0.1", 50200)
+    place(node, 1, "buy", "0.2", 50200)      # 50100 then 50200: two aggregates
+    wait_idle(node)
+    got = [m["data"] for m in c.drain(0.5) if m["stream"] == "btcusd@aggTrade"]
+    rest = served.http.get("/api/v3/aggTrades", params={"symbol": "BTCUSD"}).json()
+    assert [(g["f"], g["l"], g["p"], g["q"]) for g in rest] == [
+        (rest[0]["f"], rest[0]["f"] + 1, "50000.00000000", "0.50000000"),
+        (rest[0]["f"] + 2, rest[0]["f"] + 2, "50100.00000000", "0.10000000"),
+        (rest[0]["f"] + 3, rest[0]["f"] + 3, "50200.00000000", "0.10000000")]
+    assert len(got) == 3
+    for g, r in zip(got, rest):
+        assert (g["e"], g["s"], g["M"]) == ("aggTrade", "BTC-USD", True)
+        assert (g["a"], g["f"], g["l"], Decimal(g["p"]), Decimal(g["q"]), g["T"], g["m"]) == (
+            r["a"], r["f"], r["l"], Decimal(r["p"]), Decimal(r["q"]), r["T"], r["m"])

@@ -779,11 +779,39 @@ def native_routes(ctx: ApiContext) -> list:
                 g["orders"].append(o)
         return [lists[k] for k in sorted(lists)]
 
-    def get_order_lists(r: _Req):
-        rows = ctx.read(lambda ex: _order_lists(ex, r.user))
-        for g in rows:
-            g["type"] = g.pop("contingency")
-        return rows
+    def _live_list(ex, lid: int) -> dict | None:
+        """The live list `lid`, or None once it ended (an OCO's id is its take-profit leg's; a bracket's, its
+        entry's, whose exits, the next two ids, outlive it in the list)."""
+        for oid in (lid, lid + 1):
+            link = ex.order_list(oid)
+            if link is not None and link["order_list_id"] == lid:
+                return link
+        return None
+
+    async def get_order_lists(r: _Req):
+        status = r.q_str("status", "open", ("open", "all"))
+        if status == "open":
+            for name in ("market", "start_ts", "end_ts", "from_id", "limit"):
+                if r.q_str(name) is not None:
+                    raise ApiError(400, "INVALID_REQUEST", f"{name}: only with status=all (the history)", name)
+            rows = ctx.read(lambda ex: _order_lists(ex, r.user))
+            for g in rows:
+                g["type"] = g.pop("contingency")
+            return rows
+        # Live and ended lists, from the history, paginated as GET /orders.
+        kw = history_args(r)
+        lists = await ctx.history_query(lambda s: s.order_lists(r.user, **kw))
+        live = ctx.read(lambda ex: {g["order_list_id"] for g in lists if _live_list(ex, g["order_list_id"])})
+        rows = []
+        for g in lists:
+            lid, bracket = g["order_list_id"], g["contingency"] == "bracket"
+            rows.append({"order_list_id": lid, "type": g["contingency"], "market": g["market"],
+                         "status": "executing" if lid in live else "done", "created_ts": g["created_ts"],
+                         "updated_ts": g["updated_ts"], "entry": lid if bracket else None,
+                         "tp": lid + 1 if bracket else lid, "sl": lid + 2 if bracket else lid + 1,
+                         "orders": g["orders"]})
+        return {"order_lists": rows,
+                "next_from_id": (rows[-1]["order_list_id"] + 1) if len(rows) == kw["limit"] else None}
 
     async def delete_order_list(r: _Req):
         raw = r.path["order_list_id"]
@@ -792,11 +820,8 @@ def native_routes(ctx: ApiContext) -> list:
         lid = int(raw)
 
         def find(ex):
-            for oid in (lid, lid + 1):  # an OCO's list id is its take-profit leg; a bracket's, its entry
-                link = ex.order_list(oid)
-                if link is not None and link["order_list_id"] == lid and order_owner(ex, link["tp"]) == r.user:
-                    return link
-            return None
+            link = _live_list(ex, lid)
+            return link if link is not None and order_owner(ex, link["tp"]) == r.user else None
 
         link = ctx.read(find)
         if link is None:

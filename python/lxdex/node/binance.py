@@ -1112,15 +1112,29 @@ def routes(ctx: ApiContext) -> list:
                          _list_done(out.value["order_list_id"]), list_cid,
                          reports if resp_type != "ACK" else None)
 
+    def _live_link(ex, list_id: int) -> dict | None:
+        """The live list `list_id` (`Exchange.order_list`), or None once it ended: an OCO's id is its take-profit
+        leg's, a bracket's its entry's (whose exits, the next two ids, outlive it in the list)."""
+        for oid in (list_id, list_id + 1):
+            link = ex.order_list(oid)
+            if link is not None and link["order_list_id"] == list_id:
+                return link
+        return None
+
     def _list_done(list_id: int) -> bool:
         with node.lock:
-            return node.exchange.order_list(list_id) is None
+            return _live_link(node.exchange, list_id) is None
 
-    def _list_row(m, list_id: int, orders: list, done: bool, list_cid: str | None, reports: list | None) -> dict:
-        row = {"orderListId": list_id, "contingencyType": "OCO",
+    #: Our contingencies as Binance names them (a bracket is Binance's OTOCO, whose contingencyType is OTO).
+    _CONTINGENCY = {"oco": "OCO", "bracket": "OTO"}
+
+    def _list_row(m, list_id: int, orders: list, done: bool, list_cid: str | None, reports: list | None,
+                  contingency: str = "oco", ts: int | None = None) -> dict:
+        row = {"orderListId": list_id, "contingencyType": _CONTINGENCY[contingency],
                "listStatusType": "ALL_DONE" if done else "EXEC_STARTED",
                "listOrderStatus": "ALL_DONE" if done else "EXECUTING",
-               "listClientOrderId": list_cid or f"lxl{list_id}", "transactionTime": int(time.time() * 1000),
+               "listClientOrderId": list_cid or f"lxl{list_id}",
+               "transactionTime": int(time.time() * 1000) if ts is None else ts,
                "symbol": m.symbol.replace("-", ""),
                "orders": [{"symbol": m.symbol.replace("-", ""), "orderId": oid, "clientOrderId": cid}
                           for oid, cid in orders]}
@@ -1155,7 +1169,7 @@ def routes(ctx: ApiContext) -> list:
         return await _place_oco(p, user, m, cmd, types, resp_type)
 
     def _live_lists(user: int, m=None) -> list[tuple]:
-        """The user's live order lists: `(market, list id, [(order id, client id)])`, by list id."""
+        """The user's live order lists: `(market, list id, [(order id, client id)], contingency)`, by list id."""
         with node.lock:
             ex = node.exchange
             seen: dict[int, tuple] = {}
@@ -1165,7 +1179,8 @@ def routes(ctx: ApiContext) -> list:
                     continue
                 link = ex.order_list(o["order_id"])
                 ids = [i for i in (link["entry"], link["sl"], link["tp"]) if i is not None]  # as POST lists them
-                seen[lid] = (ex._markets[o["market"]], lid, [(i, ex.client_order_id(i) or f"lx{i}") for i in ids])
+                seen[lid] = (ex._markets[o["market"]], lid, [(i, ex.client_order_id(i) or f"lx{i}") for i in ids],
+                             link["contingency"])
         return [seen[k] for k in sorted(seen)]
 
     def _list_id(p: dict) -> int:
@@ -1179,15 +1194,48 @@ def routes(ctx: ApiContext) -> list:
             raise BError(-1102, "Param 'origClientOrderId' or 'orderListId' must be sent, but both were empty/null!")
         return lid
 
-    def query_order_list(p, user):
+    def _history_list_row(g: dict) -> dict:
+        """A history order list (`HistoryStore.order_lists`) in Binance's shape; its orders as POST lists them
+        (entry, stop-loss, take-profit)."""
+        with node.lock:
+            m = node.exchange._markets[g["market"]]
+            done = _live_link(node.exchange, g["order_list_id"]) is None
+        legs = g["orders"]
+        if g["contingency"] == "oco":
+            legs = legs[::-1]
+        else:
+            legs = legs[:1] + legs[1:][::-1]
+        orders = [(o["order_id"], o.get("client_order_id") or f"lx{o['order_id']}") for o in legs]
+        return _list_row(m, g["order_list_id"], orders, done, None, None, g["contingency"], g["created_ts"])
+
+    async def query_order_list(p, user):
+        """`GET orderList`: a live list as the exchange has it, else an ended one from the history."""
         lid = _list_id(p)
-        for mk, i, orders in _live_lists(user):
+        for mk, i, orders, contingency in _live_lists(user):
             if i == lid:
-                return _list_row(mk, i, orders, False, None, None)
+                return _list_row(mk, i, orders, False, None, None, contingency)
+        if ctx.history is not None:
+            g = await _history(lambda s: s.order_list(user, lid))
+            if g is not None:
+                return _history_list_row(g)
         raise BError(-2011, "Order list does not exist.")
 
     def open_order_lists(p, user):
-        return [_list_row(mk, i, orders, False, None, None) for mk, i, orders in _live_lists(user)]
+        return [_list_row(mk, i, orders, False, None, None, contingency)
+                for mk, i, orders, contingency in _live_lists(user)]
+
+    async def all_order_lists(p, user):
+        """`GET allOrderList`: the user's lists, live and ended, from the history; `fromId` a list id (and then
+        no time window), `startTime`/`endTime` on the list's creation time."""
+        kw = {"from_id": int_param(p, "fromId", None, 0, 2**62),
+              "start_ts": int_param(p, "startTime", None, 0, 2**62), "end_ts": int_param(p, "endTime", None, 0, 2**62),
+              "limit": int_param(p, "limit", 500, 1, 1000)}
+        if kw["from_id"] is not None and (kw["start_ts"] is not None or kw["end_ts"] is not None):
+            raise BError(-1128, "Combination of optional parameters invalid: fromId with startTime or endTime.")
+        if kw["start_ts"] is not None and kw["end_ts"] is not None and kw["start_ts"] > kw["end_ts"]:
+            raise BError(-1128, "Combination of optional parameters invalid: startTime after endTime.")
+        rows = await _history(lambda s: s.order_lists(user, **kw))
+        return [_history_list_row(g) for g in rows]
 
     async def cancel_order_list(p, user):
         m = market_of(p.get("symbol"))
@@ -1195,7 +1243,7 @@ def routes(ctx: ApiContext) -> list:
         live = [x for x in _live_lists(user, m) if x[1] == lid]
         if not live:
             raise BError(-2011, "Order list does not exist.")
-        _, _, orders = live[0]
+        _, _, orders, contingency = live[0]
         out = await run(C.CancelOrder(account=user, order_id=orders[-1][0]))
         if not out.ok:
             raise BError(-2011, "Order list does not exist.")
@@ -1204,7 +1252,7 @@ def routes(ctx: ApiContext) -> list:
             r = {"symbol": m.symbol.replace("-", ""), "origClientOrderId": cid, "orderId": oid, "orderListId": lid,
                  "clientOrderId": cid, "status": "CANCELED", "transactTime": int(time.time() * 1000)}
             reports.append(r)
-        row = _list_row(m, lid, orders, True, None, reports)
+        row = _list_row(m, lid, orders, True, None, reports, contingency)
         row["listStatusType"] = "ALL_DONE"
         return row
 
@@ -1259,6 +1307,8 @@ def routes(ctx: ApiContext) -> list:
         Route("/orderList", E(cancel_order_list, "trade", S({"symbol", "orderListId", "listClientOrderId",
                                                              "newClientOrderId"})), methods=["DELETE"]),
         Route("/openOrderList", E(open_order_lists, "read", S()), methods=["GET"]),
+        Route("/allOrderList", E(all_order_lists, "read", S({"fromId", "startTime", "endTime", "limit"})),
+              methods=["GET"]),
         Route("/account", E(account, "read", S({"omitZeroBalances"})), methods=["GET"]),
         Route("/myTrades", E(my_trades, "read", S({"symbol", "orderId", "startTime", "endTime", "fromId", "limit"})),
               methods=["GET"]),

@@ -56,9 +56,9 @@ from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, O
 
 log = logging.getLogger("lxdex.node.history")
 
-#: 2: `orders.client_order_id` (a version-1 database is migrated on open: the column is added, NULL for its
-#: orders).
-SCHEMA_VERSION = 2
+#: 2: `orders.client_order_id`; 3: `orders.list_id` and `orders.contingency` (the OCO pair or bracket an
+#: order was placed in). An older database is migrated on open: the columns are added, NULL for its orders.
+SCHEMA_VERSION = 3
 DEFAULT_FILE = "history.sqlite3"
 
 #: A writer transaction takes queued batches until it has about this many
@@ -87,9 +87,11 @@ INTERVALS = {"1m": MINUTE, "3m": 3 * MINUTE, "5m": 5 * MINUTE, "15m": 15 * MINUT
              "1h": HOUR, "2h": 2 * HOUR, "4h": 4 * HOUR, "6h": 6 * HOUR, "8h": 8 * HOUR, "12h": 12 * HOUR,
              "1d": DAY, "1w": WEEK, "1M": 31 * DAY}
 
-_FILL, _ACCEPTED, _CANCELLED, _AMENDED, _TRIGGERED, _REJECTED, _DEPTH = (
+_FILL, _ACCEPTED, _CANCELLED, _AMENDED, _TRIGGERED, _ACTIVATED, _REJECTED, _DEPTH = (
     int(EventKind.FILL), int(EventKind.ACCEPTED), int(EventKind.CANCELLED), int(EventKind.AMENDED),
-    int(EventKind.TRIGGERED), int(EventKind.REJECTED), int(EventKind.DEPTH))
+    int(EventKind.TRIGGERED), int(EventKind.ACTIVATED), int(EventKind.REJECTED), int(EventKind.DEPTH))
+#: Records rows that place an order list, and the contingency each makes.
+_LIST_KINDS = {int(CommandKind.BRACKET): "bracket", int(CommandKind.OCO): "oco"}
 _EXPIRED = int(Reason.EXPIRED)
 _REASON_NAMES = {int(r): r.name.lower() for r in Reason}
 _SIDE_NAMES = {int(s): s.name.lower() for s in Side}
@@ -109,7 +111,7 @@ _PARAMS_DTYPE = np.dtype([("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("trigg
 # Order state, as the writer keeps it for the orders a group creates (one row to insert).
 (O_ID, O_ACCOUNT, O_MARKET, O_SIDE, O_TYPE, O_TIF, O_STP, O_FLAGS, O_PRICE, O_TRIGGER, O_DISPLAY, O_EXPIRE, O_QTY,
  O_FILLED, O_QUOTE, O_REMAINING, O_STATUS, O_REASON, O_CREATED_TS, O_UPDATED_TS, O_CREATED_SEQ, O_UPDATED_SEQ,
- O_TRIGGERED_TS, O_CLIENT_ID) = range(24)
+ O_TRIGGERED_TS, O_CLIENT_ID, O_LIST_ID, O_CONTINGENCY) = range(26)
 # ... and the change to an order an earlier group created (one UPDATE).
 (D_FILLED, D_QUOTE, D_REMAINING, D_STATUS, D_REASON, D_PRICE, D_QTY_FROM_FILLED, D_TRIGGERED_TS, D_UPDATED_TS,
  D_UPDATED_SEQ) = range(10)
@@ -117,7 +119,7 @@ _PARAMS_DTYPE = np.dtype([("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("trigg
 _ORDER_COLUMNS = ("order_id", "account", "market", "side", "order_type", "tif", "stp", "flags", "price",
                   "trigger_price", "display_qty", "expire_ts", "qty", "filled_qty", "filled_quote", "remaining",
                   "status", "reason", "created_ts", "updated_ts", "created_seq", "updated_seq", "triggered_ts",
-                  "client_order_id")
+                  "client_order_id", "list_id", "contingency")
 _FILL_COLUMNS = ("id", "seq", "ts", "market", "taker_order", "taker_account", "maker_order", "maker_account",
                  "taker_side", "price", "qty", "taker_fee", "maker_fee")
 _CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
@@ -144,7 +146,7 @@ def _schema(big: str) -> list[str]:
         f"display_qty {big} NOT NULL, expire_ts {big} NOT NULL, qty {big} NOT NULL, filled_qty {big} NOT NULL, "
         f"filled_quote {big} NOT NULL, remaining {big} NOT NULL, status TEXT NOT NULL, reason TEXT, "
         f"created_ts {big} NOT NULL, updated_ts {big} NOT NULL, created_seq {big} NOT NULL, "
-        f"updated_seq {big} NOT NULL, triggered_ts {big}, client_order_id TEXT)",
+        f"updated_seq {big} NOT NULL, triggered_ts {big}, client_order_id TEXT, list_id {big}, contingency TEXT)",
         "CREATE INDEX IF NOT EXISTS orders_account ON orders (account, order_id)",
         f"CREATE TABLE IF NOT EXISTS candles_1m (market INTEGER NOT NULL, start {big} NOT NULL, "
         f"open {big} NOT NULL, high {big} NOT NULL, low {big} NOT NULL, close {big} NOT NULL, "
@@ -298,12 +300,19 @@ def _backend_from_config(cfg: dict) -> _Backend:
 #: Only orders placed with a client order id are in this index (lookups by account and client id).
 _CLIENT_ID_INDEX = ("CREATE INDEX IF NOT EXISTS orders_client ON orders (account, client_order_id) "
                     "WHERE client_order_id IS NOT NULL")
+#: Only the orders of an order list are in this one (an account's lists by id).
+_LIST_INDEX = "CREATE INDEX IF NOT EXISTS orders_list ON orders (account, list_id) WHERE list_id IS NOT NULL"
+#: What each older schema version lacks, added in the opening transaction (NULL for the orders it has).
+_MIGRATIONS = {
+    1: ["ALTER TABLE orders ADD COLUMN client_order_id TEXT"],
+    2: ["ALTER TABLE orders ADD COLUMN list_id {big}", "ALTER TABLE orders ADD COLUMN contingency TEXT"],
+}
 
 
 def _init_schema(c, b: _Backend) -> None:
-    """Creates the tables if missing; migrates a version-1 database (adds
-    `orders.client_order_id`, in the same transaction); refuses another
-    schema version."""
+    """Creates the tables if missing; migrates a database of an older
+    version (adds the columns it lacks, `_MIGRATIONS`, in the same
+    transaction); refuses another schema version."""
     b.begin(c)
     try:
         for stmt in _schema(b.big):
@@ -311,14 +320,18 @@ def _init_schema(c, b: _Backend) -> None:
         rows = c.execute("SELECT version FROM schema_version").fetchall()
         if not rows:
             c.execute(b.sql("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
-        elif rows[0][0] == 1:
-            c.execute("ALTER TABLE orders ADD COLUMN client_order_id TEXT")
+        elif rows[0][0] in _MIGRATIONS:
+            for v in range(rows[0][0], SCHEMA_VERSION):
+                for stmt in _MIGRATIONS[v]:
+                    c.execute(stmt.format(big=b.big))
             c.execute(b.sql("UPDATE schema_version SET version = ?"), (SCHEMA_VERSION,))
-            log.info("history database %s migrated from schema version 1 to %d", b.describe(), SCHEMA_VERSION)
+            log.info("history database %s migrated from schema version %d to %d", b.describe(), rows[0][0],
+                     SCHEMA_VERSION)
         elif rows[0][0] != SCHEMA_VERSION:
             raise RuntimeError(f"history database {b.describe()} has schema version {rows[0][0]}; "
                                f"this lxdex writes version {SCHEMA_VERSION}")
         c.execute(_CLIENT_ID_INDEX)
+        c.execute(_LIST_INDEX)
         c.execute("COMMIT")
     except BaseException:
         c.execute("ROLLBACK")
@@ -611,7 +624,9 @@ class HistoryStore:
         """One command as the writer needs it: `(seq, ts)` when it changes
         no history, else `(seq, ts, rejected, tag, payload, events, clock
         events)` with events as EVENT_DTYPE tuples (struct commands) or the
-        EVENT_DTYPE array (Records)."""
+        EVENT_DTYPE array (Records). Tags: 0 events only, 1 Records, 2 a
+        placement's parameters, 3 AddMarket, 4 SetFeeTiers, 5 an order list
+        (`(contingency, list id, {order id: parameters})`)."""
         cmd, o = pair
         seq, ts = o.seq, cmd.ts
         clock = _tuples(o.clock_events) if len(o.clock_events) else ()
@@ -635,6 +650,17 @@ class HistoryStore:
             p = cmd if tp is C.PlaceOrder else cmd.new
             return (seq, ts, False, 2, (p.tif, p.stp, p.post_only, p.display_qty, p.trigger_price, p.expire_ts,
                                         p.client_id), tuples, clock)
+        if tp is C.PlaceOco or tp is C.PlaceBracket:
+            # Each order's placement parameters, as a PlaceOrder's, and the list they make.
+            exits = [(None, cmd.stp, False, None, cmd.tp_trigger, 0, cmd.tp_client_id),
+                     (None, cmd.stp, False, None, cmd.sl_trigger, 0, cmd.sl_client_id)]
+            if tp is C.PlaceBracket:
+                legs = [(cmd.tif, cmd.stp, cmd.post_only, None, None, cmd.expire_ts, cmd.client_id), *exits]
+            else:
+                legs = exits
+            lid = o.value["order_list_id"]
+            return (seq, ts, False, 5, ("oco" if tp is C.PlaceOco else "bracket", lid,
+                                        dict(zip(o.value["order_ids"], legs))), tuples, clock)
         if tp is C.AddMarket:
             mid = o.value["market_id"]
             self._need_markets([mid], out)
@@ -792,7 +818,8 @@ class HistoryStore:
 
     def _order_dict(self, r) -> dict:
         (oid, account, mid, side, otype, tif, stp, flags, price, trigger, display, expire, qty, filled, fquote,
-         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts, client_id) = r
+         remaining, status, reason, created_ts, updated_ts, created_seq, updated_seq, triggered_ts, client_id,
+         list_id, contingency) = r
         m = self._qmarket(mid)
         fquote = int(fquote)
         avg = None
@@ -826,6 +853,9 @@ class HistoryStore:
             d["expire_ts"] = expire
         if client_id is not None:
             d["client_order_id"] = client_id
+        if list_id is not None:
+            d["order_list_id"] = list_id
+            d["contingency"] = contingency
         return d
 
     def orders(self, account: int, market: str | None = None, start_ts: int | None = None,
@@ -859,6 +889,52 @@ class HistoryStore:
         rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE account = ? AND "
                            "client_order_id = ? ORDER BY order_id DESC LIMIT 1", [account, client_order_id])
         return self._order_dict(rows[0]) if rows else None
+
+    def order_lists(self, account: int, market: str | None = None, start_ts: int | None = None,
+                    end_ts: int | None = None, from_id: int | None = None, limit: int = 500) -> list[dict]:
+        """The account's order lists (OCO pairs and brackets, live and
+        finished), by list id: from `from_id` (a list id) or `start_ts` (the
+        list's creation time) onward, else the most recent `limit`. Each:
+        `{order_list_id, contingency, market, created_ts, updated_ts,
+        orders}` with `orders` its orders as `orders()` gives them (a
+        bracket's entry, take-profit, stop-loss; an OCO's take-profit,
+        stop-loss), each with `order_list_id` and `contingency`. Whether a
+        list is still live is the exchange's to say (`Exchange.order_list`)."""
+        self._check(account, start_ts, end_ts, from_id, limit)
+        where, params = self._filters(market, start_ts, end_ts, from_id, "created_ts", "list_id")
+        # A list's first order (its id is the list's) stands for the list.
+        where, params = ["account = ?", "list_id = order_id", *where], [account, *params]
+        forward = from_id is not None or start_ts is not None
+        heads = [r[0] for r in self._query(f"SELECT list_id FROM orders WHERE {' AND '.join(where)} "
+                                           f"ORDER BY list_id {'ASC' if forward else 'DESC'} LIMIT ?",
+                                           [*params, limit])]
+        if not heads:
+            return []
+        lo, hi = min(heads), max(heads)
+        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE account = ? AND list_id >= ? "
+                           f"AND list_id <= ? ORDER BY order_id", [account, lo, hi])
+        want = set(heads)
+        lists: dict[int, dict] = {}
+        for r in rows:
+            o = self._order_dict(r)
+            lid = o["order_list_id"]
+            if lid not in want:
+                continue
+            g = lists.get(lid)
+            if g is None:
+                g = lists[lid] = {"order_list_id": lid, "contingency": o["contingency"], "market": o["market"],
+                                  "created_ts": o["created_ts"], "updated_ts": o["updated_ts"], "orders": []}
+            g["updated_ts"] = max(g["updated_ts"], o["updated_ts"])
+            g["orders"].append(o)
+        return [lists[k] for k in sorted(lists)]
+
+    def order_list(self, account: int, list_id: int) -> dict | None:
+        """One of the account's order lists (as `order_lists` gives them), or None."""
+        self._check(account, None, None, None, 1)
+        if not isinstance(list_id, int) or isinstance(list_id, bool) or list_id < 0:
+            raise ValueError(f"list_id: {list_id!r} is not a non-negative integer")
+        got = self.order_lists(account, from_id=list_id, limit=1)
+        return got[0] if got and got[0]["order_list_id"] == list_id else None
 
     def candles(self, market: str, interval: str = "1m", start_ts: int | None = None, end_ts: int | None = None,
                 limit: int = 500) -> list[dict]:
@@ -1133,7 +1209,12 @@ class _Writer:
                 if mid is not None:
                     self._set_fee_mode(g, mid, "tiered" if payload[1] else "flat")
             elif events:
-                self._struct_events(g, events, now, seq, payload if tag == 2 else None, vec)
+                if tag == 5:
+                    contingency, lid, places = payload
+                    for oid in places:
+                        g.lists[oid] = (lid, contingency)
+                    payload = places
+                self._struct_events(g, events, now, seq, payload if tag in (2, 5) else None, vec)
         if vec:
             self._finish_columns(g)
         else:
@@ -1159,15 +1240,17 @@ class _Writer:
 
     def _struct_events(self, g: "_Group", events: list, ts: int, seq: int, place, vec: bool) -> None:
         """Events of a struct command (EVENT_DTYPE tuples); `place` is a
-        PlaceOrder's parameters."""
+        PlaceOrder's parameters, or an order list's by order id."""
         if not vec:
             self._events(g, events, ts, seq, place, None)
             return
-        params = [_place_params(place, self._market(e[5], g), e[3]) for e in events if e[0] == _ACCEPTED]
-        if place is not None and place[6] is not None:
-            for e in events:
-                if e[0] == _ACCEPTED:
-                    g.client_ids[e[6]] = place[6]
+        params = []
+        for e in events:
+            if e[0] == _ACCEPTED:
+                p = place.get(e[6]) if isinstance(place, dict) else place
+                params.append(_place_params(p, self._market(e[5], g), e[3]))
+                if p is not None and p[6] is not None:
+                    g.client_ids[e[6]] = p[6]
         self._add_chunk(g, np.array(events, dtype=EVENT_DTYPE), ts, seq,
                         np.array(params, dtype=_PARAMS_DTYPE) if params else None)
 
@@ -1189,16 +1272,52 @@ class _Writer:
         if not len(keep):
             return now
         acc_idx = keep["cmd_index"][keep["kind"] == _ACCEPTED]
+        legs = self._record_lists(g, rows, keep[keep["kind"] == _ACCEPTED]) if len(acc_idx) else {}
         if vec:
             params = rows[acc_idx][list(_PARAMS_DTYPE.names)].astype(_PARAMS_DTYPE) if len(acc_idx) else None
+            for j, leg in legs.items():
+                params[j] = leg
             self._add_chunk(g, keep, now if ts_of_row is None else ts_of_row[keep["cmd_index"]], seq, params)
         else:
             sub = rows[acc_idx]
             params = dict(zip(acc_idx.tolist(), zip(
                 sub["tif"].tolist(), sub["stp"].tolist(), sub["flags"].tolist(), sub["trigger_price"].tolist(),
                 sub["display_qty"].tolist(), sub["expire_ts"].tolist())))
-            self._events(g, keep.tolist(), now, seq, None, params, ts_of_row)
+            acc_ids = keep["order_id"][keep["kind"] == _ACCEPTED].tolist()
+            self._events(g, keep.tolist(), now, seq, None, params, ts_of_row,
+                         {acc_ids[j]: leg for j, leg in legs.items()})
         return now
+
+    @staticmethod
+    def _record_lists(g: "_Group", rows: np.ndarray, acc: np.ndarray) -> dict[int, tuple]:
+        """The order lists a Records batch placed (BRACKET and OCO rows; their orders are ACCEPTED in order:
+        a bracket's entry, take-profit, stop-loss; an OCO's take-profit, stop-loss, the first one's id being the
+        list id) into `g.lists`. Returns the exits' parameters by position among `acc` (the ACCEPTED events):
+        the row's tp/sl trigger, GTC (IOC for a market exit), no display, no expiry."""
+        ci = acc["cmd_index"]
+        kinds = rows["kind"][ci]
+        out: dict[int, tuple] = {}
+        where = np.flatnonzero((kinds == CommandKind.BRACKET) | (kinds == CommandKind.OCO))
+        if not len(where):
+            return out
+        pos_in_row = 0
+        prev = -1
+        lid = 0
+        for j in where.tolist():
+            row = int(ci[j])
+            if row != prev:
+                prev, pos_in_row, lid = row, 0, int(acc["order_id"][j])
+            else:
+                pos_in_row += 1
+            r = rows[row]
+            k = int(r["kind"])
+            g.lists[int(acc["order_id"][j])] = (lid, _LIST_KINDS[k])
+            leg = pos_in_row - (1 if k == CommandKind.BRACKET else 0)  # 0 take-profit, 1 stop-loss, -1 entry
+            if leg >= 0:
+                market_type = int(acc["order_type"][j]) in _MARKET_TYPES
+                tif = int(TimeInForce.IOC) if market_type else int(TimeInForce.GTC)
+                out[j] = (tif, int(r["stp"]), 0, int(r["tp_trigger"] if leg == 0 else r["sl_trigger"]), 0, 0)
+        return out
 
     def _add_chunk(self, g: "_Group", ev: np.ndarray, ts, seq: int, params: np.ndarray | None) -> None:
         """Queues one command's events for `_finish_columns`; registers the
@@ -1301,7 +1420,7 @@ class _Writer:
         TRIGGERED one: its quantity), the last FILL or final CANCELLED gives
         the status, the last AMENDED the price and `qty` (filled so far + the
         new remaining)."""
-        touch = (kind == _FILL) | (kind == _CANCELLED) | (kind == _AMENDED) | (kind == _TRIGGERED)
+        touch = (kind == _FILL) | (kind == _CANCELLED) | (kind == _AMENDED) | (kind == _TRIGGERED) | (kind == _ACTIVATED)
         idx = np.flatnonzero(touch)
         e = E[idx]
         k = e["kind"]
@@ -1311,7 +1430,8 @@ class _Writer:
         oid = np.concatenate([e["order_id"], e["other_id"][fi]])
         pos = np.concatenate([idx * 2, idx[fi] * 2 + 1])
         tk = np.concatenate([k, np.full(len(fi), _FILL, np.uint8)])
-        rem = np.concatenate([np.where((k == _AMENDED) | (k == _TRIGGERED), e["qty"], e["remaining"]),
+        rem = np.concatenate([np.where((k == _AMENDED) | (k == _TRIGGERED) | (k == _ACTIVATED), e["qty"],
+                                       e["remaining"]),
                               e["other_remaining"][fi]])
         pq_e = e["price"] * e["qty"]
         filled = np.concatenate([np.where(isfill, e["qty"], 0), e["qty"][fi]])
@@ -1343,10 +1463,12 @@ class _Writer:
             u_code = np.where(st >= 0, code[st], 0)
             u_reason = np.where(u_code >= 3, reason[st], 255)
             am = np.maximum.reduceat(np.where(tk == _AMENDED, at, -1), starts)
+            # The last event that sized the order: an amend, or a bracket exit's activation.
+            sz = np.maximum.reduceat(np.where((tk == _AMENDED) | (tk == _ACTIVATED), at, -1), starts)
             cum = np.cumsum(filled)
             filled_at = cum - np.repeat(np.r_[0, cum[starts[1:] - 1]], ends - starts + 1)  # within the group
             u_price = np.where(am >= 0, price[am], -1)
-            u_qty_from = np.where(am >= 0, filled_at[am] + rem[am], -1)
+            u_qty_from = np.where(sz >= 0, filled_at[sz] + rem[sz], -1)
             tr = np.maximum.reduceat(np.where(tk == _TRIGGERED, tts, -1), starts)
         else:
             u_oid = np.zeros(0, np.uint64)
@@ -1366,9 +1488,8 @@ class _Writer:
                 r_rem = np.where(hit, last_rem[j], A["qty"])
                 r_code = np.where(hit, u_code[j], 0)
                 r_reason = np.where(hit, u_reason[j], 255)
-                amended = hit & (u_price[j] >= 0)
-                r_price = np.where(amended, u_price[j], A["price"])
-                r_qty = np.where(amended, u_qty_from[j], A["qty"])
+                r_price = np.where(hit & (u_price[j] >= 0), u_price[j], A["price"])
+                r_qty = np.where(hit & (u_qty_from[j] >= 0), u_qty_from[j], A["qty"])
                 r_uts = np.where(hit, u_ts[j], c_ts)
                 r_useq = np.where(hit, u_seq[j], c_seq)
                 r_trig = np.where(hit, tr[j], -1)
@@ -1385,7 +1506,11 @@ class _Writer:
                 r_qty.tolist(), r_filled.tolist(), r_quote.tolist(), r_rem.tolist(),
                 _STATUS_OF[np.where(r_code == 0, 5, r_code)].tolist(), _REASON_OF[r_reason].tolist(),
                 c_ts.tolist(), r_uts.tolist(), c_seq.tolist(), r_useq.tolist(), _none_if_negative(r_trig),
-                [g.client_ids.get(i) for i in a_id.tolist()] if g.client_ids else itertools.repeat(None)))
+                [g.client_ids.get(i) for i in a_id.tolist()] if g.client_ids else itertools.repeat(None),
+                [g.lists[i][0] if i in g.lists else None for i in a_id.tolist()] if g.lists
+                else itertools.repeat(None),
+                [g.lists[i][1] if i in g.lists else None for i in a_id.tolist()] if g.lists
+                else itertools.repeat(None)))
             is_new = np.zeros(len(u_oid), bool)
             if len(u_oid):
                 is_new[j[hit]] = True
@@ -1409,10 +1534,13 @@ class _Writer:
                         for oid, d in sorted(g.deltas.items())]
         g.candle_rows = [(m, s, *c) for (m, s), c in sorted(g.candles.items())]
 
-    def _events(self, g: "_Group", events, ts: int, seq: int, place, params, ts_of_row=None) -> None:
+    def _events(self, g: "_Group", events, ts: int, seq: int, place, params, ts_of_row=None,
+                leg_params: dict | None = None) -> None:
         """The reference conversion: applies events (EVENT_DTYPE tuples) one
         by one to the group's running state. ACCEPTED orders' parameters come
-        from `params` (Records: by row) or `place` (a PlaceOrder's)."""
+        from `params` (Records: by row; `leg_params` by order id for an order
+        list's exits) or `place` (a PlaceOrder's, or an order list's by order
+        id)."""
         new_orders, deltas, fills, candles = g.new_orders, g.deltas, g.fills, g.candles
         markets, fee_mode = self._markets, self._fee_mode
         fill_id = self._next_fill_id
@@ -1468,16 +1596,20 @@ class _Writer:
                     c[5] += pq
                     c[6] += 1
             elif kind == _ACCEPTED:
+                p = place.get(oid) if isinstance(place, dict) else place
                 if params is None:
                     m = markets.get(market) or market_of(market, g)
-                    tif, stp, flags, trigger, display, expire = _place_params(place, m, otype)
+                    tif, stp, flags, trigger, display, expire = _place_params(p, m, otype)
                 else:
-                    tif, stp, flags, trigger, display, expire = params.get(cmd_index, (0, 0, 0, 0, 0, 0))
+                    tif, stp, flags, trigger, display, expire = (
+                        leg_params.get(oid) if leg_params and oid in leg_params
+                        else params.get(cmd_index, (0, 0, 0, 0, 0, 0)))
                     if market not in markets:
                         market_of(market, g)
+                lid, contingency = g.lists.get(oid, (None, None))
                 new_orders[oid] = [oid, owner, market, side, otype, tif, stp, flags, price, trigger, display, expire,
                                    qty, 0, 0, qty, "new", None, ts, ts, seq, seq, None,
-                                   place[6] if params is None and place is not None else None]
+                                   p[6] if params is None and p is not None else None, lid, contingency]
             elif kind == _CANCELLED:
                 status = reason_name = None
                 if rem == 0:
@@ -1517,6 +1649,22 @@ class _Writer:
                     else:
                         d[D_REMAINING] = qty
                         d[D_PRICE] = price
+                        d[D_QTY_FROM_FILLED] = d[D_FILLED] + qty
+                        d[D_UPDATED_TS] = ts
+                        d[D_UPDATED_SEQ] = seq
+            elif kind == _ACTIVATED:  # a bracket exit sized by its entry's fills (none of its own yet)
+                o = new_orders.get(oid)
+                if o is not None:
+                    o[O_REMAINING] = qty
+                    o[O_QTY] = o[O_FILLED] + qty
+                    o[O_UPDATED_TS] = ts
+                    o[O_UPDATED_SEQ] = seq
+                else:
+                    d = deltas.get(oid)
+                    if d is None:
+                        deltas[oid] = [0, 0, qty, None, None, None, qty, None, ts, seq]
+                    else:
+                        d[D_REMAINING] = qty
                         d[D_QTY_FROM_FILLED] = d[D_FILLED] + qty
                         d[D_UPDATED_TS] = ts
                         d[D_UPDATED_SEQ] = seq
@@ -1568,7 +1716,7 @@ def _place_params(place, m: _Market, otype: int) -> tuple[int, int, int, int, in
     return tif, stp, flags, trigger, display, expire_ts
 
 
-_KEEP = frozenset({_ACCEPTED, _FILL, _CANCELLED, _AMENDED, _TRIGGERED})
+_KEEP = frozenset({_ACCEPTED, _FILL, _CANCELLED, _AMENDED, _TRIGGERED, _ACTIVATED})
 
 
 def _tuples(events) -> list[tuple]:
@@ -1707,7 +1855,7 @@ class _Group:
 
     __slots__ = ("evs", "ts", "lens", "seqs", "known", "params", "fills", "new_orders", "deltas", "candles",
                  "fill_rows", "order_rows", "delta_rows", "candle_rows", "markets", "new_market_ids", "fee_modes",
-                 "gaps", "last_seq", "now", "next_fill_id", "client_ids")
+                 "gaps", "last_seq", "now", "next_fill_id", "client_ids", "lists")
 
     def __init__(self) -> None:
         # Column-wise path: each command's kept events, ts (an int or one per event), seq, which fills'
@@ -1720,6 +1868,8 @@ class _Group:
         self.params: list[np.ndarray] = []
         # Client order ids of the orders placed in the group (order id -> client id; most have none).
         self.client_ids: dict[int, str] = {}
+        # The order list of each order placed in one in the group: order id -> (list id, contingency).
+        self.lists: dict[int, tuple[int, str]] = {}
         # Per-event loop (reference) path: its running state.
         self.fills: list[tuple] = []
         self.new_orders: dict[int, list] = {}

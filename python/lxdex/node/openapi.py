@@ -132,11 +132,15 @@ SCHEMAS: dict[str, Any] = {
         "status": {"enum": ["new", "partially_filled", "filled", "cancelled", "expired"]},
         "reason": {"anyOf": [STR, {"type": "null"}]}, "created_ts": INT, "updated_ts": INT, "created_seq": INT,
         "updated_seq": INT, "trail_bps": INT, "trigger_price": DEC, "triggered_ts": INT, "display_qty": DEC,
-        "expire_ts": INT, "client_order_id": STR,
+        "expire_ts": INT, "client_order_id": STR, "order_list_id": INT, "contingency": {"enum": ["oco", "bracket"]},
     }, ["order_id", "account", "market", "side", "type", "tif", "stp", "post_only", "price", "qty", "filled_qty",
         "remaining_qty", "quote_qty", "avg_price", "status", "reason", "created_ts", "updated_ts", "created_seq",
         "updated_seq"]),
     "OrderPage": obj({"orders": arr(ref("HistoryOrder")), "next_from_id": INT_OR_NULL}),
+    "HistoryOrderList": obj({"order_list_id": INT, "type": {"enum": ["oco", "bracket"]}, "market": MARKET_NAME,
+                             "status": {"enum": ["executing", "done"]}, "created_ts": INT, "updated_ts": INT,
+                             "entry": INT_OR_NULL, "tp": INT, "sl": INT, "orders": arr(ref("HistoryOrder"))}),
+    "OrderListPage": obj({"order_lists": arr(ref("HistoryOrderList")), "next_from_id": INT_OR_NULL}),
     "HistoryFill": obj({"id": INT, "seq": INT, "ts": INT, "market": MARKET_NAME, "order_id": INT,
                         "other_order_id": INT, "side": {"enum": ["buy", "sell"]}, "maker": {"type": "boolean"},
                         "taker_side": {"enum": ["buy", "sell"]}, "price": DEC, "qty": DEC, "quote_qty": DEC,
@@ -255,7 +259,11 @@ def paths() -> dict:
         "/api/v1/order-lists": {
             "post": _op("Place an OCO pair or a bracket (docs/exchange.md, linked orders)", S("OrderListReply"),
                         auth="trade", body="OrderListIn", tag="trading"),
-            "get": _op("The key's live order lists with their open orders", arr(S("OrderList")), auth="read",
+            "get": _op("status=open (default): the key's live order lists with their open orders; status=all: "
+                       "its lists, live and ended, with all their orders, paginated by list id, from the history "
+                       "store", {"anyOf": [arr(S("OrderList")), S("OrderListPage")]}, auth="read",
+                       params=[_q("status", {"enum": ["open", "all"], "default": "open"}),
+                               *[{**q, "description": q["description"] + " (status=all only)"} for q in PAGE]],
                        tag="trading"),
         },
         "/api/v1/order-lists/{order_list_id}": {

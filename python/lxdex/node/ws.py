@@ -591,11 +591,20 @@ class Converter:
                 buyer, seller = (o, oo) if s == 0 else (oo, o)
                 msgs.append(_enc.encode({"e": "trade", "E": ts, "s": sym, "t": tid, "p": p * tick, "q": q * lot,
                                          "T": ts, "m": s == 1, "b": buyer, "a": seller}).decode())
-        if "aggTrade" in w:  # every trade is its own aggregate (as GET /api/v3/aggTrades): a = f = l = trade id
+        if "aggTrade" in w:
+            # As GET /api/v3/aggTrades (`Exchange.agg_trades`): consecutive trades of one taker order at one price
+            # in the same command are one aggregate, whose id is its first trade's.
             msgs = out.setdefault((mk, "aggTrade", None), [])
-            for tid, ts, _, p, q, s, _, _ in acc:
-                msgs.append(_enc.encode({"e": "aggTrade", "E": ts, "s": sym, "a": tid, "p": p * tick, "q": q * lot,
-                                         "f": tid, "l": tid, "T": ts, "m": s == 1, "M": True}).decode())
+            agg: list = []
+            for tid, ts, seq, p, q, s, o, _ in acc:
+                if agg and agg[2] == seq and agg[6] == o and agg[3] == p:
+                    agg[1], agg[4] = tid, agg[4] + q
+                    continue
+                if agg:
+                    msgs.append(self._agg_trade(sym, tick, lot, agg))
+                agg = [tid, tid, seq, p, q, s, o, ts]
+            if agg:
+                msgs.append(self._agg_trade(sym, tick, lot, agg))
         if "trades" in w:
             out[(mk, "trades", None)] = [_enc.encode({"e": "trades", "E": acc[-1][1], "s": sym, "trades": [
                 {"t": tid, "p": p * tick, "q": q * lot, "T": ts, "m": s == 1, "b": o if s == 0 else oo,
@@ -623,6 +632,12 @@ class Converter:
                 c.sent = True
             if msgs:
                 out[(mk, "kline", iv)] = msgs
+
+    @staticmethod
+    def _agg_trade(sym: str, tick, lot, agg: list) -> str:
+        first, last, _, p, q, s, _, ts = agg
+        return _enc.encode({"e": "aggTrade", "E": ts, "s": sym, "a": first, "p": p * tick, "q": q * lot,
+                            "f": first, "l": last, "T": ts, "m": s == 1, "M": True}).decode()
 
     @staticmethod
     def _kline(m, iv: str, c: _Candle, ts: int, closed: bool) -> str:
