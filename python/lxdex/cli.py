@@ -207,7 +207,9 @@ def bench_node(
         t.add_row(name, f"{r['orders_per_s']:,}", f"{r['orders_per_node_cpu_s']:,}", str(la["p50_ms"]), str(la["p90_ms"]), str(la["p99_ms"]),
                   str(la["p999_ms"]), str(la["max_ms"]), load)
     rc = result["recovery"]
-    t.caption = (f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
+    per = ", ".join(f"{k} {v}" for k, v in h.get("cpu_us_per_order_by_thread", {}).items())
+    t.caption = (f"POST /order: node CPU µs per order by thread: {per}\n"
+                 f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
                  f"in {rc['seconds']} s = {rc['orders_per_s']:,} order commands/s overall; binary batches "
                  f"{rc['binary_rows_per_s']:,} rows/s, single (JSON-form) commands {rc['single_commands_per_s']:,}/s; "
                  f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")

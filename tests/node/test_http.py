@@ -175,6 +175,7 @@ def test_stats_health_metrics(client, node):
     assert client.get("/health").json()["status"] == "ok"
     text = client.get("/metrics").text
     assert "lxdex_orders_total" in text and "lxdex_journal_seq" in text and "lxdex_http_orders_total 1.0" in text
+    assert 'lxdex_thread_cpu_seconds_total{thread="lxdex-sequencer"}' in text
 
 
 def test_health_is_503_when_the_node_stops(client, node):

@@ -227,6 +227,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu(port: int) -> dict[str, float]:
+    """The node's CPU seconds per thread name (its /metrics)."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line.startswith("lxdex_thread_cpu_seconds_total{"):
+            name = line.split('thread="', 1)[1].split('"', 1)[0]
+            out[name] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _per_thread(before: dict, after: dict, n: int) -> dict[str, float]:
+    """Microseconds of CPU per order of each thread between two `_thread_cpu` readings."""
+    return {k: round((v - before.get(k, 0.0)) / n * 1e6, 1) for k, v in sorted(after.items())
+            if n and v - before.get(k, 0.0) > 0.005}
+
+
 def _lat(ns: list[int]) -> dict:
     a = np.array(ns, dtype=np.int64) / 1e6
     p50, p90, p99, p999 = np.percentile(a, [50, 90, 99, 99.9])
@@ -262,15 +280,17 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
             result["zmq"] = _zmq_load(proc, zmq_port, seconds, zmq_clients, rows, window)
             progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} "
                      f"ms; HTTP load for {seconds} s")
-        cpu0 = _cpu_seconds(proc.pid)
+        cpu0, threads0 = _cpu_seconds(proc.pid), _thread_cpu(http)
         res = _run_clients(_http_client, [(http, seconds, connections, 21 + i) for i in range(http_clients)])
+        threads1 = _thread_cpu(http)
         n = sum(r["requests"] for r in res)
         secs = max(r["seconds"] for r in res)
         result["http"] = {"clients": http_clients, "connections": connections * http_clients, "requests": n,
                           "errors": sum(r["errors"] for r in res), "seconds": round(secs, 3),
                           "orders_per_s": round(n / secs), "latency": _lat([x for r in res for x in r["lat_ns"]])}
         cpu = _cpu_seconds(proc.pid) - cpu0
-        result["http"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n / cpu)}
+        result["http"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n / cpu),
+                           "cpu_us_per_order_by_thread": _per_thread(threads0, threads1, n)}
         progress(f"http: {result['http']['orders_per_s']:,} orders/s, p99 {result['http']['latency']['p99_ms']} ms; "
                  "killing the node and timing recovery")
         import httpx
