@@ -181,7 +181,7 @@ class ZmqGateway:
             pub.bind(self.pub_bind)
             self.pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
             self._pub = pub
-            self.node.listeners.append(self._pub_queue.put)
+            self.node.listeners.append(self._on_batch)
             self._threads.append(threading.Thread(target=self._publish, name="lxdex-zmq-pub", daemon=True))
         for t in self._threads:
             t.start()
@@ -317,11 +317,21 @@ class ZmqGateway:
         self._send(router, [ident], ERR_HEADER.pack(ERR_MAGIC, code, rid) + message.encode())
 
     # -- market data ----------------------------------------------------------------------
+    def _on_batch(self, pairs) -> None:
+        """The sequencer's listener: a batch goes to the publisher thread only
+        while someone is subscribed (no thread wake-up per batch otherwise)."""
+        if self._subs:
+            self._pub_queue.put(pairs)
+
     def _publish(self) -> None:
         pub, q = self._pub, self._pub_queue
         try:
             while True:
-                pairs = q.get()
+                try:
+                    pairs = q.get(timeout=0.05)  # subscriptions are read at least every 50 ms
+                except queue.Empty:
+                    self._read_subscriptions(pub)
+                    continue
                 if pairs is None:
                     return
                 self._read_subscriptions(pub)
