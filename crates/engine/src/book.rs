@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 
+use crate::idmap::IdMap;
+
 use crate::types::*;
 
 mod snapshot;
@@ -311,7 +313,7 @@ pub struct Book {
     /// vector reaches only as far as the last such slot).
     extras: Vec<Extra>,
     free: Vec<u32>,
-    index: FxHashMap<u64, u32>,
+    index: IdMap<u32>,
     conds: BTreeMap<u64, Cond>,
     cond_ids: FxHashMap<u64, u64>,
     /// The largest id ever put in `index` or `cond_ids` (not part of the
@@ -356,7 +358,7 @@ impl Book {
             orders: Vec::new(),
             extras: Vec::new(),
             free: Vec::new(),
-            index: FxHashMap::default(),
+            index: IdMap::default(),
             conds: BTreeMap::new(),
             cond_ids: FxHashMap::default(),
             max_id: 0,
@@ -531,7 +533,7 @@ impl Book {
 
     /// Cancels a live order (resting, conditional, or bracket child).
     pub fn cancel(&mut self, order_id: u64, out: &mut Vec<Event>) -> Result<(), Reject> {
-        if let Some(&idx) = self.index.get(&order_id) {
+        if let Some(idx) = self.index.get(order_id) {
             self.cancel_resting(idx, Reason::User, out);
         } else if let Some(&seq) = self.cond_ids.get(&order_id) {
             self.cancel_cond(seq, Reason::User, true, out);
@@ -591,8 +593,8 @@ impl Book {
     /// Validates an amend as `amend` would, without changing anything.
     /// Returns the order's slot, its new price and its new remaining quantity.
     pub fn check_amend(&self, order_id: u64, price: i64, qty: i64) -> Result<(u32, i64, i64), Reject> {
-        let idx = match self.index.get(&order_id) {
-            Some(&idx) => idx,
+        let idx = match self.index.get(order_id) {
+            Some(idx) => idx,
             None if self.cond_ids.contains_key(&order_id) => return Err(Reason::NotAmendable.into()),
             None => return Err(Reason::UnknownOrder.into()),
         };
@@ -635,7 +637,7 @@ impl Book {
     /// arrived as `seq` (an earlier cascade may have taken it, or the id may
     /// have been reused).
     fn cancel_if_live(&mut self, id: u64, seq: u64, reason: Reason, out: &mut Vec<Event>) {
-        if let Some(&idx) = self.index.get(&id) {
+        if let Some(idx) = self.index.get(id) {
             if self.orders[idx as usize].seq == seq {
                 self.cancel_resting(idx, reason, out);
             }
@@ -748,7 +750,7 @@ impl Book {
     }
     /// The live order with this id.
     pub fn order(&self, order_id: u64) -> Option<OrderStatus> {
-        if let Some(&idx) = self.index.get(&order_id) {
+        if let Some(idx) = self.index.get(order_id) {
             Some(OrderStatus::Resting(self.resting(idx)))
         } else {
             self.cond_ids.get(&order_id).map(|seq| OrderStatus::Pending(pending_of(&self.conds[seq])))
@@ -780,7 +782,7 @@ impl Book {
                     let display = self.extra(i).display;
                     assert!(display == 0 || o.visible <= display);
                     assert_eq!(o.prev, prev);
-                    assert_eq!(self.index.get(&o.id), Some(&i));
+                    assert_eq!(self.index.get(o.id), Some(i));
                     count += 1;
                     visible += o.visible;
                     prev = i;
@@ -805,7 +807,7 @@ impl Book {
         assert_eq!(self.conds.len(), self.cond_ids.len());
         for (&seq, c) in &self.conds {
             assert_eq!(self.cond_ids.get(&c.id), Some(&seq));
-            assert!(!self.index.contains_key(&c.id));
+            assert!(!self.index.contains_key(c.id));
             let indexed = if c.order_type == OrderType::TrailingStop {
                 self.trailing.contains(&seq)
             } else if c.fires_upward() {
@@ -872,7 +874,7 @@ impl Book {
     // ------------------------------------------------------------------
 
     fn is_live(&self, id: u64) -> bool {
-        id <= self.max_id && (self.index.contains_key(&id) || self.cond_ids.contains_key(&id))
+        id <= self.max_id && (self.index.contains_key(id) || self.cond_ids.contains_key(&id))
     }
 
     fn check_qty(&self, qty: i64) -> Result<(), Reject> {
@@ -1418,7 +1420,7 @@ impl Book {
         if level.count == 0 {
             ladder.remove_empty(li);
         }
-        self.index.remove(&o.id);
+        self.index.remove(o.id);
         if o.tif == Tif::Gtd {
             self.expiry.remove(&(x.expire_ts, o.seq, o.id));
         }
@@ -1538,7 +1540,7 @@ impl Book {
                         self.cancel_cond(sibling, Reason::Oco, false, out);
                     }
                     if g.entry != 0 {
-                        if let Some(&idx) = self.index.get(&g.entry) {
+                        if let Some(idx) = self.index.get(g.entry) {
                             if self.extra(idx).group == c.group {
                                 self.extras[idx as usize].group = 0;
                                 self.cancel_resting(idx, Reason::Oco, out);

@@ -9,6 +9,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::book::Book;
+use crate::idmap::{DenseIdMap, Vacant};
 use crate::ledger::{Ledger, LedgerError};
 use crate::codec::{bad, Reader, SnapshotError, Writer};
 use crate::compact::{get_delta, get_u128, get_u64, unzigzag, zigzag, DeltaLog, Enc, Row};
@@ -134,6 +135,15 @@ struct Hold {
 
 const _: () = assert!(std::mem::size_of::<Hold>() == 32);
 
+/// A free slot of the holds table: no open order holds a negative amount.
+impl Vacant for Hold {
+    const VACANT: Hold = Hold { held: i64::MIN, per_lot: 0, account: 0, market_side: 0, open_idx: 0 };
+    #[inline]
+    fn is_vacant(&self) -> bool {
+        self.held == i64::MIN
+    }
+}
+
 /// Markets are numbered below this (a hold packs the side beside it).
 const MAX_MARKETS: usize = 1 << 31;
 
@@ -197,7 +207,7 @@ pub struct Exchange {
     ledger: Ledger,
     suspended: Vec<bool>,
     markets: Vec<Market>,
-    holds: FxHashMap<u64, Hold>,
+    holds: DenseIdMap<Hold>,
     next_order_id: u64,
     now: u64,
     touched: Vec<(Side, i64, i64)>,
@@ -341,7 +351,7 @@ impl Exchange {
     }
     /// An open order's `(account, market, asset it holds, amount held)`.
     pub fn order_hold(&self, order_id: u64) -> Option<(u32, u32, u32, i64)> {
-        self.holds.get(&order_id).map(|h| (h.account, h.market(), h.asset(&self.markets[h.market() as usize].cfg), h.held))
+        self.holds.get(order_id).map(|h| (h.account, h.market(), h.asset(&self.markets[h.market() as usize].cfg), h.held))
     }
 
     /// Adds an asset; returns its id.
@@ -751,7 +761,7 @@ impl Exchange {
 
     /// Cancels an order of `account` (another account's order is unknown to it).
     pub fn cancel(&mut self, account: u32, order_id: u64, out: &mut Vec<Event>) -> Result<(), Reject> {
-        let h = match self.holds.get(&order_id) {
+        let h = match self.holds.get(order_id) {
             Some(h) if h.account == account => *h,
             _ => return Err(Reason::UnknownOrder.into()),
         };
@@ -763,7 +773,7 @@ impl Exchange {
 
     /// Amends an order of `account` (price and/or remaining quantity; 0 keeps).
     pub fn amend(&mut self, account: u32, order_id: u64, price: i64, qty: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
-        let h = match self.holds.get(&order_id) {
+        let h = match self.holds.get(order_id) {
             Some(h) if h.account == account => *h,
             _ => return Err(Reason::UnknownOrder.into()),
         };
@@ -806,7 +816,7 @@ impl Exchange {
         } else {
             self.ledger.release(account, asset, -extra);
         }
-        let hold = self.holds.get_mut(&order_id).expect("open order");
+        let hold = self.holds.get_mut(order_id).expect("open order");
         hold.held = need;
         hold.per_lot = per_lot;
         self.settle(h.market(), start, out);
@@ -917,7 +927,7 @@ impl Exchange {
             l.entry = 0;
             self.linked.remove(&order_id);
         }
-        let h = self.holds.get_mut(&carrier).expect("a group's legs are open");
+        let h = self.holds.get_mut(carrier).expect("a group's legs are open");
         h.held += grow;
         let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
         self.ledger.hold(account, asset, grow).expect("an entry fill brings at least what its exits hold for it");
@@ -934,7 +944,7 @@ impl Exchange {
             return;
         }
         let free = e.qty * l.deficit;
-        let h = self.holds.get_mut(&l.carrier).expect("a group's legs are open");
+        let h = self.holds.get_mut(l.carrier).expect("a group's legs are open");
         h.held -= free;
         debug_assert!(h.held >= 0, "group {g} released more than it held");
         let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
@@ -950,7 +960,7 @@ impl Exchange {
     /// group ends (the book cancels the other leg, and a live entry, next).
     fn linked_triggered(&mut self, e: &Event) {
         let Some(&g) = self.linked.get(&e.order_id) else { return };
-        let need = e.qty * self.holds[&e.order_id].per_lot;
+        let need = e.qty * self.holds.get(e.order_id).expect("a triggered leg holds").per_lot;
         self.dissolve(g, e.order_id, need);
     }
 
@@ -965,13 +975,13 @@ impl Exchange {
         }
         let (mut pool, mut who) = (0, None);
         for id in [l.tp, l.sl] {
-            let h = self.holds.get_mut(&id).expect("a group's legs are open");
+            let h = self.holds.get_mut(id).expect("a group's legs are open");
             pool += h.held;
             h.held = 0;
             who = Some((h.account, h.asset(&self.markets[h.market() as usize].cfg)));
         }
         if survivor != 0 {
-            self.holds.get_mut(&survivor).expect("leg").held = need;
+            self.holds.get_mut(survivor).expect("leg").held = need;
         }
         debug_assert!(pool >= need, "group {g} pool {pool} below the triggered leg's need {need}");
         let (account, asset) = who.expect("two legs");
@@ -1004,8 +1014,8 @@ impl Exchange {
             Side::Buy => (e.order_id, e.other_id, e.remaining, e.other_remaining),
             Side::Sell => (e.other_id, e.order_id, e.other_remaining, e.remaining),
         };
-        let b = *self.holds.get(&buyer).expect("buyer holds");
-        let s = *self.holds.get(&seller).expect("seller holds");
+        let b = *self.holds.get(buyer).expect("buyer holds");
+        let s = *self.holds.get(seller).expect("seller holds");
         let taker_is_buyer = e.side == Side::Buy;
         let ((b_maker, b_taker), (s_maker, s_taker)) = if tiered {
             let m = &self.markets[market as usize];
@@ -1027,8 +1037,8 @@ impl Exchange {
             self.ledger.pay_rebate(b.account, cfg.quote, -buyer_fee);
         }
         let spent = notional + buyer_fee.max(0);
-        self.holds.get_mut(&buyer).unwrap().held -= spent;
-        self.holds.get_mut(&seller).unwrap().held -= base;
+        self.holds.get_mut(buyer).unwrap().held -= spent;
+        self.holds.get_mut(seller).unwrap().held -= base;
         self.after_reduce(cfg, buyer, buyer_rem);
         self.after_reduce(cfg, seller, seller_rem);
         if self.tiered_quotes.contains(&cfg.quote) {
@@ -1061,7 +1071,7 @@ impl Exchange {
     /// longer needs (all of it once it is gone).
     /// `cfg` is the config of the order's market.
     fn after_reduce(&mut self, cfg: &MarketConfig, order_id: u64, remaining: i64) {
-        let Some(h) = self.holds.get_mut(&order_id) else { return };
+        let Some(h) = self.holds.get_mut(order_id) else { return };
         let keep = if remaining == 0 {
             0
         } else if h.per_lot == 0 {
@@ -1074,12 +1084,12 @@ impl Exchange {
         let (account, asset) = (h.account, h.asset(cfg));
         if remaining == 0 {
             let i = h.open_idx as usize;
-            self.holds.remove(&order_id);
+            self.holds.remove(order_id);
             let open = &mut self.open[account as usize];
             debug_assert_eq!(open[i], order_id, "open order is listed where its hold says");
             open.swap_remove(i);
             if let Some(&moved) = open.get(i) {
-                self.holds.get_mut(&moved).expect("open orders have holds").open_idx = i as u32;
+                self.holds.get_mut(moved).expect("open orders have holds").open_idx = i as u32;
             }
         } else {
             h.held = keep;
@@ -1093,7 +1103,7 @@ impl Exchange {
             return Err(format!("asset {asset} not conserved"));
         }
         let mut held: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
-        for (&id, h) in &self.holds {
+        for (id, h) in self.holds.iter() {
             let m = self.markets.get(h.market() as usize).ok_or("hold in unknown market")?;
             *held.entry((h.account, h.asset(&m.cfg))).or_default() += h.held;
             let (owner, side) = match m.book.order(id) {
@@ -1124,7 +1134,7 @@ impl Exchange {
         self.verify_links()?;
         for (a, v) in self.open.iter().enumerate() {
             for (i, id) in v.iter().enumerate() {
-                match self.holds.get(id) {
+                match self.holds.get(*id) {
                     Some(h) if h.account == a as u32 && h.open_idx as usize == i => {}
                     Some(h) if h.account == a as u32 => {
                         return Err(format!("order {id} is at {i} in account {a}'s open list, its hold says {}", h.open_idx));
@@ -1156,7 +1166,7 @@ impl Exchange {
                     return Err(format!("order {id} of group {g} is not linked to it"));
                 }
             }
-            let (Some(tp), Some(sl)) = (self.holds.get(&l.tp), self.holds.get(&l.sl)) else {
+            let (Some(tp), Some(sl)) = (self.holds.get(l.tp), self.holds.get(l.sl)) else {
                 return Err(format!("group {g}: a leg has no hold"));
             };
             if tp.account != sl.account || tp.market_side != sl.market_side || (l.carrier != l.tp && l.carrier != l.sl) {
@@ -1169,7 +1179,7 @@ impl Exchange {
             }
             let mut want = q_tp as i128 * l.max_per_lot as i128;
             if l.entry != 0 {
-                let e = self.holds.get(&l.entry).ok_or(format!("group {g}: entry has no hold"))?;
+                let e = self.holds.get(l.entry).ok_or(format!("group {g}: entry has no hold"))?;
                 let (rem, resting) = remaining(l.entry, e)?;
                 if !resting || e.account != tp.account || e.market() != tp.market() || e.side() == tp.side() {
                     return Err(format!("group {g}: entry not resting, or not the opposite side of its exits"));
@@ -1184,7 +1194,7 @@ impl Exchange {
         if members != self.linked.len() {
             return Err("linked orders do not match the groups".into());
         }
-        for (&id, h) in &self.holds {
+        for (id, h) in self.holds.iter() {
             let leg = self.linked.get(&id).is_some_and(|g| self.links[g].entry != id);
             if leg || h.per_lot == 0 {
                 continue;
@@ -1229,11 +1239,8 @@ impl Exchange {
                 w.i64(t.taker_bps);
             }
         }
-        let mut ids: Vec<u64> = self.holds.keys().copied().collect();
-        ids.sort_unstable();
-        w.u64(ids.len() as u64);
-        for id in ids {
-            let h = &self.holds[&id];
+        w.u64(self.holds.len() as u64);
+        for (id, h) in self.holds.iter() {
             w.u64(id);
             w.u32(h.account);
             w.u32(h.market());
@@ -1325,7 +1332,7 @@ impl Exchange {
             let (account, market) = (r.u32()?, r.u32()?);
             let side = r.enum_(Side::from_u8, "hold side")?;
             let (asset, held, per_lot) = (r.u32()?, r.i64()?, r.i64()?);
-            if account as usize >= x.open.len() || x.holds.contains_key(&id) || id >= x.next_order_id {
+            if account as usize >= x.open.len() || x.holds.contains_key(id) || id >= x.next_order_id {
                 return bad(format!("hold of order {id} inconsistent"));
             }
             let Some(m) = x.markets.get(market as usize) else {
