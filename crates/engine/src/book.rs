@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 
-use crate::idmap::IdMap;
+use crate::idmap::{prefetch, IdMap};
 
 use crate::types::*;
 
@@ -867,6 +867,49 @@ impl Book {
             }
         }
         (qty - need, cost)
+    }
+
+    // ------------------------------------------------------------------
+    // Cache hints (no effect on the state)
+    // ------------------------------------------------------------------
+
+    /// Brings in what a coming command on live order `id` will read, one
+    /// step of a pipeline run over the next rows of a batch: `stage` 0 its
+    /// index bucket; 1 its slot (reading the index, in cache by then); 2
+    /// its neighbours' slots in the level (its slot in cache by then).
+    #[inline]
+    pub(crate) fn prefetch_order(&self, id: u64, stage: u8) {
+        if stage == 0 {
+            self.index.prefetch(id);
+            return;
+        }
+        let Some(idx) = self.index.get(id) else { return };
+        let o = &self.orders[idx as usize];
+        if stage == 1 {
+            prefetch(o);
+        } else {
+            for n in [o.prev, o.next] {
+                if n != NIL {
+                    prefetch(self.orders.as_ptr().wrapping_add(n as usize));
+                }
+            }
+        }
+    }
+
+    /// Brings in what a coming new order `id` (a guess: a hint either
+    /// way) will write if it rests: stage 0 its index bucket, stage 2 the
+    /// slab slot it would take.
+    #[inline]
+    pub(crate) fn prefetch_new(&self, id: u64, stage: u8) {
+        match stage {
+            0 => self.index.prefetch(id),
+            2 => {
+                if let Some(&slot) = self.free.last() {
+                    prefetch(self.orders.as_ptr().wrapping_add(slot as usize));
+                }
+            }
+            _ => {}
+        }
     }
 
     // ------------------------------------------------------------------

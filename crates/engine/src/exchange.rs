@@ -9,12 +9,12 @@
 use rustc_hash::FxHashMap;
 
 use crate::book::Book;
-use crate::idmap::{DenseIdMap, Vacant};
+use crate::idmap::{prefetch, DenseIdMap, Vacant};
 use crate::ledger::{Ledger, LedgerError};
 use crate::codec::{bad, Reader, SnapshotError, Writer};
 use crate::compact::{get_delta, get_u128, get_u64, unzigzag, zigzag, DeltaLog, Enc, Row};
 use crate::marketdata::MarketData;
-use crate::record::{kind, records, CommandRecord};
+use crate::record::{kind, CommandRecord, COMMAND_RECORD_SIZE};
 use crate::types::*;
 
 /// A market's trading status.
@@ -118,7 +118,7 @@ struct Market {
 /// What an open order reserves: `held` of the market's quote asset (a
 /// buy) or base asset (a sell). 24 bytes: one per open order, 2.1 million
 /// at the memory design point.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Hold {
     held: i64,
     /// Hold per remaining lot; 0 for a market buy (held by a book walk and
@@ -143,6 +143,9 @@ impl Vacant for Hold {
         self.held == i64::MIN
     }
 }
+
+/// The prefetch pipeline of [`Exchange::apply_records`]: `(stage, rows ahead)`.
+const PREFETCH_STAGES: [(u8, usize); 3] = [(0, 12), (1, 8), (2, 4)];
 
 /// Markets are numbered below this (a hold packs the side beside it).
 const MAX_MARKETS: usize = 1 << 31;
@@ -1439,9 +1442,75 @@ impl Exchange {
     }
 
     /// Applies a buffer of whole command records, appending their events.
+    ///
+    /// With hundreds of thousands of orders resting, a cancel's lookups
+    /// (its hold, the book's index, its slot, its neighbours, its place in
+    /// the account's open list) are each a cache miss, one after the other.
+    /// So while applying row `i` this brings in, as hints that change
+    /// nothing, what the cancels and amends of rows `i + 4..=i + 12` will
+    /// read, one dependent step at a time (see [`Exchange::prefetch_row`]).
     pub fn apply_records(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
-        for (i, rec) in records(bytes).enumerate() {
-            self.apply_record(&rec, i as u32, out);
+        let n = bytes.len() / COMMAND_RECORD_SIZE;
+        let row = |i: usize| &bytes[i * COMMAND_RECORD_SIZE..(i + 1) * COMMAND_RECORD_SIZE];
+        let (first, last) = (PREFETCH_STAGES[0].1, PREFETCH_STAGES[PREFETCH_STAGES.len() - 1].1);
+        // Submits among rows [i, i + first): the id a submit at i + first
+        // will get if they are all accepted (most are).
+        let mut submits = (0..first.min(n)).filter(|&j| row(j)[0] == kind::SUBMIT).count() as u64;
+        for i in 0..n {
+            for (stage, ahead) in PREFETCH_STAGES {
+                if i + ahead < n {
+                    self.prefetch_row(row(i + ahead), stage, self.next_order_id + submits);
+                }
+            }
+            debug_assert!(last >= 1);
+            if row(i)[0] == kind::SUBMIT {
+                submits -= 1;
+            }
+            if i + first < n && row(i + first)[0] == kind::SUBMIT {
+                submits += 1;
+            }
+            self.apply_record(&CommandRecord::from_bytes(row(i)), i as u32, out);
+        }
+    }
+
+    /// One step of the prefetch pipeline of [`Exchange::apply_records`]
+    /// for a coming row (its raw bytes): for a cancel or amend, stage 0
+    /// brings in its hold and the book's index bucket (the row's market is
+    /// the client's word, used only as a hint); stage 1, with the hold in
+    /// cache, the order's slot and its entry in the account's open list;
+    /// stage 2 its neighbours in the level and the hold of the account's
+    /// last open order (which moves into its place when it closes).
+    #[inline]
+    fn prefetch_row(&self, row: &[u8], stage: u8, guess_id: u64) {
+        let k = row[0];
+        if k == kind::SUBMIT {
+            // Its id, if the submits before it are all accepted: bring in
+            // the book index bucket it will be inserted into.
+            let market = u32::from_le_bytes(row[8..12].try_into().expect("4 bytes"));
+            if let Some(m) = self.markets.get(market as usize) {
+                m.book.prefetch_new(guess_id, stage);
+            }
+            return;
+        }
+        if k != kind::CANCEL && k != kind::AMEND {
+            return;
+        }
+        let id = u64::from_le_bytes(row[16..24].try_into().expect("8 bytes"));
+        if stage == 0 {
+            self.holds.prefetch(id);
+            let market = u32::from_le_bytes(row[8..12].try_into().expect("4 bytes"));
+            if let Some(m) = self.markets.get(market as usize) {
+                m.book.prefetch_order(id, 0);
+            }
+            return;
+        }
+        let Some(h) = self.holds.get(id) else { return };
+        self.markets[h.market() as usize].book.prefetch_order(id, stage);
+        let open = &self.open[h.account as usize];
+        if stage == 1 {
+            prefetch(open.as_ptr().wrapping_add(h.open_idx as usize));
+        } else if let Some(&last) = open.last() {
+            self.holds.prefetch(last);
         }
     }
 

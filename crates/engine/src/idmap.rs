@@ -16,8 +16,6 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
-
 /// A hint to bring the cache line at `p` in (nothing else; never faults).
 #[inline(always)]
 pub(crate) fn prefetch<T>(p: *const T) {
@@ -99,6 +97,11 @@ impl<V: Copy + Default> IdMap<V> {
     }
 
     #[inline]
+    pub fn get_ref(&self, id: u64) -> Option<&V> {
+        self.find(id).map(|i| &self.slots[i].1)
+    }
+
+    #[inline]
     pub fn contains_key(&self, id: u64) -> bool {
         self.find(id).is_some()
     }
@@ -160,6 +163,18 @@ impl<V: Copy + Default> IdMap<V> {
         Some(v)
     }
 
+    /// Entries in table order (which depends on the insertion history: sort
+    /// before anything order-dependent).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+        self.slots.iter().filter(|e| e.0 != 0).map(|e| (e.0, &e.1))
+    }
+
+    /// The value of `id`, to change in place.
+    #[inline]
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut V> {
+        self.find(id).map(|i| &mut self.slots[i].1)
+    }
+
     fn grow(&mut self) {
         let n = (self.slots.len() * 2).max(8);
         let old = std::mem::replace(&mut self.slots, vec![(0, V::default()); n]);
@@ -176,14 +191,10 @@ impl<V: Copy + Default> IdMap<V> {
         }
     }
 
-    /// Bytes of its table (for memory accounting).
-    pub fn table_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<(u64, V)>()
-    }
 }
 
 /// A value with a vacant form, for [`DenseIdMap`]'s empty slots.
-pub trait Vacant: Copy {
+pub trait Vacant: Copy + Default {
     const VACANT: Self;
     fn is_vacant(&self) -> bool;
 }
@@ -194,20 +205,21 @@ pub trait Vacant: Copy {
 /// end appends (gaps as vacant slots). The window is kept to at most twice
 /// its live entries plus [`DenseIdMap::SLACK`]: when it grows sparser, the
 /// oldest slots leave it and their live entries move to `old`, a hash map
-/// (long-lived orders far from the market). So memory is bounded by the
-/// live entries, whatever the ids, and the common lookup is an index.
+/// (long-lived orders far from the market), an [`IdMap`] (one miss a
+/// lookup, and prefetchable). So memory is bounded by the live entries,
+/// whatever the ids, and the common lookup is an index.
 #[derive(Clone, Debug)]
 pub struct DenseIdMap<V: Vacant> {
     base: u64,
     window: VecDeque<V>,
     /// Live entries in the window.
     live: usize,
-    old: FxHashMap<u64, V>,
+    old: IdMap<V>,
 }
 
 impl<V: Vacant> Default for DenseIdMap<V> {
     fn default() -> Self {
-        DenseIdMap { base: 0, window: VecDeque::new(), live: 0, old: FxHashMap::default() }
+        DenseIdMap { base: 0, window: VecDeque::new(), live: 0, old: IdMap::default() }
     }
 }
 
@@ -228,16 +240,12 @@ impl<V: Vacant> DenseIdMap<V> {
         self.live + self.old.len()
     }
 
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 
     #[inline]
     pub fn get(&self, id: u64) -> Option<&V> {
         match self.slot(id) {
             Some(i) => Some(&self.window[i]).filter(|v| !v.is_vacant()),
-            None if id < self.base => self.old.get(&id),
+            None if id < self.base => self.old.get_ref(id),
             None => None,
         }
     }
@@ -246,7 +254,7 @@ impl<V: Vacant> DenseIdMap<V> {
     pub fn get_mut(&mut self, id: u64) -> Option<&mut V> {
         match self.slot(id) {
             Some(i) => Some(&mut self.window[i]).filter(|v| !v.is_vacant()),
-            None if id < self.base => self.old.get_mut(&id),
+            None if id < self.base => self.old.get_mut(id),
             None => None,
         }
     }
@@ -256,13 +264,15 @@ impl<V: Vacant> DenseIdMap<V> {
         self.get(id).is_some()
     }
 
-    /// Brings `id`'s slot into cache (ids in the window only).
+    /// Brings `id`'s slot into cache.
     #[inline]
     pub fn prefetch(&self, id: u64) {
         if let Some(i) = self.slot(id) {
             let (a, b) = self.window.as_slices();
             let p = if i < a.len() { &a[i] as *const V } else { &b[i - a.len()] as *const V };
             prefetch(p);
+        } else if id < self.base {
+            self.old.prefetch(id);
         }
     }
 
@@ -338,14 +348,14 @@ impl<V: Vacant> DenseIdMap<V> {
                 }
                 Some(v)
             }
-            None if id < self.base => self.old.remove(&id),
+            None if id < self.base => self.old.remove(id),
             None => None,
         }
     }
 
     /// Entries by ascending id.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
-        let mut old: Vec<(u64, &V)> = self.old.iter().map(|(&k, v)| (k, v)).collect();
+        let mut old: Vec<(u64, &V)> = self.old.iter().collect();
         old.sort_unstable_by_key(|e| e.0);
         let base = self.base;
         old.into_iter().chain(
@@ -355,7 +365,7 @@ impl<V: Vacant> DenseIdMap<V> {
 
     /// Values, in no particular order (for order-independent folds).
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.old.values().chain(self.window.iter().filter(|v| !v.is_vacant()))
+        self.old.iter().map(|e| e.1).chain(self.window.iter().filter(|v| !v.is_vacant()))
     }
 }
 
