@@ -315,6 +315,12 @@ fn ledger_reason(e: LedgerError) -> Reject {
 #[inline]
 pub fn fee(notional: i128, bps: i64) -> i64 {
     let x = notional * bps.unsigned_abs() as i128;
+    if let Ok(x) = u64::try_from(x) {
+        // The same quotients in 64 bits (an i128 division is a libcall):
+        // ceil(x / 10000) = x / 10000 + (x % 10000 != 0).
+        let q = x / 10_000;
+        return if bps >= 0 { (q + (x % 10_000 != 0) as u64) as i64 } else { -(q as i64) };
+    }
     if bps >= 0 {
         ((x + 9_999) / 10_000) as i64
     } else {
@@ -898,7 +904,7 @@ impl Exchange {
                     if !self.linked.is_empty() {
                         self.linked_cancelled(e);
                     }
-                    self.after_reduce(&cfg, e.order_id, e.remaining)
+                    self.after_reduce(&cfg, e.order_id, 0, e.remaining)
                 }
                 EventKind::Triggered if !self.linked.is_empty() => self.linked_triggered(e),
                 _ => {}
@@ -1040,10 +1046,8 @@ impl Exchange {
             self.ledger.pay_rebate(b.account, cfg.quote, -buyer_fee);
         }
         let spent = notional + buyer_fee.max(0);
-        self.holds.get_mut(buyer).unwrap().held -= spent;
-        self.holds.get_mut(seller).unwrap().held -= base;
-        self.after_reduce(cfg, buyer, buyer_rem);
-        self.after_reduce(cfg, seller, seller_rem);
+        self.after_reduce(cfg, buyer, spent, buyer_rem);
+        self.after_reduce(cfg, seller, base, seller_rem);
         if self.tiered_quotes.contains(&cfg.quote) {
             self.add_volume(b.account, cfg.quote, notional);
             self.add_volume(s.account, cfg.quote, notional);
@@ -1070,11 +1074,16 @@ impl Exchange {
         Some(hist.as_ref().map_or_else(Vec::new, |h| h.iter().collect()))
     }
 
-    /// An order's remaining quantity is now `remaining`: release what it no
-    /// longer needs (all of it once it is gone).
+    /// An order used `used` of its hold (a fill's settlement took it) and
+    /// its remaining quantity is now `remaining`: release what it no longer
+    /// needs (all of it once it is gone). One lookup of its hold for both.
     /// `cfg` is the config of the order's market.
-    fn after_reduce(&mut self, cfg: &MarketConfig, order_id: u64, remaining: i64) {
-        let Some(h) = self.holds.get_mut(order_id) else { return };
+    fn after_reduce(&mut self, cfg: &MarketConfig, order_id: u64, used: i64, remaining: i64) {
+        let Some(h) = self.holds.get_mut(order_id) else {
+            debug_assert_eq!(used, 0, "order {order_id} settled a fill without a hold");
+            return;
+        };
+        h.held -= used;
         let keep = if remaining == 0 {
             0
         } else if h.per_lot == 0 {
@@ -1335,7 +1344,7 @@ impl Exchange {
             let (account, market) = (r.u32()?, r.u32()?);
             let side = r.enum_(Side::from_u8, "hold side")?;
             let (asset, held, per_lot) = (r.u32()?, r.i64()?, r.i64()?);
-            if account as usize >= x.open.len() || x.holds.contains_key(id) || id >= x.next_order_id {
+            if id == 0 || account as usize >= x.open.len() || x.holds.contains_key(id) || id >= x.next_order_id || held < 0 || per_lot < 0 {
                 return bad(format!("hold of order {id} inconsistent"));
             }
             let Some(m) = x.markets.get(market as usize) else {
@@ -1523,6 +1532,37 @@ impl Exchange {
         }
         for m in &self.markets {
             m.book.check_invariants();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fee;
+    use proptest::prelude::*;
+
+    /// The definition in i128, for any notional and rate.
+    fn fee_i128(notional: i128, bps: i64) -> i64 {
+        let x = notional * bps.unsigned_abs() as i128;
+        if bps >= 0 { ((x + 9_999) / 10_000) as i64 } else { -((x / 10_000) as i64) }
+    }
+
+    proptest! {
+        #[test]
+        fn fee_fast_path_is_exact(n in 0i128..(1i128 << 90), small in 0u64..u64::MAX / 10_000, bps in -10_000i64..=10_000) {
+            prop_assert_eq!(fee(n, bps), fee_i128(n, bps));
+            prop_assert_eq!(fee(small as i128, bps), fee_i128(small as i128, bps));
+        }
+    }
+
+    #[test]
+    fn fee_at_the_64_bit_edge() {
+        for x in [0u64, 1, 9_999, 10_000, 10_001, u64::MAX / 10_000, u64::MAX - 1, u64::MAX] {
+            for bps in [-10_000i64, -1, 0, 1, 7, 10_000] {
+                let n = x as i128 / bps.unsigned_abs().max(1) as i128;
+                assert_eq!(fee(n, bps), fee_i128(n, bps), "n {n} bps {bps}");
+            }
+            assert_eq!(fee(x as i128, 1), fee_i128(x as i128, 1));
         }
     }
 }
