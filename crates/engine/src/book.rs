@@ -875,35 +875,26 @@ impl Book {
 
     /// Brings in what a coming command on live order `id` will read, one
     /// step of a pipeline run over the next rows of a batch: `stage` 0 its
-    /// index bucket; 1 its slot (reading the index, in cache by then); 2
-    /// its neighbours' slots in the level (its slot in cache by then).
+    /// index bucket; 1 its slot (reading the index, in cache by then).
     #[inline]
     pub(crate) fn prefetch_order(&self, id: u64, stage: u8) {
         if stage == 0 {
             self.index.prefetch(id);
             return;
         }
-        let Some(idx) = self.index.get(id) else { return };
-        let o = &self.orders[idx as usize];
-        if stage == 1 {
-            prefetch(o);
-        } else {
-            for n in [o.prev, o.next] {
-                if n != NIL {
-                    prefetch(self.orders.as_ptr().wrapping_add(n as usize));
-                }
-            }
+        if let Some(idx) = self.index.get(id) {
+            prefetch(self.orders.as_ptr().wrapping_add(idx as usize));
         }
     }
 
     /// Brings in what a coming new order `id` (a guess: a hint either
-    /// way) will write if it rests: stage 0 its index bucket, stage 2 the
+    /// way) will write if it rests: stage 0 its index bucket, stage 1 the
     /// slab slot it would take.
     #[inline]
     pub(crate) fn prefetch_new(&self, id: u64, stage: u8) {
         match stage {
             0 => self.index.prefetch(id),
-            2 => {
+            1 => {
                 if let Some(&slot) = self.free.last() {
                     prefetch(self.orders.as_ptr().wrapping_add(slot as usize));
                 }

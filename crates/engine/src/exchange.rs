@@ -145,7 +145,7 @@ impl Vacant for Hold {
 }
 
 /// The prefetch pipeline of [`Exchange::apply_records`]: `(stage, rows ahead)`.
-const PREFETCH_STAGES: [(u8, usize); 3] = [(0, 12), (1, 8), (2, 4)];
+const PREFETCH_STAGES: [(u8, usize); 2] = [(0, 12), (1, 6)];
 
 /// Markets are numbered below this (a hold packs the side beside it).
 const MAX_MARKETS: usize = 1 << 31;
@@ -1453,15 +1453,15 @@ impl Exchange {
     /// Applies a buffer of whole command records, appending their events.
     ///
     /// With hundreds of thousands of orders resting, a cancel's lookups
-    /// (its hold, the book's index, its slot, its neighbours, its place in
-    /// the account's open list) are each a cache miss, one after the other.
-    /// So while applying row `i` this brings in, as hints that change
-    /// nothing, what the cancels and amends of rows `i + 4..=i + 12` will
-    /// read, one dependent step at a time (see [`Exchange::prefetch_row`]).
+    /// (its hold, the book's index, its slot, its place in the account's
+    /// open list) are each a cache miss, one after the other. So while
+    /// applying row `i` this brings in, as hints that change nothing, what
+    /// rows `i + 6` and `i + 12` will read, one dependent step at a time
+    /// (see [`Exchange::prefetch_row`]).
     pub fn apply_records(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
         let n = bytes.len() / COMMAND_RECORD_SIZE;
         let row = |i: usize| &bytes[i * COMMAND_RECORD_SIZE..(i + 1) * COMMAND_RECORD_SIZE];
-        let (first, last) = (PREFETCH_STAGES[0].1, PREFETCH_STAGES[PREFETCH_STAGES.len() - 1].1);
+        let first = PREFETCH_STAGES[0].1;
         // Submits among rows [i, i + first): the id a submit at i + first
         // will get if they are all accepted (most are).
         let mut submits = (0..first.min(n)).filter(|&j| row(j)[0] == kind::SUBMIT).count() as u64;
@@ -1471,7 +1471,6 @@ impl Exchange {
                     self.prefetch_row(row(i + ahead), stage, self.next_order_id + submits);
                 }
             }
-            debug_assert!(last >= 1);
             if row(i)[0] == kind::SUBMIT {
                 submits -= 1;
             }
@@ -1483,12 +1482,14 @@ impl Exchange {
     }
 
     /// One step of the prefetch pipeline of [`Exchange::apply_records`]
-    /// for a coming row (its raw bytes): for a cancel or amend, stage 0
-    /// brings in its hold and the book's index bucket (the row's market is
-    /// the client's word, used only as a hint); stage 1, with the hold in
-    /// cache, the order's slot and its entry in the account's open list;
-    /// stage 2 its neighbours in the level and the hold of the account's
-    /// last open order (which moves into its place when it closes).
+    /// for a coming row (its raw bytes). A cancel or amend: stage 0 brings
+    /// in its hold and the book's index bucket (the row's market is the
+    /// client's word, used only as a hint); stage 1, with those in cache,
+    /// the order's slot, its entry in the account's open list and the hold
+    /// of the account's last open order (which moves into that entry when
+    /// the order closes). A submit: stage 0 the index bucket of `guess_id`
+    /// (its id if the submits before it are accepted), stage 1 the slab slot
+    /// it would take.
     #[inline]
     fn prefetch_row(&self, row: &[u8], stage: u8, guess_id: u64) {
         let k = row[0];
@@ -1516,9 +1517,8 @@ impl Exchange {
         let Some(h) = self.holds.get(id) else { return };
         self.markets[h.market() as usize].book.prefetch_order(id, stage);
         let open = &self.open[h.account as usize];
-        if stage == 1 {
-            prefetch(open.as_ptr().wrapping_add(h.open_idx as usize));
-        } else if let Some(&last) = open.last() {
+        prefetch(open.as_ptr().wrapping_add(h.open_idx as usize));
+        if let Some(&last) = open.last() {
             self.holds.prefetch(last);
         }
     }

@@ -268,9 +268,7 @@ impl<V: Vacant> DenseIdMap<V> {
     #[inline]
     pub fn prefetch(&self, id: u64) {
         if let Some(i) = self.slot(id) {
-            let (a, b) = self.window.as_slices();
-            let p = if i < a.len() { &a[i] as *const V } else { &b[i - a.len()] as *const V };
-            prefetch(p);
+            prefetch(&self.window[i]);
         } else if id < self.base {
             self.old.prefetch(id);
         }
