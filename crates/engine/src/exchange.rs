@@ -604,7 +604,7 @@ impl Exchange {
         self.check_account(account)?;
         let id = self.next_order_id;
         let req = OrderRequest { order_id: id, owner: account as u64, ..*req };
-        m.book.check(&req)?;
+        let v = m.book.validated(&req)?;
         let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
         let otype = OrderType::from_u8(req.order_type).expect("checked by the book");
         if req.qty < cfg.min_qty {
@@ -615,7 +615,7 @@ impl Exchange {
         self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
         self.next_order_id += 1;
         let start = out.len();
-        self.markets[market as usize].book.submit(&req, out).expect("validated above");
+        self.markets[market as usize].book.submit_validated(v, out);
         self.settle(market, start, out);
         Ok(id)
     }
