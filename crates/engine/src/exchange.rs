@@ -1423,6 +1423,7 @@ impl Exchange {
         }
     }
 
+    #[inline]
     fn apply_record_inner(&mut self, rec: &CommandRecord, out: &mut Vec<Event>) -> Result<(), Reject> {
         let account = u32::try_from(rec.owner).map_err(|_| Reason::UnknownAccount)?;
         let asset = || u32::try_from(rec.order_id).map_err(|_| Reject::from(Reason::UnknownAsset));
@@ -1465,29 +1466,26 @@ impl Exchange {
     pub fn apply_records(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
         let n = bytes.len() / COMMAND_RECORD_SIZE;
         let row = |i: usize| &bytes[i * COMMAND_RECORD_SIZE..(i + 1) * COMMAND_RECORD_SIZE];
-        if self.holds.len() < PREFETCH_MIN_ORDERS {
-            // Few open orders: their holds, slots and index stay in cache,
-            // and the pipeline would only add work.
-            for i in 0..n {
-                self.apply_record(&CommandRecord::from_bytes(row(i)), i as u32, out);
-            }
-            return;
-        }
+        // Few open orders: their holds, slots and index buckets stay in
+        // cache, and the pipeline would only add work.
+        let pipeline = self.holds.len() >= PREFETCH_MIN_ORDERS;
         let first = PREFETCH_STAGES[0].1;
         // Submits among rows [i, i + first): the id a submit at i + first
         // will get if they are all accepted (most are).
-        let mut submits = (0..first.min(n)).filter(|&j| row(j)[0] == kind::SUBMIT).count() as u64;
+        let mut submits = if pipeline { (0..first.min(n)).filter(|&j| row(j)[0] == kind::SUBMIT).count() as u64 } else { 0 };
         for i in 0..n {
-            for (stage, ahead) in PREFETCH_STAGES {
-                if i + ahead < n {
-                    self.prefetch_row(row(i + ahead), stage, self.next_order_id + submits);
+            if pipeline {
+                for (stage, ahead) in PREFETCH_STAGES {
+                    if i + ahead < n {
+                        self.prefetch_row(row(i + ahead), stage, self.next_order_id + submits);
+                    }
                 }
-            }
-            if row(i)[0] == kind::SUBMIT {
-                submits -= 1;
-            }
-            if i + first < n && row(i + first)[0] == kind::SUBMIT {
-                submits += 1;
+                if row(i)[0] == kind::SUBMIT {
+                    submits -= 1;
+                }
+                if i + first < n && row(i + first)[0] == kind::SUBMIT {
+                    submits += 1;
+                }
             }
             self.apply_record(&CommandRecord::from_bytes(row(i)), i as u32, out);
         }
