@@ -148,8 +148,8 @@ impl Vacant for Hold {
 const PREFETCH_STAGES: [(u8, usize); 2] = [(0, 12), (1, 6)];
 /// Open orders from which [`Exchange::apply_records`] prefetches (below it
 /// holds, slots and index buckets, a few MB, stay in the core's caches).
-/// Always in debug builds, so that the tests run the pipeline.
-const PREFETCH_MIN_ORDERS: usize = if cfg!(debug_assertions) { 0 } else { 1 << 16 };
+/// (Debug builds always prefetch, so that the tests run the pipeline.)
+const PREFETCH_MIN_ORDERS: usize = 1 << 16;
 
 /// Markets are numbered below this (a hold packs the side beside it).
 const MAX_MARKETS: usize = 1 << 31;
@@ -1462,13 +1462,13 @@ impl Exchange {
     /// open list) are each a cache miss, one after the other. So while
     /// applying row `i` this brings in, as hints that change nothing, what
     /// rows `i + 6` and `i + 12` will read, one dependent step at a time
-    /// (see [`Exchange::prefetch_row`]).
+    /// (see `Exchange::prefetch_row`).
     pub fn apply_records(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
         let n = bytes.len() / COMMAND_RECORD_SIZE;
         let row = |i: usize| &bytes[i * COMMAND_RECORD_SIZE..(i + 1) * COMMAND_RECORD_SIZE];
         // Few open orders: their holds, slots and index buckets stay in
         // cache, and the pipeline would only add work.
-        let pipeline = self.holds.len() >= PREFETCH_MIN_ORDERS;
+        let pipeline = cfg!(debug_assertions) || self.holds.len() >= PREFETCH_MIN_ORDERS;
         let first = PREFETCH_STAGES[0].1;
         // Submits among rows [i, i + first): the id a submit at i + first
         // will get if they are all accepted (most are).

@@ -9,10 +9,11 @@
 //! - [`DenseIdMap`]: for ids handed out in increasing order (the exchange's
 //!   order ids): a window of slots indexed by `id - base`, no key stored,
 //!   new ids appended at its end; ids that fall behind a window grown too
-//!   sparse move to a hash map. The exchange's holds use it.
+//!   sparse move to an [`IdMap`]. The exchange's holds use it.
 //!
 //! Neither is ever iterated in hash order where the order could matter:
-//! [`DenseIdMap::iter`] goes by ascending id; [`IdMap`] has no iteration.
+//! [`DenseIdMap::iter`] goes by ascending id; [`IdMap::iter`] (table order)
+//! only feeds it and order-independent folds.
 
 use std::collections::VecDeque;
 
@@ -190,7 +191,6 @@ impl<V: Copy + Default> IdMap<V> {
             }
         }
     }
-
 }
 
 /// A value with a vacant form, for [`DenseIdMap`]'s empty slots.
@@ -204,9 +204,9 @@ pub trait Vacant: Copy + Default {
 /// in `window[id - base]` (vacant where closed); inserting an id past the
 /// end appends (gaps as vacant slots). The window is kept to at most twice
 /// its live entries plus [`DenseIdMap::SLACK`]: when it grows sparser, the
-/// oldest slots leave it and their live entries move to `old`, a hash map
-/// (long-lived orders far from the market), an [`IdMap`] (one miss a
-/// lookup, and prefetchable). So memory is bounded by the live entries,
+/// oldest slots leave it and their live entries move to `old` (long-lived
+/// orders far from the market), an [`IdMap`] (one miss a lookup, and
+/// prefetchable). So memory is bounded by the live entries,
 /// whatever the ids, and the common lookup is an index.
 #[derive(Clone, Debug)]
 pub struct DenseIdMap<V: Vacant> {
