@@ -8,7 +8,8 @@
 //!   expiry, bracket/OCO group) in a parallel `extras` vector;
 //! - each side keeps its levels in a sorted `Vec`, best level *last*, so the
 //!   common operations (match at the top, add near the top) touch the end;
-//! - order ids map to slab slots through an Fx hash map;
+//! - order ids map to slab slots through an `IdMap` (`idmap.rs`) (open addressing,
+//!   id and slot inline: one cache miss a lookup, prefetchable);
 //! - conditional orders (stops, take-profits, trailing stops, bracket
 //!   children) wait in a `BTreeMap` by arrival sequence, indexed by trigger
 //!   price, so a price observation costs one range probe when nothing fires.
@@ -16,6 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
+
+use crate::idmap::{prefetch, IdMap};
 
 use crate::types::*;
 
@@ -279,7 +282,7 @@ pub enum OrderStatus {
     Pending(PendingOrder),
 }
 
-struct Validated {
+pub(crate) struct Validated {
     id: u64,
     owner: u64,
     side: Side,
@@ -311,7 +314,7 @@ pub struct Book {
     /// vector reaches only as far as the last such slot).
     extras: Vec<Extra>,
     free: Vec<u32>,
-    index: FxHashMap<u64, u32>,
+    index: IdMap<u32>,
     conds: BTreeMap<u64, Cond>,
     cond_ids: FxHashMap<u64, u64>,
     /// The largest id ever put in `index` or `cond_ids` (not part of the
@@ -356,7 +359,7 @@ impl Book {
             orders: Vec::new(),
             extras: Vec::new(),
             free: Vec::new(),
-            index: FxHashMap::default(),
+            index: IdMap::default(),
             conds: BTreeMap::new(),
             cond_ids: FxHashMap::default(),
             max_id: 0,
@@ -392,6 +395,20 @@ impl Book {
     /// Submits a new order (any type).
     pub fn submit(&mut self, req: &OrderRequest, out: &mut Vec<Event>) -> Result<(), Reject> {
         let v = self.validate(req)?;
+        self.submit_validated(v, out);
+        Ok(())
+    }
+
+    /// Validates an order as [`Book::submit`] would, changing nothing; the
+    /// result is for [`Book::submit_validated`] while the book is unchanged.
+    pub(crate) fn validated(&self, req: &OrderRequest) -> Result<Validated, Reject> {
+        self.validate(req)
+    }
+
+    /// [`Book::submit`] of an order [`Book::validated`] accepted, the book
+    /// not having changed since (the exchange checks, then takes the hold,
+    /// then submits: one validation, not two).
+    pub(crate) fn submit_validated(&mut self, v: Validated, out: &mut Vec<Event>) {
         let seq = self.take_seq();
         out.push(Event {
             price: if v.order_type.is_market_type() { 0 } else { v.price },
@@ -425,7 +442,6 @@ impl Book {
             self.run_new(t, out);
         }
         self.process_triggers(out);
-        Ok(())
     }
 
     /// Checks a bracket as [`Book::bracket`] would, changing nothing.
@@ -531,7 +547,7 @@ impl Book {
 
     /// Cancels a live order (resting, conditional, or bracket child).
     pub fn cancel(&mut self, order_id: u64, out: &mut Vec<Event>) -> Result<(), Reject> {
-        if let Some(&idx) = self.index.get(&order_id) {
+        if let Some(idx) = self.index.get(order_id) {
             self.cancel_resting(idx, Reason::User, out);
         } else if let Some(&seq) = self.cond_ids.get(&order_id) {
             self.cancel_cond(seq, Reason::User, true, out);
@@ -591,8 +607,8 @@ impl Book {
     /// Validates an amend as `amend` would, without changing anything.
     /// Returns the order's slot, its new price and its new remaining quantity.
     pub fn check_amend(&self, order_id: u64, price: i64, qty: i64) -> Result<(u32, i64, i64), Reject> {
-        let idx = match self.index.get(&order_id) {
-            Some(&idx) => idx,
+        let idx = match self.index.get(order_id) {
+            Some(idx) => idx,
             None if self.cond_ids.contains_key(&order_id) => return Err(Reason::NotAmendable.into()),
             None => return Err(Reason::UnknownOrder.into()),
         };
@@ -635,7 +651,7 @@ impl Book {
     /// arrived as `seq` (an earlier cascade may have taken it, or the id may
     /// have been reused).
     fn cancel_if_live(&mut self, id: u64, seq: u64, reason: Reason, out: &mut Vec<Event>) {
-        if let Some(&idx) = self.index.get(&id) {
+        if let Some(idx) = self.index.get(id) {
             if self.orders[idx as usize].seq == seq {
                 self.cancel_resting(idx, reason, out);
             }
@@ -748,7 +764,7 @@ impl Book {
     }
     /// The live order with this id.
     pub fn order(&self, order_id: u64) -> Option<OrderStatus> {
-        if let Some(&idx) = self.index.get(&order_id) {
+        if let Some(idx) = self.index.get(order_id) {
             Some(OrderStatus::Resting(self.resting(idx)))
         } else {
             self.cond_ids.get(&order_id).map(|seq| OrderStatus::Pending(pending_of(&self.conds[seq])))
@@ -780,7 +796,7 @@ impl Book {
                     let display = self.extra(i).display;
                     assert!(display == 0 || o.visible <= display);
                     assert_eq!(o.prev, prev);
-                    assert_eq!(self.index.get(&o.id), Some(&i));
+                    assert_eq!(self.index.get(o.id), Some(i));
                     count += 1;
                     visible += o.visible;
                     prev = i;
@@ -805,7 +821,7 @@ impl Book {
         assert_eq!(self.conds.len(), self.cond_ids.len());
         for (&seq, c) in &self.conds {
             assert_eq!(self.cond_ids.get(&c.id), Some(&seq));
-            assert!(!self.index.contains_key(&c.id));
+            assert!(!self.index.contains_key(c.id));
             let indexed = if c.order_type == OrderType::TrailingStop {
                 self.trailing.contains(&seq)
             } else if c.fires_upward() {
@@ -929,11 +945,45 @@ impl Book {
     }
 
     // ------------------------------------------------------------------
+    // Cache hints (no effect on the state)
+    // ------------------------------------------------------------------
+
+    /// Brings in what a coming command on live order `id` will read, one
+    /// step of a pipeline run over the next rows of a batch: `stage` 0 its
+    /// index bucket; 1 its slot (reading the index, in cache by then).
+    #[inline]
+    pub(crate) fn prefetch_order(&self, id: u64, stage: u8) {
+        if stage == 0 {
+            self.index.prefetch(id);
+            return;
+        }
+        if let Some(idx) = self.index.get(id) {
+            prefetch(self.orders.as_ptr().wrapping_add(idx as usize));
+        }
+    }
+
+    /// Brings in what a coming new order `id` (a guess: a hint either
+    /// way) will write if it rests: stage 0 its index bucket, stage 1 the
+    /// slab slot it would take.
+    #[inline]
+    pub(crate) fn prefetch_new(&self, id: u64, stage: u8) {
+        match stage {
+            0 => self.index.prefetch(id),
+            1 => {
+                if let Some(&slot) = self.free.last() {
+                    prefetch(self.orders.as_ptr().wrapping_add(slot as usize));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------------
     // Validation
     // ------------------------------------------------------------------
 
     fn is_live(&self, id: u64) -> bool {
-        id <= self.max_id && (self.index.contains_key(&id) || self.cond_ids.contains_key(&id))
+        id <= self.max_id && (self.index.contains_key(id) || self.cond_ids.contains_key(&id))
     }
 
     fn check_qty(&self, qty: i64) -> Result<(), Reject> {
@@ -1479,7 +1529,7 @@ impl Book {
         if level.count == 0 {
             ladder.remove_empty(li);
         }
-        self.index.remove(&o.id);
+        self.index.remove(o.id);
         if o.tif == Tif::Gtd {
             self.expiry.remove(&(x.expire_ts, o.seq, o.id));
         }
@@ -1599,7 +1649,7 @@ impl Book {
                         self.cancel_cond(sibling, Reason::Oco, false, out);
                     }
                     if g.entry != 0 {
-                        if let Some(&idx) = self.index.get(&g.entry) {
+                        if let Some(idx) = self.index.get(g.entry) {
                             if self.extra(idx).group == c.group {
                                 self.extras[idx as usize].group = 0;
                                 self.cancel_resting(idx, Reason::Oco, out);

@@ -9,11 +9,12 @@
 use rustc_hash::FxHashMap;
 
 use crate::book::Book;
+use crate::idmap::{prefetch, DenseIdMap, Vacant};
 use crate::ledger::{Ledger, LedgerError};
 use crate::codec::{bad, Reader, SnapshotError, Writer};
 use crate::compact::{get_delta, get_u128, get_u64, unzigzag, zigzag, DeltaLog, Enc, Row};
 use crate::marketdata::MarketData;
-use crate::record::{kind, records, CommandRecord};
+use crate::record::{kind, CommandRecord, COMMAND_RECORD_SIZE};
 use crate::types::*;
 
 /// A market's trading status.
@@ -117,7 +118,7 @@ struct Market {
 /// What an open order reserves: `held` of the market's quote asset (a
 /// buy) or base asset (a sell). 24 bytes: one per open order, 2.1 million
 /// at the memory design point.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Hold {
     held: i64,
     /// Hold per remaining lot; 0 for a market buy (held by a book walk and
@@ -133,6 +134,22 @@ struct Hold {
 }
 
 const _: () = assert!(std::mem::size_of::<Hold>() == 32);
+
+/// A free slot of the holds table: no open order holds a negative amount.
+impl Vacant for Hold {
+    const VACANT: Hold = Hold { held: i64::MIN, per_lot: 0, account: 0, market_side: 0, open_idx: 0 };
+    #[inline]
+    fn is_vacant(&self) -> bool {
+        self.held == i64::MIN
+    }
+}
+
+/// The prefetch pipeline of [`Exchange::apply_records`]: `(stage, rows ahead)`.
+const PREFETCH_STAGES: [(u8, usize); 2] = [(0, 12), (1, 6)];
+/// Open orders from which [`Exchange::apply_records`] prefetches (below it
+/// holds, slots and index buckets, a few MB, stay in the core's caches).
+/// (Debug builds always prefetch, so that the tests run the pipeline.)
+const PREFETCH_MIN_ORDERS: usize = 1 << 16;
 
 /// Markets are numbered below this (a hold packs the side beside it).
 const MAX_MARKETS: usize = 1 << 31;
@@ -197,7 +214,7 @@ pub struct Exchange {
     ledger: Ledger,
     suspended: Vec<bool>,
     markets: Vec<Market>,
-    holds: FxHashMap<u64, Hold>,
+    holds: DenseIdMap<Hold>,
     next_order_id: u64,
     now: u64,
     touched: Vec<(Side, i64, i64)>,
@@ -304,6 +321,12 @@ fn ledger_reason(e: LedgerError) -> Reject {
 #[inline]
 pub fn fee(notional: i128, bps: i64) -> i64 {
     let x = notional * bps.unsigned_abs() as i128;
+    if let Ok(x) = u64::try_from(x) {
+        // The same quotients in 64 bits (an i128 division is a libcall):
+        // ceil(x / 10000) = x / 10000 + (x % 10000 != 0).
+        let q = x / 10_000;
+        return if bps >= 0 { (q + (x % 10_000 != 0) as u64) as i64 } else { -(q as i64) };
+    }
     if bps >= 0 {
         ((x + 9_999) / 10_000) as i64
     } else {
@@ -343,7 +366,7 @@ impl Exchange {
     }
     /// An open order's `(account, market, asset it holds, amount held)`.
     pub fn order_hold(&self, order_id: u64) -> Option<(u32, u32, u32, i64)> {
-        self.holds.get(&order_id).map(|h| (h.account, h.market(), h.asset(&self.markets[h.market() as usize].cfg), h.held))
+        self.holds.get(order_id).map(|h| (h.account, h.market(), h.asset(&self.markets[h.market() as usize].cfg), h.held))
     }
 
     /// Adds an asset; returns its id.
@@ -590,7 +613,7 @@ impl Exchange {
         }
         let id = self.next_order_id;
         let req = OrderRequest { order_id: id, owner: account as u64, ..*req };
-        m.book.check(&req)?;
+        let v = m.book.validated(&req)?;
         let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
         let otype = OrderType::from_u8(req.order_type).expect("checked by the book");
         if req.qty < cfg.min_qty {
@@ -601,7 +624,7 @@ impl Exchange {
         self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
         self.next_order_id += 1;
         let start = out.len();
-        self.markets[market as usize].book.submit(&req, out).expect("validated above");
+        self.markets[market as usize].book.submit_validated(v, out);
         self.settle(market, start, out);
         Ok(id)
     }
@@ -836,7 +859,7 @@ impl Exchange {
 
     /// Cancels an order of `account` (another account's order is unknown to it).
     pub fn cancel(&mut self, account: u32, order_id: u64, out: &mut Vec<Event>) -> Result<(), Reject> {
-        let h = match self.holds.get(&order_id) {
+        let h = match self.holds.get(order_id) {
             Some(h) if h.account == account => *h,
             _ => return Err(Reason::UnknownOrder.into()),
         };
@@ -848,7 +871,7 @@ impl Exchange {
 
     /// Amends an order of `account` (price and/or remaining quantity; 0 keeps).
     pub fn amend(&mut self, account: u32, order_id: u64, price: i64, qty: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
-        let h = match self.holds.get(&order_id) {
+        let h = match self.holds.get(order_id) {
             Some(h) if h.account == account => *h,
             _ => return Err(Reason::UnknownOrder.into()),
         };
@@ -891,7 +914,7 @@ impl Exchange {
         } else {
             self.ledger.release(account, asset, -extra);
         }
-        let hold = self.holds.get_mut(&order_id).expect("open order");
+        let hold = self.holds.get_mut(order_id).expect("open order");
         hold.held = need;
         hold.per_lot = per_lot;
         self.settle(h.market(), start, out);
@@ -975,7 +998,7 @@ impl Exchange {
                     if !self.linked.is_empty() {
                         self.linked_cancelled(e);
                     }
-                    self.after_reduce(&cfg, e.order_id, e.remaining)
+                    self.after_reduce(&cfg, e.order_id, 0, e.remaining)
                 }
                 EventKind::Triggered if !self.linked.is_empty() => self.linked_triggered(e),
                 _ => {}
@@ -1007,7 +1030,7 @@ impl Exchange {
             l.entry = 0;
             self.linked.remove(&order_id);
         }
-        let h = self.holds.get_mut(&carrier).expect("a group's legs are open");
+        let h = self.holds.get_mut(carrier).expect("a group's legs are open");
         h.held += grow;
         let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
         self.ledger.hold(account, asset, grow).expect("an entry fill brings at least what its exits hold for it");
@@ -1024,7 +1047,7 @@ impl Exchange {
             return;
         }
         let free = e.qty * l.deficit;
-        let h = self.holds.get_mut(&l.carrier).expect("a group's legs are open");
+        let h = self.holds.get_mut(l.carrier).expect("a group's legs are open");
         h.held -= free;
         debug_assert!(h.held >= 0, "group {g} released more than it held");
         let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
@@ -1040,7 +1063,7 @@ impl Exchange {
     /// group ends (the book cancels the other leg, and a live entry, next).
     fn linked_triggered(&mut self, e: &Event) {
         let Some(&g) = self.linked.get(&e.order_id) else { return };
-        let need = e.qty * self.holds[&e.order_id].per_lot;
+        let need = e.qty * self.holds.get(e.order_id).expect("a triggered leg holds").per_lot;
         self.dissolve(g, e.order_id, need);
     }
 
@@ -1055,13 +1078,13 @@ impl Exchange {
         }
         let (mut pool, mut who) = (0, None);
         for id in [l.tp, l.sl] {
-            let h = self.holds.get_mut(&id).expect("a group's legs are open");
+            let h = self.holds.get_mut(id).expect("a group's legs are open");
             pool += h.held;
             h.held = 0;
             who = Some((h.account, h.asset(&self.markets[h.market() as usize].cfg)));
         }
         if survivor != 0 {
-            self.holds.get_mut(&survivor).expect("leg").held = need;
+            self.holds.get_mut(survivor).expect("leg").held = need;
         }
         debug_assert!(pool >= need, "group {g} pool {pool} below the triggered leg's need {need}");
         let (account, asset) = who.expect("two legs");
@@ -1094,8 +1117,8 @@ impl Exchange {
             Side::Buy => (e.order_id, e.other_id, e.remaining, e.other_remaining),
             Side::Sell => (e.other_id, e.order_id, e.other_remaining, e.remaining),
         };
-        let b = *self.holds.get(&buyer).expect("buyer holds");
-        let s = *self.holds.get(&seller).expect("seller holds");
+        let b = *self.holds.get(buyer).expect("buyer holds");
+        let s = *self.holds.get(seller).expect("seller holds");
         let taker_is_buyer = e.side == Side::Buy;
         let ((b_maker, b_taker), (s_maker, s_taker)) = if tiered {
             let m = &self.markets[market as usize];
@@ -1117,10 +1140,8 @@ impl Exchange {
             self.ledger.pay_rebate(b.account, cfg.quote, -buyer_fee);
         }
         let spent = notional + buyer_fee.max(0);
-        self.holds.get_mut(&buyer).unwrap().held -= spent;
-        self.holds.get_mut(&seller).unwrap().held -= base;
-        self.after_reduce(cfg, buyer, buyer_rem);
-        self.after_reduce(cfg, seller, seller_rem);
+        self.after_reduce(cfg, buyer, spent, buyer_rem);
+        self.after_reduce(cfg, seller, base, seller_rem);
         if self.tiered_quotes.contains(&cfg.quote) {
             self.add_volume(b.account, cfg.quote, notional);
             self.add_volume(s.account, cfg.quote, notional);
@@ -1147,11 +1168,16 @@ impl Exchange {
         Some(hist.as_ref().map_or_else(Vec::new, |h| h.iter().collect()))
     }
 
-    /// An order's remaining quantity is now `remaining`: release what it no
-    /// longer needs (all of it once it is gone).
+    /// An order used `used` of its hold (a fill's settlement took it) and
+    /// its remaining quantity is now `remaining`: release what it no longer
+    /// needs (all of it once it is gone). One lookup of its hold for both.
     /// `cfg` is the config of the order's market.
-    fn after_reduce(&mut self, cfg: &MarketConfig, order_id: u64, remaining: i64) {
-        let Some(h) = self.holds.get_mut(&order_id) else { return };
+    fn after_reduce(&mut self, cfg: &MarketConfig, order_id: u64, used: i64, remaining: i64) {
+        let Some(h) = self.holds.get_mut(order_id) else {
+            debug_assert_eq!(used, 0, "order {order_id} settled a fill without a hold");
+            return;
+        };
+        h.held -= used;
         let keep = if remaining == 0 {
             0
         } else if h.per_lot == 0 {
@@ -1164,12 +1190,12 @@ impl Exchange {
         let (account, asset) = (h.account, h.asset(cfg));
         if remaining == 0 {
             let i = h.open_idx as usize;
-            self.holds.remove(&order_id);
+            self.holds.remove(order_id);
             let open = &mut self.open[account as usize];
             debug_assert_eq!(open[i], order_id, "open order is listed where its hold says");
             open.swap_remove(i);
             if let Some(&moved) = open.get(i) {
-                self.holds.get_mut(&moved).expect("open orders have holds").open_idx = i as u32;
+                self.holds.get_mut(moved).expect("open orders have holds").open_idx = i as u32;
             }
         } else {
             h.held = keep;
@@ -1183,7 +1209,7 @@ impl Exchange {
             return Err(format!("asset {asset} not conserved"));
         }
         let mut held: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
-        for (&id, h) in &self.holds {
+        for (id, h) in self.holds.iter() {
             let m = self.markets.get(h.market() as usize).ok_or("hold in unknown market")?;
             *held.entry((h.account, h.asset(&m.cfg))).or_default() += h.held;
             let (owner, side) = match m.book.order(id) {
@@ -1214,7 +1240,7 @@ impl Exchange {
         self.verify_links()?;
         for (a, v) in self.open.iter().enumerate() {
             for (i, id) in v.iter().enumerate() {
-                match self.holds.get(id) {
+                match self.holds.get(*id) {
                     Some(h) if h.account == a as u32 && h.open_idx as usize == i => {}
                     Some(h) if h.account == a as u32 => {
                         return Err(format!("order {id} is at {i} in account {a}'s open list, its hold says {}", h.open_idx));
@@ -1246,7 +1272,7 @@ impl Exchange {
                     return Err(format!("order {id} of group {g} is not linked to it"));
                 }
             }
-            let (Some(tp), Some(sl)) = (self.holds.get(&l.tp), self.holds.get(&l.sl)) else {
+            let (Some(tp), Some(sl)) = (self.holds.get(l.tp), self.holds.get(l.sl)) else {
                 return Err(format!("group {g}: a leg has no hold"));
             };
             if tp.account != sl.account || tp.market_side != sl.market_side || (l.carrier != l.tp && l.carrier != l.sl) {
@@ -1259,7 +1285,7 @@ impl Exchange {
             }
             let mut want = q_tp as i128 * l.max_per_lot as i128;
             if l.entry != 0 {
-                let e = self.holds.get(&l.entry).ok_or(format!("group {g}: entry has no hold"))?;
+                let e = self.holds.get(l.entry).ok_or(format!("group {g}: entry has no hold"))?;
                 let (rem, resting) = remaining(l.entry, e)?;
                 if !resting || e.account != tp.account || e.market() != tp.market() || e.side() == tp.side() {
                     return Err(format!("group {g}: entry not resting, or not the opposite side of its exits"));
@@ -1274,7 +1300,7 @@ impl Exchange {
         if members != self.linked.len() {
             return Err("linked orders do not match the groups".into());
         }
-        for (&id, h) in &self.holds {
+        for (id, h) in self.holds.iter() {
             let leg = self.linked.get(&id).is_some_and(|g| self.links[g].entry != id);
             if leg || h.per_lot == 0 {
                 continue;
@@ -1319,11 +1345,8 @@ impl Exchange {
                 w.i64(t.taker_bps);
             }
         }
-        let mut ids: Vec<u64> = self.holds.keys().copied().collect();
-        ids.sort_unstable();
-        w.u64(ids.len() as u64);
-        for id in ids {
-            let h = &self.holds[&id];
+        w.u64(self.holds.len() as u64);
+        for (id, h) in self.holds.iter() {
             w.u64(id);
             w.u32(h.account);
             w.u32(h.market());
@@ -1415,7 +1438,7 @@ impl Exchange {
             let (account, market) = (r.u32()?, r.u32()?);
             let side = r.enum_(Side::from_u8, "hold side")?;
             let (asset, held, per_lot) = (r.u32()?, r.i64()?, r.i64()?);
-            if account as usize >= x.open.len() || x.holds.contains_key(&id) || id >= x.next_order_id {
+            if id == 0 || account as usize >= x.open.len() || x.holds.contains_key(id) || id >= x.next_order_id || held < 0 || per_lot < 0 {
                 return bad(format!("hold of order {id} inconsistent"));
             }
             let Some(m) = x.markets.get(market as usize) else {
@@ -1490,6 +1513,7 @@ impl Exchange {
         }
     }
 
+    #[inline]
     fn apply_record_inner(&mut self, rec: &CommandRecord, out: &mut Vec<Event>) -> Result<(), Reject> {
         let account = u32::try_from(rec.owner).map_err(|_| Reason::UnknownAccount)?;
         let asset = || u32::try_from(rec.order_id).map_err(|_| Reject::from(Reason::UnknownAsset));
@@ -1522,9 +1546,80 @@ impl Exchange {
     }
 
     /// Applies a buffer of whole command records, appending their events.
+    ///
+    /// With hundreds of thousands of orders resting, a cancel's lookups
+    /// (its hold, the book's index, its slot, its place in the account's
+    /// open list) are each a cache miss, one after the other. So while
+    /// applying row `i` this brings in, as hints that change nothing, what
+    /// rows `i + 6` and `i + 12` will read, one dependent step at a time
+    /// (see `Exchange::prefetch_row`).
     pub fn apply_records(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
-        for (i, rec) in records(bytes).enumerate() {
-            self.apply_record(&rec, i as u32, out);
+        let n = bytes.len() / COMMAND_RECORD_SIZE;
+        let row = |i: usize| &bytes[i * COMMAND_RECORD_SIZE..(i + 1) * COMMAND_RECORD_SIZE];
+        // Few open orders: their holds, slots and index buckets stay in
+        // cache, and the pipeline would only add work.
+        let pipeline = cfg!(debug_assertions) || self.holds.len() >= PREFETCH_MIN_ORDERS;
+        let first = PREFETCH_STAGES[0].1;
+        // Submits among rows [i, i + first): the id a submit at i + first
+        // will get if they are all accepted (most are).
+        let mut submits = if pipeline { (0..first.min(n)).filter(|&j| row(j)[0] == kind::SUBMIT).count() as u64 } else { 0 };
+        for i in 0..n {
+            if pipeline {
+                for (stage, ahead) in PREFETCH_STAGES {
+                    if i + ahead < n {
+                        self.prefetch_row(row(i + ahead), stage, self.next_order_id + submits);
+                    }
+                }
+                if row(i)[0] == kind::SUBMIT {
+                    submits -= 1;
+                }
+                if i + first < n && row(i + first)[0] == kind::SUBMIT {
+                    submits += 1;
+                }
+            }
+            self.apply_record(&CommandRecord::from_bytes(row(i)), i as u32, out);
+        }
+    }
+
+    /// One step of the prefetch pipeline of [`Exchange::apply_records`]
+    /// for a coming row (its raw bytes). A cancel or amend: stage 0 brings
+    /// in its hold and the book's index bucket (the row's market is the
+    /// client's word, used only as a hint); stage 1, with those in cache,
+    /// the order's slot, its entry in the account's open list and the hold
+    /// of the account's last open order (which moves into that entry when
+    /// the order closes). A submit: stage 0 the index bucket of `guess_id`
+    /// (its id if the submits before it are accepted), stage 1 the slab slot
+    /// it would take.
+    #[inline]
+    fn prefetch_row(&self, row: &[u8], stage: u8, guess_id: u64) {
+        let k = row[0];
+        if k == kind::SUBMIT {
+            // Its id, if the submits before it are all accepted: bring in
+            // the book index bucket it will be inserted into.
+            let market = u32::from_le_bytes(row[8..12].try_into().expect("4 bytes"));
+            if let Some(m) = self.markets.get(market as usize) {
+                m.book.prefetch_new(guess_id, stage);
+            }
+            return;
+        }
+        if k != kind::CANCEL && k != kind::AMEND {
+            return;
+        }
+        let id = u64::from_le_bytes(row[16..24].try_into().expect("8 bytes"));
+        if stage == 0 {
+            self.holds.prefetch(id);
+            let market = u32::from_le_bytes(row[8..12].try_into().expect("4 bytes"));
+            if let Some(m) = self.markets.get(market as usize) {
+                m.book.prefetch_order(id, 0);
+            }
+            return;
+        }
+        let Some(h) = self.holds.get(id) else { return };
+        self.markets[h.market() as usize].book.prefetch_order(id, stage);
+        let open = &self.open[h.account as usize];
+        prefetch(open.as_ptr().wrapping_add(h.open_idx as usize));
+        if let Some(&last) = open.last() {
+            self.holds.prefetch(last);
         }
     }
 
@@ -1537,6 +1632,37 @@ impl Exchange {
         }
         for m in &self.markets {
             m.book.check_invariants();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fee;
+    use proptest::prelude::*;
+
+    /// The definition in i128, for any notional and rate.
+    fn fee_i128(notional: i128, bps: i64) -> i64 {
+        let x = notional * bps.unsigned_abs() as i128;
+        if bps >= 0 { ((x + 9_999) / 10_000) as i64 } else { -((x / 10_000) as i64) }
+    }
+
+    proptest! {
+        #[test]
+        fn fee_fast_path_is_exact(n in 0i128..(1i128 << 90), small in 0u64..u64::MAX / 10_000, bps in -10_000i64..=10_000) {
+            prop_assert_eq!(fee(n, bps), fee_i128(n, bps));
+            prop_assert_eq!(fee(small as i128, bps), fee_i128(small as i128, bps));
+        }
+    }
+
+    #[test]
+    fn fee_at_the_64_bit_edge() {
+        for x in [0u64, 1, 9_999, 10_000, 10_001, u64::MAX / 10_000, u64::MAX - 1, u64::MAX] {
+            for bps in [-10_000i64, -1, 0, 1, 7, 10_000] {
+                let n = x as i128 / bps.unsigned_abs().max(1) as i128;
+                assert_eq!(fee(n, bps), fee_i128(n, bps), "n {n} bps {bps}");
+            }
+            assert_eq!(fee(x as i128, 1), fee_i128(x as i128, 1));
         }
     }
 }

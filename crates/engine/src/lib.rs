@@ -29,6 +29,7 @@ mod codec;
 pub mod compact;
 pub mod exchange;
 pub mod gateway;
+mod idmap;
 pub mod journal;
 pub mod ledger;
 pub mod marketdata;

@@ -81,6 +81,7 @@ impl CommandRecord {
     }
 
     /// The command this record holds; an unknown kind is `INVALID_COMMAND`.
+    #[inline]
     pub fn to_command(&self) -> Result<Command, Reject> {
         Ok(match self.kind {
             kind::SUBMIT => Command::Submit(OrderRequest {

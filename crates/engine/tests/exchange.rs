@@ -651,6 +651,10 @@ proptest! {
         let r = OrderRequest { price: protect, ..OrderRequest::market_quote(0, 0, side, amount).with_stp(Stp::from_u8(stp).unwrap()) };
         let snap = x.snapshot();
         let own = book_before.iter().any(|o| o.owner == 0);
+        // The taker rate the walk costs at: the account's tier now (the setup's crossing orders may have
+        // given account 0 volume already; quote_exchange's tiers only lower the rate as volume grows).
+        let v0 = x.volume_30d(0, 1);
+        let rate = if taker < 4 { taker } else if v0 >= 6_000 { taker / 4 } else if v0 >= 2_000 { taker / 2 } else { taker };
         match x.place(0, 0, &r, &mut out) {
             Err(_) => prop_assert_eq!(x.snapshot(), snap),
             Ok(id) => {
@@ -686,7 +690,7 @@ proptest! {
                     // Fills are per maker order (plain orders: one fill each), fees rounded up per fill.
                     let cost = |p: i64, n: i64| {
                         let v = p as i128 * 10 * n as i128;
-                        if side == B { v + (v * taker as i128 + 9_999) / 10_000 } else { v }
+                        if side == B { v + (v * rate as i128 + 9_999) / 10_000 } else { v }
                     };
                     let mut makers: Vec<(i64, i64)> = book_before.iter()
                         .filter(|o| o.side != side && (protect == 0 || if side == B { o.price <= protect } else { o.price >= protect }))

@@ -155,7 +155,7 @@ impl Book {
                 post_only,
             };
             book.rest(&t);
-            let idx = book.index[&id];
+            let idx = book.index.get(id).expect("just rested");
             let o = &mut book.orders[idx as usize];
             let delta = visible - o.visible;
             o.visible = visible;
@@ -225,7 +225,7 @@ impl Book {
                     return bad(format!("group {key}: child {child} missing"));
                 }
             }
-            if g.entry != 0 && book.index.get(&g.entry).is_none_or(|&i| book.extra(i).group != key) {
+            if g.entry != 0 && book.index.get(g.entry).is_none_or(|i| book.extra(i).group != key) {
                 return bad(format!("group {key}: entry {} missing", g.entry));
             }
             prev_key = key;
