@@ -563,6 +563,51 @@ def _error_response(e: ApiError) -> JSON:
 Handler = Callable[[_Req], Awaitable[Any] | Any]
 
 
+def api_endpoint(ctx: ApiContext, fn: Callable, call: Callable[[Any, bytes, bytes], Any],
+                 failed: Callable[[Any, Exception], Response], cache: bool = False,
+                 too_large: Response | None = None):
+    """The Starlette endpoint of an API handler `fn`, run as
+    `call(request, query string, body)` (the API's own checks, then `fn`)
+    after the per-IP rate limit and the query-size check; `failed` turns
+    what it raised into the API's error reply. A plain (not async) `fn` is
+    also a fast handler of the HTTP protocol (`fasthttp`) with the same
+    checks in the same order; with `cache`, its replies to body-less
+    requests are `ApiContext.cached_reply`s (public replies that depend on
+    the exchange state only). `too_large`: the API's reply to a body over
+    the limit on the fast path."""
+    if not asyncio.iscoroutinefunction(fn):
+        def build(request, body: bytes) -> bytes | Response:
+            result = call(request, ctx.check_query(request), body)
+            return result if isinstance(result, Response) else _json.encode(result)
+
+        def fast(request: FastRequest):
+            try:
+                ctx.limit_ip(request)
+                if cache and not request.body:
+                    ctx.check_query(request)
+                    return ctx.cached_reply(request, lambda: _bytes_or_raise(build(request, b"")))
+                return build(request, request.body)
+            except _NotCached as e:
+                return e.response
+            except Exception as e:
+                return failed(request, e)
+
+        fast.too_large = too_large  # type: ignore[attr-defined]
+        return fast_endpoint(fast, ctx.max_body)
+
+    async def handler(request: Request) -> Response:
+        try:
+            ctx.limit_ip(request)
+            query = ctx.check_query(request)
+            body = await ctx.body(request)
+            result = await call(request, query, body)
+            return result if isinstance(result, Response) else JSON(result)
+        except Exception as e:
+            return failed(request, e)
+
+    return handler
+
+
 def native_routes(ctx: ApiContext) -> list:
     """The `/api/v1` routes."""
     node = ctx.node
@@ -583,41 +628,13 @@ def native_routes(ctx: ApiContext) -> list:
             return _Req(request, user, body)
 
         def failed(request, e: Exception) -> Response:
-            if isinstance(e, _NotCached):
-                return e.response
             if isinstance(e, ApiError):
                 return _error_response(e)
             log.error("%s %s failed", request.method, request.url.path, exc_info=e)
             return _error_response(ApiError(500, "INTERNAL", "internal error (logged)"))
 
-        if not asyncio.iscoroutinefunction(fn):
-            def reply(request, body: bytes) -> bytes | Response:
-                result = fn(authorized(request, ctx.check_query(request), body))
-                return result if isinstance(result, Response) else _json.encode(result)
-
-            def fast(request: FastRequest):
-                try:
-                    ctx.limit_ip(request)
-                    if cache:
-                        ctx.check_query(request)
-                        return ctx.cached_reply(request, lambda: _bytes_or_raise(reply(request, b"")))
-                    return reply(request, request.body)
-                except Exception as e:
-                    return failed(request, e)
-
-            return fast_endpoint(fast, ctx.max_body)
-
-        async def handler(request: Request) -> Response:
-            try:
-                ctx.limit_ip(request)
-                query = ctx.check_query(request)
-                body = await ctx.body(request)
-                result = await fn(authorized(request, query, body))
-                return result if isinstance(result, Response) else JSON(result)
-            except Exception as e:
-                return failed(request, e)
-
-        return handler
+        return api_endpoint(ctx, fn, lambda request, query, body: fn(authorized(request, query, body)), failed,
+                            cache)
 
     def _authenticate(request: Request, query: bytes, body: bytes, permission: str) -> int:
         h = request.headers

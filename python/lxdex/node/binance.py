@@ -12,7 +12,6 @@ API keys. `docs/api.md` lists what is and is not supported.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -30,9 +29,8 @@ from .. import commands as C
 from ..accounts import AccountError
 from ..enums import EventKind, Reason
 from ..exchange import CLIENT_ID
-from .api import DEFAULT_RECV_WINDOW, ApiContext, ApiError, cancelled_ids, order_owner
-from .fasthttp import FastRequest, fast_endpoint
-from .http import JSON, _json
+from .api import DEFAULT_RECV_WINDOW, ApiContext, ApiError, api_endpoint, cancelled_ids, order_owner
+from .http import JSON
 
 log = logging.getLogger("lxdex.node.binance")
 
@@ -172,31 +170,9 @@ def routes(ctx: ApiContext) -> list:
             return JSON({"code": -1000, "msg": "An unknown error occurred while processing the request."},
                         status_code=500)
 
-        if not asyncio.iscoroutinefunction(fn):  # served on the HTTP protocol's fast path too (fasthttp)
-            def fast(request: FastRequest):
-                try:
-                    ctx.limit_ip(request)
-                    query = ctx.check_query(request)
-                    if cache and not request.body:
-                        return ctx.cached_reply(request, lambda: _json.encode(fn(*checked(request, query, b""))))
-                    return _json.encode(fn(*checked(request, query, request.body)))
-                except Exception as e:
-                    return failed(request, e)
-
-            fast.too_large = failed(None, _from_api_error(  # type: ignore[attr-defined]
-                ApiError(413, "TOO_LARGE", f"request body over {ctx.max_body} bytes")))
-            return fast_endpoint(fast, ctx.max_body)
-
-        async def handler(request: Request) -> Response:
-            try:
-                ctx.limit_ip(request)
-                query = ctx.check_query(request)
-                body = await ctx.body(request)
-                return JSON(await fn(*checked(request, query, body)))
-            except Exception as e:
-                return failed(request, e)
-
-        return handler
+        too_large = failed(None, _from_api_error(ApiError(413, "TOO_LARGE", f"request body over {ctx.max_body} bytes")))
+        return api_endpoint(ctx, fn, lambda request, query, body: fn(*checked(request, query, body)), failed, cache,
+                            too_large)
 
     def _params(query: bytes, body: bytes) -> dict[str, str]:
         try:
