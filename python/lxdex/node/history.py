@@ -1634,10 +1634,14 @@ class _Writer:
                             d[D_REASON] = reason_name
                         d[D_UPDATED_TS] = ts
                         d[D_UPDATED_SEQ] = seq
-            elif kind == _AMENDED:
+            elif kind == _AMENDED or kind == _ACTIVATED:
+                # a new remaining quantity (ACTIVATED: a bracket exit sized by its entry's fills, none of its
+                # own yet; AMENDED: also a new price)
+                new_price = price if kind == _AMENDED else None
                 o = new_orders.get(oid)
                 if o is not None:
-                    o[O_PRICE] = price
+                    if new_price is not None:
+                        o[O_PRICE] = new_price
                     o[O_REMAINING] = qty
                     o[O_QTY] = o[O_FILLED] + qty
                     o[O_UPDATED_TS] = ts
@@ -1645,26 +1649,11 @@ class _Writer:
                 else:
                     d = deltas.get(oid)
                     if d is None:
-                        deltas[oid] = [0, 0, qty, None, None, price, qty, None, ts, seq]
+                        deltas[oid] = [0, 0, qty, None, None, new_price, qty, None, ts, seq]
                     else:
                         d[D_REMAINING] = qty
-                        d[D_PRICE] = price
-                        d[D_QTY_FROM_FILLED] = d[D_FILLED] + qty
-                        d[D_UPDATED_TS] = ts
-                        d[D_UPDATED_SEQ] = seq
-            elif kind == _ACTIVATED:  # a bracket exit sized by its entry's fills (none of its own yet)
-                o = new_orders.get(oid)
-                if o is not None:
-                    o[O_REMAINING] = qty
-                    o[O_QTY] = o[O_FILLED] + qty
-                    o[O_UPDATED_TS] = ts
-                    o[O_UPDATED_SEQ] = seq
-                else:
-                    d = deltas.get(oid)
-                    if d is None:
-                        deltas[oid] = [0, 0, qty, None, None, None, qty, None, ts, seq]
-                    else:
-                        d[D_REMAINING] = qty
+                        if new_price is not None:
+                            d[D_PRICE] = new_price
                         d[D_QTY_FROM_FILLED] = d[D_FILLED] + qty
                         d[D_UPDATED_TS] = ts
                         d[D_UPDATED_SEQ] = seq
