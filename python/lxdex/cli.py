@@ -459,7 +459,7 @@ def node(data_dir: Path = _DATA_DIR, config: Path = _CONFIG, http_host: str = _H
 def demo(data_dir: Path = typer.Option(None, "--data-dir", help="keep the demo's state here (default: a fresh temporary dir)"),
          http_host: str = _HTTP_HOST, http_port: int = _HTTP_PORT, zmq_port: int = _ZMQ_PORT,
          sync: str = _SYNC, seconds: float = typer.Option(0, help="stop after this many seconds (0: until Ctrl-C)"),
-         rate: float = typer.Option(5.0, help="bot steps per second (each re-quotes every market)"),
+         rate: float = typer.Option(2.0, help="bot steps per second (each re-quotes every market)"),
          seed: int = typer.Option(7, help="bots' random seed"), log_format: str = typer.Option("text", "--log-format")) -> None:
     """A node with simulated market makers and takers, so that books, trades and candles move."""
     _single_threaded_blas()
@@ -479,10 +479,10 @@ def demo(data_dir: Path = typer.Option(None, "--data-dir", help="keep the demo's
     bots: list[Bots] = []
 
     def started(p: NodeProcess) -> None:
-        b = Bots(p.node, seed=seed, rate=rate)
+        base = f"http://{http_host}:{http_port}"
+        b = Bots(p.node, base, seed=seed, rate=rate)
         b.start()
         bots.append(b)
-        base = f"http://{http_host}:{http_port}"
         print(f"lxdex demo node is running (data in {data_dir}).\n"
               f"Trading page (the demo account, live over WebSocket): {base}/\n"
               f"WebSocket streams: ws://{http_host}:{http_port}/stream?streams=btcusd@trade/btcusd@depth (docs/ws.md)\n"

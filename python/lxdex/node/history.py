@@ -1800,7 +1800,11 @@ def _writer_main() -> None:
     """The writer process (`HistoryStore` starts it with its config as argv[1])."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the node's to handle: it closes the pipe
+    # A Ctrl-C (SIGINT to the terminal's process group) or a SIGTERM to the node's whole group (a service
+    # manager's stop) is the node's to handle: its graceful shutdown flushes and closes the pipe, and the
+    # writer ends at the pipe's end (also when the node itself is killed).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Background work: when cores are short, the sequencer goes first; the writer catches up in its gaps.
     os.nice(WRITER_NICE)
     cfg = json.loads(sys.argv[1])
