@@ -257,3 +257,41 @@ def test_pages_of_other_sites_cannot_place_or_cancel_orders(client, node):
         assert r.status_code == 200 and node.exchange.open_orders(0) == []
     finally:
         node.config.api.ws_allowed_origins = []
+
+
+def test_order_batches_linger_only_when_few_requests_wait():
+    """Group commit's commit delay for POST /order: after a batch of n is
+    answered, n/2 or more waiting requests go at once; fewer wait up to
+    LINGER_S for more; an idle node sends the first request at once."""
+    import asyncio
+
+    from lxdex.node.http import _LoopSink, _OrderRows
+
+    class FakeNode:
+        def __init__(self):
+            self.sent = []
+
+        def submit_to(self, cmd, sink, token):
+            self.sent.append((asyncio.get_running_loop().time(), len(cmd.data) // 3, token))
+            return True
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        node = FakeNode()
+        rows = _OrderRows(node, _LoopSink(loop))
+        rows.add(b"abc")  # idle: goes on the next loop turn
+        await asyncio.sleep(0)
+        assert [n for _, n, _ in node.sent] == [1]
+        for _ in range(4):
+            rows.add(b"abc")
+        rows.done(8)  # 4 waiting of a batch of 8: at once
+        assert [n for _, n, _ in node.sent] == [1, 4]
+        rows.add(b"abc")
+        t0 = loop.time()
+        rows.done(8)  # 1 waiting of 8: lingers
+        assert len(node.sent) == 2
+        rows.add(b"abc")
+        await asyncio.sleep(rows.LINGER_S * 4)
+        assert [n for _, n, _ in node.sent] == [1, 4, 2] and node.sent[-1][0] - t0 >= rows.LINGER_S * 0.9
+
+    asyncio.run(main())
