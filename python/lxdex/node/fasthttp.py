@@ -349,28 +349,25 @@ class CoalescingTransport:
         return getattr(self._t, name)
 
 
-class _KeepAliveSweep:
-    """Closes the idle keep-alive connections of one event loop, once a
-    second, while it has connections."""
+def _watch_keep_alive(loop, state, timeout: float) -> None:
+    """Closes the idle keep-alive connections of one server (its uvicorn
+    `ServerState`), once a second, while it has connections."""
+    if getattr(state, "_lxdex_sweeping", False):
+        return
+    state._lxdex_sweeping = True
+    loop.call_later(1.0, _sweep_keep_alive, loop, state, timeout)
 
-    _loops: dict = {}
 
-    @classmethod
-    def watch(cls, loop, connections: set, timeout: float) -> None:
-        if loop not in cls._loops:
-            cls._loops[loop] = loop.call_later(1.0, cls._sweep, loop, connections, timeout)
-
-    @classmethod
-    def _sweep(cls, loop, connections: set, timeout: float) -> None:
-        now = loop.time()
-        for c in list(connections):
-            since = getattr(c, "_idle_since", None)
-            if since is not None and now - since >= timeout:
-                c.timeout_keep_alive_handler()
-        if connections:
-            cls._loops[loop] = loop.call_later(1.0, cls._sweep, loop, connections, timeout)
-        else:
-            del cls._loops[loop]
+def _sweep_keep_alive(loop, state, timeout: float) -> None:
+    now = loop.time()
+    for c in list(state.connections):
+        since = getattr(c, "_idle_since", None)  # (WebSocket protocols have none)
+        if since is not None and now - since >= timeout:
+            c.timeout_keep_alive_handler()
+    if state.connections:
+        loop.call_later(1.0, _sweep_keep_alive, loop, state, timeout)
+    else:
+        state._lxdex_sweeping = False
 
 
 _FAST_METHODS = {b"GET": "GET", b"POST": "POST", b"DELETE": "DELETE", b"PUT": "PUT", b"PATCH": "PATCH"}
@@ -387,7 +384,7 @@ class NodeHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
-        _KeepAliveSweep.watch(self.loop, self.connections, self.timeout_keep_alive)
+        _watch_keep_alive(self.loop, self.server_state, self.timeout_keep_alive)
 
     # Keep-alive: instead of uvicorn's timer per response (armed after each
     # response, cancelled by the next request), a sweep each second closes
