@@ -113,7 +113,7 @@ def test_lxdex_demo_prints_the_ui_url_and_serves_it(tmp_path):
 
     import httpx
 
-    from .wsutil import free_port
+    from .nodeutil import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lxdex", "demo", "--seconds", "4", "--http-port", str(port),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import time
 from decimal import Decimal
@@ -19,11 +18,7 @@ from lxdex import commands as C
 from lxdex.node.http import build_app
 from lxdex.node.main import uvicorn_config
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .nodeutil import free_port
 
 
 class Served:

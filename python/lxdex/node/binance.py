@@ -119,6 +119,16 @@ def _fixed(step: Decimal, places: int = 8) -> Callable[[int], str]:
     return f
 
 
+def _side(p: dict) -> str:
+    """The `side` parameter: BUY or SELL (Binance's -1102 / -1117 otherwise)."""
+    side = p.get("side")
+    if not side:
+        raise _mandatory("side")
+    if side not in ("BUY", "SELL"):
+        raise BError(-1117, "Invalid side.")
+    return side
+
+
 def _status(status: str, reason: str | None) -> str:
     if status == "new":
         return "NEW"
@@ -547,11 +557,7 @@ def routes(ctx: ApiContext) -> list:
         """The new order of a request (`order`, `order/test`, `order/cancelReplace`): `(market, PlaceOrder,
         Binance type, response type)`; BError naming what is wrong."""
         m = market_of(p.get("symbol"))
-        side = p.get("side")
-        if not side:
-            raise _mandatory("side")
-        if side not in ("BUY", "SELL"):
-            raise BError(-1117, "Invalid side.")
+        side = _side(p)
         btype = p.get("type")
         if not btype:
             raise _mandatory("type")
@@ -1052,11 +1058,7 @@ def routes(ctx: ApiContext) -> list:
 
     def _oco_command(p: dict, user: int, legs: dict) -> tuple:
         m = market_of(p.get("symbol"))
-        side = p.get("side")
-        if not side:
-            raise _mandatory("side")
-        if side not in ("BUY", "SELL"):
-            raise BError(-1117, "Invalid side.")
+        side = _side(p)
         qty = dec_param(p, "quantity", required=True)
         stp = p.get("selfTradePreventionMode", "NONE")
         if stp not in _STP:
