@@ -1,4 +1,5 @@
-"""The node's HTTP endpoints (Starlette on uvicorn).
+"""The node's HTTP endpoints (Starlette routes; the load-carrying ones are
+also fast handlers that the node's HTTP protocol answers itself: `fasthttp`).
 
 - `POST /order`: the product description's JSON,
   `{"symbol":"BTC-USD","side":0,"price":50000,"size":1}` (side 0 = buy,
@@ -289,9 +290,12 @@ def _reply(events, oid: int, seq: int, m) -> dict:
 
 
 def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
-    """The node's ASGI app: POST /order on a fast path, the rest on Starlette;
-    WebSocket streams (`ws.py`) and the web UI (`ui.py`) beside them. The
-    app's `ws_hub` is the WebSocket gateway (`close()` detaches it)."""
+    """The node's ASGI app (Starlette): POST /order and the GETs are fast
+    handlers (`fasthttp.fast_route`), which `lxdex node`'s protocol answers
+    without the ASGI layers; WebSocket streams (`ws.py`) and the web UI
+    (`ui.py`) beside them. The app's `ws_hub` is the WebSocket gateway
+    (`close()` detaches it); `starlette` and `max_body` are what
+    `fasthttp.protocol_for` reads."""
     from .ui import ui_routes
     from .ws import WsHub
 
