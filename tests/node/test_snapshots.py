@@ -92,6 +92,35 @@ def test_keep_prunes_oldest(tmp_path):
         SnapshotStore(tmp_path, keep=0)
 
 
+def test_the_newest_at_or_before_the_pin_is_kept_too(tmp_path):
+    s = SnapshotStore(tmp_path, keep=2)
+    for seq in (10, 20, 30):
+        s.save(seq, f"s{seq}".encode(), pin=15)
+    assert s.seqs() == [30, 20, 10]  # 10 is the newest <= 15
+    s.save(40, b"s40", pin=25)
+    assert s.seqs() == [40, 30, 20]  # 20 now; 10 goes
+    s.save(50, b"s50", pin=45)
+    assert s.seqs() == [50, 40]  # the pinned one is among the newest two
+    s.save(60, b"s60", pin=5)
+    assert s.seqs() == [60, 50]  # none at or before the pin: nothing extra kept
+    s.save(70, b"s70")
+    assert s.seqs() == [70, 60]
+
+
+def test_latest_within_bounds(tmp_path):
+    s = SnapshotStore(tmp_path, keep=5)
+    for seq in (10, 20, 30, 40):
+        s.save(seq, f"s{seq}".encode())
+    assert s.latest(at_most=35) == (30, b"s30")
+    assert s.latest(at_most=30) == (30, b"s30")
+    assert s.latest(at_most=35, at_least=31) is None
+    assert s.latest(at_least=20) == (40, b"s40")
+    assert s.latest(at_most=9) is None
+    s.file_for(30).write_bytes(b"garbage")  # a damaged one is skipped for an older one within the bounds
+    assert s.latest(at_most=35) == (20, b"s20")
+    assert s.latest(at_most=35, at_least=25) is None
+
+
 def test_stray_temp_files_removed_at_open(tmp_path, caplog):
     SnapshotStore(tmp_path).save(1, b"one")
     stray = tmp_path / "snapshots" / ".00000000000000000002.snap.1234.tmp"

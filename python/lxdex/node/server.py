@@ -151,7 +151,33 @@ class Node:
         """Recovers the state (snapshot + journal tail) and bootstraps a fresh
         one from the config. Idempotent per process: call once."""
         t0 = time.perf_counter()
+        if self.with_history and self.history is None:
+            from .history import HistoryStore
+
+            # (its sender thread reads market sizes from self.exchange, set below before any replay)
+            self.history = HistoryStore.open(self.config.history_url, self.data_dir, self._market_info)
+            self.listeners.append(self.history)
+            self.replay_listeners.append(self.history)
         snap = self.snapshots.latest()
+        newest = snap[0] if snap is not None else 0
+        self.journal = Journal.open(self.data_dir, sync=self.sync, start_seq=newest + 1,
+                                    segment_bytes=self.config.journal_segment_bytes)
+        j = self.journal
+        if self.history is not None and self.history.last_seq < newest:
+            # The history store has not written everything up to the newest
+            # snapshot (it commits a little behind the journal): start from an
+            # older snapshot (kept for it, see _snapshot) so that the replay
+            # gives it the outcomes it lacks.
+            h = self.history.last_seq
+            older = self.snapshots.latest(at_most=h, at_least=j.first_seq - 1)
+            if older is not None or j.first_seq == 1:
+                snap = older
+                log.info("history store is at seq %d, behind the newest snapshot (%d): recovering from %s",
+                         h, newest, f"snapshot {older[0]}" if older is not None else "the journal's start")
+            else:
+                log.warning("history store is at seq %d, the newest snapshot at %d: commands %d..%d are not in "
+                            "the history (neither the journal nor a snapshot reaches back to them)", h, newest,
+                            h + 1, newest)
         if snap is None:
             ex, snap_seq = Exchange(self.master_key), 0
         else:
@@ -159,28 +185,14 @@ class Node:
             ex = Exchange.restore(data, self.master_key)
             if ex.last_seq != snap_seq:
                 raise RuntimeError(f"snapshot {snap_seq} holds state at seq {ex.last_seq}")
-        self.journal = Journal.open(self.data_dir, sync=self.sync, start_seq=snap_seq + 1,
-                                    segment_bytes=self.config.journal_segment_bytes)
-        j = self.journal
         if j.last_seq < snap_seq:
             raise RuntimeError(f"journal ends at seq {j.last_seq}, before the snapshot at {snap_seq}: "
                                "the journal directory does not belong to this snapshot")
         if j.last_seq > snap_seq and j.first_seq > snap_seq + 1:
             raise RuntimeError(f"journal starts at seq {j.first_seq}: records {snap_seq + 1}..{j.first_seq - 1} "
                                f"after snapshot {snap_seq} are missing")
-        self.exchange = ex  # (the history store's sender thread reads market sizes from it)
-        if self.with_history and self.history is None:
-            from .history import HistoryStore
-
-            self.history = HistoryStore.open(self.config.history_url, self.data_dir, self._market_info)
-            self.listeners.append(self.history)
-            self.replay_listeners.append(self.history)
-            if self.history.last_seq < snap_seq:
-                log.warning("history store is at seq %d, the newest snapshot at %d: commands %d..%d are not in "
-                            "the history (the journal no longer has them)", self.history.last_seq, snap_seq,
-                            self.history.last_seq + 1, snap_seq)
-        replayed = self._replay(ex, j, snap_seq + 1) if j.last_seq > snap_seq else 0
         self.exchange = ex
+        replayed = self._replay(ex, j, snap_seq + 1) if j.last_seq > snap_seq else 0
         self._snapshot_seq = snap_seq
         self._last_ts = max(self._last_ts, ex.core.now)
         h = ex.state_hash()
@@ -415,10 +427,14 @@ class Node:
             seq = self.exchange.last_seq
             data = self.exchange.snapshot()
         t0 = time.perf_counter()
-        self.snapshots.save(seq, data)
+        # Keep the newest snapshot at or before the history store's durable
+        # seq too (unless the store has failed): recovery starts from it when
+        # the history is behind the newest snapshot.
+        h = self.history
+        self.snapshots.save(seq, data, pin=h.last_seq if h is not None and h.failed is None else None)
         # Keep the journal from the oldest kept snapshot on: if the newest
         # snapshot is found damaged on start, an older one plus a longer
-        # journal tail still recovers the state.
+        # journal tail still recovers the state (and the history its outcomes).
         removed = self.journal.compact(min(self.snapshots.seqs()))
         self._snapshot_seq = seq
         log.info("snapshot at seq %d (%d bytes, %.3f s); %d journal segment(s) compacted", seq, len(data),

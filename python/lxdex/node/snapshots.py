@@ -50,8 +50,11 @@ def _fsync_dir(path: Path) -> None:
 class SnapshotStore:
     """The snapshots in ``DIR/snapshots``: `save`, `latest`, `load`.
 
-    Keeps the newest `keep` snapshot files. Stray temp files of an
-    interrupted `save` are removed when the store is opened.
+    Keeps the newest `keep` snapshot files, and the newest one at or
+    before the `pin` seq given to `save` (the history store's durable seq:
+    recovery replays from it so that the history gets the outcomes it has
+    not written). Stray temp files of an interrupted `save` are removed
+    when the store is opened.
     """
 
     def __init__(self, dir: str | os.PathLike[str], *, keep: int = 3) -> None:
@@ -73,9 +76,10 @@ class SnapshotStore:
         out = [int(m.group(1)) for p in self.path.iterdir() if (m := _NAME.match(p.name))]
         return sorted(out, reverse=True)
 
-    def save(self, seq: int, payload: bytes) -> Path:
+    def save(self, seq: int, payload: bytes, *, pin: int | None = None) -> Path:
         """Writes the snapshot of the state after record `seq` atomically
-        (temp file, fsync, rename, directory fsync), then prunes to `keep`."""
+        (temp file, fsync, rename, directory fsync), then prunes to the newest
+        `keep` and the newest one with ``seq <= pin`` (if `pin` is given)."""
         if seq < 0:
             raise ValueError("seq must be >= 0")
         payload = bytes(payload)
@@ -96,7 +100,7 @@ class SnapshotStore:
         os.close(fd)
         os.replace(tmp, final)
         _fsync_dir(self.path)
-        self._prune()
+        self._prune(pin)
         return final
 
     def load(self, seq: int) -> bytes:
@@ -120,10 +124,13 @@ class SnapshotStore:
             raise SnapshotCorrupt(path, "SHA-256 mismatch")
         return payload
 
-    def latest(self) -> tuple[int, bytes] | None:
-        """The newest valid snapshot as ``(seq, payload)``, or None. Corrupt
-        or truncated ones are skipped (logged) in favour of older ones."""
+    def latest(self, at_most: int | None = None, at_least: int = 0) -> tuple[int, bytes] | None:
+        """The newest valid snapshot as ``(seq, payload)`` (with
+        ``at_least <= seq <= at_most`` when given), or None. Corrupt or
+        truncated ones are skipped (logged) in favour of older ones."""
         for seq in self.seqs():
+            if (at_most is not None and seq > at_most) or seq < at_least:
+                continue
             try:
                 return seq, self.load(seq)
             except SnapshotCorrupt as e:
@@ -132,6 +139,9 @@ class SnapshotStore:
                 continue
         return None
 
-    def _prune(self) -> None:
-        for seq in self.seqs()[self.keep:]:
-            self.file_for(seq).unlink(missing_ok=True)
+    def _prune(self, pin: int | None = None) -> None:
+        seqs = self.seqs()
+        pinned = next((s for s in seqs if s <= pin), None) if pin is not None else None
+        for seq in seqs[self.keep:]:
+            if seq != pinned:
+                self.file_for(seq).unlink(missing_ok=True)
