@@ -179,20 +179,27 @@ def test_clean_replay_of_the_whole_journal_matches(tmp_path):
     assert (ex.last_seq, ex.state_hash()) == (seq, h)
 
 
-def test_a_journal_failure_stops_the_node_and_every_later_command_is_refused(tmp_path):
+@pytest.mark.parametrize("where", ["write", "start"])
+def test_a_journal_failure_stops_the_node_and_every_later_command_is_refused(tmp_path, where):
+    """`write`: the journal thread's write fails for real (the segment's
+    descriptor swapped for /dev/full: ENOSPC); `start`: starting the append
+    fails. Either way the batch is refused, never acknowledged."""
     from lxdex.node.server import NodeStopped
 
-    node = Node(tmp_path, two_accounts_config(), sync="none")
+    node = Node(tmp_path, two_accounts_config(), sync="fdatasync")
     node.start()
     _load(node, 50)
     seq = node.journal.last_seq
+    segment_fd = node.journal._fd
+    if where == "write":
+        node.journal._fd = os.open("/dev/full", os.O_WRONLY)
+    else:
+        def broken(payloads):
+            raise OSError(28, "No space left on device")
 
-    def broken(payloads):
-        raise OSError(28, "No space left on device")
-
-    node.journal.append = broken
+        node.journal.append_begin = broken
     fut = node.submit(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.01", price="100"))
-    with pytest.raises(NodeStopped, match="journal append failed"):
+    with pytest.raises(NodeStopped, match="journal append failed.*No space left on device"):
         fut.result(10)
     assert not node.healthy
     # later commands are refused, promptly, whatever path they take
@@ -205,3 +212,5 @@ def test_a_journal_failure_stops_the_node_and_every_later_command_is_refused(tmp
         late.result(10)
     node.stop()
     assert node.journal.last_seq == seq
+    if where == "write":
+        os.close(segment_fd)

@@ -259,7 +259,154 @@ fn journal_find_valid(py: Python<'_>, buf: &Bound<'_, PyAny>, start: usize, min_
     }))
 }
 
+/// The journal's background write: `start` hands a framed batch to a thread
+/// of its own that writes it to the segment's file descriptor (and
+/// fdatasyncs it when asked) without the GIL; `wait` blocks, the GIL
+/// released, until it is done. One write in flight at a time: the sequencer
+/// applies a batch while its write runs, and neither thread waits on the
+/// other for the GIL (a Python worker thread needed the GIL to start, to
+/// return from each syscall and to resolve a future: several hand-offs per
+/// batch).
+#[pyclass(module = "lxdex._core")]
+pub(crate) struct DurableWriter {
+    shared: std::sync::Arc<WriterShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct WriterJob {
+    fd: i32,
+    data: Vec<u8>,
+    sync: bool,
+}
+
+#[derive(Default)]
+struct WriterState {
+    job: Option<WriterJob>,
+    busy: bool,
+    result: Option<Result<(), (i32, String)>>,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct WriterShared {
+    state: std::sync::Mutex<WriterState>,
+    cv: std::sync::Condvar,
+}
+
+fn writer_loop(shared: std::sync::Arc<WriterShared>) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    loop {
+        let job = {
+            let mut st = shared.state.lock().unwrap();
+            loop {
+                if let Some(job) = st.job.take() {
+                    break job;
+                }
+                if st.stop {
+                    return;
+                }
+                st = shared.cv.wait(st).unwrap();
+            }
+        };
+        // SAFETY: the Journal keeps the descriptor open until `wait` has
+        // returned; ManuallyDrop leaves it open here.
+        let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(job.fd) });
+        let r = (&*file)
+            .write_all(&job.data)
+            .and_then(|_| if job.sync { file.sync_data() } else { Ok(()) })
+            .map_err(|e| (e.raw_os_error().unwrap_or(5), e.to_string()));
+        let mut st = shared.state.lock().unwrap();
+        st.result = Some(r);
+        st.busy = false;
+        shared.cv.notify_all();
+    }
+}
+
+#[pymethods]
+impl DurableWriter {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let shared = std::sync::Arc::new(WriterShared::default());
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("lxdex-journal".into())
+            .spawn(move || writer_loop(s2))
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start the journal thread: {e}")))?;
+        Ok(DurableWriter { shared, thread: Some(thread) })
+    }
+
+    /// Starts writing `data` (copied) to file descriptor `fd`, then
+    /// fdatasync if `sync`. RuntimeError if a write is already in flight or
+    /// the writer is closed.
+    fn start(&self, fd: i32, data: &Bound<'_, PyAny>, sync: bool) -> PyResult<()> {
+        let v = View::new(data, "data")?;
+        let bytes = unsafe { v.slice() }.to_vec();
+        let mut st = self.shared.state.lock().unwrap();
+        if st.stop {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("the journal writer is closed"));
+        }
+        if st.busy {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("a journal write is already in flight"));
+        }
+        st.busy = true;
+        st.result = None;
+        st.job = Some(WriterJob { fd, data: bytes, sync });
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+
+    /// Waits (GIL released) for the write in flight; raises OSError (with
+    /// the errno) if the write or the fdatasync failed, RuntimeError if
+    /// nothing was started.
+    fn wait(&self, py: Python<'_>) -> PyResult<()> {
+        let shared = self.shared.clone();
+        let r = py.detach(move || {
+            let mut st = shared.state.lock().unwrap();
+            while st.busy {
+                st = shared.cv.wait(st).unwrap();
+            }
+            st.result.take()
+        });
+        match r {
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err("no journal write in flight")),
+            Some(Ok(())) => Ok(()),
+            Some(Err((errno, msg))) => Err(pyo3::exceptions::PyOSError::new_err((errno, msg))),
+        }
+    }
+
+    /// Whether a write is in flight.
+    #[getter]
+    fn busy(&self) -> bool {
+        self.shared.state.lock().unwrap().busy
+    }
+
+    /// Finishes the write in flight (if any) and stops the thread.
+    fn close(&mut self, py: Python<'_>) {
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            st.stop = true;
+            self.shared.cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            py.detach(move || {
+                let _ = t.join();
+            });
+        }
+    }
+}
+
+impl Drop for DurableWriter {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.stop = true;
+            self.shared.cv.notify_all();
+        }
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<DurableWriter>()?;
     m.add_function(wrap_pyfunction!(crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(journal_frame, m)?)?;
     m.add_function(wrap_pyfunction!(journal_read_spans, m)?)?;

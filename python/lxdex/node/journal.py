@@ -32,7 +32,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from .. import _core
 
@@ -176,6 +176,8 @@ class Journal:
         self._fd = -1
         self._lock_fd = -1
         self._failed: BaseException | None = None
+        self._writer = None  # _core.DurableWriter, made at the first append_begin
+        self._inflight: tuple[int, int] | None = None  # (bytes, records) being appended
         self._dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
@@ -240,6 +242,43 @@ class Journal:
         self._maybe_roll()
         data = _core.journal_frame(payloads, self._last_seq + 1)
         self._write(data, len(payloads))
+        return self._last_seq
+
+    def append_begin(self, payloads: Sequence[bytes]) -> int:
+        """Starts appending a batch on the journal's own thread (write and,
+        under ``sync="fdatasync"``, fdatasync, without the GIL) and returns
+        the seq its first record gets; `append_end` waits for it. One batch
+        in flight at a time: the sequencer applies a batch while it is
+        written, and acknowledges it only after `append_end`."""
+        self._check_writable()
+        payloads = list(payloads)
+        first = self._last_seq + 1
+        if not payloads:
+            self._inflight = (0, 0)
+            return first
+        self._maybe_roll()
+        data = _core.journal_frame(payloads, first)
+        if self._writer is None:
+            self._writer = _core.DurableWriter()
+        self._writer.start(self._fd, data, self._sync == "fdatasync")
+        self._inflight = (len(data), len(payloads))
+        return first
+
+    def append_end(self) -> int:
+        """Waits for the batch `append_begin` started; returns the seq of its
+        last record once it is written (and durable under fdatasync). A
+        failed write fails the journal as `append` does (JournalError)."""
+        if self._inflight is None:
+            raise JournalError(f"journal {self._dir}: no batch is being appended")
+        size, n = self._inflight
+        self._inflight = None
+        if n:
+            try:
+                self._writer.wait()
+            except OSError as e:
+                self._fail_write(e)
+            self._size += size
+            self._last_seq += n
         return self._last_seq
 
     def append_fixed(self, data: object, record_size: int) -> int:
@@ -365,7 +404,13 @@ class Journal:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Closes the active segment (it was synced per batch) and releases the lock."""
+        """Closes the active segment (it was synced per batch) and releases
+        the lock; a batch still being appended is waited for first (and not
+        counted: it was never acknowledged)."""
+        if self._writer is not None:
+            self._writer.close()  # finishes the write in flight
+            self._writer = None
+            self._inflight = None
         if self._fd >= 0:
             try:
                 if self._sync != "none" and self._failed is None:
@@ -422,6 +467,8 @@ class Journal:
         if self._failed is not None:
             raise JournalError(f"journal {self._dir}: an earlier write or sync failed ({self._failed}); "
                                "close and reopen it to recover")
+        if self._inflight is not None:
+            raise JournalError(f"journal {self._dir}: a batch is being appended (append_end first)")
 
     def _write(self, data: bytes, n: int) -> None:
         view = memoryview(data)
@@ -432,17 +479,20 @@ class Journal:
             if self._sync == "fdatasync":
                 _datasync(self._fd)
         except OSError as e:
-            # After a failed write or fdatasync the file's durable state is
-            # unknown (a retried fsync can report success for lost pages):
-            # refuse further appends; reopening rescans and truncates.
-            self._failed = e
-            try:
-                os.ftruncate(self._fd, self._size)
-            except OSError:
-                pass
-            raise JournalError(f"journal {self._active_path}: append failed: {e}") from e
+            self._fail_write(e)
         self._size += len(view)
         self._last_seq += n
+
+    def _fail_write(self, e: OSError) -> NoReturn:
+        # After a failed write or fdatasync the file's durable state is
+        # unknown (a retried fsync can report success for lost pages):
+        # refuse further appends; reopening rescans and truncates.
+        self._failed = e
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            pass
+        raise JournalError(f"journal {self._active_path}: append failed: {e}") from e
 
     def _maybe_roll(self) -> None:
         """Starts a new segment, at a batch boundary, once the active one

@@ -62,17 +62,25 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def thread_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) of each live Python thread of this
-    process, by thread name (threads of one name summed); {} off Linux."""
+    """CPU seconds (user + system) of each live thread of this process, by
+    thread name (threads of one name summed): Python threads by their
+    `threading` name, the others (the journal's writer, ZeroMQ's I/O
+    threads, ...) by their kernel name; {} off Linux."""
     out: dict[str, float] = {}
-    for t in threading.enumerate():
-        tid = t.native_id
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError, TypeError):
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:  # the thread ended meanwhile
             continue
-        out[t.name] = out.get(t.name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+        fields = rest.split()
+        name = names.get(int(tid)) or head.split("(", 1)[1]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
     return out
 
 

@@ -31,7 +31,7 @@ import struct
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -131,7 +131,6 @@ class Node:
         self.history = None
         self.started_at = time.time()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="lxdex-journal")
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._failed: BaseException | None = None
@@ -276,7 +275,6 @@ class Node:
         if snapshot and self._failed is None and self.exchange.last_seq > self._snapshot_seq:
             self._snapshot()
         self.journal.close()
-        self._journal_thread.shutdown()
         if self.history is not None:
             self.history.close()
         log.info("stopped at seq %d", self.exchange.last_seq)
@@ -364,12 +362,16 @@ class Node:
         # are done. If the write fails, the applied batch is never
         # acknowledged and the node stops: a restart rebuilds the state from
         # what the journal holds.
-        durable = self._journal_thread.submit(self.journal.append, payloads)
+        try:
+            self.journal.append_begin(payloads)  # written and synced on the journal's thread meanwhile
+        except BaseException as e:
+            _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
+            raise
         ex = self.exchange
         with self.lock:
             outs = [ex.execute(c, first + i) for i, c in enumerate(cmds)]
         try:
-            last = durable.result()
+            last = self.journal.append_end()
         except BaseException as e:
             _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
             raise
