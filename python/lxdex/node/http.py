@@ -35,9 +35,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import _core
 from .. import commands as C
-from ..enums import EventKind, OrderType, Reason
+from ..enums import CommandKind, EventKind, OrderType, Reason, Side, Stp, TimeInForce
 from ..errors import OrderRejected
+from ..exchange import _FLAG_POST_ONLY, _step_parts
 from .fasthttp import FastRequest, Later, Pending, fast_route
 from .metrics import Metrics
 from .server import Node, NodeStopped, Sink
@@ -245,6 +247,69 @@ _ACCEPTED, _REJECTED, _FILL, _CANCELLED = (int(k) for k in (EventKind.ACCEPTED, 
 _CONDITIONAL_TYPES = frozenset(int(t) for t in OrderType) - {int(OrderType.LIMIT), int(OrderType.MARKET)}
 
 
+def _order_row(ex, data: bytes, default_account) -> tuple[bytes, object] | JSON:
+    """POST /order's body to `(SUBMIT record, MarketInfo)` the general way
+    (msgspec, then `Exchange.order_record`: every field and form the API
+    takes), or the error reply naming the field. `default_account(None)` is
+    the account of an order that names none."""
+    try:
+        o = _order_decoder.decode(data)
+        side = {0: "buy", 1: "sell"}.get(o.side, o.side) if isinstance(o.side, int) else o.side
+        if isinstance(side, int):
+            return error(400, "INVALID_REQUEST", f"side: {o.side} is not 0 (buy) or 1 (sell)", "side")
+        fields = {}
+        for name in ("size", "price", "trigger_price", "display_size"):
+            try:
+                fields[name] = _num(getattr(o, name))
+            except ValueError as e:
+                return error(400, "INVALID_REQUEST", f"{name}: {e}", name)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        return _validation_error(e)
+    account = default_account(o.account)
+    if account is None:
+        return error(400, "INVALID_REQUEST", "account: required (this node has no default account)", "account")
+    try:  # the decimal-to-integer conversion happens here, beside the sequencer; errors name the field
+        row = ex.order_record(account, o.symbol, side, fields["size"], fields["price"], order_type=o.type,
+                              tif=o.tif, stp=o.stp, post_only=o.post_only, display_qty=fields["display_size"],
+                              trigger_price=fields["trigger_price"], expire_ts=o.expire_ts)
+    except OrderRejected as e:
+        r = Reason(e.reason)
+        msg = str(e)
+        field = msg.split(":", 1)[0] if ":" in msg else None
+        return error(404 if r == Reason.UNKNOWN_MARKET else 400, r.name, msg,
+                     {"qty": "size", "display_qty": "display_size", "market": "symbol"}.get(field, field))
+    except ValueError as e:
+        msg = str(e)
+        return error(400, "INVALID_COMMAND", msg, msg.split(":", 1)[0] if ":" in msg else None)
+    return row, ex._markets[o.symbol]  # markets are immutable once added: no lock needed
+
+
+class _OrderJson:
+    """POST /order's common case in Rust (`_core.OrderJson`): a plain limit
+    or market order's JSON to its SUBMIT record in one call, exactly as the
+    Python path (msgspec, `Exchange.order_record`) makes it; None for
+    anything else, which the Python path then answers with its errors.
+    A market is registered the first time the Python path takes an order
+    for it (markets are immutable once added)."""
+
+    def __init__(self) -> None:
+        self.rust = _core.OrderJson(
+            {m.name.lower(): int(m) for m in Side},
+            {"limit": int(OrderType.LIMIT), "market": int(OrderType.MARKET)},
+            {m.name.lower(): int(m) for m in TimeInForce},
+            {m.name.lower(): int(m) for m in Stp},
+            {int(OrderType.LIMIT): int(TimeInForce.GTC), int(OrderType.MARKET): int(TimeInForce.IOC)},
+            int(CommandKind.SUBMIT), _FLAG_POST_ONLY)
+        self.parse = self.rust.parse
+
+    def learn(self, m) -> None:
+        """Registers market `m` (a `MarketInfo`) if its sizes are decimal steps."""
+        if not self.rust.has_market(m.symbol):
+            tick, lot = _step_parts(m.tick_size), _step_parts(m.lot_size)
+            if tick and lot:
+                self.rust.add_market(m.symbol, m.id, tick, lot)
+
+
 def _row_reply(seq: int, events: list, m) -> dict | JSON:
     """The reply to one POST /order from its row's events (as tuples:
     kind, reason, side, order_type, cmd_index, market, order_id, owner,
@@ -316,6 +381,7 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
 
     sinks: dict = {}
     batches: dict = {}
+    order_json = _OrderJson()
 
     async def run(cmd: C.Command):
         """The command's Outcome once durable and applied, or a 503 reply."""
@@ -360,36 +426,20 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         if refused is not None:
             return refused
         data = request.body
-        try:
-            o = _order_decoder.decode(data)
-            side = {0: "buy", 1: "sell"}.get(o.side, o.side) if isinstance(o.side, int) else o.side
-            if isinstance(side, int):
-                return error(400, "INVALID_REQUEST", f"side: {o.side} is not 0 (buy) or 1 (sell)", "side")
-            fields = {}
-            for name in ("size", "price", "trigger_price", "display_size"):
-                try:
-                    fields[name] = _num(getattr(o, name))
-                except ValueError as e:
-                    return error(400, "INVALID_REQUEST", f"{name}: {e}", name)
-        except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            return _validation_error(e)
-        account = default_account(o.account)
-        if account is None:
-            return error(400, "INVALID_REQUEST", "account: required (this node has no default account)", "account")
         ex = node.exchange
-        try:  # the decimal-to-integer conversion happens here, beside the sequencer; errors name the field
-            row = ex.order_record(account, o.symbol, side, fields["size"], fields["price"], order_type=o.type,
-                                  tif=o.tif, stp=o.stp, post_only=o.post_only, display_qty=fields["display_size"],
-                                  trigger_price=fields["trigger_price"], expire_ts=o.expire_ts)
-        except OrderRejected as e:
-            r = Reason(e.reason)
-            msg = str(e)
-            field = msg.split(":", 1)[0] if ":" in msg else None
-            return error(404 if r == Reason.UNKNOWN_MARKET else 400, r.name, msg,
-                         {"qty": "size", "display_qty": "display_size", "market": "symbol"}.get(field, field))
-        except ValueError as e:
-            msg = str(e)
-            return error(400, "INVALID_COMMAND", msg, msg.split(":", 1)[0] if ":" in msg else None)
+        fast = order_json.parse(data, default_account(None))
+        if fast is not None:
+            row, mid = fast
+            return _queue_row(row, ex._market_by_id[mid])
+        made = _order_row(ex, data, default_account)
+        if isinstance(made, JSON):
+            return made
+        row, market = made
+        order_json.learn(market)
+        return _queue_row(row, market)
+
+    def _queue_row(row: bytes, market) -> Later:
+        """The row joins this loop's next batch; the reply is made from its events."""
         loop = asyncio.get_running_loop()
         batch = batches.get(loop)
         if batch is None:
@@ -397,7 +447,6 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             if sink is None:
                 sink = sinks[loop] = _LoopSink(loop)
             batch = batches[loop] = _OrderRows(node, sink)
-        market = ex._markets[o.symbol]  # markets are immutable once added: no lock needed
 
         def reply(res):
             if isinstance(res, NodeStopped):

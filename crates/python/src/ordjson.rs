@@ -1,0 +1,414 @@
+//! The common case of `POST /order` in one call: the JSON body of a plain
+//! limit or market order to its 120-byte SUBMIT record.
+//!
+//! `OrderJson.parse` takes only bodies it can convert exactly as the Python
+//! path does (python/lxdex/node/http.py `post_order`: msgspec decode, then
+//! `Exchange.order_record`), and returns None for anything else: unknown
+//! fields or markets, escapes in strings, exponents, numbers a float would
+//! not hold exactly, off-grid or out-of-range amounts, conditional order
+//! types, bad values. The Python path then answers those, with its errors.
+//! tests/node/test_order_json.py checks the two paths give the same rows.
+
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+/// A decimal amount's grid: `mant * 10^-k` (a tick or lot size).
+#[derive(Clone, Copy)]
+struct Step {
+    mant: u128,
+    k: u32,
+}
+
+#[derive(Clone, Copy)]
+struct MarketSpec {
+    id: u32,
+    tick: Step,
+    lot: Step,
+}
+
+/// The JSON values the fast path reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Val<'a> {
+    Str(&'a [u8]),
+    /// A number literal: its text, and whether it has a fraction (a float to msgspec).
+    Num(&'a [u8], bool),
+    Bool(bool),
+    Null,
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string without escapes or control characters (anything else: None).
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    let s = &self.b[start..self.i];
+                    self.i += 1;
+                    return Some(s);
+                }
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn value(&mut self) -> Option<Val<'a>> {
+        self.ws();
+        match *self.b.get(self.i)? {
+            b'"' => self.string().map(Val::Str),
+            b't' => self.literal(b"true").map(|_| Val::Bool(true)),
+            b'f' => self.literal(b"false").map(|_| Val::Bool(false)),
+            b'n' => self.literal(b"null").map(|_| Val::Null),
+            b'0'..=b'9' => {
+                // JSON's grammar: no leading zeros, digits [. digits]; no sign, no exponent here.
+                let start = self.i;
+                while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+                    self.i += 1;
+                }
+                if self.i - start > 1 && self.b[start] == b'0' {
+                    return None;
+                }
+                let mut frac = false;
+                if self.b.get(self.i) == Some(&b'.') {
+                    self.i += 1;
+                    let f = self.i;
+                    while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+                        self.i += 1;
+                    }
+                    if self.i == f {
+                        return None;
+                    }
+                    frac = true;
+                }
+                if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+                    return None;
+                }
+                Some(Val::Num(&self.b[start..self.i], frac))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `text` (digits, at most one point) as `(mantissa, fraction digits)`;
+/// None beyond 36 digits.
+fn decimal(text: &[u8]) -> Option<(u128, u32)> {
+    let mut m: u128 = 0;
+    let mut k = 0u32;
+    let mut point = false;
+    let mut digits = 0;
+    for &c in text {
+        match c {
+            b'0'..=b'9' => {
+                m = m * 10 + u128::from(c - b'0');
+                digits += 1;
+                if digits > 36 {
+                    return None;
+                }
+                if point {
+                    k += 1;
+                }
+            }
+            b'.' if !point => point = true,
+            _ => return None,
+        }
+    }
+    if digits == 0 || text.last() == Some(&b'.') || text.first() == Some(&b'.') {
+        return None;
+    }
+    Some((m, k))
+}
+
+/// Significant digits of a number literal (leading zeros dropped).
+fn significant(text: &[u8]) -> usize {
+    let digits: Vec<u8> = text.iter().copied().filter(u8::is_ascii_digit).collect();
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
+    let last = digits
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(first, |p| p + 1);
+    last.saturating_sub(first)
+}
+
+/// An amount as a whole number of `step`s: exact, below 2^63, or None.
+fn units(v: Val<'_>, step: Step) -> Option<i64> {
+    let (m, k) = match v {
+        // A float (msgspec decodes `1.5` as one, the Python path formats it with repr): exact when it
+        // has at most 15 significant digits (they survive the round trip through a double).
+        Val::Num(t, true) if significant(t) <= 15 => decimal(t)?,
+        Val::Num(t, false) | Val::Str(t) => decimal(t)?,
+        _ => return None,
+    };
+    let n = if k <= step.k {
+        m.checked_mul(10u128.checked_pow(step.k - k)?)?
+    } else {
+        let d = 10u128.checked_pow(k - step.k)?;
+        if m % d != 0 {
+            return None;
+        }
+        m / d
+    };
+    if n % step.mant != 0 {
+        return None;
+    }
+    i64::try_from(n / step.mant).ok()
+}
+
+fn uint(v: Val<'_>) -> Option<u64> {
+    match v {
+        Val::Num(t, false) if t.len() <= 20 => std::str::from_utf8(t).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Enum names as `parse_enum` takes them: the name, case-insensitive (ASCII).
+fn lookup(table: &HashMap<Vec<u8>, u8>, name: &[u8]) -> Option<u8> {
+    table.get(&name.to_ascii_lowercase()).copied()
+}
+
+/// The SUBMIT record of a plain order from `POST /order`'s JSON; see the module doc.
+#[pyclass(module = "lxdex._core")]
+pub(crate) struct OrderJson {
+    markets: HashMap<Vec<u8>, MarketSpec>,
+    sides: HashMap<Vec<u8>, u8>,
+    types: HashMap<Vec<u8>, u8>,
+    tifs: HashMap<Vec<u8>, u8>,
+    stps: HashMap<Vec<u8>, u8>,
+    /// The time in force of an order that gives none, by order type.
+    default_tif: HashMap<u8, u8>,
+    submit_kind: u8,
+    post_only_flag: u8,
+}
+
+fn names(d: &Bound<'_, PyDict>) -> PyResult<HashMap<Vec<u8>, u8>> {
+    let mut out = HashMap::new();
+    for (k, v) in d.iter() {
+        out.insert(
+            k.extract::<String>()?.to_ascii_lowercase().into_bytes(),
+            v.extract::<u8>()?,
+        );
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl OrderJson {
+    /// `sides`, `types` (only the types it may place), `tifs`, `stps`:
+    /// lower-case names to values; `default_tif`: order type to the time in
+    /// force an order without one gets.
+    #[new]
+    fn new(
+        sides: &Bound<'_, PyDict>,
+        types: &Bound<'_, PyDict>,
+        tifs: &Bound<'_, PyDict>,
+        stps: &Bound<'_, PyDict>,
+        default_tif: HashMap<u8, u8>,
+        submit_kind: u8,
+        post_only_flag: u8,
+    ) -> PyResult<Self> {
+        Ok(OrderJson {
+            markets: HashMap::new(),
+            sides: names(sides)?,
+            types: names(types)?,
+            tifs: names(tifs)?,
+            stps: names(stps)?,
+            default_tif,
+            submit_kind,
+            post_only_flag,
+        })
+    }
+
+    /// Registers a market: its id and tick and lot sizes as `mant * 10^-k`.
+    fn add_market(
+        &mut self,
+        symbol: &str,
+        id: u32,
+        tick: (u128, u32),
+        lot: (u128, u32),
+    ) -> PyResult<()> {
+        if tick.0 == 0 || lot.0 == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "tick and lot sizes must be positive",
+            ));
+        }
+        let spec = MarketSpec {
+            id,
+            tick: Step {
+                mant: tick.0,
+                k: tick.1,
+            },
+            lot: Step {
+                mant: lot.0,
+                k: lot.1,
+            },
+        };
+        self.markets.insert(symbol.as_bytes().to_vec(), spec);
+        Ok(())
+    }
+
+    fn has_market(&self, symbol: &str) -> bool {
+        self.markets.contains_key(symbol.as_bytes())
+    }
+
+    /// `(record, market id)` for the body, or None when the Python path must
+    /// take it. `default_account`: the account of an order that names none.
+    #[pyo3(signature = (body, default_account = None))]
+    fn parse<'py>(
+        &self,
+        py: Python<'py>,
+        body: &[u8],
+        default_account: Option<u64>,
+    ) -> Option<(Bound<'py, PyBytes>, u32)> {
+        let row = self.row(body, default_account)?;
+        Some((PyBytes::new(py, &row.0), row.1))
+    }
+}
+
+impl OrderJson {
+    fn row(&self, body: &[u8], default_account: Option<u64>) -> Option<([u8; 120], u32)> {
+        let mut p = Parser { b: body, i: 0 };
+        p.eat(b'{')?;
+        let mut fields: [Option<Val<'_>>; 12] = [None; 12];
+        const KEYS: [&[u8]; 12] = [
+            b"symbol",
+            b"side",
+            b"size",
+            b"price",
+            b"type",
+            b"tif",
+            b"account",
+            b"post_only",
+            b"stp",
+            b"trigger_price",
+            b"display_size",
+            b"expire_ts",
+        ];
+        p.ws();
+        if p.b.get(p.i) == Some(&b'}') {
+            return None; // required fields missing
+        }
+        loop {
+            let key = p.string()?;
+            p.eat(b':')?;
+            let v = p.value()?;
+            let slot = KEYS.iter().position(|k| *k == key)?;
+            if fields[slot].is_some() {
+                return None; // a repeated key: the Python path decides
+            }
+            fields[slot] = Some(v);
+            p.ws();
+            match p.b.get(p.i) {
+                Some(b',') => p.i += 1,
+                Some(b'}') => {
+                    p.i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        p.ws();
+        if p.i != p.b.len() {
+            return None;
+        }
+        let [symbol, side, size, price, otype, tif, account, post_only, stp, trigger, display, expire] =
+            fields;
+        let Val::Str(symbol) = symbol? else {
+            return None;
+        };
+        let m = self.markets.get(symbol)?;
+        let side = match side? {
+            Val::Num(b"0", false) => 0,
+            Val::Num(b"1", false) => 1,
+            Val::Str(s) => lookup(&self.sides, s)?,
+            _ => return None,
+        };
+        let otype = match otype {
+            None => lookup(&self.types, b"limit")?,
+            Some(Val::Str(s)) => lookup(&self.types, s)?,
+            _ => return None,
+        };
+        let tif = match tif {
+            None | Some(Val::Null) => *self.default_tif.get(&otype)?,
+            Some(Val::Str(s)) => lookup(&self.tifs, s)?,
+            _ => return None,
+        };
+        let stp = match stp {
+            None => lookup(&self.stps, b"none")?,
+            Some(Val::Str(s)) => lookup(&self.stps, s)?,
+            _ => return None,
+        };
+        let account = match account {
+            None | Some(Val::Null) => default_account?,
+            Some(v) => uint(v)?,
+        };
+        let flags = match post_only {
+            None | Some(Val::Bool(false)) => 0,
+            Some(Val::Bool(true)) => self.post_only_flag,
+            _ => return None,
+        };
+        if !matches!(trigger, None | Some(Val::Null)) || !matches!(display, None | Some(Val::Null))
+        {
+            return None;
+        }
+        let expire = match expire {
+            None => 0,
+            Some(v) => uint(v)?,
+        };
+        let lots = units(size?, m.lot)?;
+        let ticks = match price {
+            None | Some(Val::Null) => 0,
+            Some(v) => units(v, m.tick)?,
+        };
+        let mut r = [0u8; 120];
+        r[..6].copy_from_slice(&[self.submit_kind, side, otype, tif, stp, flags]);
+        r[8..12].copy_from_slice(&m.id.to_le_bytes());
+        r[24..32].copy_from_slice(&account.to_le_bytes());
+        r[32..40].copy_from_slice(&ticks.to_le_bytes());
+        r[40..48].copy_from_slice(&lots.to_le_bytes());
+        r[64..72].copy_from_slice(&expire.to_le_bytes());
+        Some((r, m.id))
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<OrderJson>()
+}
