@@ -278,7 +278,7 @@ def test_order_batches_linger_only_when_few_requests_wait():
     async def main():
         loop = asyncio.get_running_loop()
         node = FakeNode()
-        rows = _OrderRows(node, _LoopSink(loop))
+        rows = _OrderRows(node, _LoopSink(loop), None)
         rows.add(b"abc")  # idle: goes on the next loop turn
         await asyncio.sleep(0)
         assert [n for _, n, _ in node.sent] == [1]

@@ -11,6 +11,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import numpy as np
+
+from lxdex.enums import EVENT_DTYPE, EventKind
 from lxdex.exchange import Exchange
 from lxdex.node.http import JSON, _order_row, _OrderJson
 
@@ -114,3 +117,84 @@ def test_the_fast_path_makes_the_python_paths_record(symbol, side, size, price, 
 @given(st.binary(max_size=80) | st.text(max_size=80).map(str.encode))
 def test_garbage_is_never_taken(data):
     assert P.parse(data, 0) is None or _python(data, 0) == (bytes(P.parse(data, 0)[0]), P.parse(data, 0)[1])
+
+
+# -- replies ------------------------------------------------------------------------------------------------
+
+def _funded():
+    e = Exchange(b"k" * 32)
+    e.add_asset("USD", 6)
+    e.add_asset("BTC", 8)
+    e.add_market("BTC-USD", base="BTC", quote="USD", tick_size="0.01", lot_size="0.0001", maker_bps=-1,
+                 taker_bps=5)
+    e.add_market("TINY-USD", base="BTC", quote="USD", tick_size="100", lot_size="0.00000001")
+    accounts = [e.create_account() for _ in range(4)]
+    for a in accounts:
+        e.deposit(a, "BTC", "1000")
+        e.deposit(a, "USD", "100000000")
+    p = _OrderJson()
+    for m in e._markets.values():
+        p.learn(m)
+    return e, p
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["BTC-USD", "TINY-USD"]), st.integers(0, 3), st.sampled_from(["buy", "sell"]),
+    st.integers(1, 400), st.integers(-6, 6), st.sampled_from(["limit", "limit", "market", "stop_limit"]),
+    st.sampled_from([None, "ioc", "fok", "gtc"]), st.booleans(), st.sampled_from(["none", "cancel_taker",
+                                                                                  "cancel_both", "decrement"]),
+    st.booleans()), min_size=1, max_size=40))
+def test_replies_are_the_python_replies(orders):
+    """Batches of orders run on an exchange (fills, IOC/FOK/STP cancels,
+    post-only and funds rejections, triggers pending): every reply built in
+    Rust is byte for byte the Python reply; only rejected rows are left to
+    Python."""
+    from lxdex import commands as C
+    from lxdex.node.http import _json, _row_reply
+
+    e, p = _funded()
+    rows = []
+    for sym, acct, side, qty, off, otype, tif, post_only, stp, broke in orders:
+        m = e._markets[sym]
+        price = str((50_000 + off) * m.tick_size) if otype != "market" else None
+        trigger = str((50_000 + off) * m.tick_size) if otype == "stop_limit" else None
+        size = str(qty * m.lot_size * (10**13 if broke else 1))  # some orders beyond the account's funds
+        rows.append(e.order_record(acct, sym, side, size, price, order_type=otype, tif=tif, stp=stp,
+                                   post_only=post_only, trigger_price=trigger))
+    out = e.execute(C.Records(data=b"".join(rows)), e.last_seq + 1)
+    replies = p.replies(out.events, len(rows), out.seq)
+    per_row = [[] for _ in rows]
+    for ev in out.events.tolist():
+        per_row[ev[4]].append(ev)
+    for i, (events, body) in enumerate(zip(per_row, replies)):
+        rejected = any(ev[0] == int(EventKind.REJECTED) for ev in events)
+        assert (body is None) == rejected, (i, events)
+        if body is not None:
+            market = e._market_by_id[next(ev[5] for ev in events if ev[0] == int(EventKind.ACCEPTED))]
+            assert bytes(body) == _json.encode(_row_reply(out.seq, events, market)), (i, events)
+
+
+def test_decimal_strings_as_python_writes_them():
+    """The amounts of a reply are `units * step` as `str(Decimal)` writes
+    them: plain, or scientific for tiny zeros and positive exponents."""
+    from decimal import Decimal
+
+    from lxdex.node.http import _json
+
+    e, p = _funded()
+    cases = [(0, "0.0001"), (120, "0.0001"), (5_000_000, "0.01"), (0, "0.00000001"), (7, "0.00000001"),
+             (3, "5"), (3, "5E+1"), (12345678, "0.00000001"), (1, "0.000001"), (1, "0.0000001"), (0, "1E+2")]
+    for i, (units, step) in enumerate(cases):
+        m = type("M", (), {"id": 100 + i, "symbol": f"T{i}-USD", "tick_size": Decimal(step),
+                           "lot_size": Decimal(step)})
+        p.learn(m)
+    for i, (units, step) in enumerate(cases):
+        ev = np.zeros(1, EVENT_DTYPE)
+        ev["kind"], ev["market"], ev["order_id"], ev["qty"], ev["price"] = int(EventKind.ACCEPTED), 100 + i, 9, 0, 0
+        fill = np.zeros(1, EVENT_DTYPE)
+        fill["kind"], fill["market"], fill["order_id"] = int(EventKind.FILL), 100 + i, 9
+        fill["price"], fill["qty"], fill["remaining"] = units, units, 1
+        body = p.replies(np.concatenate([ev, fill]), 1, 5)[0]
+        want = _json.encode({"price": units * Decimal(step)})[len(b'{"price":'):-1]
+        assert want in bytes(body), (units, step, body, want)

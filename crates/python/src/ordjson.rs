@@ -28,6 +28,92 @@ struct MarketSpec {
     lot: Step,
 }
 
+/// What a reply shows of a market: its symbol (JSON-safe) and its tick and
+/// lot sizes as Python's `Decimal` holds them (coefficient, exponent).
+struct ReplySpec {
+    symbol: String,
+    tick: (u128, i32),
+    lot: (u128, i32),
+}
+
+/// `coef * 10^exp` as Python's `str(Decimal)` writes it (the reply's
+/// `units * step`): plain notation when `exp <= 0` and the adjusted exponent
+/// is at least -6, else scientific (`0E-8`, `5E+1`).
+fn decimal_str(out: &mut Vec<u8>, neg: bool, coef: u128, exp: i32) {
+    let digits = coef.to_string();
+    let n = digits.len() as i32;
+    let adjusted = exp + n - 1;
+    if neg {
+        out.push(b'-');
+    }
+    if exp <= 0 && adjusted >= -6 {
+        if exp == 0 {
+            out.extend_from_slice(digits.as_bytes());
+        } else if n > -exp {
+            let cut = (n + exp) as usize;
+            out.extend_from_slice(&digits.as_bytes()[..cut]);
+            out.push(b'.');
+            out.extend_from_slice(&digits.as_bytes()[cut..]);
+        } else {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', (-exp - n) as usize));
+            out.extend_from_slice(digits.as_bytes());
+        }
+    } else {
+        out.push(digits.as_bytes()[0]);
+        if n > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits.as_bytes()[1..]);
+        }
+        out.push(b'E');
+        if adjusted >= 0 {
+            out.push(b'+');
+        }
+        out.extend_from_slice(adjusted.to_string().as_bytes());
+    }
+}
+
+/// `units * step` (a tick or lot size as (coefficient, exponent)) as the
+/// JSON string Python's reply holds; None past `Decimal`'s 28 digits.
+fn amount(out: &mut Vec<u8>, units: i64, step: (u128, i32)) -> Option<()> {
+    let coef = u128::from(units.unsigned_abs()).checked_mul(step.0)?;
+    if coef >= 10u128.pow(28) {
+        return None;
+    }
+    out.push(b'"');
+    decimal_str(out, units < 0 && coef != 0, coef, step.1);
+    out.push(b'"');
+    Some(())
+}
+
+/// Byte offsets of the EVENT_DTYPE fields a reply reads.
+struct EventLayout {
+    size: usize,
+    kind: usize,
+    reason: usize,
+    order_type: usize,
+    cmd_index: usize,
+    market: usize,
+    order_id: usize,
+    other_id: usize,
+    price: usize,
+    qty: usize,
+    remaining: usize,
+}
+
+fn u8_at(e: &[u8], o: usize) -> u8 {
+    e[o]
+}
+fn u32_at(e: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(e[o..o + 4].try_into().unwrap())
+}
+fn u64_at(e: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(e[o..o + 8].try_into().unwrap())
+}
+fn i64_at(e: &[u8], o: usize) -> i64 {
+    i64::from_le_bytes(e[o..o + 8].try_into().unwrap())
+}
+
 /// The JSON values the fast path reads.
 #[derive(Clone, Copy, PartialEq)]
 enum Val<'a> {
@@ -217,6 +303,12 @@ pub(crate) struct OrderJson {
     default_tif: HashMap<u8, u8>,
     submit_kind: u8,
     post_only_flag: u8,
+    /// Replies (`replies`): markets by id, the event layout and kinds, reason names.
+    reply_markets: HashMap<u32, ReplySpec>,
+    layout: Option<EventLayout>,
+    kinds: (u8, u8, u8, u8),
+    reasons: HashMap<u8, String>,
+    conditional: Vec<u8>,
 }
 
 fn names(d: &Bound<'_, PyDict>) -> PyResult<HashMap<Vec<u8>, u8>> {
@@ -254,7 +346,125 @@ impl OrderJson {
             default_tif,
             submit_kind,
             post_only_flag,
+            reply_markets: HashMap::new(),
+            layout: None,
+            kinds: (0, 0, 0, 0),
+            reasons: HashMap::new(),
+            conditional: Vec::new(),
         })
+    }
+
+    /// What `replies` needs: EVENT_DTYPE's item size and field offsets (a
+    /// dict of kind, reason, order_type, cmd_index, market, order_id,
+    /// other_id, price, qty, remaining), the event kinds (accepted,
+    /// rejected, fill, cancelled), reason names by value (lower case) and
+    /// the conditional order types.
+    fn set_reply_tables(
+        &mut self,
+        size: usize,
+        offsets: HashMap<String, usize>,
+        kinds: (u8, u8, u8, u8),
+        reasons: HashMap<u8, String>,
+        conditional: Vec<u8>,
+    ) -> PyResult<()> {
+        let get = |k: &str| {
+            offsets.get(k).copied().ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("offsets: {k} missing"))
+            })
+        };
+        let layout = EventLayout {
+            size,
+            kind: get("kind")?,
+            reason: get("reason")?,
+            order_type: get("order_type")?,
+            cmd_index: get("cmd_index")?,
+            market: get("market")?,
+            order_id: get("order_id")?,
+            other_id: get("other_id")?,
+            price: get("price")?,
+            qty: get("qty")?,
+            remaining: get("remaining")?,
+        };
+        if [layout.cmd_index, layout.market]
+            .iter()
+            .any(|&o| o + 4 > size)
+            || [
+                layout.order_id,
+                layout.other_id,
+                layout.price,
+                layout.qty,
+                layout.remaining,
+            ]
+            .iter()
+            .any(|&o| o + 8 > size)
+            || [layout.kind, layout.reason, layout.order_type]
+                .iter()
+                .any(|&o| o >= size)
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "offsets: a field lies past the item size",
+            ));
+        }
+        self.layout = Some(layout);
+        self.kinds = kinds;
+        self.reasons = reasons;
+        self.conditional = conditional;
+        Ok(())
+    }
+
+    /// Registers what a reply shows of market `id`: symbol, tick and lot
+    /// sizes as `Decimal.as_tuple()` gives them (coefficient, exponent).
+    fn add_reply_market(&mut self, id: u32, symbol: &str, tick: (u128, i32), lot: (u128, i32)) {
+        if symbol
+            .bytes()
+            .all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\\')
+        {
+            self.reply_markets.insert(
+                id,
+                ReplySpec {
+                    symbol: symbol.to_string(),
+                    tick,
+                    lot,
+                },
+            );
+        }
+    }
+
+    /// The replies to a batch's `n_rows` orders from its events (an
+    /// EVENT_DTYPE buffer) applied at `seq`: one JSON body per row, as
+    /// http.py `_row_reply` and msgspec would write it, or None for a row
+    /// the Python path must answer (a rejection, an unknown market).
+    fn replies<'py>(
+        &self,
+        py: Python<'py>,
+        events: &Bound<'py, PyAny>,
+        n_rows: usize,
+        seq: u64,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let Some(l) = &self.layout else {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "set_reply_tables first",
+            ));
+        };
+        let v = crate::journal::View::new(events, "events")?;
+        let buf = unsafe { v.slice() };
+        if buf.len() % l.size != 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "events: not a whole number of events",
+            ));
+        }
+        let mut rows: Vec<Vec<&[u8]>> = vec![Vec::new(); n_rows];
+        for e in buf.chunks_exact(l.size) {
+            let i = u32_at(e, l.cmd_index) as usize;
+            if i < n_rows {
+                rows[i].push(e);
+            }
+        }
+        let mut out = Vec::with_capacity(n_rows);
+        for evs in rows {
+            out.push(self.reply(&evs, seq).map(|b| PyBytes::new(py, &b)));
+        }
+        Ok(out)
     }
 
     /// Registers a market: its id and tick and lot sizes as `mant * 10^-k`.
@@ -304,6 +514,81 @@ impl OrderJson {
 }
 
 impl OrderJson {
+    /// http.py `_row_reply` / `_reply` for one row's events; None where the
+    /// Python path must answer.
+    fn reply(&self, evs: &[&[u8]], seq: u64) -> Option<Vec<u8>> {
+        let l = self.layout.as_ref()?;
+        let (accepted, rejected, fill, cancelled) = self.kinds;
+        if evs.iter().any(|e| u8_at(e, l.kind) == rejected) {
+            return None;
+        }
+        let first = evs.iter().find(|e| u8_at(e, l.kind) == accepted)?;
+        let oid = u64_at(first, l.order_id);
+        let m = self.reply_markets.get(&u32_at(first, l.market))?;
+        let mut fills = Vec::new();
+        let mut n_fills = 0;
+        let mut filled: i64 = 0;
+        let (mut conditional, mut done, mut reason) = (false, false, None);
+        for e in evs {
+            if u64_at(e, l.order_id) != oid {
+                continue;
+            }
+            let kind = u8_at(e, l.kind);
+            if kind == accepted {
+                conditional = self.conditional.contains(&u8_at(e, l.order_type));
+            } else if kind == fill {
+                fills.extend_from_slice(if n_fills == 0 {
+                    b"{\"price\":"
+                } else {
+                    b",{\"price\":"
+                });
+                amount(&mut fills, i64_at(e, l.price), m.tick)?;
+                fills.extend_from_slice(b",\"qty\":");
+                amount(&mut fills, i64_at(e, l.qty), m.lot)?;
+                fills.extend_from_slice(b",\"maker_order_id\":");
+                fills.extend_from_slice(u64_at(e, l.other_id).to_string().as_bytes());
+                fills.push(b'}');
+                n_fills += 1;
+                filled = filled.checked_add(i64_at(e, l.qty))?;
+                done = i64_at(e, l.remaining) == 0;
+            } else if kind == cancelled {
+                reason = Some(self.reasons.get(&u8_at(e, l.reason))?);
+            }
+        }
+        let status: &[u8] = if reason.is_some() {
+            b"cancelled"
+        } else if conditional && n_fills == 0 {
+            b"pending_trigger"
+        } else if done {
+            b"filled"
+        } else if n_fills > 0 {
+            b"partially_filled"
+        } else {
+            b"new"
+        };
+        let mut out = Vec::with_capacity(96 + fills.len());
+        out.extend_from_slice(b"{\"order_id\":");
+        out.extend_from_slice(oid.to_string().as_bytes());
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"symbol\":\"");
+        out.extend_from_slice(m.symbol.as_bytes());
+        out.extend_from_slice(b"\",\"status\":\"");
+        out.extend_from_slice(status);
+        out.extend_from_slice(b"\",\"filled\":");
+        amount(&mut out, filled, m.lot)?;
+        out.extend_from_slice(b",\"fills\":[");
+        out.extend_from_slice(&fills);
+        out.push(b']');
+        if let Some(r) = reason {
+            out.extend_from_slice(b",\"cancel_reason\":\"");
+            out.extend_from_slice(r.as_bytes());
+            out.push(b'"');
+        }
+        out.push(b'}');
+        Some(out)
+    }
+
     fn row(&self, body: &[u8], default_account: Option<u64>) -> Option<([u8; 120], u32)> {
         let mut p = Parser { b: body, i: 0 };
         p.eat(b'{')?;

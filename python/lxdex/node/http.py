@@ -29,6 +29,7 @@ import logging
 from decimal import Decimal
 
 import msgspec
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -37,7 +38,7 @@ from starlette.routing import Route
 
 from .. import _core
 from .. import commands as C
-from ..enums import CommandKind, EventKind, OrderType, Reason, Side, Stp, TimeInForce
+from ..enums import EVENT_DTYPE, CommandKind, EventKind, OrderType, Reason, Side, Stp, TimeInForce
 from ..errors import OrderRejected
 from ..exchange import _FLAG_POST_ONLY, _step_parts
 from .fasthttp import FastRequest, Later, Pending, fast_route
@@ -150,26 +151,32 @@ class _RowBatch:
         self.owner, self.futs = owner, futs
 
     def resolve(self, res) -> None:
-        """Each request gets `(seq, the events of its row)`, or the
-        NodeStopped; the batch's events are split by row in one pass. The
+        """Each request gets its reply body, built in Rust from the batch's
+        events (`_OrderJson.replies`), or `(seq, the events of its row)`
+        where the Python path answers (rejections), or the NodeStopped. The
         next batch is queued first, so the sequencer works on it while the
         replies to this one are written."""
         futs = self.futs
-        self.owner.done(len(futs))
+        owner = self.owner
+        owner.done(len(futs))
         if isinstance(res, BaseException):
             for fut in futs:
                 fut.set(res)
             return
-        rows: list[list] = [[] for _ in futs]
         ev = res.events
-        if len(ev):
-            n = len(rows)
-            for e in ev.tolist():  # (kind, reason, side, order_type, cmd_index, market, order_id, owner, ...)
-                if e[4] < n:
-                    rows[e[4]].append(e)
         seq = res.seq
-        for fut, events in zip(futs, rows):
-            fut.set((seq, events))  # the reply is written here (fasthttp's callback)
+        replies = owner.order_json.replies(ev, len(futs), seq)
+        rows = None
+        for i, (fut, body) in enumerate(zip(futs, replies)):
+            if body is None:
+                if rows is None:  # the batch's events split by row, once
+                    rows = [[] for _ in futs]
+                    n = len(rows)
+                    for e in ev.tolist():  # (kind, reason, side, order_type, cmd_index, market, order_id, ...)
+                        if e[4] < n:
+                            rows[e[4]].append(e)
+                body = (seq, rows[i])
+            fut.set(body)  # the reply is written here (fasthttp's callback)
 
 
 class _OrderRows:
@@ -178,8 +185,8 @@ class _OrderRows:
     batch is in flight at a time; requests that arrive meanwhile wait for it
     and go together in the next, so the batch grows with the load."""
 
-    def __init__(self, node: Node, sink: "_LoopSink") -> None:
-        self.node, self.sink, self.loop = node, sink, sink.loop
+    def __init__(self, node: Node, sink: "_LoopSink", order_json: "_OrderJson") -> None:
+        self.node, self.sink, self.loop, self.order_json = node, sink, sink.loop, order_json
         self.rows: list[bytes] = []
         self.futs: list = []
         self.inflight = False
@@ -300,14 +307,36 @@ class _OrderJson:
             {m.name.lower(): int(m) for m in Stp},
             {int(OrderType.LIMIT): int(TimeInForce.GTC), int(OrderType.MARKET): int(TimeInForce.IOC)},
             int(CommandKind.SUBMIT), _FLAG_POST_ONLY)
+        self.rust.set_reply_tables(
+            EVENT_DTYPE.itemsize, {name: EVENT_DTYPE.fields[name][1] for name in _REPLY_FIELDS},
+            (_ACCEPTED, _REJECTED, _FILL, _CANCELLED), {int(r): r.name.lower() for r in Reason},
+            sorted(_CONDITIONAL_TYPES))
         self.parse = self.rust.parse
+        self.known: set[int] = set()
+
+    def replies(self, events, n_rows: int, seq: int) -> list:
+        """The reply bodies of a batch's `n_rows` orders (None: the Python path answers that row)."""
+        if events.dtype != EVENT_DTYPE or not events.flags.c_contiguous:  # (the core's arrays always are)
+            events = np.ascontiguousarray(events, EVENT_DTYPE)
+        return self.rust.replies(events.view(np.uint8), n_rows, seq)
 
     def learn(self, m) -> None:
-        """Registers market `m` (a `MarketInfo`) if its sizes are decimal steps."""
-        if not self.rust.has_market(m.symbol):
-            tick, lot = _step_parts(m.tick_size), _step_parts(m.lot_size)
-            if tick and lot:
-                self.rust.add_market(m.symbol, m.id, tick, lot)
+        """Registers market `m` (a `MarketInfo`): for orders, if its sizes are
+        decimal steps; for replies, its symbol and sizes as `Decimal` holds them."""
+        if m.id in self.known:
+            return
+        self.known.add(m.id)
+        tick, lot = _step_parts(m.tick_size), _step_parts(m.lot_size)
+        if tick and lot:
+            self.rust.add_market(m.symbol, m.id, tick, lot)
+        t, q = m.tick_size.as_tuple(), m.lot_size.as_tuple()
+        if not t.sign and not q.sign and isinstance(t.exponent, int) and isinstance(q.exponent, int):
+            self.rust.add_reply_market(m.id, m.symbol, (int("".join(map(str, t.digits))), t.exponent),
+                                       (int("".join(map(str, q.digits))), q.exponent))
+
+
+_REPLY_FIELDS = ("kind", "reason", "order_type", "cmd_index", "market", "order_id", "other_id", "price", "qty",
+                 "remaining")
 
 
 def _row_reply(seq: int, events: list, m) -> dict | JSON:
@@ -446,9 +475,12 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
             sink = sinks.get(loop)
             if sink is None:
                 sink = sinks[loop] = _LoopSink(loop)
-            batch = batches[loop] = _OrderRows(node, sink)
+            batch = batches[loop] = _OrderRows(node, sink, order_json)
 
         def reply(res):
+            if type(res) is bytes:
+                metrics.http_orders.inc()
+                return res
             if isinstance(res, NodeStopped):
                 return error(503, "UNAVAILABLE", str(res))
             metrics.http_orders.inc()
