@@ -227,6 +227,28 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children_cpu(pid: int) -> float:
+    """User + system CPU seconds of the node's child processes (the history
+    store's writer): its work per order counts as much as the node's own."""
+    total = 0.0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return total
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        for k in kids:
+            try:
+                total += _cpu_seconds(k)
+            except OSError:
+                pass
+    return total
+
+
 def _thread_cpu(port: int) -> dict[str, float]:
     """The node's CPU seconds per thread name (its /metrics)."""
     import httpx
@@ -277,19 +299,22 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
         proc, http, zmq_port = _start(data, cfg, sync, log, history)
         if zmq_clients:
             progress(f"node up (http {http}, zmq {zmq_port}, sync {sync}); ZeroMQ load for {seconds} s")
-            result["zmq"] = _zmq_load(proc, zmq_port, seconds, zmq_clients, rows, window)
+            result["zmq"] = _zmq_load(proc, zmq_port, seconds, zmq_clients, rows, window, http)
             progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} "
                      f"ms; HTTP load for {seconds} s")
-        cpu0, threads0 = _cpu_seconds(proc.pid), _thread_cpu(http)
+        cpu0, kids0, threads0 = _cpu_seconds(proc.pid), _children_cpu(proc.pid), _thread_cpu(http)
         res = _run_clients(_http_client, [(http, seconds, connections, 21 + i) for i in range(http_clients)])
         threads1 = _thread_cpu(http)
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        _history_caught_up(http)
+        kids = _children_cpu(proc.pid) - kids0
         n = sum(r["requests"] for r in res)
         secs = max(r["seconds"] for r in res)
         result["http"] = {"clients": http_clients, "connections": connections * http_clients, "requests": n,
                           "errors": sum(r["errors"] for r in res), "seconds": round(secs, 3),
                           "orders_per_s": round(n / secs), "latency": _lat([x for r in res for x in r["lat_ns"]])}
-        cpu = _cpu_seconds(proc.pid) - cpu0
         result["http"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n / cpu),
+                           "writer_cpu_s": round(kids, 2), "orders_per_cpu_s_with_writer": round(n / (cpu + kids)),
                            "cpu_us_per_order_by_thread": _per_thread(threads0, threads1, n)}
         progress(f"http: {result['http']['orders_per_s']:,} orders/s, p99 {result['http']['latency']['p99_ms']} ms; "
                  "killing the node and timing recovery")
@@ -307,20 +332,39 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
     return result
 
 
-def _zmq_load(proc, zmq_port: int, seconds: float, zmq_clients: int, rows: int, window: int) -> dict:
-    cpu0 = _cpu_seconds(proc.pid)
+def _history_caught_up(http: int, timeout: float = 300.0) -> float:
+    """Waits until the history store has written everything applied;
+    returns how long that took (0 without a history store)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        h = httpx.get(f"http://127.0.0.1:{http}/stats", timeout=10).json().get("history")
+        if not h or h["lag"] == 0:
+            break
+        time.sleep(0.1)
+    return time.perf_counter() - t0
+
+
+def _zmq_load(proc, zmq_port: int, seconds: float, zmq_clients: int, rows: int, window: int, http: int) -> dict:
+    cpu0, kids0 = _cpu_seconds(proc.pid), _children_cpu(proc.pid)
     res = _run_clients(_zmq_client, [(f"tcp://127.0.0.1:{zmq_port}", seconds, rows, window, 11 + i)
                                      for i in range(zmq_clients)])
     n_rows = sum(r["rows"] for r in res)
     secs = max(r["seconds"] for r in res)
     cpu = _cpu_seconds(proc.pid) - cpu0
-    return {"clients": zmq_clients, "rows_per_request": rows, "window": window,
+    # The writer's share of these orders: its CPU until it has caught up (so the HTTP load after this starts
+    # with the writer idle).
+    catch_up = _history_caught_up(http)
+    kids = _children_cpu(proc.pid) - kids0
+    return {"clients": zmq_clients, "history_catch_up_s": round(catch_up, 2), "rows_per_request": rows, "window": window,
             "orders": n_rows, "rejected": sum(r["rejected"] for r in res),
             "cancels": sum(r["cancelled"] for r in res), "seconds": round(secs, 3),
             "orders_per_s": round(n_rows / secs),
             "requests_per_s": round(sum(r["requests"] for r in res) / secs),
             "latency": _lat([x for r in res for x in r["lat_ns"]]),
-            "node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n_rows / cpu)}
+            "node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n_rows / cpu),
+            "writer_cpu_s": round(kids, 2), "orders_per_cpu_s_with_writer": round(n_rows / (cpu + kids))}
 
 
 def _recover(data: Path, stats: dict) -> dict:
