@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import os
 import time
 from decimal import Decimal
 
@@ -411,6 +412,60 @@ def test_the_listener_does_not_wait_for_the_database(tmp_path):
         store.flush(timeout=60)
         assert store.last_seq == r.ex.last_seq and store.lag == 0
         check_against_exchange(store, r, ids)
+    finally:
+        store.close()
+
+
+def test_a_backlog_over_its_bound_makes_the_listener_wait_for_the_writer(tmp_path):
+    """Below `max_backlog_bytes` feeding never waits (the test above); past
+    it (the writer stopped: a slow disk) the listener waits until the
+    writer has brought the backlog under half the bound, so memory stays
+    bounded, and nothing is lost."""
+    import signal
+    import threading
+
+    r, ids = scenario()
+    store = HistoryStore.open(None, tmp_path, lambda i: r.ex._market_by_id[i], max_backlog_bytes=2_000)
+    try:
+        os.kill(store._proc.pid, signal.SIGSTOP)
+        fed = []
+
+        def feed():
+            for i in range(len(r.pairs)):
+                store(r.pairs[i : i + 1])
+                fed.append(i)
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive() and len(fed) < len(r.pairs)  # waiting for the writer
+        assert store.backlog_bytes > 2_000 and store.stats()["stalls"] == 1
+        os.kill(store._proc.pid, signal.SIGCONT)
+        t.join(30)
+        assert not t.is_alive() and len(fed) == len(r.pairs)
+        store.flush(timeout=60)
+        assert store.last_seq == r.ex.last_seq and store.backlog_bytes == 0 and store.stats()["dropped"] == 0
+        check_against_exchange(store, r, ids)
+    finally:
+        os.kill(store._proc.pid, signal.SIGCONT)
+        store.close()
+
+
+def test_a_writer_that_dies_while_the_listener_waits_releases_it(tmp_path):
+    import signal
+    import threading
+
+    r, _ = scenario()
+    store = HistoryStore.open(None, tmp_path, lambda i: r.ex._market_by_id[i], max_backlog_bytes=2_000)
+    try:
+        os.kill(store._proc.pid, signal.SIGSTOP)
+        t = threading.Thread(target=lambda: [store([p]) for p in r.pairs], daemon=True)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive()
+        store._proc.kill()  # the writer dies: its failure ends the wait; the rest is dropped (the journal has it)
+        t.join(30)
+        assert not t.is_alive() and store.failed is not None and store.stats()["dropped"] > 0
     finally:
         store.close()
 

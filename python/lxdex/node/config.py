@@ -8,6 +8,9 @@ admin_token = "..."         # enables POST /command (admin commands); unset: dis
 max_body_bytes = 65536
 journal_segment_bytes = 67108864   # journal segment size (compaction drops whole segments)
 history_url = "postgresql://user@host/db"   # history store; unset: SQLite in the data dir
+history_max_backlog_mb = 256    # what the history store may hold unwritten; beyond it the sequencer waits
+                                # for its writer (so memory stays bounded when orders come faster than
+                                # the history can be written)
 demo = false                # demo mode: the first account's private WebSocket stream and the web UI's
                             # order entry work without an API key (`lxdex demo` turns it on)
 
@@ -143,6 +146,8 @@ class Config:
     journal_segment_bytes: int = 64 << 20
     #: history store: None = SQLite in the data dir; "postgresql://..." = PostgreSQL
     history_url: str | None = None
+    #: memory the history store's backlog may take before the sequencer waits for its writer
+    history_max_backlog_mb: int = 256
     #: demo mode: the first account trades from the web UI and reads its user stream without an API key
     demo: bool = False
     assets: list[tuple[str, int]] = field(default_factory=lambda: list(DEFAULT_ASSETS))
@@ -165,12 +170,12 @@ class Config:
     def from_dict(cls, data: dict, where: str = "config") -> "Config":
         cfg = cls()
         known = {"node_id", "snapshot_every", "batch_max", "admin_token", "max_body_bytes", "journal_segment_bytes",
-                 "history_url", "demo", "assets", "markets", "accounts", "api"}
+                 "history_url", "history_max_backlog_mb", "demo", "assets", "markets", "accounts", "api"}
         for k in data:
             if k not in known:
                 raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(known))})")
         for k, typ, lo in (("snapshot_every", int, 1), ("batch_max", int, 1), ("max_body_bytes", int, 1024),
-                            ("journal_segment_bytes", int, 4096)):
+                            ("journal_segment_bytes", int, 4096), ("history_max_backlog_mb", int, 1)):
             if k in data:
                 if not isinstance(data[k], typ) or data[k] < lo:
                     raise ConfigError(f"{where}: {k} must be an integer >= {lo}")

@@ -30,6 +30,7 @@ return decimal strings. docs/history.md has the schema and the rules.
 from __future__ import annotations
 
 import calendar
+import collections
 import itertools
 import json
 import logging
@@ -409,7 +410,7 @@ class HistoryStore:
     `MarketInfo` (called the first time a market shows up)."""
 
     def __init__(self, backend: _Backend, exchange_markets: Callable[[int], Any], *, vectorized: bool = True,
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, max_backlog_bytes: int = 256 << 20) -> None:
         self._b = backend
         self._exchange_markets = exchange_markets
         conn = backend.connect(writer=True)
@@ -424,6 +425,15 @@ class HistoryStore:
         self._fed_seq = self.last_seq  # highest seq queued (sequencer thread)
         self._queued = 0               # commands queued (sequencer thread)
         self._written = 0              # commands the writer reports written
+        #: The backlog's bound (bytes of commands and events held for the writer): past it the listener
+        #: waits for the writer, i.e. the sequencer does. Memory stays bounded when orders come faster
+        #: than the history is written (bursts below the bound are absorbed).
+        self.max_backlog_bytes = max_backlog_bytes
+        self._queued_bytes = 0         # sequencer thread
+        self._written_bytes = 0        # receiver thread
+        self._marks: collections.deque = collections.deque()  # (queued commands, queued bytes) per call
+        self._stalls = 0
+        self._stalled_s = 0.0
         self._sent_markets: set[int] = set(known)  # sender thread
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._flush_asked = False  # a flush marker is on its way to the writer
@@ -477,7 +487,7 @@ class HistoryStore:
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path, exchange_markets: Callable[[int], Any], *,
-             vectorized: bool = True) -> "HistoryStore":
+             vectorized: bool = True, max_backlog_bytes: int = 256 << 20) -> "HistoryStore":
         """A store on `url`: None (or `sqlite:///PATH`, relative to
         `data_dir`) for SQLite, `postgresql://...` for PostgreSQL. Creates the
         schema if missing; refuses a database of another schema version.
@@ -485,12 +495,14 @@ class HistoryStore:
         backend = _backend_for(url, Path(data_dir) if data_dir is not None else None)
         if isinstance(backend, _SQLite):
             backend.path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(backend, exchange_markets, vectorized=vectorized)
+        return cls(backend, exchange_markets, vectorized=vectorized, max_backlog_bytes=max_backlog_bytes)
 
     # -- the listener (sequencer thread) ----------------------------------------------------------------------
     def __call__(self, pairs: list) -> None:
         """Queues the pairs this store does not have yet (seq > last fed).
-        Never blocks: no I/O, no conversion (the sender thread does that)."""
+        No I/O, no conversion (the sender thread does that); it waits only
+        while the backlog is over `max_backlog_bytes` (the writer is far
+        behind), until the writer has brought it under half of that."""
         if not pairs:
             return
         hi = self._fed_seq
@@ -501,9 +513,37 @@ class HistoryStore:
         if self._failed is not None or self._closed:
             self._dropped += len(pairs)
             return
+        if self._queued_bytes - self._written_bytes > self.max_backlog_bytes:
+            self._wait_for_writer()
+            if self._failed is not None or self._closed:
+                self._dropped += len(pairs)
+                return
+        size = 0
+        for c, o in pairs:
+            size += len(c.data) + o.events.nbytes if type(c) is C.Records else 256
         self._fed_seq = pairs[-1][1].seq
         self._queued += len(pairs)
+        self._queued_bytes += size
+        self._marks.append((self._queued, self._queued_bytes))
         self._q.put(pairs)
+
+    def _wait_for_writer(self) -> None:
+        t0 = time.monotonic()
+        self._stalls += 1
+        if not self._flush_asked:  # the writer commits what it has at once rather than at its window's end
+            self._flush_asked = True
+            self._q.put(_FLUSH)
+            self._hurry.set()
+        with self._cond:
+            while (self._queued_bytes - self._written_bytes > self.max_backlog_bytes // 2
+                   and self._failed is None and not self._closed):
+                self._cond.wait(0.5)
+        self._stalled_s += time.monotonic() - t0
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of commands and events queued for the writer, not yet written."""
+        return self._queued_bytes - self._written_bytes
 
     @property
     def replay_from(self) -> int:
@@ -575,6 +615,7 @@ class HistoryStore:
     def stats(self) -> dict:
         """Writer counters: groups (transactions), fills and orders written, seconds spent."""
         return dict(self._stats, last_seq=self.last_seq, lag=self.lag, dropped=self._dropped,
+                    backlog_bytes=self.backlog_bytes, stalls=self._stalls, stalled_s=round(self._stalled_s, 3),
                     failed=str(self._failed) if self._failed else None)
 
     # -- to and from the writer process ---------------------------------------------------------------------
@@ -708,6 +749,9 @@ class HistoryStore:
                 with self._cond:
                     self.last_seq = last_seq
                     self._written = written
+                    marks = self._marks
+                    while marks and marks[0][0] <= written:
+                        self._written_bytes = marks.popleft()[1]
                     self._stats = stats
                     self._cond.notify_all()
             elif msg[0] == "failed":

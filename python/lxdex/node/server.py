@@ -154,7 +154,8 @@ class Node:
             from .history import HistoryStore
 
             # (its sender thread reads market sizes from self.exchange, set below before any replay)
-            self.history = HistoryStore.open(self.config.history_url, self.data_dir, self._market_info)
+            self.history = HistoryStore.open(self.config.history_url, self.data_dir, self._market_info,
+                                             max_backlog_bytes=self.config.history_max_backlog_mb << 20)
             self.listeners.append(self.history)
             self.replay_listeners.append(self.history)
         snap = self.snapshots.latest()
@@ -488,6 +489,7 @@ class Node:
             "sync": self.sync,
             "healthy": self.healthy,
             "history": ({"last_seq": self.history.last_seq, "lag": self.history.lag,
+                         "backlog_bytes": self.history.backlog_bytes,
                          "failed": str(self.history.failed) if self.history.failed else None}
                         if self.history is not None else None),
             # Consensus fields: a single node orders commands itself; the cluster fills these.
