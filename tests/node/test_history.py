@@ -419,7 +419,7 @@ def test_the_listener_does_not_wait_for_the_database(tmp_path):
 def test_a_backlog_over_its_bound_makes_the_listener_wait_for_the_writer(tmp_path):
     """Below `max_backlog_bytes` feeding never waits (the test above); past
     it (the writer stopped: a slow disk) the listener waits until the
-    writer has brought the backlog under half the bound, so memory stays
+    writer has brought the backlog under 90% of the bound, so memory stays
     bounded, and nothing is lost."""
     import signal
     import threading

@@ -502,7 +502,7 @@ class HistoryStore:
         """Queues the pairs this store does not have yet (seq > last fed).
         No I/O, no conversion (the sender thread does that); it waits only
         while the backlog is over `max_backlog_bytes` (the writer is far
-        behind), until the writer has brought it under half of that."""
+        behind), until the writer has brought it under 90% of that."""
         if not pairs:
             return
         hi = self._fed_seq
@@ -535,7 +535,7 @@ class HistoryStore:
             self._q.put(_FLUSH)
             self._hurry.set()
         with self._cond:
-            while (self._queued_bytes - self._written_bytes > self.max_backlog_bytes // 2
+            while (self._queued_bytes - self._written_bytes > self.max_backlog_bytes * 9 // 10
                    and self._failed is None and not self._closed):
                 self._cond.wait(0.5)
         self._stalled_s += time.monotonic() - t0
