@@ -1243,16 +1243,27 @@ class _Writer:
         g = _Group()
         now = self._now
         vec = self._vec
+        run: list = []  # consecutive plain Records commands, converted together (column-wise path)
         for it in items:
             seq = it[0]
             if seq > self._processed_seq + 1:
                 self._gap(g, self._processed_seq + 1, seq - 1)
             self._processed_seq = seq
-            if it[1] > now:
-                now = it[1]
             if len(it) == 2:
+                if it[1] > now and not run:
+                    now = it[1]
+                elif it[1] > now:
+                    run.append((it[1], seq, None, None))  # only moves the clock, in its turn
                 continue
             _, _, rejected, tag, payload, events, clock = it
+            if vec and tag == 1 and not clock and not rejected:
+                run.append((it[1], seq, payload, events))
+                continue
+            if run:
+                now = self._records_run(g, run, now)
+                run = []
+            if it[1] > now:
+                now = it[1]
             if clock:
                 self._struct_events(g, clock, now, seq, None, vec)
             if rejected:
@@ -1272,6 +1283,8 @@ class _Writer:
                         g.lists[oid] = (lid, contingency)
                     payload = places
                 self._struct_events(g, events, now, seq, payload if tag in (2, 5) else None, vec)
+        if run:
+            now = self._records_run(g, run, now)
         if vec:
             self._finish_columns(g)
         else:
@@ -1345,6 +1358,54 @@ class _Writer:
                          {acc_ids[j]: leg for j, leg in legs.items()})
         return now
 
+    def _records_run(self, g: "_Group", run: list, now: int) -> int:
+        """Consecutive Records commands, `(ts, seq, data, events)` each (data
+        None: a command that only moves the clock), converted as one: what
+        `_records` does per command, with numpy's per-call cost paid once per
+        run instead of once per command (a POST /order batch is a command of
+        a few rows). A run with ADVANCE_TIME rows goes command by command."""
+        cmds = [r for r in run if r[2] is not None]
+        rows = np.frombuffer(b"".join(r[2] for r in cmds), COMMAND_DTYPE) if cmds else None
+        if rows is None or (rows["kind"] == _ADVANCE_TIME).any():
+            for ts, seq, data, events in run:
+                now = max(now, ts)
+                if data is not None:
+                    now = self._records(g, data, np.frombuffer(events, EVENT_DTYPE), now, seq, True)
+            return now
+        evs, seqs, nows, offsets = [], [], [], []
+        off = 0
+        for ts, seq, data, events in run:
+            now = max(now, ts)
+            if data is None:
+                continue
+            evs.append(np.frombuffer(events, EVENT_DTYPE))
+            seqs.append(seq)
+            nows.append(now)
+            offsets.append(off)
+            off += len(data) // COMMAND_DTYPE.itemsize
+        lens = [len(e) for e in evs]
+        ev = np.concatenate(evs) if len(evs) > 1 else evs[0].copy()
+        if not len(ev):
+            return now
+        ev["cmd_index"] += np.repeat(np.array(offsets, np.uint32), lens)  # row numbers within `rows`
+        kinds = ev["kind"]
+        mask = (kinds != _DEPTH) & (kinds != _REJECTED)
+        keep = ev[mask]
+        if not len(keep):
+            return now
+        S = np.repeat(np.array(seqs, np.int64), lens)[mask]
+        T = np.repeat(np.array(nows, np.int64), lens)[mask]
+        accm = keep["kind"] == _ACCEPTED
+        acc_idx = keep["cmd_index"][accm]
+        params = None
+        if len(acc_idx):
+            legs = self._record_lists(g, rows, keep[accm])
+            params = rows[acc_idx][list(_PARAMS_DTYPE.names)].astype(_PARAMS_DTYPE)
+            for j, leg in legs.items():
+                params[j] = leg
+        self._add_chunk(g, keep, T, S, params)
+        return now
+
     @staticmethod
     def _record_lists(g: "_Group", rows: np.ndarray, acc: np.ndarray) -> dict[int, tuple]:
         """The order lists a Records batch placed (BRACKET and OCO rows; their orders are ACCEPTED in order:
@@ -1376,8 +1437,9 @@ class _Writer:
                 out[j] = (tif, int(r["stp"]), 0, int(r["tp_trigger"] if leg == 0 else r["sl_trigger"]), 0, 0)
         return out
 
-    def _add_chunk(self, g: "_Group", ev: np.ndarray, ts, seq: int, params: np.ndarray | None) -> None:
-        """Queues one command's events for `_finish_columns`; registers the
+    def _add_chunk(self, g: "_Group", ev: np.ndarray, ts, seq, params: np.ndarray | None) -> None:
+        """Queues one command's events (or a run's: `ts` and `seq` then one
+        per event) for `_finish_columns`; registers the
         markets they name, and notes which fills' fees are knowable now
         (fee tiers may change later in the group)."""
         mk = ev["market"]
@@ -1413,7 +1475,10 @@ class _Writer:
             return
         E = np.concatenate(g.evs) if len(g.evs) > 1 else g.evs[0]
         lens = np.array(g.lens)
-        S = np.repeat(np.array(g.seqs, np.int64), lens)
+        if all(isinstance(q, int) for q in g.seqs):
+            S = np.repeat(np.array(g.seqs, np.int64), lens)
+        else:  # a run of Records commands (`_records_run`) has one seq per event
+            S = np.concatenate([np.full(n, q, np.int64) if isinstance(q, int) else q for q, n in zip(g.seqs, g.lens)])
         if all(isinstance(t, int) for t in g.ts):
             T = np.repeat(np.array(g.ts, np.int64), lens)
         else:
