@@ -470,6 +470,45 @@ def test_a_writer_that_dies_while_the_listener_waits_releases_it(tmp_path):
         store.close()
 
 
+def test_a_rejected_records_command_is_fed_like_any_other(tmp_path):
+    """A Records command refused whole (its data not whole rows: no events
+    array) goes through the listener and the writer without a gap."""
+    r, ids = scenario()
+    bad = r.do(C.Records(data=b"x" * 7))
+    assert bad.error is not None
+    r.place(1, "BTC-USD", "buy", "0.01", "100")
+    store = _open((None, tmp_path), r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        assert store.last_seq == r.ex.last_seq and store.stats()["dropped"] == 0
+        assert store.stats()["backlog_bytes"] == 0
+    finally:
+        store.close()
+
+
+def test_a_gap_inside_a_run_of_records_commands_converts_as_the_event_loop(tmp_path):
+    """The column-wise writer converts consecutive Records commands together;
+    a gap among them (commands never fed) splits the run, so that the fills
+    before it keep their fees, exactly as the per-event loop writes them."""
+    r = _flow_run()
+    recs = [i for i, (c, o) in enumerate(r.pairs) if type(c) is C.Records and o.error is None and len(o.events)]
+    missing = recs[len(recs) // 2]
+    pairs = [p for i, p in enumerate(r.pairs) if i != missing]
+    dumps = {}
+    for name, vec in (("loop", False), ("vec", True)):
+        d = tmp_path / name
+        store = HistoryStore.open(None, d, lambda i: r.ex._market_by_id[i], vectorized=vec)
+        store(pairs)
+        store.flush()
+        store.close()
+        dumps[name] = _dump(d / "history.sqlite3")
+    assert [g[:2] for g in dumps["loop"]["gaps"]] == [g[:2] for g in dumps["vec"]["gaps"]] == [(missing + 1,) * 2]
+    for table, rows in dumps["loop"].items():
+        if table != "gaps":  # (its detected_at is the wall clock)
+            assert dumps["vec"][table] == rows, table
+
+
 def test_a_gap_is_recorded_and_fees_become_unknown(tmp_path):
     r, _ = scenario()
     store = _open((None, tmp_path), r.ex)

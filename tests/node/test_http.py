@@ -295,3 +295,31 @@ def test_order_batches_linger_only_when_few_requests_wait():
         assert [n for _, n, _ in node.sent] == [1, 4, 2] and node.sent[-1][0] - t0 >= rows.LINGER_S * 0.9
 
     asyncio.run(main())
+
+
+def test_a_batch_whose_rust_replies_fail_is_answered_by_the_python_path(caplog):
+    """If building the replies in Rust raises, every request of the batch
+    still gets its answer (its row's events, for the Python reply)."""
+    import numpy as np
+
+    from lxdex.enums import EVENT_DTYPE
+    from lxdex.node.fasthttp import Pending
+    from lxdex.node.http import _RowBatch
+
+    class Owner:
+        class order_json:
+            @staticmethod
+            def replies(*a):
+                raise ValueError("broken")
+
+        def done(self, n):
+            self.n = n
+
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["cmd_index"] = [0, 1, 1]
+    ev["order_id"] = [5, 6, 7]
+    futs = [Pending(), Pending()]
+    _RowBatch(Owner(), futs).resolve(type("Out", (), {"events": ev, "seq": 9})())
+    assert [f.result()[0] for f in futs] == [9, 9]
+    assert [[e[6] for e in f.result()[1]] for f in futs] == [[5], [6, 7]]
+    assert "answering through the Python path" in caplog.text

@@ -85,22 +85,27 @@ def _history_order_ids(node: Node) -> set[int]:
     return ids
 
 
-def test_a_history_store_behind_the_newest_snapshot_gets_what_it_lacks(tmp_path, caplog):
+@pytest.mark.parametrize("before", [400, 0], ids=["behind-the-newest", "behind-every-snapshot"])
+def test_a_history_store_behind_the_newest_snapshot_gets_what_it_lacks(tmp_path, caplog, before):
     """The history store commits a little behind the journal; a crash right
     after snapshots leaves it behind the newest one. The node keeps a
     snapshot at or before the history's seq (and the journal from there) and
     recovers from it, so that the replay hands the history every outcome it
-    has not written: no order missing from it after the restart."""
+    has not written: no order missing from it after the restart. Behind
+    every snapshot, the journal is kept from its start."""
     node = Node(tmp_path, _cfg(), sync="none", history=True)
     node.start()
-    _load(node, 400)
+    _load(node, before)
     node.history.flush()
     behind = node.history.last_seq
     os.kill(node.history._proc.pid, signal.SIGSTOP)  # the writer stops committing (a slow disk, a long transaction)
     try:
         _load(node, 1_500, seed=4)  # several snapshots, the journal compacted behind them
         assert node.history.last_seq == behind
-        assert min(node.snapshots.seqs()) <= behind < max(node.snapshots.seqs())
+        if before:
+            assert min(node.snapshots.seqs()) <= behind < max(node.snapshots.seqs())
+        else:
+            assert behind < min(node.snapshots.seqs()) and node.journal.first_seq == 1
         seq, h = node.state_hash()
         ids = {o["order_id"] for a in (0, 1) for o in node.exchange.open_orders(a)}
     finally:
@@ -113,12 +118,36 @@ def test_a_history_store_behind_the_newest_snapshot_gets_what_it_lacks(tmp_path,
         assert again.state_hash() == (seq, h)
         assert again.recovery.snapshot_seq <= behind
         assert any("behind the newest snapshot" in r.getMessage() for r in caplog.records)
+        assert not any("are not in the history" in r.getMessage() for r in caplog.records)
         again.history.flush()
         assert again.history.last_seq == seq
         assert ids <= _history_order_ids(again)
     finally:
         again.history.close()
         again.journal.close()
+
+
+def test_a_batch_that_fails_to_apply_is_refused_and_stops_the_node(tmp_path):
+    """A bug in the state machine (an exception while applying) never leaves
+    the batch waiting: it is refused, never acknowledged, and the node stops."""
+    from lxdex.node.server import NodeStopped
+
+    node = Node(tmp_path, two_accounts_config(), sync="fdatasync")
+    node.start()
+    _load(node, 20)
+
+    def broken(cmd, seq=None):
+        raise RuntimeError("a bug")
+
+    node.exchange.execute = broken
+    fut = node.submit(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.01", price="100"))
+    with pytest.raises(NodeStopped, match="applying the batch failed: a bug"):
+        fut.result(10)
+    assert not node.healthy
+    with pytest.raises(NodeStopped):
+        node.submit(C.CancelAll(account=0)).result(10)
+    del node.exchange.execute
+    node.stop(snapshot=False)
 
 
 def test_a_torn_journal_tail_is_cut_to_the_last_good_record(tmp_path, caplog):

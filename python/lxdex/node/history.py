@@ -520,7 +520,8 @@ class HistoryStore:
                 return
         size = 0
         for c, o in pairs:
-            size += len(c.data) + o.events.nbytes if type(c) is C.Records else 256
+            # (a rejected Records command's events are an empty list)
+            size += len(c.data) + getattr(o.events, "nbytes", 0) if type(c) is C.Records else 256
         self._fed_seq = pairs[-1][1].seq
         self._queued += len(pairs)
         self._queued_bytes += size
@@ -1247,6 +1248,9 @@ class _Writer:
         for it in items:
             seq = it[0]
             if seq > self._processed_seq + 1:
+                if run:  # what came before the gap is converted with the fee modes of before it
+                    now = self._records_run(g, run, now)
+                    run = []
                 self._gap(g, self._processed_seq + 1, seq - 1)
             self._processed_seq = seq
             if len(it) == 2:

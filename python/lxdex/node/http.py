@@ -165,14 +165,18 @@ class _RowBatch:
             return
         ev = res.events
         seq = res.seq
-        replies = owner.order_json.replies(ev, len(futs), seq)
+        try:
+            replies = owner.order_json.replies(ev, len(futs), seq)
+        except Exception:  # never leave the batch's requests waiting: the Python path answers them all
+            log.exception("building POST /order replies in Rust failed; answering through the Python path")
+            replies = [None] * len(futs)
         rows = None
         for i, (fut, body) in enumerate(zip(futs, replies)):
             if body is None:
                 if rows is None:  # the batch's events split by row, once
                     rows = [[] for _ in futs]
                     n = len(rows)
-                    for e in ev.tolist():  # (kind, reason, side, order_type, cmd_index, market, order_id, ...)
+                    for e in (ev.tolist() if len(ev) else []):  # (kind, reason, side, order_type, cmd_index, ...)
                         if e[4] < n:
                             rows[e[4]].append(e)
                 body = (seq, rows[i])

@@ -150,6 +150,18 @@ class Node:
         """Recovers the state (snapshot + journal tail) and bootstraps a fresh
         one from the config. Idempotent per process: call once."""
         t0 = time.perf_counter()
+        opened_history = self.with_history and self.history is None
+        try:
+            return self._open(t0)
+        except BaseException:
+            if opened_history and self.history is not None:  # its writer process and threads
+                self.history.close()
+                self.listeners.remove(self.history)
+                self.replay_listeners.remove(self.history)
+                self.history = None
+            raise
+
+    def _open(self, t0: float) -> Recovery:
         if self.with_history and self.history is None:
             from .history import HistoryStore
 
@@ -366,15 +378,23 @@ class Node:
         try:
             self.journal.append_begin(payloads)  # written and synced on the journal's thread meanwhile
         except BaseException as e:
-            _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
+            self._refuse(batch, f"journal append failed: {e}", e)
             raise
         ex = self.exchange
-        with self.lock:
-            outs = [ex.execute(c, first + i) for i, c in enumerate(cmds)]
+        try:
+            with self.lock:
+                outs = [ex.execute(c, first + i) for i, c in enumerate(cmds)]
+        except BaseException as e:  # a bug in the state machine: never acknowledged; the node stops
+            self._refuse(batch, f"applying the batch failed: {e}", e)
+            try:
+                self.journal.append_end()
+            except BaseException:
+                pass
+            raise
         try:
             last = self.journal.append_end()
         except BaseException as e:
-            _resolve(batch, [NodeStopped(f"journal append failed: {e}")] * len(batch))
+            self._refuse(batch, f"journal append failed: {e}", e)
             raise
         if last != first + len(cmds) - 1:  # pragma: no cover - the journal has one writer
             raise RuntimeError(f"journal numbered the batch {last - len(cmds) + 1}..{last}, expected {first}..")
@@ -389,6 +409,12 @@ class Node:
                     log.exception("listener %r failed", listener)
         if ex.last_seq - self._snapshot_seq >= self.config.snapshot_every:
             self._snapshot()
+
+    def _refuse(self, batch: list, why: str, e: BaseException) -> None:
+        """The batch failed: the node stops (unhealthy before anyone hears
+        of it), and every command of the batch is refused, never acknowledged."""
+        self._failed = e
+        _resolve(batch, [NodeStopped(why)] * len(batch))
 
     @staticmethod
     def _drop_unencodable(batch: list, cmds: list) -> tuple[list, list, list]:
@@ -434,11 +460,16 @@ class Node:
         # seq too (unless the store has failed): recovery starts from it when
         # the history is behind the newest snapshot.
         h = self.history
-        self.snapshots.save(seq, data, pin=h.last_seq if h is not None and h.failed is None else None)
+        pin = h.last_seq if h is not None and h.failed is None else None
+        self.snapshots.save(seq, data, pin=pin)
         # Keep the journal from the oldest kept snapshot on: if the newest
         # snapshot is found damaged on start, an older one plus a longer
         # journal tail still recovers the state (and the history its outcomes).
-        removed = self.journal.compact(min(self.snapshots.seqs()))
+        # While the history is behind every snapshot, its catch-up needs the
+        # journal from its start: nothing is compacted then.
+        seqs = self.snapshots.seqs()
+        behind = pin is not None and not any(s <= pin for s in seqs)
+        removed = 0 if behind else self.journal.compact(min(seqs))
         self._snapshot_seq = seq
         log.info("snapshot at seq %d (%d bytes, %.3f s); %d journal segment(s) compacted", seq, len(data),
                  time.perf_counter() - t0, removed)
