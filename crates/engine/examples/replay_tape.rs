@@ -20,12 +20,8 @@ use lxdex_engine::Exchange;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let path = args
-        .get(1)
-        .expect("usage: replay_tape TAPE [MAX_ROWS] [SNAPSHOT_OUT]");
-    let max_rows: usize = args
-        .get(2)
-        .map_or(usize::MAX, |s| s.parse().expect("MAX_ROWS: a number"));
+    let path = args.get(1).expect("usage: replay_tape TAPE [MAX_ROWS] [SNAPSHOT_OUT]");
+    let max_rows: usize = args.get(2).map_or(usize::MAX, |s| s.parse().expect("MAX_ROWS: a number"));
     let tape = std::fs::read(path).expect("read the tape");
     assert_eq!(&tape[..4], b"LXTP", "not a tape");
     let n = u64::from_le_bytes(tape[4..12].try_into().unwrap()) as usize;
@@ -42,8 +38,7 @@ fn main() {
         clock.clear();
         events.clear();
         if ts > x.now() {
-            x.advance_time(ts, &mut clock)
-                .expect("the clock moves forward");
+            x.advance_time(ts, &mut clock).expect("the clock moves forward");
         }
         x.apply_records(body, &mut events);
         for e in &events {
@@ -60,9 +55,7 @@ fn main() {
     let t1 = Instant::now();
     let snap = x.snapshot();
     let snap_time = t1.elapsed();
-    let resting: usize = (0..x.market_count() as u32)
-        .map(|m| x.book(m).unwrap().len())
-        .sum();
+    let resting: usize = (0..x.market_count() as u32).map(|m| x.book(m).unwrap().len()).sum();
     println!(
         "{entries} entries, {rows} rows ({rejected} rejected, {fills} fills), {resting} resting at the end\n\
          apply {:.3} s ({:.0} ns/row, {:.2} M rows/s); snapshot {:.3} s ({} bytes)",

@@ -124,11 +124,7 @@ impl Ladder {
 
     /// Levels with orders, best first.
     fn live_levels(&self) -> impl Iterator<Item = (&i64, &Level)> {
-        self.keys
-            .iter()
-            .zip(&self.levels)
-            .rev()
-            .filter(|(_, l)| l.count > 0)
+        self.keys.iter().zip(&self.levels).rev().filter(|(_, l)| l.count > 0)
     }
 
     #[inline]
@@ -344,23 +340,14 @@ impl Default for Book {
 
 #[inline]
 fn ev(kind: EventKind, id: u64, owner: u64, side: Side, order_type: OrderType) -> Event {
-    Event {
-        order_id: id,
-        owner,
-        side,
-        order_type,
-        ..Event::new(kind)
-    }
+    Event { order_id: id, owner, side, order_type, ..Event::new(kind) }
 }
 
 impl Book {
     /// A book whose prices are multiples of `tick_size` and quantities
     /// multiples of `lot_size` (both ≥ 1).
     pub fn new(tick_size: i64, lot_size: i64) -> Book {
-        assert!(
-            tick_size >= 1 && lot_size >= 1,
-            "tick_size and lot_size must be >= 1"
-        );
+        assert!(tick_size >= 1 && lot_size >= 1, "tick_size and lot_size must be >= 1");
         Book {
             tick_size,
             lot_size,
@@ -398,11 +385,7 @@ impl Book {
             Command::Bracket(ref r) => self.bracket(r, out),
             Command::Oco(ref r) => self.oco(r, out),
             Command::Cancel { order_id } => self.cancel(order_id, out),
-            Command::Amend {
-                order_id,
-                price,
-                qty,
-            } => self.amend(order_id, price, qty, out),
+            Command::Amend { order_id, price, qty } => self.amend(order_id, price, qty, out),
             Command::MassCancel { owner } => self.mass_cancel(owner, out),
             Command::AdvanceTime { ts } => self.advance_time(ts, out),
             Command::ObservePrice { price } => self.observe_price(price, out),
@@ -428,11 +411,7 @@ impl Book {
     pub(crate) fn submit_validated(&mut self, v: Validated, out: &mut Vec<Event>) {
         let seq = self.take_seq();
         out.push(Event {
-            price: if v.order_type.is_market_type() {
-                0
-            } else {
-                v.price
-            },
+            price: if v.order_type.is_market_type() { 0 } else { v.price },
             qty: v.qty,
             ..ev(EventKind::Accepted, v.id, v.owner, v.side, v.order_type)
         });
@@ -475,11 +454,7 @@ impl Book {
             order_id: r.order_id,
             owner: r.owner,
             side: r.side,
-            order_type: if r.price > 0 {
-                OrderType::Limit as u8
-            } else {
-                OrderType::Market as u8
-            },
+            order_type: if r.price > 0 { OrderType::Limit as u8 } else { OrderType::Market as u8 },
             tif: r.tif,
             stp: r.stp,
             flags: r.flags & !FLAG_TRAIL_BPS,
@@ -521,9 +496,7 @@ impl Book {
             qty: v.qty,
             ..ev(EventKind::Accepted, v.id, v.owner, v.side, v.order_type)
         });
-        let (tp, sl) = self.exit_conds(
-            legs, v.owner, child_side, 0, v.stp, tp_seq, sl_seq, seq, false,
-        );
+        let (tp, sl) = self.exit_conds(legs, v.owner, child_side, 0, v.stp, tp_seq, sl_seq, seq, false);
         for c in [tp, sl] {
             out.push(Event {
                 price: c.price,
@@ -531,15 +504,7 @@ impl Book {
             });
             self.place_cond(c);
         }
-        self.groups.insert(
-            seq,
-            Group {
-                entry: v.id,
-                filled: 0,
-                tp: tp_seq,
-                sl: sl_seq,
-            },
-        );
+        self.groups.insert(seq, Group { entry: v.id, filled: 0, tp: tp_seq, sl: sl_seq });
         let t = self.taker_from(&v, seq, seq);
         self.run_new(t, out);
         self.process_triggers(out);
@@ -564,9 +529,7 @@ impl Book {
         let (side, stp) = self.check_oco(r)?;
         let legs = &r.legs;
         let (tp_seq, sl_seq) = (self.take_seq(), self.take_seq());
-        let (tp, sl) = self.exit_conds(
-            legs, r.owner, side, r.qty, stp, tp_seq, sl_seq, tp_seq, true,
-        );
+        let (tp, sl) = self.exit_conds(legs, r.owner, side, r.qty, stp, tp_seq, sl_seq, tp_seq, true);
         for c in [tp, sl] {
             out.push(Event {
                 price: c.price,
@@ -575,15 +538,7 @@ impl Book {
             });
             self.place_cond(c);
         }
-        self.groups.insert(
-            tp_seq,
-            Group {
-                entry: 0,
-                filled: 0,
-                tp: tp_seq,
-                sl: sl_seq,
-            },
-        );
+        self.groups.insert(tp_seq, Group { entry: 0, filled: 0, tp: tp_seq, sl: sl_seq });
         self.check_at_placement(tp_seq);
         self.check_at_placement(sl_seq);
         self.process_triggers(out);
@@ -606,13 +561,7 @@ impl Book {
     /// Amends a resting order's price and/or remaining quantity (0 keeps it).
     /// Lowering the quantity at the same price keeps queue priority; anything
     /// else re-enters the order at the back (trading first if it crosses).
-    pub fn amend(
-        &mut self,
-        order_id: u64,
-        price: i64,
-        qty: i64,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Reject> {
+    pub fn amend(&mut self, order_id: u64, price: i64, qty: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
         let (idx, new_price, new_qty) = self.check_amend(order_id, price, qty)?;
         let o = &self.orders[idx as usize];
         let total = o.visible + o.hidden;
@@ -628,9 +577,7 @@ impl Book {
             o.visible = new_visible;
             o.hidden = new_qty - new_visible;
             let ladder = self.ladder_mut(side);
-            let li = ladder
-                .find(Ladder::key(side, new_price))
-                .expect("resting order has a level");
+            let li = ladder.find(Ladder::key(side, new_price)).expect("resting order has a level");
             ladder.levels[li].visible += new_visible - old_visible;
             self.touch(side, new_price);
         } else {
@@ -659,17 +606,10 @@ impl Book {
 
     /// Validates an amend as `amend` would, without changing anything.
     /// Returns the order's slot, its new price and its new remaining quantity.
-    pub fn check_amend(
-        &self,
-        order_id: u64,
-        price: i64,
-        qty: i64,
-    ) -> Result<(u32, i64, i64), Reject> {
+    pub fn check_amend(&self, order_id: u64, price: i64, qty: i64) -> Result<(u32, i64, i64), Reject> {
         let idx = match self.index.get(order_id) {
             Some(idx) => idx,
-            None if self.cond_ids.contains_key(&order_id) => {
-                return Err(Reason::NotAmendable.into())
-            }
+            None if self.cond_ids.contains_key(&order_id) => return Err(Reason::NotAmendable.into()),
             None => return Err(Reason::UnknownOrder.into()),
         };
         if price == 0 && qty == 0 {
@@ -697,12 +637,7 @@ impl Book {
             .iter()
             .filter(|o| o.id != 0 && o.owner == owner)
             .map(|o| (o.seq, o.id))
-            .chain(
-                self.conds
-                    .values()
-                    .filter(|c| c.owner == owner)
-                    .map(|c| (c.seq, c.id)),
-            )
+            .chain(self.conds.values().filter(|c| c.owner == owner).map(|c| (c.seq, c.id)))
             .collect();
         live.sort_unstable();
         for (seq, id) in live {
@@ -806,11 +741,7 @@ impl Book {
         ladder
             .live_levels()
             .take(n)
-            .map(|(&k, l)| DepthLevel {
-                price: Ladder::price(side, k),
-                visible: l.visible,
-                count: l.count,
-            })
+            .map(|(&k, l)| DepthLevel { price: Ladder::price(side, k), visible: l.visible, count: l.count })
             .collect()
     }
     /// Every resting order: bids best to worst, then asks, each level in queue order.
@@ -836,22 +767,13 @@ impl Book {
         if let Some(idx) = self.index.get(order_id) {
             Some(OrderStatus::Resting(self.resting(idx)))
         } else {
-            self.cond_ids
-                .get(&order_id)
-                .map(|seq| OrderStatus::Pending(pending_of(&self.conds[seq])))
+            self.cond_ids.get(&order_id).map(|seq| OrderStatus::Pending(pending_of(&self.conds[seq])))
         }
     }
 
     fn resting(&self, idx: u32) -> RestingOrder {
         let o = &self.orders[idx as usize];
-        RestingOrder {
-            order_id: o.id,
-            owner: o.owner,
-            side: o.side,
-            price: o.price,
-            visible: o.visible,
-            hidden: o.hidden,
-        }
+        RestingOrder { order_id: o.id, owner: o.owner, side: o.side, price: o.price, visible: o.visible, hidden: o.hidden }
     }
 
     /// Checks every internal invariant; panics with a description if one is
@@ -869,14 +791,8 @@ impl Book {
                 while i != NIL {
                     let o = &self.orders[i as usize];
                     assert!(o.id != 0 && o.side == side && o.price == price);
-                    assert!(
-                        o.visible > 0 && o.hidden >= 0,
-                        "resting order has visible quantity"
-                    );
-                    assert!(
-                        !o.extra || (i as usize) < self.extras.len(),
-                        "extra fields stored"
-                    );
+                    assert!(o.visible > 0 && o.hidden >= 0, "resting order has visible quantity");
+                    assert!(!o.extra || (i as usize) < self.extras.len(), "extra fields stored");
                     let display = self.extra(i).display;
                     assert!(display == 0 || o.visible <= display);
                     assert_eq!(o.prev, prev);
@@ -895,15 +811,8 @@ impl Book {
         assert_eq!(seen, self.index.len(), "every indexed order is in a level");
         for side in [Side::Buy, Side::Sell] {
             let ladder = self.ladder(side);
-            assert!(
-                ladder.levels.last().is_none_or(|l| l.count > 0),
-                "the best level is never empty"
-            );
-            assert_eq!(
-                ladder.empty,
-                ladder.levels.iter().filter(|l| l.count == 0).count(),
-                "empty placeholders counted"
-            );
+            assert!(ladder.levels.last().is_none_or(|l| l.count > 0), "the best level is never empty");
+            assert_eq!(ladder.empty, ladder.levels.iter().filter(|l| l.count == 0).count(), "empty placeholders counted");
         }
         assert_eq!(self.orders.iter().filter(|o| o.id != 0).count(), seen);
         if let (Some(b), Some(a)) = (self.best_bid(), self.best_ask()) {
@@ -922,17 +831,9 @@ impl Book {
             };
             assert_eq!(indexed, c.active && !c.queued, "trigger index of {}", c.id);
         }
-        assert_eq!(
-            self.fire_up.len() + self.fire_down.len() + self.trailing.len(),
-            self.conds
-                .values()
-                .filter(|c| c.active && !c.queued)
-                .count()
-        );
-        assert!(
-            self.queue.is_empty(),
-            "trigger queue drained between commands"
-        );
+        assert_eq!(self.fire_up.len() + self.fire_down.len() + self.trailing.len(),
+                   self.conds.values().filter(|c| c.active && !c.queued).count());
+        assert!(self.queue.is_empty(), "trigger queue drained between commands");
     }
 
     /// Validates an order as `submit` would, without changing anything.
@@ -1158,11 +1059,7 @@ impl Book {
                 return Err(Reason::InvalidDisplay.into());
             }
         }
-        let expiry_ok = if tif == Tif::Gtd {
-            r.expire_ts > self.now
-        } else {
-            r.expire_ts == 0
-        };
+        let expiry_ok = if tif == Tif::Gtd { r.expire_ts > self.now } else { r.expire_ts == 0 };
         if !expiry_ok {
             return Err(Reason::InvalidExpiry.into());
         }
@@ -1244,22 +1141,8 @@ impl Book {
             group,
         };
         (
-            leg(
-                legs.tp_id,
-                tp_seq,
-                legs.tp_trigger,
-                legs.tp_price,
-                OrderType::TakeProfitMarket,
-                OrderType::TakeProfitLimit,
-            ),
-            leg(
-                legs.sl_id,
-                sl_seq,
-                legs.sl_trigger,
-                legs.sl_price,
-                OrderType::StopMarket,
-                OrderType::StopLimit,
-            ),
+            leg(legs.tp_id, tp_seq, legs.tp_trigger, legs.tp_price, OrderType::TakeProfitMarket, OrderType::TakeProfitLimit),
+            leg(legs.sl_id, sl_seq, legs.sl_trigger, legs.sl_price, OrderType::StopMarket, OrderType::StopLimit),
         )
     }
 
@@ -1307,14 +1190,7 @@ impl Book {
         }
     }
 
-    fn taker_cancelled(
-        &mut self,
-        t: &Taker,
-        reason: Reason,
-        qty: i64,
-        remaining: i64,
-        out: &mut Vec<Event>,
-    ) {
+    fn taker_cancelled(&mut self, t: &Taker, reason: Reason, qty: i64, remaining: i64, out: &mut Vec<Event>) {
         out.push(Event {
             reason,
             price: t.price,
@@ -1376,9 +1252,7 @@ impl Book {
         let opp = t.side.opposite();
         while t.remaining > 0 {
             let ladder = self.ladder(opp);
-            let Some(&key) = ladder.keys.last() else {
-                return false;
-            };
+            let Some(&key) = ladder.keys.last() else { return false };
             let price = Ladder::price(opp, key);
             let crosses = match t.side {
                 Side::Buy => price <= t.bound,
@@ -1440,11 +1314,7 @@ impl Book {
                 other_remaining: m.visible + m.hidden - n,
                 ..ev(EventKind::Fill, t.id, t.owner, t.side, t.order_type)
             });
-            let maker_group = if m.extra {
-                self.extras[head as usize].group
-            } else {
-                0
-            };
+            let maker_group = if m.extra { self.extras[head as usize].group } else { 0 };
             let maker_left = self.consume_head(opp, n);
             if maker_group != 0 {
                 self.activate(maker_group, n, out);
@@ -1551,16 +1421,8 @@ impl Book {
     }
 
     fn rest(&mut self, t: &Taker) {
-        let visible = if t.display > 0 {
-            t.display.min(t.remaining)
-        } else {
-            t.remaining
-        };
-        let x = Extra {
-            display: t.display,
-            expire_ts: t.expire_ts,
-            group: t.group,
-        };
+        let visible = if t.display > 0 { t.display.min(t.remaining) } else { t.remaining };
+        let x = Extra { display: t.display, expire_ts: t.expire_ts, group: t.group };
         let has_extra = x != Extra::default();
         let order = Order {
             id: t.id,
@@ -1610,15 +1472,7 @@ impl Book {
             }
             Err(i) => {
                 ladder.keys.insert(i, key);
-                ladder.levels.insert(
-                    i,
-                    Level {
-                        head: NIL,
-                        tail: NIL,
-                        count: 0,
-                        visible: 0,
-                    },
-                );
+                ladder.levels.insert(i, Level { head: NIL, tail: NIL, count: 0, visible: 0 });
                 i
             }
         };
@@ -1662,9 +1516,7 @@ impl Book {
             self.orders[o.next as usize].prev = o.prev;
         }
         let ladder = self.ladder_mut(o.side);
-        let li = ladder
-            .find(Ladder::key(o.side, o.price))
-            .expect("resting order has a level");
+        let li = ladder.find(Ladder::key(o.side, o.price)).expect("resting order has a level");
         let level = &mut ladder.levels[li];
         if level.head == idx {
             level.head = o.next;
@@ -1692,13 +1544,7 @@ impl Book {
             reason,
             price: o.price,
             qty: o.visible + o.hidden,
-            ..ev(
-                EventKind::Cancelled,
-                o.id,
-                o.owner,
-                o.side,
-                OrderType::Limit,
-            )
+            ..ev(EventKind::Cancelled, o.id, o.owner, o.side, OrderType::Limit)
         });
         self.order_left(x.group, out);
     }
@@ -1767,10 +1613,7 @@ impl Book {
         fired.extend(self.fire_up.range(..=(p, u64::MAX)).map(|&(_, s)| s));
         fired.extend(self.fire_down.range((p, 0)..).map(|&(_, s)| s));
         for &seq in &self.trailing {
-            let c = self
-                .conds
-                .get_mut(&seq)
-                .expect("indexed trailing stop exists");
+            let c = self.conds.get_mut(&seq).expect("indexed trailing stop exists");
             c.reference = match (c.reference, c.side) {
                 (0, _) => p,
                 (r, Side::Sell) => r.max(p),
@@ -1793,18 +1636,12 @@ impl Book {
 
     fn process_triggers(&mut self, out: &mut Vec<Event>) {
         while let Some((seq, p)) = self.queue.pop_front() {
-            let Some(c) = self.conds.remove(&seq) else {
-                continue;
-            };
+            let Some(c) = self.conds.remove(&seq) else { continue };
             self.cond_ids.remove(&c.id);
             if c.tif == Tif::Gtd {
                 self.expiry.remove(&(c.expire_ts, seq, c.id));
             }
-            out.push(Event {
-                price: p,
-                qty: c.qty,
-                ..ev(EventKind::Triggered, c.id, c.owner, c.side, c.order_type)
-            });
+            out.push(Event { price: p, qty: c.qty, ..ev(EventKind::Triggered, c.id, c.owner, c.side, c.order_type) });
             if c.group != 0 {
                 if let Some(g) = self.groups.remove(&c.group) {
                     let sibling = if g.tp == seq { g.sl } else { g.tp };
@@ -1826,11 +1663,7 @@ impl Book {
                 id: c.id,
                 owner: c.owner,
                 side: c.side,
-                order_type: if market {
-                    OrderType::Market
-                } else {
-                    OrderType::Limit
-                },
+                order_type: if market { OrderType::Market } else { OrderType::Limit },
                 price: if market { 0 } else { c.price },
                 bound: match (market, c.side) {
                     (false, _) => c.price,
@@ -1864,20 +1697,14 @@ impl Book {
         }
         out.push(Event {
             reason,
-            price: if c.order_type.is_market_type() {
-                0
-            } else {
-                c.price
-            },
+            price: if c.order_type.is_market_type() { 0 } else { c.price },
             qty: c.qty,
             ..ev(EventKind::Cancelled, c.id, c.owner, c.side, c.order_type)
         });
         if c.group == 0 {
             return;
         }
-        let Some(g) = self.groups.get_mut(&c.group) else {
-            return;
-        };
+        let Some(g) = self.groups.get_mut(&c.group) else { return };
         let sibling = if g.tp == seq {
             g.tp = 0;
             g.sl
@@ -1897,18 +1724,14 @@ impl Book {
 
     /// Fills of a bracket entry size its children.
     fn activate(&mut self, gid: u64, n: i64, out: &mut Vec<Event>) {
-        let Some(g) = self.groups.get_mut(&gid) else {
-            return;
-        };
+        let Some(g) = self.groups.get_mut(&gid) else { return };
         g.filled += n;
         let (entry, tp, sl) = (g.entry, g.tp, g.sl);
         for seq in [tp, sl] {
             if seq == 0 {
                 continue;
             }
-            let Some(c) = self.conds.get_mut(&seq) else {
-                continue;
-            };
+            let Some(c) = self.conds.get_mut(&seq) else { continue };
             c.qty += n;
             let newly = !c.active;
             c.active = true;
@@ -1929,9 +1752,7 @@ impl Book {
         if gid == 0 {
             return;
         }
-        let Some(g) = self.groups.get_mut(&gid) else {
-            return;
-        };
+        let Some(g) = self.groups.get_mut(&gid) else { return };
         g.entry = 0;
         let (filled, tp, sl) = (g.filled, g.tp, g.sl);
         if filled == 0 {
@@ -1962,9 +1783,7 @@ impl Book {
     /// The levels touched since the last call, each once, sorted by side
     /// then price; with their visible quantity now (0: the level is gone).
     pub fn take_touched_levels(&mut self, out: &mut Vec<(Side, i64, i64)>) {
-        let Some(mut d) = self.dirty.take() else {
-            return;
-        };
+        let Some(mut d) = self.dirty.take() else { return };
         d.sort_unstable();
         d.dedup();
         out.extend(d.iter().map(|&(s, p)| (s, p, self.volume_at(s, p))));
@@ -1995,11 +1814,7 @@ fn pending_of(c: &Cond) -> PendingOrder {
         side: c.side,
         order_type: c.order_type,
         trigger: c.trigger_price(),
-        price: if c.order_type.is_market_type() {
-            0
-        } else {
-            c.price
-        },
+        price: if c.order_type.is_market_type() { 0 } else { c.price },
         qty: c.qty,
         active: c.active,
     }

@@ -60,11 +60,7 @@ impl Reader<'_> {
         }
         Ok(n as usize)
     }
-    pub(crate) fn enum_<T>(
-        &mut self,
-        f: fn(u8) -> Option<T>,
-        what: &str,
-    ) -> Result<T, SnapshotError> {
+    pub(crate) fn enum_<T>(&mut self, f: fn(u8) -> Option<T>, what: &str) -> Result<T, SnapshotError> {
         let v = self.u8()?;
         f(v).map_or_else(|| bad(format!("{what}: invalid value {v}")), Ok)
     }
@@ -76,6 +72,7 @@ impl Reader<'_> {
         }
     }
 }
+
 
 impl Writer {
     pub(crate) fn u32(&mut self, v: u32) {

@@ -33,10 +33,7 @@ pub struct Enc {
 
 impl Default for Enc {
     fn default() -> Self {
-        Enc {
-            buf: [std::mem::MaybeUninit::uninit(); Enc::CAP],
-            n: 0,
-        }
+        Enc { buf: [std::mem::MaybeUninit::uninit(); Enc::CAP], n: 0 }
     }
 }
 
@@ -113,10 +110,7 @@ fn get_varint(buf: &[u8], at: &mut usize, bits: u32) -> Option<u128> {
         let b = *buf.get(*at)?;
         *at += 1;
         let part = (b & 0x7f) as u128;
-        if shift >= bits
-            || (shift > 0 && b == 0)
-            || (bits - shift < 7 && part >> (bits - shift) != 0)
-        {
+        if shift >= bits || (shift > 0 && b == 0) || (bits - shift < 7 && part >> (bits - shift) != 0) {
             return None;
         }
         v |= part << shift;
@@ -227,17 +221,8 @@ pub struct DeltaLog<T: Row> {
 impl<T: Row> DeltaLog<T> {
     /// An empty log that keeps the newest `keep` (≥ 1) rows.
     pub fn new(keep: usize) -> Self {
-        assert!(
-            (1..u32::MAX as usize / 2).contains(&keep),
-            "keep must be at least 1"
-        );
-        DeltaLog {
-            base: T::ORIGIN,
-            last: T::ORIGIN,
-            rows: 0,
-            keep: keep as u32,
-            buf: Vec::new(),
-        }
+        assert!((1..u32::MAX as usize / 2).contains(&keep), "keep must be at least 1");
+        DeltaLog { base: T::ORIGIN, last: T::ORIGIN, rows: 0, keep: keep as u32, buf: Vec::new() }
     }
 
     /// How many rows the log keeps.
@@ -316,8 +301,7 @@ impl<T: Row> DeltaLog<T> {
     fn drop_surplus(&mut self) {
         let mut at = 0;
         for _ in self.keep..self.rows {
-            self.base =
-                T::get(&self.base, &self.buf, &mut at).expect("a log decodes what it encoded");
+            self.base = T::get(&self.base, &self.buf, &mut at).expect("a log decodes what it encoded");
         }
         self.buf.drain(..at);
         self.rows = self.keep;
@@ -325,12 +309,7 @@ impl<T: Row> DeltaLog<T> {
 
     /// The kept rows, oldest first.
     pub fn iter(&self) -> Iter<'_, T> {
-        let mut it = Iter {
-            prev: self.base,
-            buf: &self.buf,
-            at: 0,
-            left: self.rows,
-        };
+        let mut it = Iter { prev: self.base, buf: &self.buf, at: 0, left: self.rows };
         for _ in self.keep..self.rows {
             it.next();
         }
@@ -358,11 +337,7 @@ impl<T: Row> DeltaLog<T> {
 
     /// Reads what [`DeltaLog::encode`] wrote into a log that keeps `keep`
     /// rows (more is an error).
-    pub(crate) fn decode(
-        r: &mut Reader<'_>,
-        keep: usize,
-        what: &str,
-    ) -> Result<Self, SnapshotError> {
+    pub(crate) fn decode(r: &mut Reader<'_>, keep: usize, what: &str) -> Result<Self, SnapshotError> {
         let n = r.u64()?;
         let mut log = DeltaLog::new(keep);
         if n == 0 {
@@ -414,8 +389,7 @@ impl<T: Row> Iterator for Iter<'_, T> {
             return None;
         }
         self.left -= 1;
-        self.prev =
-            T::get(&self.prev, self.buf, &mut self.at).expect("a log decodes what it encoded");
+        self.prev = T::get(&self.prev, self.buf, &mut self.at).expect("a log decodes what it encoded");
         Some(self.prev)
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -474,10 +448,7 @@ mod tests {
             let mut at = 0;
             assert_eq!(get_u64(b, &mut at), Some(v));
             assert_eq!(at, b.len());
-            assert_eq!(
-                b.len(),
-                ((64 - v.leading_zeros()).max(1) as usize).div_ceil(7)
-            );
+            assert_eq!(b.len(), ((64 - v.leading_zeros()).max(1) as usize).div_ceil(7));
             let mut e2 = Enc::new();
             e2.u128(v as u128);
             assert_eq!(b, e2.bytes());
@@ -514,18 +485,10 @@ mod tests {
     fn small_rows_take_few_bytes() {
         let mut log = DeltaLog::new(1000);
         for i in 0..1000u64 {
-            log.push(R {
-                a: i,
-                b: (i % 7) as i64,
-                c: 3,
-            });
+            log.push(R { a: i, b: (i % 7) as i64, c: 3 });
         }
         // 3 bytes a row, 1 per field, plus the growth slack.
-        assert!(
-            log.heap_bytes() <= 3 * 1000 * 9 / 8 + 4 * R::MAX_BYTES,
-            "{}",
-            log.heap_bytes()
-        );
+        assert!(log.heap_bytes() <= 3 * 1000 * 9 / 8 + 4 * R::MAX_BYTES, "{}", log.heap_bytes());
     }
 
     #[test]
@@ -533,11 +496,7 @@ mod tests {
         let mut log = DeltaLog::new(1000);
         let mut peak = 0;
         for i in 0..100_000u64 {
-            log.push(R {
-                a: i * 60_000,
-                b: (i % 13) as i64,
-                c: 0,
-            });
+            log.push(R { a: i * 60_000, b: (i % 13) as i64, c: 0 });
             peak = peak.max(log.heap_bytes());
         }
         assert_eq!(log.len(), 1000);
@@ -547,10 +506,7 @@ mod tests {
             w.0.len() - 16
         };
         // 1,000 rows kept plus at most 62 not yet dropped, and a sixteenth.
-        assert!(
-            peak <= live * 6 / 5 + 2 * R::MAX_BYTES,
-            "{peak} for {live} live bytes"
-        );
+        assert!(peak <= live * 6 / 5 + 2 * R::MAX_BYTES, "{peak} for {live} live bytes");
         assert_eq!(log.iter().next().unwrap().a, 99_000 * 60_000);
     }
 

@@ -9,10 +9,10 @@
 use rustc_hash::FxHashMap;
 
 use crate::book::Book;
-use crate::codec::{bad, Reader, SnapshotError, Writer};
-use crate::compact::{get_delta, get_u128, get_u64, unzigzag, zigzag, DeltaLog, Enc, Row};
 use crate::idmap::{prefetch, DenseIdMap, Vacant};
 use crate::ledger::{Ledger, LedgerError};
+use crate::codec::{bad, Reader, SnapshotError, Writer};
+use crate::compact::{get_delta, get_u128, get_u64, unzigzag, zigzag, DeltaLog, Enc, Row};
 use crate::marketdata::MarketData;
 use crate::record::{kind, CommandRecord, COMMAND_RECORD_SIZE};
 use crate::types::*;
@@ -137,13 +137,7 @@ const _: () = assert!(std::mem::size_of::<Hold>() == 32);
 
 /// A free slot of the holds table: no open order holds a negative amount.
 impl Vacant for Hold {
-    const VACANT: Hold = Hold {
-        held: i64::MIN,
-        per_lot: 0,
-        account: 0,
-        market_side: 0,
-        open_idx: 0,
-    };
+    const VACANT: Hold = Hold { held: i64::MIN, per_lot: 0, account: 0, market_side: 0, open_idx: 0 };
     #[inline]
     fn is_vacant(&self) -> bool {
         self.held == i64::MIN
@@ -164,13 +158,7 @@ impl Hold {
     #[inline]
     fn new(account: u32, market: u32, side: Side, held: i64, per_lot: i64, open_idx: u32) -> Hold {
         debug_assert!((market as usize) < MAX_MARKETS);
-        Hold {
-            held,
-            per_lot,
-            account,
-            market_side: market << 1 | side as u32,
-            open_idx,
-        }
+        Hold { held, per_lot, account, market_side: market << 1 | side as u32, open_idx }
     }
     #[inline]
     fn market(&self) -> u32 {
@@ -178,11 +166,7 @@ impl Hold {
     }
     #[inline]
     fn side(&self) -> Side {
-        if self.market_side & 1 == 0 {
-            Side::Buy
-        } else {
-            Side::Sell
-        }
+        if self.market_side & 1 == 0 { Side::Buy } else { Side::Sell }
     }
     /// The asset it holds, in a market with config `cfg`.
     #[inline]
@@ -274,16 +258,8 @@ pub struct FillRecord {
 }
 
 impl Row for FillRecord {
-    const ORIGIN: FillRecord = FillRecord {
-        ts: 0,
-        order_id: 0,
-        market: 0,
-        side: Side::Buy,
-        maker: false,
-        price: 0,
-        qty: 0,
-        fee: 0,
-    };
+    const ORIGIN: FillRecord =
+        FillRecord { ts: 0, order_id: 0, market: 0, side: Side::Buy, maker: false, price: 0, qty: 0, fee: 0 };
     const MAX_BYTES: usize = 10 * 4 + 19 + 5;
 
     /// Deltas from the account's previous fill (time, order id, price,
@@ -297,12 +273,7 @@ impl Row for FillRecord {
         out.delta(self.order_id as i64, prev.order_id as i64);
         out.delta(self.price, prev.price);
         out.delta(self.fee, prev.fee);
-        out.u128(
-            (zigzag(self.qty) as u128) << 3
-                | ((market != 0) as u128) << 2
-                | (self.side as u128) << 1
-                | self.maker as u128,
-        );
+        out.u128((zigzag(self.qty) as u128) << 3 | ((market != 0) as u128) << 2 | (self.side as u128) << 1 | self.maker as u128);
         if market != 0 {
             out.u64(zigzag(market as i64));
         }
@@ -329,16 +300,7 @@ impl Row for FillRecord {
             prev.market.wrapping_add(d as i32 as u32)
         };
         let side = if v & 2 == 0 { Side::Buy } else { Side::Sell };
-        Some(FillRecord {
-            ts,
-            order_id,
-            market,
-            side,
-            maker: v & 1 == 1,
-            price,
-            qty: unzigzag((v >> 3) as u64),
-            fee,
-        })
+        Some(FillRecord { ts, order_id, market, side, maker: v & 1 == 1, price, qty: unzigzag((v >> 3) as u64), fee })
     }
 }
 
@@ -363,11 +325,7 @@ pub fn fee(notional: i128, bps: i64) -> i64 {
         // The same quotients in 64 bits (an i128 division is a libcall):
         // ceil(x / 10000) = x / 10000 + (x % 10000 != 0).
         let q = x / 10_000;
-        return if bps >= 0 {
-            (q + (x % 10_000 != 0) as u64) as i64
-        } else {
-            -(q as i64)
-        };
+        return if bps >= 0 { (q + (x % 10_000 != 0) as u64) as i64 } else { -(q as i64) };
     }
     if bps >= 0 {
         ((x + 9_999) / 10_000) as i64
@@ -379,10 +337,7 @@ pub fn fee(notional: i128, bps: i64) -> i64 {
 impl Exchange {
     /// An exchange with no assets, markets or accounts. Order ids start at 1.
     pub fn new() -> Exchange {
-        Exchange {
-            next_order_id: 1,
-            ..Default::default()
-        }
+        Exchange { next_order_id: 1, ..Default::default() }
     }
 
     /// The balances.
@@ -411,14 +366,7 @@ impl Exchange {
     }
     /// An open order's `(account, market, asset it holds, amount held)`.
     pub fn order_hold(&self, order_id: u64) -> Option<(u32, u32, u32, i64)> {
-        self.holds.get(order_id).map(|h| {
-            (
-                h.account,
-                h.market(),
-                h.asset(&self.markets[h.market() as usize].cfg),
-                h.held,
-            )
-        })
+        self.holds.get(order_id).map(|h| (h.account, h.market(), h.asset(&self.markets[h.market() as usize].cfg), h.held))
     }
 
     /// Adds an asset; returns its id.
@@ -445,14 +393,7 @@ impl Exchange {
         }
         let mut book = Book::new(1, 1);
         book.set_depth_tracking(true);
-        self.markets.push(Market {
-            cfg,
-            tiers: Vec::new(),
-            status: MarketStatus::Trading,
-            book,
-            md: MarketData::default(),
-            depth_id: 0,
-        });
+        self.markets.push(Market { cfg, tiers: Vec::new(), status: MarketStatus::Trading, book, md: MarketData::default(), depth_id: 0 });
         Ok((self.markets.len() - 1) as u32)
     }
 
@@ -461,17 +402,9 @@ impl Exchange {
     /// taken at the base rates, always cover), thresholds strictly increase
     /// from above 0, and no maker rebate can exceed any taker fee.
     pub fn set_fee_tiers(&mut self, market: u32, tiers: &[FeeTier]) -> Result<(), Reject> {
-        let m = self
-            .markets
-            .get_mut(market as usize)
-            .ok_or(Reason::UnknownMarket)?;
+        let m = self.markets.get_mut(market as usize).ok_or(Reason::UnknownMarket)?;
         let c = m.cfg;
-        let min_taker = tiers
-            .iter()
-            .map(|t| t.taker_bps)
-            .min()
-            .unwrap_or(c.taker_bps)
-            .min(c.taker_bps);
+        let min_taker = tiers.iter().map(|t| t.taker_bps).min().unwrap_or(c.taker_bps).min(c.taker_bps);
         let ok = tiers.windows(2).all(|w| w[0].min_volume < w[1].min_volume)
             && tiers.iter().all(|t| {
                 t.min_volume > 0
@@ -519,14 +452,7 @@ impl Exchange {
 
     fn add_volume(&mut self, account: u32, quote: u32, notional: i64) {
         let day = self.now / crate::marketdata::DAY;
-        let w = self
-            .volumes
-            .entry((account, quote))
-            .or_insert(VolumeWindow {
-                day,
-                buckets: [0; VOLUME_DAYS],
-                total: 0,
-            });
+        let w = self.volumes.entry((account, quote)).or_insert(VolumeWindow { day, buckets: [0; VOLUME_DAYS], total: 0 });
         w.roll(day);
         let b = &mut w.buckets[(day % VOLUME_DAYS as u64) as usize];
         *b = b.saturating_add(notional);
@@ -534,32 +460,16 @@ impl Exchange {
     }
 
     /// Changes a market's status; closing cancels every order in it.
-    pub fn set_market_status(
-        &mut self,
-        market: u32,
-        status: MarketStatus,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Reject> {
-        let m = self
-            .markets
-            .get_mut(market as usize)
-            .ok_or(Reason::UnknownMarket)?;
+    pub fn set_market_status(&mut self, market: u32, status: MarketStatus, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let m = self.markets.get_mut(market as usize).ok_or(Reason::UnknownMarket)?;
         m.status = status;
         if status == MarketStatus::Closed {
-            let mut owners: Vec<u64> = m
-                .book
-                .l3()
-                .iter()
-                .map(|o| o.owner)
-                .chain(m.book.pending().iter().map(|p| p.owner))
-                .collect();
+            let mut owners: Vec<u64> = m.book.l3().iter().map(|o| o.owner).chain(m.book.pending().iter().map(|p| p.owner)).collect();
             owners.sort_unstable();
             owners.dedup();
             let start = out.len();
             for owner in owners {
-                m.book
-                    .mass_cancel(owner, out)
-                    .expect("mass cancel never fails");
+                m.book.mass_cancel(owner, out).expect("mass cancel never fails");
             }
             self.settle(market, start, out);
         }
@@ -576,30 +486,21 @@ impl Exchange {
 
     /// Suspends or reactivates an account.
     pub fn set_account_suspended(&mut self, account: u32, suspended: bool) -> Result<(), Reject> {
-        *self
-            .suspended
-            .get_mut(account as usize)
-            .ok_or(Reason::UnknownAccount)? = suspended;
+        *self.suspended.get_mut(account as usize).ok_or(Reason::UnknownAccount)? = suspended;
         Ok(())
     }
 
     /// Credits a deposit.
     pub fn deposit(&mut self, account: u32, asset: u32, amount: i64) -> Result<(), Reject> {
-        self.ledger
-            .deposit(account, asset, amount)
-            .map_err(ledger_reason)
+        self.ledger.deposit(account, asset, amount).map_err(ledger_reason)
     }
     /// Pays out a withdrawal from available funds.
     pub fn withdraw(&mut self, account: u32, asset: u32, amount: i64) -> Result<(), Reject> {
-        self.ledger
-            .withdraw(account, asset, amount)
-            .map_err(ledger_reason)
+        self.ledger.withdraw(account, asset, amount).map_err(ledger_reason)
     }
     /// Moves available funds between accounts.
     pub fn transfer(&mut self, from: u32, to: u32, asset: u32, amount: i64) -> Result<(), Reject> {
-        self.ledger
-            .transfer(from, to, asset, amount)
-            .map_err(ledger_reason)
+        self.ledger.transfer(from, to, asset, amount).map_err(ledger_reason)
     }
 
     fn check_account(&self, account: u32) -> Result<(), Reject> {
@@ -647,13 +548,7 @@ impl Exchange {
     /// What an order reserves: `(asset, amount, per-lot hold)` (per lot 0:
     /// a market buy, held by a book walk). Checks its price against the
     /// market rules first.
-    fn order_hold_of(
-        m: &Market,
-        account: u32,
-        side: Side,
-        otype: OrderType,
-        req: &OrderRequest,
-    ) -> Result<(u32, i64, i64), Reject> {
+    fn order_hold_of(m: &Market, account: u32, side: Side, otype: OrderType, req: &OrderRequest) -> Result<(u32, i64, i64), Reject> {
         let cfg = m.cfg;
         // The price an order may trade at (its limit or protection price), if any.
         let priced = req.price;
@@ -674,11 +569,9 @@ impl Exchange {
                 // A market buy holds what filling it could cost at most: the
                 // book walk with the per-lot hold at each level's price.
                 let skip_own = req.stp != Stp::None as u8;
-                let (_, cost) =
-                    m.book
-                        .cost_to_fill(side, req.qty, i64::MAX, account as u64, skip_own, |p| {
-                            Self::buy_per_lot(&cfg, p) as i128
-                        });
+                let (_, cost) = m.book.cost_to_fill(side, req.qty, i64::MAX, account as u64, skip_own, |p| {
+                    Self::buy_per_lot(&cfg, p) as i128
+                });
                 (cfg.quote, cost, 0)
             }
         };
@@ -706,17 +599,8 @@ impl Exchange {
 
     /// Places an order for `account` in `market`. `req.order_id` is ignored:
     /// the exchange assigns the next id (reported in the events).
-    pub fn place(
-        &mut self,
-        account: u32,
-        market: u32,
-        req: &OrderRequest,
-        out: &mut Vec<Event>,
-    ) -> Result<u64, Reject> {
-        let m = self
-            .markets
-            .get(market as usize)
-            .ok_or(Reason::UnknownMarket)?;
+    pub fn place(&mut self, account: u32, market: u32, req: &OrderRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
         let post_only = req.flags & FLAG_POST_ONLY != 0;
         match m.status {
             MarketStatus::Trading => {}
@@ -728,11 +612,7 @@ impl Exchange {
             return self.place_quote(account, market, req, out);
         }
         let id = self.next_order_id;
-        let req = OrderRequest {
-            order_id: id,
-            owner: account as u64,
-            ..*req
-        };
+        let req = OrderRequest { order_id: id, owner: account as u64, ..*req };
         let v = m.book.validated(&req)?;
         let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
         let otype = OrderType::from_u8(req.order_type).expect("checked by the book");
@@ -740,9 +620,7 @@ impl Exchange {
             return Err(Reason::BelowMinQuantity.into());
         }
         let (asset, held, per_lot) = Self::order_hold_of(m, account, side, otype, &req)?;
-        self.ledger
-            .hold(account, asset, held)
-            .map_err(ledger_reason)?;
+        self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
         self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
         self.next_order_id += 1;
         let start = out.len();
@@ -760,12 +638,7 @@ impl Exchange {
             return now.max(0);
         }
         let v = self.volume_30d(account, m.cfg.quote);
-        m.tiers
-            .iter()
-            .filter(|t| t.min_volume as i128 > v)
-            .map(|t| t.taker_bps)
-            .fold(now, i64::max)
-            .max(0)
+        m.tiers.iter().filter(|t| t.min_volume as i128 > v).map(|t| t.taker_bps).fold(now, i64::max).max(0)
     }
 
     /// A market order sized by a quote amount (`req.qty`, flag
@@ -776,13 +649,7 @@ impl Exchange {
     /// rounds it), a sell's notional is at most the amount.
     /// The order is then a market order of that many lots; a buy holds the
     /// whole amount and releases what it did not spend when it ends.
-    fn place_quote(
-        &mut self,
-        account: u32,
-        market: u32,
-        req: &OrderRequest,
-        out: &mut Vec<Event>,
-    ) -> Result<u64, Reject> {
+    fn place_quote(&mut self, account: u32, market: u32, req: &OrderRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
         let m = &self.markets[market as usize];
         if req.order_type != OrderType::Market as u8 {
             return Err(Reason::InvalidFlags.into());
@@ -792,13 +659,7 @@ impl Exchange {
             return Err(Reason::InvalidAmount.into());
         }
         let id = self.next_order_id;
-        let mut req = OrderRequest {
-            order_id: id,
-            owner: account as u64,
-            flags: req.flags & !FLAG_QUOTE_QTY,
-            qty: 1,
-            ..*req
-        };
+        let mut req = OrderRequest { order_id: id, owner: account as u64, flags: req.flags & !FLAG_QUOTE_QTY, qty: 1, ..*req };
         m.book.check(&req)?;
         let (cfg, side) = (m.cfg, Side::from_u8(req.side).expect("checked by the book"));
         let skip_own = req.stp != Stp::None as u8;
@@ -810,32 +671,20 @@ impl Exchange {
                 // fill), rounded up per lot for an iceberg (one fill per slice).
                 let bps = self.max_taker_bps(m, account);
                 let bound = if req.price > 0 { req.price } else { i64::MAX };
-                m.book.lots_within(
-                    side,
-                    amount as i128,
-                    bound,
-                    account as u64,
-                    skip_own,
-                    MAX_QTY,
-                    |p, n, iceberg| {
-                        let unit = p as i128 * tick;
-                        if iceberg {
-                            (unit + fee(unit, bps) as i128) * n as i128
-                        } else {
-                            unit * n as i128 + fee(unit * n as i128, bps) as i128
-                        }
-                    },
-                )
+                m.book.lots_within(side, amount as i128, bound, account as u64, skip_own, MAX_QTY, |p, n, iceberg| {
+                    let unit = p as i128 * tick;
+                    if iceberg {
+                        (unit + fee(unit, bps) as i128) * n as i128
+                    } else {
+                        unit * n as i128 + fee(unit * n as i128, bps) as i128
+                    }
+                })
             }
-            Side::Sell => m.book.lots_within(
-                side,
-                amount as i128,
-                req.price,
-                account as u64,
-                skip_own,
-                MAX_QTY,
-                |p, n, _| p as i128 * tick * n as i128,
-            ),
+            Side::Sell => {
+                m.book.lots_within(side, amount as i128, req.price, account as u64, skip_own, MAX_QTY, |p, n, _| {
+                    p as i128 * tick * n as i128
+                })
+            }
         };
         if lots < cfg.min_qty {
             return Err(Reason::BelowMinQuantity.into());
@@ -846,28 +695,16 @@ impl Exchange {
         }
         let (asset, held, per_lot) = match side {
             Side::Buy => (cfg.quote, amount as i128, 0),
-            Side::Sell => (
-                cfg.base,
-                lots as i128 * cfg.lot_units as i128,
-                cfg.lot_units,
-            ),
+            Side::Sell => (cfg.base, lots as i128 * cfg.lot_units as i128, cfg.lot_units),
         };
         if held > i64::MAX as i128 {
             return Err(Reason::InsufficientFunds.into());
         }
-        self.ledger
-            .hold(account, asset, held as i64)
-            .map_err(ledger_reason)?;
-        self.add_hold(
-            id,
-            Hold::new(account, market, side, held as i64, per_lot, 0),
-        );
+        self.ledger.hold(account, asset, held as i64).map_err(ledger_reason)?;
+        self.add_hold(id, Hold::new(account, market, side, held as i64, per_lot, 0));
         self.next_order_id += 1;
         let start = out.len();
-        self.markets[market as usize]
-            .book
-            .submit(&req, out)
-            .expect("validated above");
+        self.markets[market as usize].book.submit(&req, out).expect("validated above");
         self.settle(market, start, out);
         Ok(id)
     }
@@ -878,10 +715,9 @@ impl Exchange {
     fn leg_per_lots(cfg: &MarketConfig, side: Side, legs: &ExitLegs) -> Result<(i64, i64), Reject> {
         match side {
             Side::Sell => Ok((cfg.lot_units, cfg.lot_units)),
-            Side::Buy if legs.tp_price > 0 && legs.sl_price > 0 => Ok((
-                Self::buy_per_lot(cfg, legs.tp_price),
-                Self::buy_per_lot(cfg, legs.sl_price),
-            )),
+            Side::Buy if legs.tp_price > 0 && legs.sl_price > 0 => {
+                Ok((Self::buy_per_lot(cfg, legs.tp_price), Self::buy_per_lot(cfg, legs.sl_price)))
+            }
             Side::Buy => Err(Reason::ProtectionRequired.into()),
         }
     }
@@ -913,27 +749,10 @@ impl Exchange {
     /// returns the take-profit leg's id (the stop-loss leg's is the next).
     /// The pair holds once, for the larger leg (docs/exchange.md). The
     /// request's owner and leg ids are ignored.
-    pub fn place_oco(
-        &mut self,
-        account: u32,
-        market: u32,
-        r: &OcoRequest,
-        out: &mut Vec<Event>,
-    ) -> Result<u64, Reject> {
-        let m = self
-            .markets
-            .get(market as usize)
-            .ok_or(Reason::UnknownMarket)?;
+    pub fn place_oco(&mut self, account: u32, market: u32, r: &OcoRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
         let (tp_id, sl_id) = (self.next_order_id, self.next_order_id + 1);
-        let req = OcoRequest {
-            owner: account as u64,
-            legs: ExitLegs {
-                tp_id,
-                sl_id,
-                ..r.legs
-            },
-            ..*r
-        };
+        let req = OcoRequest { owner: account as u64, legs: ExitLegs { tp_id, sl_id, ..r.legs }, ..*r };
         self.check_linked_account(account, m)?;
         let (side, _) = m.book.check_oco(&req)?;
         Self::check_linked(m, req.qty, &req.legs)?;
@@ -945,37 +764,18 @@ impl Exchange {
             return Err(Reason::InsufficientFunds.into());
         }
         let pool = pool as i64;
-        let asset = if side == Side::Buy {
-            cfg.quote
-        } else {
-            cfg.base
-        };
-        self.ledger
-            .hold(account, asset, pool)
-            .map_err(ledger_reason)?;
+        let asset = if side == Side::Buy { cfg.quote } else { cfg.base };
+        self.ledger.hold(account, asset, pool).map_err(ledger_reason)?;
         let carrier = if sl_lot > tp_lot { sl_id } else { tp_id };
         for (id, per_lot) in [(tp_id, tp_lot), (sl_id, sl_lot)] {
             let held = if id == carrier { pool } else { 0 };
             self.add_hold(id, Hold::new(account, market, side, held, per_lot, 0));
             self.linked.insert(id, tp_id);
         }
-        self.links.insert(
-            tp_id,
-            Link {
-                entry: 0,
-                tp: tp_id,
-                sl: sl_id,
-                carrier,
-                max_per_lot,
-                deficit: 0,
-            },
-        );
+        self.links.insert(tp_id, Link { entry: 0, tp: tp_id, sl: sl_id, carrier, max_per_lot, deficit: 0 });
         self.next_order_id += 2;
         let start = out.len();
-        self.markets[market as usize]
-            .book
-            .oco(&req, out)
-            .expect("validated above");
+        self.markets[market as usize].book.oco(&req, out).expect("validated above");
         self.settle(market, start, out);
         Ok(tp_id)
     }
@@ -987,26 +787,13 @@ impl Exchange {
     /// holds as an ordinary order; the exits hold what the entry's fills
     /// bring, plus, for buy exits, any shortfall up front
     /// (docs/exchange.md). The request's owner and ids are ignored.
-    pub fn place_bracket(
-        &mut self,
-        account: u32,
-        market: u32,
-        r: &BracketRequest,
-        out: &mut Vec<Event>,
-    ) -> Result<u64, Reject> {
-        let m = self
-            .markets
-            .get(market as usize)
-            .ok_or(Reason::UnknownMarket)?;
+    pub fn place_bracket(&mut self, account: u32, market: u32, r: &BracketRequest, out: &mut Vec<Event>) -> Result<u64, Reject> {
+        let m = self.markets.get(market as usize).ok_or(Reason::UnknownMarket)?;
         let id = self.next_order_id;
         let req = BracketRequest {
             order_id: id,
             owner: account as u64,
-            exits: ExitLegs {
-                tp_id: id + 1,
-                sl_id: id + 2,
-                ..r.exits
-            },
+            exits: ExitLegs { tp_id: id + 1, sl_id: id + 2, ..r.exits },
             ..*r
         };
         self.check_linked_account(account, m)?;
@@ -1018,11 +805,7 @@ impl Exchange {
             order_id: id,
             owner: account as u64,
             side: req.side,
-            order_type: if req.price > 0 {
-                OrderType::Limit as u8
-            } else {
-                OrderType::Market as u8
-            },
+            order_type: if req.price > 0 { OrderType::Limit as u8 } else { OrderType::Market as u8 },
             tif: req.tif,
             stp: req.stp,
             flags: req.flags,
@@ -1050,14 +833,8 @@ impl Exchange {
             return Err(Reason::InsufficientFunds.into());
         }
         let reserve = req.qty * deficit;
-        let exit_asset = if exit_side == Side::Buy {
-            cfg.quote
-        } else {
-            cfg.base
-        };
-        self.ledger
-            .hold(account, asset, held)
-            .map_err(ledger_reason)?;
+        let exit_asset = if exit_side == Side::Buy { cfg.quote } else { cfg.base };
+        self.ledger.hold(account, asset, held).map_err(ledger_reason)?;
         if let Err(e) = self.ledger.hold(account, exit_asset, reserve) {
             self.ledger.release(account, asset, held);
             return Err(ledger_reason(e));
@@ -1072,55 +849,28 @@ impl Exchange {
         for o in [id, tp_id, sl_id] {
             self.linked.insert(o, id);
         }
-        self.links.insert(
-            id,
-            Link {
-                entry: id,
-                tp: tp_id,
-                sl: sl_id,
-                carrier,
-                max_per_lot,
-                deficit,
-            },
-        );
+        self.links.insert(id, Link { entry: id, tp: tp_id, sl: sl_id, carrier, max_per_lot, deficit });
         self.next_order_id += 3;
         let start = out.len();
-        self.markets[market as usize]
-            .book
-            .bracket(&req, out)
-            .expect("validated above");
+        self.markets[market as usize].book.bracket(&req, out).expect("validated above");
         self.settle(market, start, out);
         Ok(id)
     }
 
     /// Cancels an order of `account` (another account's order is unknown to it).
-    pub fn cancel(
-        &mut self,
-        account: u32,
-        order_id: u64,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Reject> {
+    pub fn cancel(&mut self, account: u32, order_id: u64, out: &mut Vec<Event>) -> Result<(), Reject> {
         let h = match self.holds.get(order_id) {
             Some(h) if h.account == account => *h,
             _ => return Err(Reason::UnknownOrder.into()),
         };
         let start = out.len();
-        self.markets[h.market() as usize]
-            .book
-            .cancel(order_id, out)?;
+        self.markets[h.market() as usize].book.cancel(order_id, out)?;
         self.settle(h.market(), start, out);
         Ok(())
     }
 
     /// Amends an order of `account` (price and/or remaining quantity; 0 keeps).
-    pub fn amend(
-        &mut self,
-        account: u32,
-        order_id: u64,
-        price: i64,
-        qty: i64,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Reject> {
+    pub fn amend(&mut self, account: u32, order_id: u64, price: i64, qty: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
         let h = match self.holds.get(order_id) {
             Some(h) if h.account == account => *h,
             _ => return Err(Reason::UnknownOrder.into()),
@@ -1151,25 +901,16 @@ impl Exchange {
         let need = need as i64;
         let extra = need - h.held;
         if extra > 0 {
-            let avail = self
-                .ledger
-                .balance(account, asset)
-                .map_err(ledger_reason)?
-                .available;
+            let avail = self.ledger.balance(account, asset).map_err(ledger_reason)?.available;
             if avail < extra {
                 return Err(Reason::InsufficientFunds.into());
             }
         }
         let start = out.len();
-        self.markets[h.market() as usize]
-            .book
-            .amend(order_id, price, qty, out)
-            .expect("checked above");
+        self.markets[h.market() as usize].book.amend(order_id, price, qty, out).expect("checked above");
         // The book accepted: take or give back the difference, then settle.
         if extra > 0 {
-            self.ledger
-                .hold(account, asset, extra)
-                .expect("checked above");
+            self.ledger.hold(account, asset, extra).expect("checked above");
         } else {
             self.ledger.release(account, asset, -extra);
         }
@@ -1181,12 +922,7 @@ impl Exchange {
     }
 
     /// Cancels every order of `account`, in one market or all.
-    pub fn cancel_all(
-        &mut self,
-        account: u32,
-        market: Option<u32>,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Reject> {
+    pub fn cancel_all(&mut self, account: u32, market: Option<u32>, out: &mut Vec<Event>) -> Result<(), Reject> {
         if account as usize >= self.suspended.len() {
             return Err(Reason::UnknownAccount.into());
         }
@@ -1194,12 +930,7 @@ impl Exchange {
             Some(m) if (m as usize) < self.markets.len() => vec![m],
             Some(_) => return Err(Reason::UnknownMarket.into()),
             None => {
-                let mut v: Vec<u32> = self
-                    .holds
-                    .values()
-                    .filter(|h| h.account == account)
-                    .map(|h| h.market())
-                    .collect();
+                let mut v: Vec<u32> = self.holds.values().filter(|h| h.account == account).map(|h| h.market()).collect();
                 v.sort_unstable();
                 v.dedup();
                 v
@@ -1207,9 +938,7 @@ impl Exchange {
         };
         for m in markets {
             let start = out.len();
-            self.markets[m as usize]
-                .book
-                .mass_cancel(account as u64, out)?;
+            self.markets[m as usize].book.mass_cancel(account as u64, out)?;
             self.settle(m, start, out);
         }
         Ok(())
@@ -1230,16 +959,8 @@ impl Exchange {
     }
 
     /// Observes an external price (a mark price) in a market, for triggers.
-    pub fn observe_price(
-        &mut self,
-        market: u32,
-        price: i64,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Reject> {
-        let m = self
-            .markets
-            .get_mut(market as usize)
-            .ok_or(Reason::UnknownMarket)?;
+    pub fn observe_price(&mut self, market: u32, price: i64, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let m = self.markets.get_mut(market as usize).ok_or(Reason::UnknownMarket)?;
         if m.status != MarketStatus::Trading {
             return Err(Reason::MarketNotTrading.into());
         }
@@ -1267,9 +988,7 @@ impl Exchange {
                     self.settle_fill(market, &cfg, tiered, e);
                     let same = e.order_id == prev_taker;
                     prev_taker = e.order_id;
-                    self.markets[market as usize]
-                        .md
-                        .record_trade(self.now, e.price, e.qty, e.side, same);
+                    self.markets[market as usize].md.record_trade(self.now, e.price, e.qty, e.side, same);
                     if !self.linked.is_empty() {
                         self.entry_filled(e.order_id, e.qty, e.remaining);
                         self.entry_filled(e.other_id, e.qty, e.other_remaining);
@@ -1291,14 +1010,7 @@ impl Exchange {
         m.book.take_touched_levels(&mut touched);
         for &(side, price, qty) in &touched {
             m.depth_id += 1;
-            out.push(Event {
-                market,
-                side,
-                price,
-                qty,
-                order_id: m.depth_id,
-                ..Event::new(EventKind::Depth)
-            });
+            out.push(Event { market, side, price, qty, order_id: m.depth_id, ..Event::new(EventKind::Depth) });
         }
         self.touched = touched;
     }
@@ -1307,13 +1019,8 @@ impl Exchange {
     /// exits' hold grows by `n × (max_per_lot − deficit)`, taken from what
     /// the fill just brought to available.
     fn entry_filled(&mut self, order_id: u64, n: i64, remaining: i64) {
-        let Some(&g) = self.linked.get(&order_id) else {
-            return;
-        };
-        let l = self
-            .links
-            .get_mut(&g)
-            .expect("a linked order has its group");
+        let Some(&g) = self.linked.get(&order_id) else { return };
+        let l = self.links.get_mut(&g).expect("a linked order has its group");
         if l.entry != order_id {
             return; // a leg trades only once triggered, when it is no longer linked
         }
@@ -1323,34 +1030,24 @@ impl Exchange {
             l.entry = 0;
             self.linked.remove(&order_id);
         }
-        let h = self
-            .holds
-            .get_mut(carrier)
-            .expect("a group's legs are open");
+        let h = self.holds.get_mut(carrier).expect("a group's legs are open");
         h.held += grow;
         let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
-        self.ledger
-            .hold(account, asset, grow)
-            .expect("an entry fill brings at least what its exits hold for it");
+        self.ledger.hold(account, asset, grow).expect("an entry fill brings at least what its exits hold for it");
     }
 
     /// A linked order is cancelled (`e`): a bracket entry's unfilled lots
     /// give back their deficit reserve; a leg takes its group with it (the
     /// book cancels the other leg in the same step), releasing the pool.
     fn linked_cancelled(&mut self, e: &Event) {
-        let Some(&g) = self.linked.get(&e.order_id) else {
-            return;
-        };
+        let Some(&g) = self.linked.get(&e.order_id) else { return };
         let l = self.links[&g];
         if l.entry != e.order_id {
             self.dissolve(g, 0, 0);
             return;
         }
         let free = e.qty * l.deficit;
-        let h = self
-            .holds
-            .get_mut(l.carrier)
-            .expect("a group's legs are open");
+        let h = self.holds.get_mut(l.carrier).expect("a group's legs are open");
         h.held -= free;
         debug_assert!(h.held >= 0, "group {g} released more than it held");
         let (account, asset) = (h.account, h.asset(&self.markets[h.market() as usize].cfg));
@@ -1365,15 +1062,8 @@ impl Exchange {
     /// what it needs as an ordinary order; the rest is released and the
     /// group ends (the book cancels the other leg, and a live entry, next).
     fn linked_triggered(&mut self, e: &Event) {
-        let Some(&g) = self.linked.get(&e.order_id) else {
-            return;
-        };
-        let need = e.qty
-            * self
-                .holds
-                .get(e.order_id)
-                .expect("a triggered leg holds")
-                .per_lot;
+        let Some(&g) = self.linked.get(&e.order_id) else { return };
+        let need = e.qty * self.holds.get(e.order_id).expect("a triggered leg holds").per_lot;
         self.dissolve(g, e.order_id, need);
     }
 
@@ -1396,10 +1086,7 @@ impl Exchange {
         if survivor != 0 {
             self.holds.get_mut(survivor).expect("leg").held = need;
         }
-        debug_assert!(
-            pool >= need,
-            "group {g} pool {pool} below the triggered leg's need {need}"
-        );
+        debug_assert!(pool >= need, "group {g} pool {pool} below the triggered leg's need {need}");
         let (account, asset) = who.expect("two legs");
         self.ledger.release(account, asset, pool - need);
     }
@@ -1414,17 +1101,9 @@ impl Exchange {
     }
 
     /// A market's last depth update id, with its best `n` levels per side.
-    pub fn depth_snapshot(
-        &self,
-        market: u32,
-        n: usize,
-    ) -> Option<(u64, Vec<crate::DepthLevel>, Vec<crate::DepthLevel>)> {
+    pub fn depth_snapshot(&self, market: u32, n: usize) -> Option<(u64, Vec<crate::DepthLevel>, Vec<crate::DepthLevel>)> {
         let m = self.markets.get(market as usize)?;
-        Some((
-            m.depth_id,
-            m.book.depth(Side::Buy, n),
-            m.book.depth(Side::Sell, n),
-        ))
+        Some((m.depth_id, m.book.depth(Side::Buy, n), m.book.depth(Side::Sell, n)))
     }
 
     /// A market's trades, candles and ticker.
@@ -1445,10 +1124,7 @@ impl Exchange {
             let m = &self.markets[market as usize];
             (self.rates(m, b.account), self.rates(m, s.account))
         } else {
-            (
-                (cfg.maker_bps, cfg.taker_bps),
-                (cfg.maker_bps, cfg.taker_bps),
-            )
+            ((cfg.maker_bps, cfg.taker_bps), (cfg.maker_bps, cfg.taker_bps))
         };
         let buyer_fee = fee(notional, if taker_is_buyer { b_taker } else { b_maker });
         let seller_fee = fee(notional, if taker_is_buyer { s_maker } else { s_taker });
@@ -1456,13 +1132,10 @@ impl Exchange {
         let notional = notional as i64;
         // Collect fees before paying rebates so the fee account never dips.
         if buyer_fee > 0 {
-            self.ledger
-                .charge_from_held(b.account, cfg.quote, buyer_fee);
+            self.ledger.charge_from_held(b.account, cfg.quote, buyer_fee);
         }
-        self.ledger
-            .settle_from_held(s.account, b.account, cfg.base, base, 0);
-        self.ledger
-            .settle_from_held(b.account, s.account, cfg.quote, notional, seller_fee);
+        self.ledger.settle_from_held(s.account, b.account, cfg.base, base, 0);
+        self.ledger.settle_from_held(b.account, s.account, cfg.quote, notional, seller_fee);
         if buyer_fee < 0 {
             self.ledger.pay_rebate(b.account, cfg.quote, -buyer_fee);
         }
@@ -1477,18 +1150,8 @@ impl Exchange {
             (b, buyer, Side::Buy, buyer_fee, !taker_is_buyer),
             (s, seller, Side::Sell, seller_fee, taker_is_buyer),
         ] {
-            let hist = self.history[h.account as usize]
-                .get_or_insert_with(|| Box::new(DeltaLog::new(HISTORY_KEPT)));
-            hist.push(FillRecord {
-                ts: self.now,
-                order_id,
-                market: h.market(),
-                side,
-                maker,
-                price: e.price,
-                qty: e.qty,
-                fee,
-            });
+            let hist = self.history[h.account as usize].get_or_insert_with(|| Box::new(DeltaLog::new(HISTORY_KEPT)));
+            hist.push(FillRecord { ts: self.now, order_id, market: h.market(), side, maker, price: e.price, qty: e.qty, fee });
         }
     }
 
@@ -1523,26 +1186,16 @@ impl Exchange {
             remaining * h.per_lot
         };
         let excess = h.held - keep;
-        debug_assert!(
-            excess >= 0,
-            "order {order_id} holds {} but needs {keep}",
-            h.held
-        );
+        debug_assert!(excess >= 0, "order {order_id} holds {} but needs {keep}", h.held);
         let (account, asset) = (h.account, h.asset(cfg));
         if remaining == 0 {
             let i = h.open_idx as usize;
             self.holds.remove(order_id);
             let open = &mut self.open[account as usize];
-            debug_assert_eq!(
-                open[i], order_id,
-                "open order is listed where its hold says"
-            );
+            debug_assert_eq!(open[i], order_id, "open order is listed where its hold says");
             open.swap_remove(i);
             if let Some(&moved) = open.get(i) {
-                self.holds
-                    .get_mut(moved)
-                    .expect("open orders have holds")
-                    .open_idx = i as u32;
+                self.holds.get_mut(moved).expect("open orders have holds").open_idx = i as u32;
             }
         } else {
             h.held = keep;
@@ -1557,10 +1210,7 @@ impl Exchange {
         }
         let mut held: std::collections::BTreeMap<(u32, u32), i64> = Default::default();
         for (id, h) in self.holds.iter() {
-            let m = self
-                .markets
-                .get(h.market() as usize)
-                .ok_or("hold in unknown market")?;
+            let m = self.markets.get(h.market() as usize).ok_or("hold in unknown market")?;
             *held.entry((h.account, h.asset(&m.cfg))).or_default() += h.held;
             let (owner, side) = match m.book.order(id) {
                 Some(crate::OrderStatus::Resting(o)) => (o.owner, o.side),
@@ -1575,18 +1225,11 @@ impl Exchange {
             for b in self.ledger.balances(account).map_err(|e| e.to_string())? {
                 let want = held.get(&(account, b.asset)).copied().unwrap_or(0);
                 if b.held != want {
-                    return Err(format!(
-                        "account {account} asset {}: ledger holds {} but orders {want}",
-                        b.asset, b.held
-                    ));
+                    return Err(format!("account {account} asset {}: ledger holds {} but orders {want}", b.asset, b.held));
                 }
             }
         }
-        let live: usize = self
-            .markets
-            .iter()
-            .map(|m| m.book.len() + m.book.pending_len())
-            .sum();
+        let live: usize = self.markets.iter().map(|m| m.book.len() + m.book.pending_len()).sum();
         if live != self.holds.len() {
             return Err(format!("{live} live orders but {} holds", self.holds.len()));
         }
@@ -1600,10 +1243,7 @@ impl Exchange {
                 match self.holds.get(*id) {
                     Some(h) if h.account == a as u32 && h.open_idx as usize == i => {}
                     Some(h) if h.account == a as u32 => {
-                        return Err(format!(
-                            "order {id} is at {i} in account {a}'s open list, its hold says {}",
-                            h.open_idx
-                        ));
+                        return Err(format!("order {id} is at {i} in account {a}'s open list, its hold says {}", h.open_idx));
                     }
                     _ => return Err(format!("account {a} lists an order that is not its own")),
                 }
@@ -1635,71 +1275,39 @@ impl Exchange {
             let (Some(tp), Some(sl)) = (self.holds.get(l.tp), self.holds.get(l.sl)) else {
                 return Err(format!("group {g}: a leg has no hold"));
             };
-            if tp.account != sl.account
-                || tp.market_side != sl.market_side
-                || (l.carrier != l.tp && l.carrier != l.sl)
-            {
-                return Err(format!(
-                    "group {g}: legs of different accounts, markets or sides, or no carrier"
-                ));
+            if tp.account != sl.account || tp.market_side != sl.market_side || (l.carrier != l.tp && l.carrier != l.sl) {
+                return Err(format!("group {g}: legs of different accounts, markets or sides, or no carrier"));
             }
             let (q_tp, resting_tp) = remaining(l.tp, tp)?;
             let (q_sl, resting_sl) = remaining(l.sl, sl)?;
-            if resting_tp
-                || resting_sl
-                || q_tp != q_sl
-                || l.max_per_lot != tp.per_lot.max(sl.per_lot)
-                || l.deficit < 0
-            {
+            if resting_tp || resting_sl || q_tp != q_sl || l.max_per_lot != tp.per_lot.max(sl.per_lot) || l.deficit < 0 {
                 return Err(format!("group {g}: legs not waiting with equal quantities, or per-lot holds inconsistent"));
             }
             let mut want = q_tp as i128 * l.max_per_lot as i128;
             if l.entry != 0 {
-                let e = self
-                    .holds
-                    .get(l.entry)
-                    .ok_or(format!("group {g}: entry has no hold"))?;
+                let e = self.holds.get(l.entry).ok_or(format!("group {g}: entry has no hold"))?;
                 let (rem, resting) = remaining(l.entry, e)?;
-                if !resting
-                    || e.account != tp.account
-                    || e.market() != tp.market()
-                    || e.side() == tp.side()
-                {
-                    return Err(format!(
-                        "group {g}: entry not resting, or not the opposite side of its exits"
-                    ));
+                if !resting || e.account != tp.account || e.market() != tp.market() || e.side() == tp.side() {
+                    return Err(format!("group {g}: entry not resting, or not the opposite side of its exits"));
                 }
                 want += rem as i128 * l.deficit as i128;
             }
-            let (carrier, other) = if l.carrier == l.tp {
-                (tp, sl)
-            } else {
-                (sl, tp)
-            };
+            let (carrier, other) = if l.carrier == l.tp { (tp, sl) } else { (sl, tp) };
             if carrier.held as i128 != want || other.held != 0 {
-                return Err(format!(
-                    "group {g}: carrier holds {} (other {}) but needs {want}",
-                    carrier.held, other.held
-                ));
+                return Err(format!("group {g}: carrier holds {} (other {}) but needs {want}", carrier.held, other.held));
             }
         }
         if members != self.linked.len() {
             return Err("linked orders do not match the groups".into());
         }
         for (id, h) in self.holds.iter() {
-            let leg = self
-                .linked
-                .get(&id)
-                .is_some_and(|g| self.links[g].entry != id);
+            let leg = self.linked.get(&id).is_some_and(|g| self.links[g].entry != id);
             if leg || h.per_lot == 0 {
                 continue;
             }
             let (rem, _) = remaining(id, h)?;
             if h.held as i128 != rem as i128 * h.per_lot as i128 {
-                return Err(format!(
-                    "order {id} holds {} for {rem} lots at {} per lot",
-                    h.held, h.per_lot
-                ));
+                return Err(format!("order {id} holds {} for {rem} lots at {} per lot", h.held, h.per_lot));
             }
         }
         Ok(())
@@ -1723,15 +1331,7 @@ impl Exchange {
             let c = &m.cfg;
             w.u32(c.base);
             w.u32(c.quote);
-            for v in [
-                c.lot_units,
-                c.tick_units,
-                c.min_qty,
-                c.min_notional,
-                c.band_bps,
-                c.maker_bps,
-                c.taker_bps,
-            ] {
+            for v in [c.lot_units, c.tick_units, c.min_qty, c.min_notional, c.band_bps, c.maker_bps, c.taker_bps] {
                 w.i64(v);
             }
             w.u8(m.status as u8);
@@ -1817,34 +1417,18 @@ impl Exchange {
             let (base, quote) = (r.u32()?, r.u32()?);
             let v: Vec<i64> = (0..7).map(|_| r.i64()).collect::<Result<_, _>>()?;
             let cfg = MarketConfig {
-                base,
-                quote,
-                lot_units: v[0],
-                tick_units: v[1],
-                min_qty: v[2],
-                min_notional: v[3],
-                band_bps: v[4],
-                maker_bps: v[5],
-                taker_bps: v[6],
+                base, quote, lot_units: v[0], tick_units: v[1], min_qty: v[2], min_notional: v[3],
+                band_bps: v[4], maker_bps: v[5], taker_bps: v[6],
             };
             let status = r.enum_(MarketStatus::from_u8, "market status")?;
             let depth_id = r.u64()?;
             let mut book = Book::restore(r.bytes()?)?;
             let md = MarketData::decode(&mut r)?;
             let tiers: Vec<FeeTier> = (0..r.count(24)?)
-                .map(|_| {
-                    Ok(FeeTier {
-                        min_volume: r.i64()?,
-                        maker_bps: r.i64()?,
-                        taker_bps: r.i64()?,
-                    })
-                })
+                .map(|_| Ok(FeeTier { min_volume: r.i64()?, maker_bps: r.i64()?, taker_bps: r.i64()? }))
                 .collect::<Result<_, SnapshotError>>()?;
-            let id = x
-                .add_market(cfg)
-                .map_err(|_| SnapshotError("market config invalid".into()))?;
-            x.set_fee_tiers(id, &tiers)
-                .map_err(|_| SnapshotError("fee tiers invalid".into()))?;
+            let id = x.add_market(cfg).map_err(|_| SnapshotError("market config invalid".into()))?;
+            x.set_fee_tiers(id, &tiers).map_err(|_| SnapshotError("fee tiers invalid".into()))?;
             book.set_depth_tracking(true);
             let m = &mut x.markets[id as usize];
             (m.status, m.depth_id, m.book, m.md) = (status, depth_id, book, md);
@@ -1854,13 +1438,7 @@ impl Exchange {
             let (account, market) = (r.u32()?, r.u32()?);
             let side = r.enum_(Side::from_u8, "hold side")?;
             let (asset, held, per_lot) = (r.u32()?, r.i64()?, r.i64()?);
-            if id == 0
-                || account as usize >= x.open.len()
-                || x.holds.contains_key(id)
-                || id >= x.next_order_id
-                || held < 0
-                || per_lot < 0
-            {
+            if id == 0 || account as usize >= x.open.len() || x.holds.contains_key(id) || id >= x.next_order_id || held < 0 || per_lot < 0 {
                 return bad(format!("hold of order {id} inconsistent"));
             }
             let Some(m) = x.markets.get(market as usize) else {
@@ -1869,16 +1447,13 @@ impl Exchange {
             let open = &mut x.open[account as usize];
             let h = Hold::new(account, market, side, held, per_lot, open.len() as u32);
             if h.asset(&m.cfg) != asset {
-                return bad(format!(
-                    "hold of order {id}: asset {asset} is not the one its side holds"
-                ));
+                return bad(format!("hold of order {id}: asset {asset} is not the one its side holds"));
             }
             x.holds.insert(id, h);
             open.push(id);
         }
         for _ in 0..n {
-            let hist: DeltaLog<FillRecord> =
-                DeltaLog::decode(&mut r, HISTORY_KEPT, "fill history")?;
+            let hist: DeltaLog<FillRecord> = DeltaLog::decode(&mut r, HISTORY_KEPT, "fill history")?;
             x.history.push((!hist.is_empty()).then(|| Box::new(hist)));
         }
         let mut prev = None;
@@ -1894,28 +1469,16 @@ impl Exchange {
             }
             prev = Some(key);
             let total = buckets.iter().map(|&b| b as i128).sum();
-            x.volumes.insert(
-                key,
-                VolumeWindow {
-                    day,
-                    buckets,
-                    total,
-                },
-            );
+            x.volumes.insert(key, VolumeWindow { day, buckets, total });
         }
-        let quotes: Vec<u32> = (0..r.count(4)?)
-            .map(|_| r.u32())
-            .collect::<Result<_, _>>()?;
-        if !quotes.windows(2).all(|w| w[0] < w[1])
-            || quotes.iter().any(|&q| q as usize >= x.ledger.asset_count())
-        {
+        let quotes: Vec<u32> = (0..r.count(4)?).map(|_| r.u32()).collect::<Result<_, _>>()?;
+        if !quotes.windows(2).all(|w| w[0] < w[1]) || quotes.iter().any(|&q| q as usize >= x.ledger.asset_count()) {
             return bad("tiered quote assets out of order or unknown");
         }
         x.tiered_quotes = quotes;
         if version >= 3 {
             for _ in 0..r.count(56)? {
-                let (g, entry, tp, sl, carrier) =
-                    (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                let (g, entry, tp, sl, carrier) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
                 let (max_per_lot, deficit) = (r.i64()?, r.i64()?);
                 if x.links.contains_key(&g) || tp == 0 || sl == 0 {
                     return bad(format!("linked group {g} repeated or without legs"));
@@ -1925,17 +1488,7 @@ impl Exchange {
                         return bad(format!("order {id} in two linked groups"));
                     }
                 }
-                x.links.insert(
-                    g,
-                    Link {
-                        entry,
-                        tp,
-                        sl,
-                        carrier,
-                        max_per_lot,
-                        deficit,
-                    },
-                );
+                x.links.insert(g, Link { entry, tp, sl, carrier, max_per_lot, deficit });
             }
         }
         r.done()?;
@@ -1961,11 +1514,7 @@ impl Exchange {
     }
 
     #[inline]
-    fn apply_record_inner(
-        &mut self,
-        rec: &CommandRecord,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Reject> {
+    fn apply_record_inner(&mut self, rec: &CommandRecord, out: &mut Vec<Event>) -> Result<(), Reject> {
         let account = u32::try_from(rec.owner).map_err(|_| Reason::UnknownAccount)?;
         let asset = || u32::try_from(rec.order_id).map_err(|_| Reject::from(Reason::UnknownAsset));
         match rec.kind {
@@ -1975,9 +1524,7 @@ impl Exchange {
             },
             kind::CANCEL => self.cancel(account, rec.order_id, out),
             kind::AMEND => self.amend(account, rec.order_id, rec.price, rec.qty, out),
-            kind::MASS_CANCEL => {
-                self.cancel_all(account, (rec.market != u32::MAX).then_some(rec.market), out)
-            }
+            kind::MASS_CANCEL => self.cancel_all(account, (rec.market != u32::MAX).then_some(rec.market), out),
             kind::ADVANCE_TIME => self.advance_time(rec.expire_ts, out),
             kind::OBSERVE_PRICE => self.observe_price(rec.market, rec.price, out),
             kind::DEPOSIT => self.deposit(account, asset()?, rec.qty),
@@ -2015,13 +1562,7 @@ impl Exchange {
         let first = PREFETCH_STAGES[0].1;
         // Submits among rows [i, i + first): the id a submit at i + first
         // will get if they are all accepted (most are).
-        let mut submits = if pipeline {
-            (0..first.min(n))
-                .filter(|&j| row(j)[0] == kind::SUBMIT)
-                .count() as u64
-        } else {
-            0
-        };
+        let mut submits = if pipeline { (0..first.min(n)).filter(|&j| row(j)[0] == kind::SUBMIT).count() as u64 } else { 0 };
         for i in 0..n {
             if pipeline {
                 for (stage, ahead) in PREFETCH_STAGES {
@@ -2074,9 +1615,7 @@ impl Exchange {
             return;
         }
         let Some(h) = self.holds.get(id) else { return };
-        self.markets[h.market() as usize]
-            .book
-            .prefetch_order(id, stage);
+        self.markets[h.market() as usize].book.prefetch_order(id, stage);
         let open = &self.open[h.account as usize];
         prefetch(open.as_ptr().wrapping_add(h.open_idx as usize));
         if let Some(&last) = open.last() {
@@ -2105,11 +1644,7 @@ mod tests {
     /// The definition in i128, for any notional and rate.
     fn fee_i128(notional: i128, bps: i64) -> i64 {
         let x = notional * bps.unsigned_abs() as i128;
-        if bps >= 0 {
-            ((x + 9_999) / 10_000) as i64
-        } else {
-            -((x / 10_000) as i64)
-        }
+        if bps >= 0 { ((x + 9_999) / 10_000) as i64 } else { -((x / 10_000) as i64) }
     }
 
     proptest! {
@@ -2122,16 +1657,7 @@ mod tests {
 
     #[test]
     fn fee_at_the_64_bit_edge() {
-        for x in [
-            0u64,
-            1,
-            9_999,
-            10_000,
-            10_001,
-            u64::MAX / 10_000,
-            u64::MAX - 1,
-            u64::MAX,
-        ] {
+        for x in [0u64, 1, 9_999, 10_000, 10_001, u64::MAX / 10_000, u64::MAX - 1, u64::MAX] {
             for bps in [-10_000i64, -1, 0, 1, 7, 10_000] {
                 let n = x as i128 / bps.unsigned_abs().max(1) as i128;
                 assert_eq!(fee(n, bps), fee_i128(n, bps), "n {n} bps {bps}");

@@ -85,11 +85,7 @@ mod tests {
     use crate::{Event, EventKind, Reason};
 
     fn rec(k: u8, order_id: u64) -> CommandRecord {
-        CommandRecord {
-            kind: k,
-            order_id,
-            ..Default::default()
-        }
+        CommandRecord { kind: k, order_id, ..Default::default() }
     }
 
     fn ev(kind: EventKind, cmd_index: u32, order_id: u64, qty: i64, remaining: i64) -> Event {
@@ -108,26 +104,12 @@ mod tests {
 
     fn field(a: &[u8], i: usize) -> (u8, u8, u8, u8, u32, u64, i64, i64) {
         let a = &a[i * ACK_SIZE..];
-        (
-            a[0],
-            a[1],
-            a[2],
-            a[3],
-            u32::from_le_bytes(a[4..8].try_into().unwrap()),
-            u64_at(a, 8),
-            i64_at(a, 16),
-            i64_at(a, 24),
-        )
+        (a[0], a[1], a[2], a[3], u32::from_le_bytes(a[4..8].try_into().unwrap()), u64_at(a, 8), i64_at(a, 16), i64_at(a, 24))
     }
 
     #[test]
     fn acks_follow_the_events_of_each_row() {
-        let recs = [
-            rec(kind::SUBMIT, 0),
-            rec(kind::SUBMIT, 0),
-            rec(kind::CANCEL, 7),
-            rec(kind::SUBMIT, 0),
-        ];
+        let recs = [rec(kind::SUBMIT, 0), rec(kind::SUBMIT, 0), rec(kind::CANCEL, 7), rec(kind::SUBMIT, 0)];
         let mut rej = Event::new(EventKind::Rejected);
         rej.cmd_index = 3;
         rej.reason = Reason::InsufficientFunds;
@@ -147,32 +129,14 @@ mod tests {
         assert_eq!(a.len(), 4 * ACK_SIZE);
         assert_eq!(field(&a, 0), (0, 0, kind::SUBMIT, 0, 0, 7, 0, 0));
         assert_eq!(field(&a, 1), (0, 0, kind::SUBMIT, 1, 2, 8, 6, 0));
-        assert_eq!(
-            field(&a, 2),
-            (0, Reason::User as u8, kind::CANCEL, 1, 0, 7, 0, 0)
-        );
-        assert_eq!(
-            field(&a, 3),
-            (
-                1,
-                Reason::InsufficientFunds as u8,
-                kind::SUBMIT,
-                0,
-                0,
-                0,
-                0,
-                0
-            )
-        );
+        assert_eq!(field(&a, 2), (0, Reason::User as u8, kind::CANCEL, 1, 0, 7, 0, 0));
+        assert_eq!(field(&a, 3), (1, Reason::InsufficientFunds as u8, kind::SUBMIT, 0, 0, 0, 0, 0));
     }
 
     #[test]
     fn empty_batches() {
         assert!(acks(&[], &[]).is_empty());
         let recs = [rec(kind::AMEND, 5)];
-        assert_eq!(
-            field(&acks(bytes_of(&recs), &[]), 0),
-            (0, 0, kind::AMEND, 0, 0, 5, 0, 0)
-        );
+        assert_eq!(field(&acks(bytes_of(&recs), &[]), 0), (0, 0, kind::AMEND, 0, 0, 5, 0, 0));
     }
 }

@@ -44,11 +44,7 @@ pub struct IdMap<V: Copy + Default> {
 
 impl<V: Copy + Default> Default for IdMap<V> {
     fn default() -> Self {
-        IdMap {
-            slots: Vec::new(),
-            len: 0,
-            shift: 64,
-        }
+        IdMap { slots: Vec::new(), len: 0, shift: 64 }
     }
 }
 
@@ -223,12 +219,7 @@ pub struct DenseIdMap<V: Vacant> {
 
 impl<V: Vacant> Default for DenseIdMap<V> {
     fn default() -> Self {
-        DenseIdMap {
-            base: 0,
-            window: VecDeque::new(),
-            live: 0,
-            old: IdMap::default(),
-        }
+        DenseIdMap { base: 0, window: VecDeque::new(), live: 0, old: IdMap::default() }
     }
 }
 
@@ -248,6 +239,7 @@ impl<V: Vacant> DenseIdMap<V> {
     pub fn len(&self) -> usize {
         self.live + self.old.len()
     }
+
 
     #[inline]
     pub fn get(&self, id: u64) -> Option<&V> {
@@ -286,10 +278,7 @@ impl<V: Vacant> DenseIdMap<V> {
     pub fn insert(&mut self, id: u64, v: V) {
         assert!(!v.is_vacant(), "a vacant value is not stored");
         if let Some(i) = self.slot(id) {
-            assert!(
-                self.window[i].is_vacant(),
-                "order id {id} is already present"
-            );
+            assert!(self.window[i].is_vacant(), "order id {id} is already present");
             self.window[i] = v;
             self.live += 1;
             return;
@@ -368,20 +357,13 @@ impl<V: Vacant> DenseIdMap<V> {
         old.sort_unstable_by_key(|e| e.0);
         let base = self.base;
         old.into_iter().chain(
-            self.window
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| !v.is_vacant())
-                .map(move |(i, v)| (base + i as u64, v)),
+            self.window.iter().enumerate().filter(|(_, v)| !v.is_vacant()).map(move |(i, v)| (base + i as u64, v)),
         )
     }
 
     /// Values, in no particular order (for order-independent folds).
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.old
-            .iter()
-            .map(|e| e.1)
-            .chain(self.window.iter().filter(|v| !v.is_vacant()))
+        self.old.iter().map(|e| e.1).chain(self.window.iter().filter(|v| !v.is_vacant()))
     }
 }
 
@@ -473,10 +455,7 @@ mod tests {
         m.insert(50, 2); // behind: to `old`
         m.insert(103, 3);
         m.insert(101, 4); // a vacant slot inside the window
-        assert_eq!(
-            m.iter().map(|(k, v)| (k, *v)).collect::<Vec<_>>(),
-            vec![(50, 2), (100, 1), (101, 4), (103, 3)]
-        );
+        assert_eq!(m.iter().map(|(k, v)| (k, *v)).collect::<Vec<_>>(), vec![(50, 2), (100, 1), (101, 4), (103, 3)]);
         assert_eq!(m.remove(100), Some(1));
         assert_eq!(m.base, 101);
         m.insert(1 << 50, 5); // far ahead: the window restarts

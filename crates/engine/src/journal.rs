@@ -145,10 +145,7 @@ pub fn record_crc(seq: u64, payload: &[u8]) -> u32 {
 /// Appends one framed record to `out`.
 #[inline]
 pub fn frame_record(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
-    assert!(
-        payload.len() <= MAX_PAYLOAD_LEN,
-        "journal record payload over 1 GiB"
-    );
+    assert!(payload.len() <= MAX_PAYLOAD_LEN, "journal record payload over 1 GiB");
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&record_crc(seq, payload).to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -173,10 +170,7 @@ where
 /// command records of the engine, for instance). `data.len()` must be a
 /// multiple of `record_size` (> 0).
 pub fn frame_fixed(out: &mut Vec<u8>, first_seq: u64, data: &[u8], record_size: usize) -> u64 {
-    assert!(
-        record_size > 0 && data.len() % record_size == 0,
-        "frame_fixed: data is not whole records"
-    );
+    assert!(record_size > 0 && data.len() % record_size == 0, "frame_fixed: data is not whole records");
     out.reserve(data.len() / record_size * (RECORD_HEADER_LEN + record_size));
     frame_batch(out, first_seq, data.chunks_exact(record_size))
 }
@@ -311,13 +305,7 @@ pub fn scan(
             }
         }
     };
-    Scan {
-        records,
-        count,
-        last_seq: expected.wrapping_sub(1),
-        valid_end: off,
-        stop,
-    }
+    Scan { records, count, last_seq: expected.wrapping_sub(1), valid_end: off, stop }
 }
 
 /// The first offset at or after `start` where a complete record with a valid
@@ -371,10 +359,7 @@ mod tests {
     fn crc32c_append_composes() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
         for cut in [0, 1, 7, 8, 9, 500, 999, 1000] {
-            assert_eq!(
-                crc32c_append(crc32c(&data[..cut]), &data[cut..]),
-                crc32c(&data)
-            );
+            assert_eq!(crc32c_append(crc32c(&data[..cut]), &data[cut..]), crc32c(&data));
         }
         let mut seqp = 42u64.to_le_bytes().to_vec();
         seqp.extend_from_slice(b"payload");
@@ -405,10 +390,7 @@ mod tests {
         let payloads: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; i as usize * 3]).collect();
         frame_batch(&mut buf, 1, payloads.iter().map(|p| p.as_slice()));
         let s = scan(&buf, 0, 1, 0, usize::MAX, true);
-        assert_eq!(
-            (s.stop, s.count, s.last_seq, s.valid_end),
-            (ScanStop::End, 10, 10, buf.len())
-        );
+        assert_eq!((s.stop, s.count, s.last_seq, s.valid_end), (ScanStop::End, 10, 10, buf.len()));
         for (i, &(seq, a, b)) in s.records.iter().enumerate() {
             assert_eq!(seq, i as u64 + 1);
             assert_eq!(&buf[a..b], payloads[i].as_slice());
@@ -416,26 +398,17 @@ mod tests {
         // from_seq skips, max_records limits, and the next scan resumes.
         let s = scan(&buf, 0, 1, 4, 3, true);
         assert_eq!(s.stop, ScanStop::Limit);
-        assert_eq!(
-            s.records.iter().map(|r| r.0).collect::<Vec<_>>(),
-            vec![4, 5, 6]
-        );
+        assert_eq!(s.records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![4, 5, 6]);
         let s2 = scan(&buf, s.valid_end, s.last_seq + 1, 0, usize::MAX, false);
         assert_eq!((s2.stop, s2.count, s2.last_seq), (ScanStop::End, 4, 10));
         assert!(s2.records.is_empty());
         // Wrong expected seq.
         let s = scan(&buf, 0, 2, 0, usize::MAX, true);
-        assert_eq!(
-            (s.stop, s.count, s.valid_end, s.last_seq),
-            (ScanStop::WrongSeq, 0, 0, 1)
-        );
+        assert_eq!((s.stop, s.count, s.valid_end, s.last_seq), (ScanStop::WrongSeq, 0, 0, 1));
         // Bad length.
         let mut bad = buf.clone();
         bad[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(
-            scan(&bad, 0, 1, 0, usize::MAX, false).stop,
-            ScanStop::BadLength
-        );
+        assert_eq!(scan(&bad, 0, 1, 0, usize::MAX, false).stop, ScanStop::BadLength);
         // Empty buffer.
         let s = scan(&[], 0, 1, 0, usize::MAX, false);
         assert_eq!((s.stop, s.count, s.last_seq), (ScanStop::End, 0, 0));

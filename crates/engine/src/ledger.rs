@@ -24,9 +24,7 @@ impl LedgerError {
         match self {
             LedgerError::UnknownAccount => "account: no such account",
             LedgerError::UnknownAsset => "asset: no such asset",
-            LedgerError::InvalidAmount => {
-                "amount: must be a positive integer of the asset's smallest unit"
-            }
+            LedgerError::InvalidAmount => "amount: must be a positive integer of the asset's smallest unit",
             LedgerError::InsufficientFunds => "amount: more than the account's available balance",
             LedgerError::Overflow => "amount: the asset's total supply would exceed 2^63 - 1 units",
         }
@@ -108,10 +106,7 @@ impl Ledger {
 
     fn slot(&mut self, account: u32, asset: u32) -> R<&mut Balance> {
         self.check_asset(asset)?;
-        let balances = self
-            .accounts
-            .get_mut(account as usize)
-            .ok_or(LedgerError::UnknownAccount)?;
+        let balances = self.accounts.get_mut(account as usize).ok_or(LedgerError::UnknownAccount)?;
         let i = match balances.binary_search_by_key(&asset, |b| b.asset) {
             Ok(i) => i,
             Err(i) => {
@@ -120,14 +115,7 @@ impl Ledger {
                 if balances.len() == balances.capacity() {
                     balances.reserve_exact(1 + balances.len() / 4);
                 }
-                balances.insert(
-                    i,
-                    Balance {
-                        asset,
-                        available: 0,
-                        held: 0,
-                    },
-                );
+                balances.insert(i, Balance { asset, available: 0, held: 0 });
                 i
             }
         };
@@ -136,27 +124,17 @@ impl Ledger {
 
     /// An account's balance of an asset (zero if it never had any).
     pub fn balance(&self, account: u32, asset: u32) -> R<Balance> {
-        let balances = self
-            .accounts
-            .get(account as usize)
-            .ok_or(LedgerError::UnknownAccount)?;
+        let balances = self.accounts.get(account as usize).ok_or(LedgerError::UnknownAccount)?;
         self.check_asset(asset)?;
         Ok(match balances.binary_search_by_key(&asset, |b| b.asset) {
             Ok(i) => balances[i],
-            Err(_) => Balance {
-                asset,
-                available: 0,
-                held: 0,
-            },
+            Err(_) => Balance { asset, available: 0, held: 0 },
         })
     }
 
     /// Every non-empty balance of an account, by asset.
     pub fn balances(&self, account: u32) -> R<&[Balance]> {
-        self.accounts
-            .get(account as usize)
-            .map(|v| v.as_slice())
-            .ok_or(LedgerError::UnknownAccount)
+        self.accounts.get(account as usize).map(|v| v.as_slice()).ok_or(LedgerError::UnknownAccount)
     }
 
     /// Fees collected in an asset (rebates already paid out).
@@ -217,10 +195,7 @@ impl Ledger {
         }
         positive(amount)?;
         self.check_asset(asset)?;
-        let balances = self
-            .accounts
-            .get_mut(account as usize)
-            .ok_or(LedgerError::UnknownAccount)?;
+        let balances = self.accounts.get_mut(account as usize).ok_or(LedgerError::UnknownAccount)?;
         // One lookup; a missing balance is zero, so the hold fails without
         // inserting anything.
         match balances.binary_search_by_key(&asset, |b| b.asset) {
@@ -242,14 +217,8 @@ impl Ledger {
         if amount == 0 {
             return;
         }
-        let b = self
-            .slot(account, asset)
-            .expect("release: known account and asset");
-        assert!(
-            amount > 0 && b.held >= amount,
-            "release of {amount} exceeds held {}",
-            b.held
-        );
+        let b = self.slot(account, asset).expect("release: known account and asset");
+        assert!(amount > 0 && b.held >= amount, "release of {amount} exceeds held {}", b.held);
         b.held -= amount;
         b.available += amount;
     }
@@ -262,18 +231,10 @@ impl Ledger {
     /// If `from` does not hold `amount`, or the fee account cannot pay a
     /// rebate: the caller's bookkeeping is broken.
     pub fn settle_from_held(&mut self, from: u32, to: u32, asset: u32, amount: i64, fee: i64) {
-        let src = self
-            .slot(from, asset)
-            .expect("settle: known account and asset");
-        assert!(
-            amount >= 0 && src.held >= amount,
-            "settle of {amount} exceeds held {}",
-            src.held
-        );
+        let src = self.slot(from, asset).expect("settle: known account and asset");
+        assert!(amount >= 0 && src.held >= amount, "settle of {amount} exceeds held {}", src.held);
         src.held -= amount;
-        let dst = self
-            .slot(to, asset)
-            .expect("settle: known account and asset");
+        let dst = self.slot(to, asset).expect("settle: known account and asset");
         dst.available += amount - fee;
         let fees = &mut self.assets[asset as usize].fees;
         *fees += fee;
@@ -286,14 +247,9 @@ impl Ledger {
     /// If the fee account holds less: the caller's bookkeeping is broken.
     pub fn pay_rebate(&mut self, account: u32, asset: u32, amount: i64) {
         let fees = &mut self.assets[asset as usize].fees;
-        assert!(
-            amount >= 0 && *fees >= amount,
-            "rebate {amount} exceeds collected fees {fees}"
-        );
+        assert!(amount >= 0 && *fees >= amount, "rebate {amount} exceeds collected fees {fees}");
         *fees -= amount;
-        self.slot(account, asset)
-            .expect("rebate: known account and asset")
-            .available += amount;
+        self.slot(account, asset).expect("rebate: known account and asset").available += amount;
     }
 
     /// Takes a fee from `account`'s held funds into the fee account.
@@ -304,14 +260,8 @@ impl Ledger {
         if fee == 0 {
             return;
         }
-        let b = self
-            .slot(account, asset)
-            .expect("charge: known account and asset");
-        assert!(
-            fee > 0 && b.held >= fee,
-            "fee {fee} exceeds held {}",
-            b.held
-        );
+        let b = self.slot(account, asset).expect("charge: known account and asset");
+        assert!(fee > 0 && b.held >= fee, "fee {fee} exceeds held {}", b.held);
         b.held -= fee;
         self.assets[asset as usize].fees += fee;
     }
@@ -352,14 +302,7 @@ mod tests {
         assert_eq!(l.hold(a, usd, 401), Err(LedgerError::InsufficientFunds));
         l.settle_from_held(a, b, usd, 500, 5);
         l.release(a, usd, 100);
-        assert_eq!(
-            l.balance(a, usd).unwrap(),
-            Balance {
-                asset: usd,
-                available: 500,
-                held: 0
-            }
-        );
+        assert_eq!(l.balance(a, usd).unwrap(), Balance { asset: usd, available: 500, held: 0 });
         assert_eq!(l.balance(b, usd).unwrap().available, 495);
         assert_eq!(l.fees(usd).unwrap(), 5);
         l.withdraw(b, usd, 495).unwrap();
@@ -410,26 +353,14 @@ mod encoding {
             let mut l = Ledger::new();
             for _ in 0..r.count(40)? {
                 let (deposited, withdrawn, fees) = (r.i128()?, r.i128()?, r.i64()?);
-                l.assets.push(AssetTotals {
-                    deposited,
-                    withdrawn,
-                    fees,
-                });
+                l.assets.push(AssetTotals { deposited, withdrawn, fees });
             }
             for _ in 0..r.count(8)? {
                 let n = r.count(20)?;
                 let mut balances = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let b = Balance {
-                        asset: r.u32()?,
-                        available: r.i64()?,
-                        held: r.i64()?,
-                    };
-                    if b.asset as usize >= l.assets.len()
-                        || balances
-                            .last()
-                            .is_some_and(|p: &Balance| p.asset >= b.asset)
-                    {
+                    let b = Balance { asset: r.u32()?, available: r.i64()?, held: r.i64()? };
+                    if b.asset as usize >= l.assets.len() || balances.last().is_some_and(|p: &Balance| p.asset >= b.asset) {
                         return bad("balances: unknown asset or out of order");
                     }
                     balances.push(b);

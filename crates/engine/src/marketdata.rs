@@ -167,16 +167,10 @@ struct Slotted(Candle);
 impl Slotted {
     fn of(c: Candle, len: u64) -> Slotted {
         debug_assert_eq!(c.start % len, 0);
-        Slotted(Candle {
-            start: c.start / len,
-            ..c
-        })
+        Slotted(Candle { start: c.start / len, ..c })
     }
     fn candle(self, len: u64) -> Candle {
-        Candle {
-            start: self.0.start.wrapping_mul(len),
-            ..self.0
-        }
+        Candle { start: self.0.start.wrapping_mul(len), ..self.0 }
     }
 }
 
@@ -190,16 +184,8 @@ const TRADES: u8 = 32; // trades - 1
 const NEXT: u8 = 64; // the candle follows the previous one (slot delta 1, not written)
 
 impl Row for Slotted {
-    const ORIGIN: Slotted = Slotted(Candle {
-        start: 0,
-        open: 0,
-        high: 0,
-        low: 0,
-        close: 0,
-        volume: 0,
-        quote_volume: 0,
-        trades: 0,
-    });
+    const ORIGIN: Slotted =
+        Slotted(Candle { start: 0, open: 0, high: 0, low: 0, close: 0, volume: 0, quote_volume: 0, trades: 0 });
     const MAX_BYTES: usize = 1 + 10 * 7 + 19;
 
     /// A flags byte, the slot delta (unless it is 1), the open as a delta
@@ -212,9 +198,7 @@ impl Row for Slotted {
         let low = c.open.wrapping_sub(c.low) as u64;
         let close = c.close.wrapping_sub(c.low) as u64;
         let volume = c.volume.wrapping_sub(1) as u64;
-        let quote = c
-            .quote_volume
-            .wrapping_sub(c.low as i128 * c.volume as i128) as u128;
+        let quote = c.quote_volume.wrapping_sub(c.low as i128 * c.volume as i128) as u128;
         let trades = c.trades.wrapping_sub(1);
         let flag = |v: bool, f: u8| if v { f } else { 0 };
         let flags = flag(high != 0, HIGH)
@@ -249,11 +233,7 @@ impl Row for Slotted {
         if flags >= 128 {
             return None;
         }
-        let step = if flags & NEXT != 0 {
-            1
-        } else {
-            get_u64(buf, at).filter(|&d| d != 1)?
-        };
+        let step = if flags & NEXT != 0 { 1 } else { get_u64(buf, at).filter(|&d| d != 1)? };
         let start = prev.0.start.wrapping_add(step);
         let open = get_delta(buf, at, prev.0.close)?;
         let mut field = |f: u8| -> Option<u64> {
@@ -267,28 +247,10 @@ impl Row for Slotted {
         let low = open.wrapping_sub(field(LOW)? as i64);
         let close = low.wrapping_add(field(CLOSE)? as i64);
         let volume = (field(VOLUME)? as i64).wrapping_add(1);
-        let quote = if flags & QUOTE != 0 {
-            get_u128(buf, at).filter(|&v| v != 0)?
-        } else {
-            0
-        };
+        let quote = if flags & QUOTE != 0 { get_u128(buf, at).filter(|&v| v != 0)? } else { 0 };
         let quote_volume = (low as i128 * volume as i128).wrapping_add(quote as i128);
-        let trades = if flags & TRADES != 0 {
-            get_u64(buf, at).filter(|&v| v != 0)?
-        } else {
-            0
-        }
-        .wrapping_add(1);
-        Some(Slotted(Candle {
-            start,
-            open,
-            high,
-            low,
-            close,
-            volume,
-            quote_volume,
-            trades,
-        }))
+        let trades = if flags & TRADES != 0 { get_u64(buf, at).filter(|&v| v != 0)? } else { 0 }.wrapping_add(1);
+        Some(Slotted(Candle { start, open, high, low, close, volume, quote_volume, trades }))
     }
 }
 
@@ -305,12 +267,7 @@ struct Ring {
 impl Ring {
     fn new(len: u64, keep: usize) -> Ring {
         debug_assert!(keep >= 2);
-        Ring {
-            len,
-            keep,
-            closed: DeltaLog::new(keep - 1),
-            open: None,
-        }
+        Ring { len, keep, closed: DeltaLog::new(keep - 1), open: None }
     }
     #[inline]
     fn add(&mut self, ts: u64, price: i64, qty: i64) {
@@ -328,10 +285,7 @@ impl Ring {
     /// The candles, oldest first.
     fn iter(&self) -> impl Iterator<Item = Candle> + '_ {
         let len = self.len;
-        self.closed
-            .iter()
-            .map(move |s| s.candle(len))
-            .chain(self.open)
+        self.closed.iter().map(move |s| s.candle(len)).chain(self.open)
     }
 }
 
@@ -359,13 +313,7 @@ struct TapeRow {
 }
 
 impl Row for TapeRow {
-    const ORIGIN: TapeRow = TapeRow {
-        ts: 0,
-        price: 0,
-        qty: 0,
-        taker_side: Side::Buy,
-        same_taker: false,
-    };
+    const ORIGIN: TapeRow = TapeRow { ts: 0, price: 0, qty: 0, taker_side: Side::Buy, same_taker: false };
     const MAX_BYTES: usize = 10 + 10 + 19;
 
     /// Time delta, price delta, then quantity, "same taker" and side in one
@@ -395,13 +343,7 @@ impl Row for TapeRow {
         if same_taker && qty == 0 {
             return None; // never written: one encoding per row
         }
-        Some(TapeRow {
-            ts,
-            price,
-            qty,
-            taker_side,
-            same_taker,
-        })
+        Some(TapeRow { ts, price, qty, taker_side, same_taker })
     }
 }
 
@@ -436,23 +378,10 @@ impl MarketData {
 
     /// Records a trade as [`MarketData::record`], saying whether the same
     /// order took in the trade before it (in the same command).
-    pub fn record_trade(
-        &mut self,
-        ts: u64,
-        price: i64,
-        qty: i64,
-        taker_side: Side,
-        same_taker: bool,
-    ) -> u64 {
+    pub fn record_trade(&mut self, ts: u64, price: i64, qty: i64, taker_side: Side, same_taker: bool) -> u64 {
         let id = self.next_trade_id;
         self.next_trade_id += 1;
-        self.tape.push(TapeRow {
-            ts,
-            price,
-            qty,
-            taker_side,
-            same_taker,
-        });
+        self.tape.push(TapeRow { ts, price, qty, taker_side, same_taker });
         for r in &mut self.rings {
             r.add(ts, price, qty);
         }
@@ -463,18 +392,14 @@ impl MarketData {
     pub fn trades(&self, limit: usize) -> impl Iterator<Item = Trade> + '_ {
         let n = self.tape.len();
         let first_id = self.next_trade_id - n as u64;
-        self.tape
-            .iter()
-            .enumerate()
-            .skip(n.saturating_sub(limit))
-            .map(move |(i, t)| Trade {
-                id: first_id + i as u64,
-                ts: t.ts,
-                price: t.price,
-                qty: t.qty,
-                taker_side: t.taker_side,
-                same_taker: t.same_taker,
-            })
+        self.tape.iter().enumerate().skip(n.saturating_sub(limit)).map(move |(i, t)| Trade {
+            id: first_id + i as u64,
+            ts: t.ts,
+            price: t.price,
+            qty: t.qty,
+            taker_side: t.taker_side,
+            same_taker: t.same_taker,
+        })
     }
 
     /// Candles of `interval` starting at or after `since` (ms), oldest first,
@@ -550,15 +475,9 @@ mod tests {
     fn week_and_month_starts() {
         // 2024-01-03 (a Wednesday) is in the week starting Monday 2024-01-01.
         let wed = days_from_civil(2024, 1, 3) as u64 * DAY + 5 * HOUR;
-        assert_eq!(
-            Interval::Week.start_of(wed),
-            days_from_civil(2024, 1, 1) as u64 * DAY
-        );
+        assert_eq!(Interval::Week.start_of(wed), days_from_civil(2024, 1, 1) as u64 * DAY);
         let mid_feb = days_from_civil(2024, 2, 29) as u64 * DAY + HOUR;
-        assert_eq!(
-            Interval::Month.start_of(mid_feb),
-            days_from_civil(2024, 2, 1) as u64 * DAY
-        );
+        assert_eq!(Interval::Month.start_of(mid_feb), days_from_civil(2024, 2, 1) as u64 * DAY);
         // Before the first Monday the week starts at the epoch (no underflow).
         assert_eq!(Interval::Week.start_of(0), 0);
     }
@@ -595,56 +514,29 @@ mod tests {
         }
         impl Default for MarketData {
             fn default() -> Self {
-                let ring = |len, keep| Ring {
-                    len,
-                    keep,
-                    candles: VecDeque::new(),
-                };
+                let ring = |len, keep| Ring { len, keep, candles: VecDeque::new() };
                 MarketData {
                     next_trade_id: 1,
                     tape: VecDeque::new(),
-                    rings: [
-                        ring(SECOND, KEEP_1S),
-                        ring(MINUTE, KEEP_1M),
-                        ring(HOUR, KEEP_1H),
-                        ring(DAY, KEEP_1D),
-                    ],
+                    rings: [ring(SECOND, KEEP_1S), ring(MINUTE, KEEP_1M), ring(HOUR, KEEP_1H), ring(DAY, KEEP_1D)],
                 }
             }
         }
         impl MarketData {
-            pub fn record(
-                &mut self,
-                ts: u64,
-                price: i64,
-                qty: i64,
-                taker_side: Side,
-                same_taker: bool,
-            ) -> u64 {
+            pub fn record(&mut self, ts: u64, price: i64, qty: i64, taker_side: Side, same_taker: bool) -> u64 {
                 let id = self.next_trade_id;
                 self.next_trade_id += 1;
                 if self.tape.len() == TRADES_KEPT {
                     self.tape.pop_front();
                 }
-                self.tape.push_back(Trade {
-                    id,
-                    ts,
-                    price,
-                    qty,
-                    taker_side,
-                    same_taker,
-                });
+                self.tape.push_back(Trade { id, ts, price, qty, taker_side, same_taker });
                 for r in &mut self.rings {
                     r.add(ts, price, qty);
                 }
                 id
             }
             pub fn trades(&self, limit: usize) -> Vec<Trade> {
-                self.tape
-                    .iter()
-                    .skip(self.tape.len().saturating_sub(limit))
-                    .copied()
-                    .collect()
+                self.tape.iter().skip(self.tape.len().saturating_sub(limit)).copied().collect()
             }
             pub fn candles(&self, interval: Interval, since: u64, limit: usize) -> Vec<Candle> {
                 let base = match interval {
@@ -713,11 +605,7 @@ mod tests {
         for name in ["1s", "1m", "3m", "1h", "2h", "1d", "1w", "1M"] {
             let iv = Interval::parse(name).unwrap();
             for (since, limit) in [(0, usize::MAX), (now.saturating_sub(HOUR), 5)] {
-                assert_eq!(
-                    md.candles(iv, since, limit),
-                    model.candles(iv, since, limit),
-                    "{name}"
-                );
+                assert_eq!(md.candles(iv, since, limit), model.candles(iv, since, limit), "{name}");
             }
         }
         assert_eq!(md.ticker(now), model.ticker(now));
@@ -768,11 +656,7 @@ mod tests {
         }
         assert_same(&md, &model, start + 2 * DAY);
         assert_eq!(md.rings[1].iter().count(), KEEP_1M);
-        let heap = md.tape.heap_bytes()
-            + md.rings
-                .iter()
-                .map(|r| r.closed.heap_bytes())
-                .sum::<usize>();
+        let heap = md.tape.heap_bytes() + md.rings.iter().map(|r| r.closed.heap_bytes()).sum::<usize>();
         // 1,000 trades + 1,740 candles: ~5 and 2-3 bytes each here, with
         // the slack (the plain structs took 40 and 80, in power-of-two
         // rings: ~250 KB).
@@ -784,22 +668,14 @@ mod tests {
     fn corrupt_market_data_is_refused() {
         let mut md = MarketData::default();
         for i in 0..50u64 {
-            md.record(
-                i * 700,
-                100 + (i % 3) as i64,
-                1 + (i % 2) as i64,
-                Side::Sell,
-            );
+            md.record(i * 700, 100 + (i % 3) as i64, 1 + (i % 2) as i64, Side::Sell);
         }
         let mut w = crate::codec::Writer(Vec::new());
         md.encode(&mut w);
         // Every truncation and every single-byte change is refused or
         // restores something; none panics.
         for cut in 0..w.0.len() {
-            let mut r = crate::codec::Reader {
-                b: &w.0[..cut],
-                at: 0,
-            };
+            let mut r = crate::codec::Reader { b: &w.0[..cut], at: 0 };
             assert!(MarketData::decode(&mut r).and_then(|_| r.done()).is_err());
         }
         for i in 0..w.0.len() {
@@ -889,28 +765,18 @@ mod encoding {
         }
 
         pub(crate) fn decode(r: &mut Reader<'_>) -> Result<MarketData, SnapshotError> {
-            let mut md = MarketData {
-                next_trade_id: r.u64()?,
-                ..MarketData::default()
-            };
+            let mut md = MarketData { next_trade_id: r.u64()?, ..MarketData::default() };
             md.tape = DeltaLog::decode(r, TRADES_KEPT, "trade tape")?;
             if md.next_trade_id == 0 || md.next_trade_id - 1 < md.tape.len() as u64 {
                 return bad("trade tape longer than the trades recorded");
             }
             for ring in &mut md.rings {
                 ring.closed = DeltaLog::decode(r, ring.keep - 1, "candle ring")?;
-                ring.open = if r.flag("open candle")? {
-                    Some(get_candle(r)?)
-                } else {
-                    None
-                };
+                ring.open = if r.flag("open candle")? { Some(get_candle(r)?) } else { None };
                 if ring.open.is_none() && !ring.closed.is_empty() {
                     return bad("candle ring without an open candle");
                 }
-                if ring
-                    .closed
-                    .iter()
-                    .any(|s| s.0.start.checked_mul(ring.len).is_none())
+                if ring.closed.iter().any(|s| s.0.start.checked_mul(ring.len).is_none())
                     || ring.open.is_some_and(|c| c.start % ring.len != 0)
                 {
                     return bad("candle start out of range");

@@ -62,10 +62,7 @@ impl CommandRecord {
     /// Reads a record from its 120 bytes (any alignment).
     #[inline]
     pub fn from_bytes(b: &[u8]) -> CommandRecord {
-        assert!(
-            b.len() >= COMMAND_RECORD_SIZE,
-            "a command record is 120 bytes"
-        );
+        assert!(b.len() >= COMMAND_RECORD_SIZE, "a command record is 120 bytes");
         // SAFETY: CommandRecord is repr(C) plain old data made only of
         // integers, so any 120 bytes are a valid value; read_unaligned copes
         // with any alignment.
@@ -101,14 +98,8 @@ impl CommandRecord {
                 display_qty: self.display_qty,
                 expire_ts: self.expire_ts,
             }),
-            kind::CANCEL => Command::Cancel {
-                order_id: self.order_id,
-            },
-            kind::AMEND => Command::Amend {
-                order_id: self.order_id,
-                price: self.price,
-                qty: self.qty,
-            },
+            kind::CANCEL => Command::Cancel { order_id: self.order_id },
+            kind::AMEND => Command::Amend { order_id: self.order_id, price: self.price, qty: self.qty },
             kind::MASS_CANCEL => Command::MassCancel { owner: self.owner },
             kind::ADVANCE_TIME => Command::AdvanceTime { ts: self.expire_ts },
             kind::OBSERVE_PRICE => Command::ObservePrice { price: self.price },
@@ -145,26 +136,17 @@ impl CommandRecord {
             kind::OCO => (self.tp_id, self.owner),
             _ => (self.order_id, self.owner),
         };
-        Event {
-            reason,
-            order_id,
-            owner,
-            ..Event::new(EventKind::Rejected)
-        }
+        Event { reason, order_id, owner, ..Event::new(EventKind::Rejected) }
     }
 }
 
 /// Iterates the records of a byte buffer holding whole command records.
 pub fn records(bytes: &[u8]) -> impl Iterator<Item = CommandRecord> + '_ {
-    bytes
-        .chunks_exact(COMMAND_RECORD_SIZE)
-        .map(CommandRecord::from_bytes)
+    bytes.chunks_exact(COMMAND_RECORD_SIZE).map(CommandRecord::from_bytes)
 }
 
 /// Views events as the bytes of their records.
 pub fn events_as_bytes(events: &[Event]) -> &[u8] {
     // SAFETY: Event is repr(C), 80 bytes, no implicit padding.
-    unsafe {
-        std::slice::from_raw_parts(events.as_ptr() as *const u8, std::mem::size_of_val(events))
-    }
+    unsafe { std::slice::from_raw_parts(events.as_ptr() as *const u8, std::mem::size_of_val(events)) }
 }

@@ -40,14 +40,8 @@ pub fn records_command(p: &[u8]) -> Option<(u64, &[u8])> {
     let (&tag, rest) = rest.split_first()?;
     let (len, rest) = match tag {
         0xc4 => (*rest.first()? as usize, rest.get(1..)?),
-        0xc5 => (
-            u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
-            rest.get(2..)?,
-        ),
-        0xc6 => (
-            u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize,
-            rest.get(4..)?,
-        ),
+        0xc5 => (u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize, rest.get(2..)?),
+        0xc6 => (u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize, rest.get(4..)?),
         _ => return None,
     };
     let data = rest.get(..len)?;
@@ -56,18 +50,9 @@ pub fn records_command(p: &[u8]) -> Option<(u64, &[u8])> {
     let (ts, rest) = match tag {
         0x00..=0x7f => (tag as u64, rest),
         0xcc => (*rest.first()? as u64, rest.get(1..)?),
-        0xcd => (
-            u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as u64,
-            rest.get(2..)?,
-        ),
-        0xce => (
-            u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as u64,
-            rest.get(4..)?,
-        ),
-        0xcf => (
-            u64::from_be_bytes(rest.get(..8)?.try_into().ok()?),
-            rest.get(8..)?,
-        ),
+        0xcd => (u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as u64, rest.get(2..)?),
+        0xce => (u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as u64, rest.get(4..)?),
+        0xcf => (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?), rest.get(8..)?),
         _ => return None,
     };
     rest.is_empty().then_some((ts, data))
@@ -149,9 +134,7 @@ where
     let mut r = Replayed::default();
     let (mut clock, mut events) = (Vec::new(), Vec::with_capacity(4096));
     for (index, p) in payloads.into_iter().enumerate() {
-        let Some((ts, rows)) = records_command(p) else {
-            break;
-        };
+        let Some((ts, rows)) = records_command(p) else { break };
         if rows.len() % COMMAND_RECORD_SIZE != 0 {
             break;
         }
@@ -166,12 +149,7 @@ where
             x.apply_records(rows, &mut events);
         }
         if clock.iter().any(&flag) || events.iter().any(&flag) {
-            r.flagged.push(Flagged {
-                index,
-                ts,
-                clock: clock.clone(),
-                events: events.clone(),
-            });
+            r.flagged.push(Flagged { index, ts, clock: clock.clone(), events: events.clone() });
         }
         r.max_ts = r.max_ts.max(ts);
         r.count += 1;

@@ -254,22 +254,16 @@ impl Reason {
             Reason::MarketNotTrading => "market: not accepting this order in its current status",
             Reason::UnknownAccount => "account: no such account",
             Reason::AccountSuspended => "account: suspended accounts cannot place or amend orders",
-            Reason::InsufficientFunds => {
-                "funds: the account's available balance does not cover this"
-            }
+            Reason::InsufficientFunds => "funds: the account's available balance does not cover this",
             Reason::BelowMinQuantity => "qty: below the market's minimum quantity",
             Reason::BelowMinNotional => "price x qty: below the market's minimum notional",
-            Reason::PriceOutOfBand => {
-                "price: too far from the last price (the market's price band)"
-            }
+            Reason::PriceOutOfBand => "price: too far from the last price (the market's price band)",
             Reason::ProtectionRequired => {
                 "price: market-type buy orders that wait for a trigger need a protection price"
             }
             Reason::NotSupported => "order_type: not supported by the exchange yet",
             Reason::UnknownAsset => "asset: no such asset",
-            Reason::InvalidAmount => {
-                "amount: must be a positive integer of the asset's smallest unit"
-            }
+            Reason::InvalidAmount => "amount: must be a positive integer of the asset's smallest unit",
             Reason::Overflow => "amount: the asset's total supply would exceed 2^63 - 1 units",
             Reason::InvalidMarketConfig => {
                 "market: sizes must be positive integers, base and quote known and different, \
@@ -395,35 +389,19 @@ impl OrderRequest {
     }
     /// A GTC limit order.
     pub fn limit(order_id: u64, owner: u64, side: Side, price: i64, qty: i64) -> Self {
-        OrderRequest {
-            price,
-            ..Self::base(order_id, owner, side, OrderType::Limit, qty)
-        }
+        OrderRequest { price, ..Self::base(order_id, owner, side, OrderType::Limit, qty) }
     }
     /// An IOC market order with no protection price.
     pub fn market(order_id: u64, owner: u64, side: Side, qty: i64) -> Self {
-        OrderRequest {
-            tif: Tif::Ioc as u8,
-            ..Self::base(order_id, owner, side, OrderType::Market, qty)
-        }
+        OrderRequest { tif: Tif::Ioc as u8, ..Self::base(order_id, owner, side, OrderType::Market, qty) }
     }
     /// An IOC market order sized by a quote amount (in the quote asset's
     /// units; [`FLAG_QUOTE_QTY`]): the exchange sizes it from the book.
     pub fn market_quote(order_id: u64, owner: u64, side: Side, amount: i64) -> Self {
-        OrderRequest {
-            flags: FLAG_QUOTE_QTY,
-            ..Self::market(order_id, owner, side, amount)
-        }
+        OrderRequest { flags: FLAG_QUOTE_QTY, ..Self::market(order_id, owner, side, amount) }
     }
     /// A stop order: market when `limit_price` is 0, else stop-limit (GTC).
-    pub fn stop(
-        order_id: u64,
-        owner: u64,
-        side: Side,
-        trigger: i64,
-        limit_price: i64,
-        qty: i64,
-    ) -> Self {
+    pub fn stop(order_id: u64, owner: u64, side: Side, trigger: i64, limit_price: i64, qty: i64) -> Self {
         if limit_price == 0 {
             OrderRequest {
                 trigger_price: trigger,
@@ -439,14 +417,7 @@ impl OrderRequest {
         }
     }
     /// A take-profit order: market when `limit_price` is 0, else limit (GTC).
-    pub fn take_profit(
-        order_id: u64,
-        owner: u64,
-        side: Side,
-        trigger: i64,
-        limit_price: i64,
-        qty: i64,
-    ) -> Self {
+    pub fn take_profit(order_id: u64, owner: u64, side: Side, trigger: i64, limit_price: i64, qty: i64) -> Self {
         if limit_price == 0 {
             OrderRequest {
                 trigger_price: trigger,
@@ -463,14 +434,7 @@ impl OrderRequest {
     }
     /// A trailing stop (market when triggered) trailing by a price distance,
     /// or by basis points when `bps` is true.
-    pub fn trailing_stop(
-        order_id: u64,
-        owner: u64,
-        side: Side,
-        amount: i64,
-        bps: bool,
-        qty: i64,
-    ) -> Self {
+    pub fn trailing_stop(order_id: u64, owner: u64, side: Side, amount: i64, bps: bool, qty: i64) -> Self {
         OrderRequest {
             trigger_price: amount,
             tif: Tif::Ioc as u8,
@@ -555,22 +519,10 @@ pub enum Command {
     Submit(OrderRequest),
     Bracket(BracketRequest),
     Oco(OcoRequest),
-    Cancel {
-        order_id: u64,
-    },
+    Cancel { order_id: u64 },
     /// `price` 0 keeps the price; `qty` (new remaining quantity) 0 keeps it.
-    Amend {
-        order_id: u64,
-        price: i64,
-        qty: i64,
-    },
-    MassCancel {
-        owner: u64,
-    },
-    AdvanceTime {
-        ts: u64,
-    },
-    ObservePrice {
-        price: i64,
-    },
+    Amend { order_id: u64, price: i64, qty: i64 },
+    MassCancel { owner: u64 },
+    AdvanceTime { ts: u64 },
+    ObservePrice { price: i64 },
 }

@@ -10,37 +10,17 @@ use lxdex_engine::*;
 use proptest::prelude::*;
 
 fn fill() -> impl Strategy<Value = FillRecord> {
-    let small = (
-        0u64..5,
-        0u64..3,
-        0u32..3,
-        any::<bool>(),
-        any::<bool>(),
-        99i64..102,
-        1i64..5,
-        -2i64..3,
-    );
-    let any_ = (
-        any::<u64>(),
-        any::<u64>(),
-        any::<u32>(),
-        any::<bool>(),
-        any::<bool>(),
-        any::<i64>(),
-        any::<i64>(),
-        any::<i64>(),
-    );
-    prop_oneof![small, any_].prop_map(|(ts, order_id, market, sell, maker, price, qty, fee)| {
-        FillRecord {
-            ts,
-            order_id,
-            market,
-            side: if sell { Side::Sell } else { Side::Buy },
-            maker,
-            price,
-            qty,
-            fee,
-        }
+    let small = (0u64..5, 0u64..3, 0u32..3, any::<bool>(), any::<bool>(), 99i64..102, 1i64..5, -2i64..3);
+    let any_ = (any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), any::<bool>(), any::<i64>(), any::<i64>(), any::<i64>());
+    prop_oneof![small, any_].prop_map(|(ts, order_id, market, sell, maker, price, qty, fee)| FillRecord {
+        ts,
+        order_id,
+        market,
+        side: if sell { Side::Sell } else { Side::Buy },
+        maker,
+        price,
+        qty,
+        fee,
     })
 }
 
@@ -66,15 +46,7 @@ fn an_account_keeps_its_last_100_fills() {
     let mut x = Exchange::new();
     let (base, quote) = (x.add_asset(), x.add_asset());
     let cfg = MarketConfig {
-        base,
-        quote,
-        lot_units: 1,
-        tick_units: 1,
-        min_qty: 1,
-        min_notional: 0,
-        band_bps: 0,
-        maker_bps: -1,
-        taker_bps: 7,
+        base, quote, lot_units: 1, tick_units: 1, min_qty: 1, min_notional: 0, band_bps: 0, maker_bps: -1, taker_bps: 7,
     };
     x.add_market(cfg).unwrap();
     x.add_market(cfg).unwrap();
@@ -91,13 +63,7 @@ fn an_account_keeps_its_last_100_fills() {
         let price = 1_000 + (i * 37 % 23) as i64;
         let side = if i % 5 < 2 { Side::Sell } else { Side::Buy };
         let qty = 1 + (i * 13 % 400) as i64;
-        x.place(
-            maker,
-            m,
-            &OrderRequest::limit(0, 0, side, price, qty),
-            &mut out,
-        )
-        .unwrap();
+        x.place(maker, m, &OrderRequest::limit(0, 0, side, price, qty), &mut out).unwrap();
         out.clear();
         let mut taker_req = OrderRequest::limit(0, 0, side.opposite(), price, qty);
         taker_req.tif = Tif::Ioc as u8;
@@ -107,38 +73,19 @@ fn an_account_keeps_its_last_100_fills() {
             let maker_fee = exchange::fee(e.price as i128 * e.qty as i128, -1);
             for (owner, order_id, side, is_maker, fee) in [
                 (e.owner, e.order_id, e.side, false, taker_fee),
-                (
-                    e.other_owner,
-                    e.other_id,
-                    e.side.opposite(),
-                    true,
-                    maker_fee,
-                ),
+                (e.other_owner, e.other_id, e.side.opposite(), true, maker_fee),
             ] {
                 let h = &mut model[owner as usize];
                 if h.len() == HISTORY_KEPT {
                     h.pop_front();
                 }
-                h.push_back(FillRecord {
-                    ts: x.now(),
-                    order_id,
-                    market: m,
-                    side,
-                    maker: is_maker,
-                    price: e.price,
-                    qty: e.qty,
-                    fee,
-                });
+                h.push_back(FillRecord { ts: x.now(), order_id, market: m, side, maker: is_maker, price: e.price, qty: e.qty, fee });
             }
         }
         out.clear();
     }
     for a in 0..3u32 {
-        assert_eq!(
-            x.recent_fills(a).unwrap(),
-            Vec::from(model[a as usize].clone()),
-            "account {a}"
-        );
+        assert_eq!(x.recent_fills(a).unwrap(), Vec::from(model[a as usize].clone()), "account {a}");
     }
     let y = Exchange::restore(&x.snapshot()).unwrap();
     for a in 0..3u32 {

@@ -12,8 +12,8 @@ fn cfg(base: u32, quote: u32) -> MarketConfig {
     MarketConfig {
         base,
         quote,
-        lot_units: 1_000, // 1 lot = 1000 base units
-        tick_units: 10,   // 1 tick x 1 lot = 10 quote units
+        lot_units: 1_000,  // 1 lot = 1000 base units
+        tick_units: 10,    // 1 tick x 1 lot = 10 quote units
         min_qty: 1,
         min_notional: 0,
         band_bps: 0,
@@ -45,12 +45,10 @@ fn fill_settles_base_quote_and_fees() {
     let mut x = setup();
     let mut out = Vec::new();
     // Seller rests 5 lots at 1000 ticks: holds 5000 base units.
-    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 5), &mut out)
-        .unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 5), &mut out).unwrap();
     assert_eq!(bal(&x, 0, 0), (995_000, 5_000));
     // Buyer takes 3 lots at a limit of 1100: pays the maker's price.
-    x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_100, 3), &mut out)
-        .unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_100, 3), &mut out).unwrap();
     let notional = 1_000 * 3 * 10; // 30_000
     let taker_fee = 30; // ceil(30_000 * 10 / 10_000)
     let rebate = 6; // floor(30_000 * 2 / 10_000)
@@ -61,20 +59,9 @@ fn fill_settles_base_quote_and_fees() {
     assert_eq!(x.ledger().fees(1).unwrap(), taker_fee - rebate);
     let seller = x.recent_fills(0).unwrap();
     assert_eq!(seller.len(), 1);
-    assert_eq!(
-        (
-            seller[0].side,
-            seller[0].maker,
-            seller[0].qty,
-            seller[0].fee
-        ),
-        (S, true, 3, -rebate)
-    );
+    assert_eq!((seller[0].side, seller[0].maker, seller[0].qty, seller[0].fee), (S, true, 3, -rebate));
     let buyer = x.recent_fills(1).unwrap();
-    assert_eq!(
-        (buyer[0].side, buyer[0].maker, buyer[0].fee),
-        (B, false, taker_fee)
-    );
+    assert_eq!((buyer[0].side, buyer[0].maker, buyer[0].fee), (B, false, taker_fee));
     assert_eq!(x.open_orders(0).unwrap(), vec![1]);
     assert!(x.open_orders(1).unwrap().is_empty());
     x.check_invariants();
@@ -84,9 +71,7 @@ fn fill_settles_base_quote_and_fees() {
 fn resting_buy_releases_price_improvement_and_leftovers() {
     let mut x = setup();
     let mut out = Vec::new();
-    let id = x
-        .place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 4), &mut out)
-        .unwrap();
+    let id = x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 4), &mut out).unwrap();
     // per lot: 1000*10 + ceil(10000 * 10 / 10000) = 10_010
     assert_eq!(bal(&x, 1, 1), (10_000_000 - 40_040, 40_040));
     x.amend(1, id, 0, 2, &mut out).unwrap();
@@ -100,12 +85,9 @@ fn resting_buy_releases_price_improvement_and_leftovers() {
 fn market_buy_holds_the_book_walk_and_releases_the_rest() {
     let mut x = setup();
     let mut out = Vec::new();
-    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 2), &mut out)
-        .unwrap();
-    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_200, 2), &mut out)
-        .unwrap();
-    x.place(1, 0, &OrderRequest::market(0, 0, B, 10), &mut out)
-        .unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 2), &mut out).unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_200, 2), &mut out).unwrap();
+    x.place(1, 0, &OrderRequest::market(0, 0, B, 10), &mut out).unwrap();
     let cost = 2 * 1_000 * 10 + 2 * 1_200 * 10;
     let fees = 20 + 24; // per fill: ceil(20_000*10/1e4), ceil(24_000*10/1e4)
     assert_eq!(bal(&x, 1, 1), (10_000_000 - cost - fees, 0));
@@ -118,50 +100,18 @@ fn funds_and_market_rules_are_enforced() {
     let mut x = setup();
     let mut out = Vec::new();
     let r = |e: Result<u64, Reject>| e.unwrap_err().reason;
-    assert_eq!(
-        r(x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000_000, 10), &mut out)),
-        Reason::InsufficientFunds
-    );
-    assert_eq!(
-        r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1_001), &mut out)),
-        Reason::InsufficientFunds
-    );
-    assert_eq!(
-        r(x.place(9, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)),
-        Reason::UnknownAccount
-    );
-    assert_eq!(
-        r(x.place(0, 4, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)),
-        Reason::UnknownMarket
-    );
-    assert_eq!(
-        r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 0, 1), &mut out)),
-        Reason::InvalidPrice
-    );
-    assert_eq!(
-        r(x.place(1, 0, &OrderRequest::stop(0, 0, B, 1_000, 0, 1), &mut out)),
-        Reason::ProtectionRequired
-    );
+    assert_eq!(r(x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000_000, 10), &mut out)), Reason::InsufficientFunds);
+    assert_eq!(r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1_001), &mut out)), Reason::InsufficientFunds);
+    assert_eq!(r(x.place(9, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::UnknownAccount);
+    assert_eq!(r(x.place(0, 4, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::UnknownMarket);
+    assert_eq!(r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 0, 1), &mut out)), Reason::InvalidPrice);
+    assert_eq!(r(x.place(1, 0, &OrderRequest::stop(0, 0, B, 1_000, 0, 1), &mut out)), Reason::ProtectionRequired);
     x.set_account_suspended(1, true).unwrap();
-    assert_eq!(
-        r(x.place(1, 0, &OrderRequest::limit(0, 0, B, 900, 1), &mut out)),
-        Reason::AccountSuspended
-    );
-    x.set_market_status(0, MarketStatus::PostOnly, &mut out)
-        .unwrap();
-    assert_eq!(
-        r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)),
-        Reason::MarketNotTrading
-    );
-    x.place(
-        0,
-        0,
-        &OrderRequest::limit(0, 0, S, 1_000, 1).post_only(),
-        &mut out,
-    )
-    .unwrap();
-    x.set_market_status(0, MarketStatus::Closed, &mut out)
-        .unwrap();
+    assert_eq!(r(x.place(1, 0, &OrderRequest::limit(0, 0, B, 900, 1), &mut out)), Reason::AccountSuspended);
+    x.set_market_status(0, MarketStatus::PostOnly, &mut out).unwrap();
+    assert_eq!(r(x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::MarketNotTrading);
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 1).post_only(), &mut out).unwrap();
+    x.set_market_status(0, MarketStatus::Closed, &mut out).unwrap();
     assert_eq!(bal(&x, 0, 0), (1_000_000, 0), "closing released every hold");
     x.check_invariants();
 }
@@ -171,13 +121,10 @@ fn trades_feed_the_tape_candles_and_ticker() {
     let mut x = setup();
     let mut out = Vec::new();
     x.advance_time(1_700_000_000_000, &mut out).unwrap();
-    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 5), &mut out)
-        .unwrap();
-    x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 2), &mut out)
-        .unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 5), &mut out).unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 2), &mut out).unwrap();
     x.advance_time(1_700_000_070_000, &mut out).unwrap();
-    x.place(1, 0, &OrderRequest::market(0, 0, B, 1), &mut out)
-        .unwrap();
+    x.place(1, 0, &OrderRequest::market(0, 0, B, 1), &mut out).unwrap();
     let md = x.market_data(0).unwrap();
     let tape: Vec<_> = md.trades(10).map(|t| (t.id, t.price, t.qty)).collect();
     assert_eq!(tape, vec![(1, 1_000, 2), (2, 1_000, 1)]);
@@ -187,11 +134,7 @@ fn trades_feed_the_tape_candles_and_ticker() {
     assert_eq!((candles[0].volume, candles[1].volume), (2, 1));
     let t = md.ticker(x.now()).unwrap();
     assert_eq!((t.open, t.last, t.volume, t.trades), (1_000, 1_000, 3, 2));
-    let depth: Vec<_> = out
-        .iter()
-        .filter(|e| e.kind == EventKind::Depth)
-        .map(|e| (e.order_id, e.price, e.qty))
-        .collect();
+    let depth: Vec<_> = out.iter().filter(|e| e.kind == EventKind::Depth).map(|e| (e.order_id, e.price, e.qty)).collect();
     assert_eq!(depth, vec![(1, 1_000, 5), (2, 1_000, 3), (3, 1_000, 2)]);
 }
 
@@ -199,45 +142,17 @@ fn trades_feed_the_tape_candles_and_ticker() {
 fn volume_tiers_lower_fees_within_the_30_day_window() {
     let mut x = setup();
     let mut out = Vec::new();
-    let tier = FeeTier {
-        min_volume: 50_000,
-        maker_bps: -3,
-        taker_bps: 4,
-    };
+    let tier = FeeTier { min_volume: 50_000, maker_bps: -3, taker_bps: 4 };
     x.set_fee_tiers(0, &[tier]).unwrap();
     // Tiers are discounts: a taker rate above the base is refused.
-    assert_eq!(
-        x.set_fee_tiers(
-            0,
-            &[FeeTier {
-                taker_bps: 11,
-                ..tier
-            }]
-        )
-        .unwrap_err()
-        .reason,
-        Reason::InvalidMarketConfig
-    );
-    assert_eq!(
-        x.set_fee_tiers(
-            0,
-            &[FeeTier {
-                maker_bps: -5,
-                ..tier
-            }]
-        )
-        .unwrap_err()
-        .reason,
-        Reason::InvalidMarketConfig
-    );
+    assert_eq!(x.set_fee_tiers(0, &[FeeTier { taker_bps: 11, ..tier }]).unwrap_err().reason, Reason::InvalidMarketConfig);
+    assert_eq!(x.set_fee_tiers(0, &[FeeTier { maker_bps: -5, ..tier }]).unwrap_err().reason, Reason::InvalidMarketConfig);
     let day = marketdata::DAY;
     x.advance_time(day, &mut out).unwrap();
     let trade = |x: &mut Exchange, out: &mut Vec<Event>| {
-        x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 3), out)
-            .unwrap();
+        x.place(0, 0, &OrderRequest::limit(0, 0, S, 1_000, 3), out).unwrap();
         let before = x.ledger().balance(1, 1).unwrap().available;
-        x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 3), out)
-            .unwrap();
+        x.place(1, 0, &OrderRequest::limit(0, 0, B, 1_000, 3), out).unwrap();
         before - x.ledger().balance(1, 1).unwrap().available - 30_000 // the taker's fee
     };
     assert_eq!(trade(&mut x, &mut out), 30); // 10 bps on 30_000; volume now 30_000
@@ -245,17 +160,9 @@ fn volume_tiers_lower_fees_within_the_30_day_window() {
     assert_eq!(x.volume_30d(1, 1), 60_000);
     assert_eq!(trade(&mut x, &mut out), 12); // tier: 4 bps
     x.advance_time(day + 29 * day, &mut out).unwrap();
-    assert_eq!(
-        x.volume_30d(1, 1),
-        90_000,
-        "day 1 is still inside the window on day 30"
-    );
+    assert_eq!(x.volume_30d(1, 1), 90_000, "day 1 is still inside the window on day 30");
     x.advance_time(day + 30 * day, &mut out).unwrap();
-    assert_eq!(
-        x.volume_30d(1, 1),
-        0,
-        "day 1's volume left the window on day 31"
-    );
+    assert_eq!(x.volume_30d(1, 1), 0, "day 1's volume left the window on day 31");
     assert_eq!(trade(&mut x, &mut out), 30);
     x.check_invariants();
     let y = Exchange::restore(&x.snapshot()).unwrap();
@@ -266,37 +173,19 @@ fn volume_tiers_lower_fees_within_the_30_day_window() {
 fn price_band_and_minimums() {
     let mut x = Exchange::new();
     let (a, b) = (x.add_asset(), x.add_asset());
-    x.add_market(MarketConfig {
-        min_qty: 2,
-        min_notional: 50_000,
-        band_bps: 1_000,
-        ..cfg(a, b)
-    })
-    .unwrap();
+    x.add_market(MarketConfig { min_qty: 2, min_notional: 50_000, band_bps: 1_000, ..cfg(a, b) }).unwrap();
     let (s, t) = (x.add_account(), x.add_account());
     x.deposit(s, a, 1_000_000).unwrap();
     x.deposit(t, b, 100_000_000).unwrap();
     let mut out = Vec::new();
     let r = |e: Result<u64, Reject>| e.unwrap_err().reason;
-    assert_eq!(
-        r(x.place(s, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)),
-        Reason::BelowMinQuantity
-    );
-    assert_eq!(
-        r(x.place(s, 0, &OrderRequest::limit(0, 0, S, 1_000, 2), &mut out)),
-        Reason::BelowMinNotional
-    );
-    x.place(s, 0, &OrderRequest::limit(0, 0, S, 3_000, 2), &mut out)
-        .unwrap();
-    x.place(t, 0, &OrderRequest::limit(0, 0, B, 3_000, 2), &mut out)
-        .unwrap();
+    assert_eq!(r(x.place(s, 0, &OrderRequest::limit(0, 0, S, 1_000, 1), &mut out)), Reason::BelowMinQuantity);
+    assert_eq!(r(x.place(s, 0, &OrderRequest::limit(0, 0, S, 1_000, 2), &mut out)), Reason::BelowMinNotional);
+    x.place(s, 0, &OrderRequest::limit(0, 0, S, 3_000, 2), &mut out).unwrap();
+    x.place(t, 0, &OrderRequest::limit(0, 0, B, 3_000, 2), &mut out).unwrap();
     // Last price 3000: band ±10%.
-    assert_eq!(
-        r(x.place(t, 0, &OrderRequest::limit(0, 0, B, 2_600, 2), &mut out)),
-        Reason::PriceOutOfBand
-    );
-    x.place(t, 0, &OrderRequest::limit(0, 0, B, 2_700, 2), &mut out)
-        .unwrap();
+    assert_eq!(r(x.place(t, 0, &OrderRequest::limit(0, 0, B, 2_600, 2), &mut out)), Reason::PriceOutOfBand);
+    x.place(t, 0, &OrderRequest::limit(0, 0, B, 2_700, 2), &mut out).unwrap();
     x.check_invariants();
 }
 
@@ -319,14 +208,7 @@ enum Op {
 /// exit: stop-loss below, take-profit above) and limit prices (0: market).
 fn legs(side: Side, lo: i64, hi: i64, tp_price: i64, sl_price: i64) -> ExitLegs {
     let (tp_trigger, sl_trigger) = if side == S { (hi, lo) } else { (lo, hi) };
-    ExitLegs {
-        tp_id: 0,
-        tp_trigger,
-        tp_price,
-        sl_id: 0,
-        sl_trigger,
-        sl_price,
-    }
+    ExitLegs { tp_id: 0, tp_trigger, tp_price, sl_id: 0, sl_trigger, sl_price }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -386,28 +268,8 @@ fn random_exchange() -> Exchange {
         x.add_asset();
     }
     x.add_market(cfg(0, 1)).unwrap();
-    x.add_market(MarketConfig {
-        maker_bps: 5,
-        taker_bps: 20,
-        ..cfg(2, 1)
-    })
-    .unwrap();
-    x.set_fee_tiers(
-        1,
-        &[
-            FeeTier {
-                min_volume: 5_000,
-                maker_bps: 0,
-                taker_bps: 10,
-            },
-            FeeTier {
-                min_volume: 20_000,
-                maker_bps: -5,
-                taker_bps: 5,
-            },
-        ],
-    )
-    .unwrap();
+    x.add_market(MarketConfig { maker_bps: 5, taker_bps: 20, ..cfg(2, 1) }).unwrap();
+    x.set_fee_tiers(1, &[FeeTier { min_volume: 5_000, maker_bps: 0, taker_bps: 10 }, FeeTier { min_volume: 20_000, maker_bps: -5, taker_bps: 5 }]).unwrap();
     for a in 0..3 {
         x.add_account();
         for s in 0..3 {
@@ -524,13 +386,7 @@ proptest! {
 }
 
 fn oco(side: Side, qty: i64, lo: i64, hi: i64, tp_price: i64, sl_price: i64) -> OcoRequest {
-    OcoRequest {
-        owner: 0,
-        side: side as u8,
-        qty,
-        stp: 0,
-        legs: legs(side, lo, hi, tp_price, sl_price),
-    }
+    OcoRequest { owner: 0, side: side as u8, qty, stp: 0, legs: legs(side, lo, hi, tp_price, sl_price) }
 }
 
 #[test]
@@ -538,33 +394,18 @@ fn oco_sell_holds_the_base_once_and_the_triggered_leg_keeps_it() {
     let mut x = setup();
     let mut out = Vec::new();
     // Sell 4 lots: take profit at 110 (limit 110), stop at 90 (market).
-    let tp = x
-        .place_oco(0, 0, &oco(S, 4, 90, 110, 110, 0), &mut out)
-        .unwrap();
+    let tp = x.place_oco(0, 0, &oco(S, 4, 90, 110, 110, 0), &mut out).unwrap();
     let sl = tp + 1;
-    assert_eq!(
-        bal(&x, 0, 0),
-        (1_000_000 - 4_000, 4_000),
-        "one hold for the pair, not two"
-    );
-    assert_eq!(
-        x.order_hold(tp).unwrap().3 + x.order_hold(sl).unwrap().3,
-        4_000
-    );
+    assert_eq!(bal(&x, 0, 0), (1_000_000 - 4_000, 4_000), "one hold for the pair, not two");
+    assert_eq!(x.order_hold(tp).unwrap().3 + x.order_hold(sl).unwrap().3, 4_000);
     assert_eq!(x.order_link(sl), Some((tp, 0, tp, sl)));
     // A trade at 110 fires the take-profit: it rests as a limit sell of 4
     // lots holding its own 4,000 base; the stop is cancelled (OCO).
-    x.place(1, 0, &OrderRequest::limit(0, 0, S, 110, 1), &mut out)
-        .unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, S, 110, 1), &mut out).unwrap();
     out.clear();
-    x.place(1, 0, &OrderRequest::limit(0, 0, B, 110, 1), &mut out)
-        .unwrap();
-    assert!(out
-        .iter()
-        .any(|e| e.kind == EventKind::Triggered && e.order_id == tp));
-    assert!(out
-        .iter()
-        .any(|e| e.kind == EventKind::Cancelled && e.order_id == sl && e.reason == Reason::Oco));
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 110, 1), &mut out).unwrap();
+    assert!(out.iter().any(|e| e.kind == EventKind::Triggered && e.order_id == tp));
+    assert!(out.iter().any(|e| e.kind == EventKind::Cancelled && e.order_id == sl && e.reason == Reason::Oco));
     assert_eq!(x.order_link(tp), None);
     assert_eq!(x.order_hold(tp).unwrap().3, 4_000);
     assert_eq!(bal(&x, 0, 0), (1_000_000 - 4_000, 4_000));
@@ -579,46 +420,23 @@ fn oco_buy_holds_the_larger_leg_and_cancel_releases_all() {
     let mut x = setup();
     let mut out = Vec::new();
     // Buy 2 lots: take profit (buy the dip) at 90 limit 90; stop at 110 limit 120.
-    let tp = x
-        .place_oco(0, 0, &oco(B, 2, 90, 110, 90, 120), &mut out)
-        .unwrap();
+    let tp = x.place_oco(0, 0, &oco(B, 2, 90, 110, 90, 120), &mut out).unwrap();
     // Per lot at 120: 1200 + ceil(1200 * 10 / 10000) = 1202; x2 lots.
     assert_eq!(bal(&x, 0, 1), (10_000_000 - 2_404, 2_404));
-    assert_eq!(
-        x.order_hold(tp + 1).unwrap().3,
-        2_404,
-        "the stop leg (larger) carries the pool"
-    );
+    assert_eq!(x.order_hold(tp + 1).unwrap().3, 2_404, "the stop leg (larger) carries the pool");
     // A market-type buy leg has no price to hold at.
-    assert_eq!(
-        x.place_oco(0, 0, &oco(B, 2, 90, 110, 0, 120), &mut out),
-        Err(Reason::ProtectionRequired.into())
-    );
+    assert_eq!(x.place_oco(0, 0, &oco(B, 2, 90, 110, 0, 120), &mut out), Err(Reason::ProtectionRequired.into()));
     // Cancelling one leg cancels both and releases everything.
     out.clear();
     x.cancel(0, tp, &mut out).unwrap();
-    assert_eq!(
-        out.iter()
-            .filter(|e| e.kind == EventKind::Cancelled)
-            .count(),
-        2
-    );
+    assert_eq!(out.iter().filter(|e| e.kind == EventKind::Cancelled).count(), 2);
     assert_eq!(bal(&x, 0, 1), (10_000_000, 0));
     x.check_invariants();
     // Bad legs are refused naming the bracket rule, and change nothing.
     let before = format!("{x:?}");
-    assert_eq!(
-        x.place_oco(0, 0, &oco(S, 2, 110, 90, 0, 0), &mut out),
-        Err(Reason::InvalidBracket.into())
-    );
-    assert_eq!(
-        x.place_oco(0, 0, &oco(S, 0, 90, 110, 0, 0), &mut out),
-        Err(Reason::InvalidQuantity.into())
-    );
-    assert_eq!(
-        x.place_oco(0, 0, &oco(S, 2_000, 90, 110, 0, 0), &mut out),
-        Err(Reason::InsufficientFunds.into())
-    );
+    assert_eq!(x.place_oco(0, 0, &oco(S, 2, 110, 90, 0, 0), &mut out), Err(Reason::InvalidBracket.into()));
+    assert_eq!(x.place_oco(0, 0, &oco(S, 0, 90, 110, 0, 0), &mut out), Err(Reason::InvalidQuantity.into()));
+    assert_eq!(x.place_oco(0, 0, &oco(S, 2_000, 90, 110, 0, 0), &mut out), Err(Reason::InsufficientFunds.into()));
     assert_eq!(before, format!("{x:?}"));
 }
 
@@ -627,15 +445,7 @@ fn bracket_buy_entry_exits_hold_the_base_its_fills_bring() {
     let mut x = setup();
     let mut out = Vec::new();
     let r = BracketRequest {
-        order_id: 0,
-        owner: 0,
-        side: B as u8,
-        price: 100,
-        qty: 3,
-        tif: 0,
-        stp: 0,
-        flags: 0,
-        expire_ts: 0,
+        order_id: 0, owner: 0, side: B as u8, price: 100, qty: 3, tif: 0, stp: 0, flags: 0, expire_ts: 0,
         exits: legs(S, 95, 105, 105, 0),
     };
     let entry = x.place_bracket(0, 0, &r, &mut out).unwrap();
@@ -644,24 +454,16 @@ fn bracket_buy_entry_exits_hold_the_base_its_fills_bring() {
     assert_eq!(bal(&x, 0, 1), (10_000_000 - 3_003, 3_003));
     assert_eq!(bal(&x, 0, 0), (1_000_000, 0));
     // 2 lots fill: the exits hold the 2,000 base that came in.
-    x.place(1, 0, &OrderRequest::limit(0, 0, S, 100, 2), &mut out)
-        .unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, S, 100, 2), &mut out).unwrap();
     assert_eq!(bal(&x, 0, 0), (1_000_000, 2_000));
     x.check_invariants();
     // The stop fires at 95: it sells its 2 lots (market), the entry's last lot is cancelled (OCO).
-    x.place(1, 0, &OrderRequest::limit(0, 0, B, 95, 5), &mut out)
-        .unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 95, 5), &mut out).unwrap();
     out.clear();
     x.observe_price(0, 95, &mut out).unwrap();
-    assert!(out
-        .iter()
-        .any(|e| e.kind == EventKind::Triggered && e.order_id == sl));
-    assert!(out
-        .iter()
-        .any(|e| e.kind == EventKind::Cancelled && e.order_id == tp && e.reason == Reason::Oco));
-    assert!(out
-        .iter()
-        .any(|e| e.kind == EventKind::Cancelled && e.order_id == entry && e.reason == Reason::Oco));
+    assert!(out.iter().any(|e| e.kind == EventKind::Triggered && e.order_id == sl));
+    assert!(out.iter().any(|e| e.kind == EventKind::Cancelled && e.order_id == tp && e.reason == Reason::Oco));
+    assert!(out.iter().any(|e| e.kind == EventKind::Cancelled && e.order_id == entry && e.reason == Reason::Oco));
     assert_eq!(bal(&x, 0, 0).1, 0);
     assert_eq!(bal(&x, 0, 1).1, 0);
     assert!(x.open_orders(0).unwrap().is_empty());
@@ -674,15 +476,7 @@ fn bracket_sell_entry_reserves_the_buy_back_shortfall_up_front() {
     let mut out = Vec::new();
     // Sell 2 at 100; buy back at take-profit 95 (limit 95) or stop 105 (limit 110).
     let r = BracketRequest {
-        order_id: 0,
-        owner: 0,
-        side: S as u8,
-        price: 100,
-        qty: 2,
-        tif: 0,
-        stp: 0,
-        flags: 0,
-        expire_ts: 0,
+        order_id: 0, owner: 0, side: S as u8, price: 100, qty: 2, tif: 0, stp: 0, flags: 0, expire_ts: 0,
         exits: legs(B, 95, 105, 95, 110),
     };
     let entry = x.place_bracket(0, 0, &r, &mut out).unwrap();
@@ -693,18 +487,14 @@ fn bracket_sell_entry_reserves_the_buy_back_shortfall_up_front() {
     x.check_invariants();
     // One lot fills (maker at 100: notional 1000, rebate 0): the exits now
     // hold 1102 for it + 103 for the unfilled lot.
-    x.place(1, 0, &OrderRequest::limit(0, 0, B, 100, 1), &mut out)
-        .unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 100, 1), &mut out).unwrap();
     assert_eq!(bal(&x, 0, 1).1, 1_102 + 103);
     x.check_invariants();
     // Cancelling the entry frees the unfilled lot's shortfall; the exits stay.
     x.cancel(0, entry, &mut out).unwrap();
     assert_eq!(bal(&x, 0, 1).1, 1_102);
     assert_eq!(bal(&x, 0, 0).1, 0);
-    assert_eq!(
-        x.order_link(entry + 1),
-        Some((entry, 0, entry + 1, entry + 2))
-    );
+    assert_eq!(x.order_link(entry + 1), Some((entry, 0, entry + 1, entry + 2)));
     x.check_invariants();
     // Snapshot and restore keep the group.
     let y = Exchange::restore(&x.snapshot()).unwrap();
@@ -721,31 +511,14 @@ fn bracket_entry_is_not_amendable_and_records_place_linked_orders() {
     let mut x = setup();
     let mut out = Vec::new();
     let r = BracketRequest {
-        order_id: 0,
-        owner: 0,
-        side: B as u8,
-        price: 100,
-        qty: 3,
-        tif: 0,
-        stp: 0,
-        flags: 0,
-        expire_ts: 0,
+        order_id: 0, owner: 0, side: B as u8, price: 100, qty: 3, tif: 0, stp: 0, flags: 0, expire_ts: 0,
         exits: legs(S, 95, 105, 0, 0),
     };
     let entry = x.place_bracket(0, 0, &r, &mut out).unwrap();
-    assert_eq!(
-        x.amend(0, entry, 99, 0, &mut out),
-        Err(Reason::NotAmendable.into())
-    );
+    assert_eq!(x.amend(0, entry, 99, 0, &mut out), Err(Reason::NotAmendable.into()));
     // The batch records BRACKET and OCO are applied too.
     let rec = record::CommandRecord {
-        kind: record::kind::OCO,
-        side: S as u8,
-        owner: 1,
-        qty: 2,
-        tp_trigger: 110,
-        tp_price: 110,
-        sl_trigger: 90,
+        kind: record::kind::OCO, side: S as u8, owner: 1, qty: 2, tp_trigger: 110, tp_price: 110, sl_trigger: 90,
         ..Default::default()
     };
     out.clear();
@@ -763,25 +536,9 @@ fn quote_exchange(levels: &[(u8, i64, i64, u32)], taker_bps: i64) -> Exchange {
     for _ in 0..2 {
         x.add_asset();
     }
-    x.add_market(MarketConfig {
-        maker_bps: -taker_bps.min(1),
-        taker_bps,
-        ..cfg(0, 1)
-    })
-    .unwrap();
+    x.add_market(MarketConfig { maker_bps: -taker_bps.min(1), taker_bps, ..cfg(0, 1) }).unwrap();
     if taker_bps >= 4 {
-        let tiers = [
-            FeeTier {
-                min_volume: 2_000,
-                maker_bps: -1,
-                taker_bps: taker_bps / 2,
-            },
-            FeeTier {
-                min_volume: 6_000,
-                maker_bps: -1,
-                taker_bps: taker_bps / 4,
-            },
-        ];
+        let tiers = [FeeTier { min_volume: 2_000, maker_bps: -1, taker_bps: taker_bps / 2 }, FeeTier { min_volume: 6_000, maker_bps: -1, taker_bps: taker_bps / 4 }];
         x.set_fee_tiers(0, &tiers).unwrap();
     }
     for _ in 0..3 {
@@ -792,12 +549,7 @@ fn quote_exchange(levels: &[(u8, i64, i64, u32)], taker_bps: i64) -> Exchange {
     let mut out = Vec::new();
     for &(side, price, qty, owner) in levels {
         let side = if side == 0 { B } else { S };
-        let _ = x.place(
-            owner,
-            0,
-            &OrderRequest::limit(0, 0, side, price, qty),
-            &mut out,
-        );
+        let _ = x.place(owner, 0, &OrderRequest::limit(0, 0, side, price, qty), &mut out);
     }
     x
 }
@@ -809,16 +561,10 @@ fn quote_sized_buy_spends_at_most_the_amount_fee_included() {
     let mut out = Vec::new();
     let before = bal(&x, 0, 1);
     // 4100 buys 2 x 1001 = 2002, then 2 x 1012 = 2024: 4026 <= 4100, a fifth lot would cost 5038.
-    let id = x
-        .place(0, 0, &OrderRequest::market_quote(0, 0, B, 4_100), &mut out)
-        .unwrap();
+    let id = x.place(0, 0, &OrderRequest::market_quote(0, 0, B, 4_100), &mut out).unwrap();
     let acc = out.iter().find(|e| e.kind == EventKind::Accepted).unwrap();
     assert_eq!((acc.order_id, acc.qty), (id, 4));
-    let filled: i64 = out
-        .iter()
-        .filter(|e| e.kind == EventKind::Fill)
-        .map(|e| e.qty)
-        .sum();
+    let filled: i64 = out.iter().filter(|e| e.kind == EventKind::Fill).map(|e| e.qty).sum();
     assert_eq!(filled, 4);
     let after = bal(&x, 0, 1);
     assert_eq!(after.1, 0, "the hold is released once the order ends");
@@ -831,12 +577,7 @@ fn quote_sized_buy_spends_at_most_the_amount_fee_included() {
     x.check_invariants();
     // The whole amount is held while it walks: more than available is refused, nothing changes.
     let snap = x.snapshot();
-    let r = x.place(
-        0,
-        0,
-        &OrderRequest::market_quote(0, 0, B, after.0 + 1),
-        &mut out,
-    );
+    let r = x.place(0, 0, &OrderRequest::market_quote(0, 0, B, after.0 + 1), &mut out);
     assert_eq!(r, Err(Reason::InsufficientFunds.into()));
     assert_eq!(x.snapshot(), snap);
 }
@@ -848,15 +589,8 @@ fn quote_sized_sell_sells_whole_lots_up_to_the_amount() {
     let mut out = Vec::new();
     let (base0, quote0) = (bal(&x, 0, 0), bal(&x, 0, 1));
     // 3500: 2000 + 990 = 2990, a fourth lot would be 3980.
-    x.place(0, 0, &OrderRequest::market_quote(0, 0, S, 3_500), &mut out)
-        .unwrap();
-    assert_eq!(
-        out.iter()
-            .find(|e| e.kind == EventKind::Accepted)
-            .unwrap()
-            .qty,
-        3
-    );
+    x.place(0, 0, &OrderRequest::market_quote(0, 0, S, 3_500), &mut out).unwrap();
+    assert_eq!(out.iter().find(|e| e.kind == EventKind::Accepted).unwrap().qty, 3);
     assert_eq!(bal(&x, 0, 0), (base0.0 - 3_000, 0));
     assert_eq!(bal(&x, 0, 1).0, quote0.0 + 2_000 - 2 + 990 - 1);
     x.check_invariants();
@@ -869,38 +603,13 @@ fn quote_sized_orders_reject_what_they_cannot_size() {
     let snap = x.snapshot();
     let cases = [
         // Not one lot's worth (a lot costs 1001), an empty side, a zero amount, a limit type, a bad tif.
-        (
-            OrderRequest::market_quote(0, 0, B, 1_000),
-            Reason::BelowMinQuantity,
-        ),
-        (
-            OrderRequest::market_quote(0, 0, S, 10_000),
-            Reason::BelowMinQuantity,
-        ),
-        (
-            OrderRequest::market_quote(0, 0, B, 0),
-            Reason::InvalidAmount,
-        ),
-        (
-            OrderRequest {
-                order_type: OrderType::Limit as u8,
-                price: 100,
-                ..OrderRequest::market_quote(0, 0, B, 5_000)
-            },
-            Reason::InvalidFlags,
-        ),
-        (
-            OrderRequest::market_quote(0, 0, B, 5_000).with_tif(Tif::Gtc),
-            Reason::InvalidTif,
-        ),
+        (OrderRequest::market_quote(0, 0, B, 1_000), Reason::BelowMinQuantity),
+        (OrderRequest::market_quote(0, 0, S, 10_000), Reason::BelowMinQuantity),
+        (OrderRequest::market_quote(0, 0, B, 0), Reason::InvalidAmount),
+        (OrderRequest { order_type: OrderType::Limit as u8, price: 100, ..OrderRequest::market_quote(0, 0, B, 5_000) }, Reason::InvalidFlags),
+        (OrderRequest::market_quote(0, 0, B, 5_000).with_tif(Tif::Gtc), Reason::InvalidTif),
         // A protection price below the best ask leaves nothing to buy.
-        (
-            OrderRequest {
-                price: 99,
-                ..OrderRequest::market_quote(0, 0, B, 5_000)
-            },
-            Reason::BelowMinQuantity,
-        ),
+        (OrderRequest { price: 99, ..OrderRequest::market_quote(0, 0, B, 5_000) }, Reason::BelowMinQuantity),
     ];
     for (r, want) in cases {
         assert_eq!(x.place(0, 0, &r, &mut out), Err(want.into()), "{r:?}");
@@ -909,25 +618,14 @@ fn quote_sized_orders_reject_what_they_cannot_size() {
     }
     // The book alone does not know the flag.
     let mut book = Book::new(1, 1);
-    assert_eq!(
-        book.submit(&OrderRequest::market_quote(1, 1, B, 5), &mut out),
-        Err(Reason::InvalidFlags.into())
-    );
+    assert_eq!(book.submit(&OrderRequest::market_quote(1, 1, B, 5), &mut out), Err(Reason::InvalidFlags.into()));
     // Through a batch record: the flag and the amount in `qty`.
     let rec = record::CommandRecord {
-        kind: record::kind::SUBMIT,
-        side: B as u8,
-        order_type: OrderType::Market as u8,
-        tif: Tif::Ioc as u8,
-        flags: FLAG_QUOTE_QTY,
-        qty: 2_002,
-        ..Default::default()
+        kind: record::kind::SUBMIT, side: B as u8, order_type: OrderType::Market as u8, tif: Tif::Ioc as u8,
+        flags: FLAG_QUOTE_QTY, qty: 2_002, ..Default::default()
     };
     x.apply_record(&rec, 0, &mut out);
-    let acc = out
-        .iter()
-        .find(|e| e.kind == EventKind::Accepted)
-        .expect("accepted");
+    let acc = out.iter().find(|e| e.kind == EventKind::Accepted).expect("accepted");
     assert_eq!(acc.qty, 2);
     x.check_invariants();
 }
@@ -1019,30 +717,14 @@ fn the_tape_marks_trades_of_the_same_taker() {
     let mut x = setup();
     let mut out = Vec::new();
     for (price, qty) in [(100, 1), (100, 2), (101, 1)] {
-        x.place(0, 0, &OrderRequest::limit(0, 0, S, price, qty), &mut out)
-            .unwrap();
+        x.place(0, 0, &OrderRequest::limit(0, 0, S, price, qty), &mut out).unwrap();
     }
     // One taker sweeps three makers at two prices; the next taker starts a new run.
-    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 4), &mut out)
-        .unwrap();
-    x.place(0, 0, &OrderRequest::limit(0, 0, S, 101, 1), &mut out)
-        .unwrap();
-    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 1), &mut out)
-        .unwrap();
-    let tape: Vec<(i64, bool)> = x
-        .market_data(0)
-        .unwrap()
-        .trades(10)
-        .map(|t| (t.price, t.same_taker))
-        .collect();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 4), &mut out).unwrap();
+    x.place(0, 0, &OrderRequest::limit(0, 0, S, 101, 1), &mut out).unwrap();
+    x.place(1, 0, &OrderRequest::limit(0, 0, B, 101, 1), &mut out).unwrap();
+    let tape: Vec<(i64, bool)> = x.market_data(0).unwrap().trades(10).map(|t| (t.price, t.same_taker)).collect();
     assert_eq!(tape, [(100, false), (100, true), (101, true), (101, false)]);
     let y = Exchange::restore(&x.snapshot()).unwrap();
-    assert_eq!(
-        y.market_data(0)
-            .unwrap()
-            .trades(10)
-            .map(|t| t.same_taker)
-            .collect::<Vec<_>>(),
-        [false, true, true, false]
-    );
+    assert_eq!(y.market_data(0).unwrap().trades(10).map(|t| t.same_taker).collect::<Vec<_>>(), [false, true, true, false]);
 }

@@ -21,12 +21,10 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (acct.clone(), asset.clone(), amount.clone()).prop_map(|(a, s, n)| Op::Deposit(a, s, n)),
         (acct.clone(), asset.clone(), amount.clone()).prop_map(|(a, s, n)| Op::Withdraw(a, s, n)),
-        (acct.clone(), acct.clone(), asset.clone(), amount.clone())
-            .prop_map(|(a, b, s, n)| Op::Transfer(a, b, s, n)),
+        (acct.clone(), acct.clone(), asset.clone(), amount.clone()).prop_map(|(a, b, s, n)| Op::Transfer(a, b, s, n)),
         (acct.clone(), asset.clone(), amount.clone()).prop_map(|(a, s, n)| Op::Hold(a, s, n)),
         (acct.clone(), asset.clone(), 1i64..500).prop_map(|(a, s, n)| Op::Release(a, s, n)),
-        (acct.clone(), acct, asset, 1i64..500, -3i64..10)
-            .prop_map(|(a, b, s, n, f)| Op::Settle(a, b, s, n, f)),
+        (acct.clone(), acct, asset, 1i64..500, -3i64..10).prop_map(|(a, b, s, n, f)| Op::Settle(a, b, s, n, f)),
     ]
 }
 

@@ -78,10 +78,7 @@ impl Ledger {
         for e in events {
             match e.kind {
                 EventKind::Accepted => {
-                    assert!(
-                        self.open.insert(e.order_id, e.qty).is_none(),
-                        "id accepted twice while live: {e:?}"
-                    );
+                    assert!(self.open.insert(e.order_id, e.qty).is_none(), "id accepted twice while live: {e:?}");
                 }
                 EventKind::Fill => {
                     let t = self.open.get_mut(&e.order_id).expect("taker is live");
@@ -99,10 +96,7 @@ impl Ledger {
                     }
                 }
                 EventKind::Cancelled => {
-                    let o = self
-                        .open
-                        .get_mut(&e.order_id)
-                        .expect("cancelled order is live");
+                    let o = self.open.get_mut(&e.order_id).expect("cancelled order is live");
                     *o -= e.qty;
                     assert_eq!(*o, e.remaining, "cancel remaining in {e:?}");
                     if e.remaining == 0 {
@@ -110,16 +104,10 @@ impl Ledger {
                     }
                 }
                 EventKind::Amended => {
-                    *self
-                        .open
-                        .get_mut(&e.order_id)
-                        .expect("amended order is live") = e.qty;
+                    *self.open.get_mut(&e.order_id).expect("amended order is live") = e.qty;
                 }
                 EventKind::Activated => {
-                    *self
-                        .open
-                        .get_mut(&e.order_id)
-                        .expect("activated child is live") = e.qty;
+                    *self.open.get_mut(&e.order_id).expect("activated child is live") = e.qty;
                 }
                 EventKind::Triggered | EventKind::Rejected | EventKind::Depth => {}
             }

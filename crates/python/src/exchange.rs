@@ -6,8 +6,8 @@ use lxdex_engine::marketdata::Interval;
 use lxdex_engine::record::COMMAND_RECORD_SIZE;
 use lxdex_engine::replay::replay_records;
 use lxdex_engine::{
-    BracketRequest, Event, EventKind, Exchange, ExitLegs, FeeTier, MarketConfig, MarketStatus,
-    OcoRequest, OrderStatus, Reject, Side, FLAG_POST_ONLY, FLAG_QUOTE_QTY,
+    BracketRequest, Event, EventKind, Exchange, ExitLegs, FeeTier, MarketConfig, MarketStatus, OcoRequest, OrderStatus,
+    Reject, Side, FLAG_POST_ONLY, FLAG_QUOTE_QTY,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -27,13 +27,7 @@ pub struct PyExchange {
     out: Vec<Event>,
 }
 
-fn done<'py>(
-    py: Python<'py>,
-    out: &mut Vec<Event>,
-    what: &str,
-    id: u64,
-    r: Result<(), Reject>,
-) -> PyResult<Bound<'py, PyList>> {
+fn done<'py>(py: Python<'py>, out: &mut Vec<Event>, what: &str, id: u64, r: Result<(), Reject>) -> PyResult<Bound<'py, PyList>> {
     match r {
         Ok(()) => {
             let list = PyList::new(py, out.iter().map(PyEvent::from))?;
@@ -55,10 +49,7 @@ fn plain(py: Python<'_>, what: &str, id: u64, r: Result<(), Reject>) -> PyResult
 impl PyExchange {
     #[new]
     fn new() -> Self {
-        PyExchange {
-            x: Exchange::new(),
-            out: Vec::new(),
-        }
+        PyExchange { x: Exchange::new(), out: Vec::new() }
     }
 
     /// Adds an asset; returns its id.
@@ -82,43 +73,14 @@ impl PyExchange {
         maker_bps: i64,
         taker_bps: i64,
     ) -> PyResult<u32> {
-        let cfg = MarketConfig {
-            base,
-            quote,
-            lot_units,
-            tick_units,
-            min_qty,
-            min_notional,
-            band_bps,
-            maker_bps,
-            taker_bps,
-        };
-        self.x
-            .add_market(cfg)
-            .map_err(|e| rejected(py, "market", 0, e))
+        let cfg = MarketConfig { base, quote, lot_units, tick_units, min_qty, min_notional, band_bps, maker_bps, taker_bps };
+        self.x.add_market(cfg).map_err(|e| rejected(py, "market", 0, e))
     }
 
     /// Sets a market's volume discount tiers: `[(min_volume, maker_bps, taker_bps)]`.
-    fn set_fee_tiers(
-        &mut self,
-        py: Python<'_>,
-        market: u32,
-        tiers: Vec<(i64, i64, i64)>,
-    ) -> PyResult<()> {
-        let tiers: Vec<FeeTier> = tiers
-            .into_iter()
-            .map(|(min_volume, maker_bps, taker_bps)| FeeTier {
-                min_volume,
-                maker_bps,
-                taker_bps,
-            })
-            .collect();
-        plain(
-            py,
-            "fee tiers of market",
-            market as u64,
-            self.x.set_fee_tiers(market, &tiers),
-        )
+    fn set_fee_tiers(&mut self, py: Python<'_>, market: u32, tiers: Vec<(i64, i64, i64)>) -> PyResult<()> {
+        let tiers: Vec<FeeTier> = tiers.into_iter().map(|(min_volume, maker_bps, taker_bps)| FeeTier { min_volume, maker_bps, taker_bps }).collect();
+        plain(py, "fee tiers of market", market as u64, self.x.set_fee_tiers(market, &tiers))
     }
 
     /// An account's 30-day traded volume in a quote asset (quote units).
@@ -127,14 +89,8 @@ impl PyExchange {
     }
 
     /// Sets a market's status (0 trading, 1 halted, 2 post-only, 3 closed).
-    fn set_market_status<'py>(
-        &mut self,
-        py: Python<'py>,
-        market: u32,
-        status: i64,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let status = MarketStatus::from_u8(wire(status))
-            .ok_or_else(|| PyValueError::new_err("status: must be 0..=3"))?;
+    fn set_market_status<'py>(&mut self, py: Python<'py>, market: u32, status: i64) -> PyResult<Bound<'py, PyList>> {
+        let status = MarketStatus::from_u8(wire(status)).ok_or_else(|| PyValueError::new_err("status: must be 0..=3"))?;
         let r = self.x.set_market_status(market, status, &mut self.out);
         done(py, &mut self.out, "status of market", market as u64, r)
     }
@@ -144,52 +100,20 @@ impl PyExchange {
         self.x.add_account()
     }
 
-    fn set_account_suspended(
-        &mut self,
-        py: Python<'_>,
-        account: u32,
-        suspended: bool,
-    ) -> PyResult<()> {
-        plain(
-            py,
-            "account",
-            account as u64,
-            self.x.set_account_suspended(account, suspended),
-        )
+    fn set_account_suspended(&mut self, py: Python<'_>, account: u32, suspended: bool) -> PyResult<()> {
+        plain(py, "account", account as u64, self.x.set_account_suspended(account, suspended))
     }
 
     fn deposit(&mut self, py: Python<'_>, account: u32, asset: u32, amount: i64) -> PyResult<()> {
-        plain(
-            py,
-            "deposit to account",
-            account as u64,
-            self.x.deposit(account, asset, amount),
-        )
+        plain(py, "deposit to account", account as u64, self.x.deposit(account, asset, amount))
     }
 
     fn withdraw(&mut self, py: Python<'_>, account: u32, asset: u32, amount: i64) -> PyResult<()> {
-        plain(
-            py,
-            "withdrawal from account",
-            account as u64,
-            self.x.withdraw(account, asset, amount),
-        )
+        plain(py, "withdrawal from account", account as u64, self.x.withdraw(account, asset, amount))
     }
 
-    fn transfer(
-        &mut self,
-        py: Python<'_>,
-        from_account: u32,
-        to_account: u32,
-        asset: u32,
-        amount: i64,
-    ) -> PyResult<()> {
-        plain(
-            py,
-            "transfer from account",
-            from_account as u64,
-            self.x.transfer(from_account, to_account, asset, amount),
-        )
+    fn transfer(&mut self, py: Python<'_>, from_account: u32, to_account: u32, asset: u32, amount: i64) -> PyResult<()> {
+        plain(py, "transfer from account", from_account as u64, self.x.transfer(from_account, to_account, asset, amount))
     }
 
     /// Places an order; returns `(order_id, events)`. `quote_qty` (quote
@@ -218,24 +142,11 @@ impl PyExchange {
         quote_qty: i64,
     ) -> PyResult<(u64, Bound<'py, PyList>)> {
         if quote_qty != 0 && qty != 0 {
-            return Err(PyValueError::new_err(
-                "quote_qty: give qty or quote_qty, not both",
-            ));
+            return Err(PyValueError::new_err("quote_qty: give qty or quote_qty, not both"));
         }
         let mut req = order_request(
-            0,
-            account as u64,
-            side,
-            qty,
-            price,
-            order_type,
-            tif,
-            stp,
-            post_only,
-            display_qty,
-            trigger_price,
-            trail_bps,
-            expire_ts,
+            0, account as u64, side, qty, price, order_type, tif, stp, post_only, display_qty, trigger_price,
+            trail_bps, expire_ts,
         );
         if quote_qty != 0 {
             req.qty = quote_qty;
@@ -243,13 +154,7 @@ impl PyExchange {
         }
         let r = self.x.place(account, market, &req, &mut self.out);
         let id = *r.as_ref().unwrap_or(&0);
-        let events = done(
-            py,
-            &mut self.out,
-            "order of account",
-            account as u64,
-            r.map(|_| ()),
-        )?;
+        let events = done(py, &mut self.out, "order of account", account as u64, r.map(|_| ()))?;
         Ok((id, events))
     }
 
@@ -276,24 +181,11 @@ impl PyExchange {
             side: wire(side),
             qty,
             stp: wire(stp),
-            legs: ExitLegs {
-                tp_id: 0,
-                tp_trigger,
-                tp_price,
-                sl_id: 0,
-                sl_trigger,
-                sl_price,
-            },
+            legs: ExitLegs { tp_id: 0, tp_trigger, tp_price, sl_id: 0, sl_trigger, sl_price },
         };
         let r = self.x.place_oco(account, market, &req, &mut self.out);
         let id = *r.as_ref().unwrap_or(&0);
-        let events = done(
-            py,
-            &mut self.out,
-            "oco of account",
-            account as u64,
-            r.map(|_| ()),
-        )?;
+        let events = done(py, &mut self.out, "oco of account", account as u64, r.map(|_| ()))?;
         Ok((id, events))
     }
 
@@ -330,24 +222,11 @@ impl PyExchange {
             stp: wire(stp),
             flags: if post_only { FLAG_POST_ONLY } else { 0 },
             expire_ts,
-            exits: ExitLegs {
-                tp_id: 0,
-                tp_trigger,
-                tp_price,
-                sl_id: 0,
-                sl_trigger,
-                sl_price,
-            },
+            exits: ExitLegs { tp_id: 0, tp_trigger, tp_price, sl_id: 0, sl_trigger, sl_price },
         };
         let r = self.x.place_bracket(account, market, &req, &mut self.out);
         let id = *r.as_ref().unwrap_or(&0);
-        let events = done(
-            py,
-            &mut self.out,
-            "bracket of account",
-            account as u64,
-            r.map(|_| ()),
-        )?;
+        let events = done(py, &mut self.out, "bracket of account", account as u64, r.map(|_| ()))?;
         Ok((id, events))
     }
 
@@ -358,44 +237,21 @@ impl PyExchange {
         self.x.order_link(order_id)
     }
 
-    fn cancel<'py>(
-        &mut self,
-        py: Python<'py>,
-        account: u32,
-        order_id: u64,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn cancel<'py>(&mut self, py: Python<'py>, account: u32, order_id: u64) -> PyResult<Bound<'py, PyList>> {
         let r = self.x.cancel(account, order_id, &mut self.out);
         done(py, &mut self.out, "cancel of order", order_id, r)
     }
 
     #[pyo3(signature = (account, order_id, price = 0, qty = 0))]
-    fn amend<'py>(
-        &mut self,
-        py: Python<'py>,
-        account: u32,
-        order_id: u64,
-        price: i64,
-        qty: i64,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn amend<'py>(&mut self, py: Python<'py>, account: u32, order_id: u64, price: i64, qty: i64) -> PyResult<Bound<'py, PyList>> {
         let r = self.x.amend(account, order_id, price, qty, &mut self.out);
         done(py, &mut self.out, "amend of order", order_id, r)
     }
 
     #[pyo3(signature = (account, market = None))]
-    fn cancel_all<'py>(
-        &mut self,
-        py: Python<'py>,
-        account: u32,
-        market: Option<u32>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn cancel_all<'py>(&mut self, py: Python<'py>, account: u32, market: Option<u32>) -> PyResult<Bound<'py, PyList>> {
         let r = self.x.cancel_all(account, market, &mut self.out);
-        done(
-            py,
-            &mut self.out,
-            "cancel-all of account",
-            account as u64,
-            r,
-        )
+        done(py, &mut self.out, "cancel-all of account", account as u64, r)
     }
 
     fn advance_time<'py>(&mut self, py: Python<'py>, ts: u64) -> PyResult<Bound<'py, PyList>> {
@@ -403,28 +259,13 @@ impl PyExchange {
         done(py, &mut self.out, "advance_time to", ts, r)
     }
 
-    fn observe_price<'py>(
-        &mut self,
-        py: Python<'py>,
-        market: u32,
-        price: i64,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn observe_price<'py>(&mut self, py: Python<'py>, market: u32, price: i64) -> PyResult<Bound<'py, PyList>> {
         let r = self.x.observe_price(market, price, &mut self.out);
-        done(
-            py,
-            &mut self.out,
-            "observe_price in market",
-            market as u64,
-            r,
-        )
+        done(py, &mut self.out, "observe_price in market", market as u64, r)
     }
 
     /// Applies `COMMAND_DTYPE` records (docs/exchange.md); returns `EVENT_DTYPE` records.
-    fn process<'py>(
-        &mut self,
-        py: Python<'py>,
-        commands: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn process<'py>(&mut self, py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let buf = command_buffer(py, commands)?;
         let ptr = SendPtr(buf.buf_ptr() as *const u8, buf.len_bytes());
         let x = &mut self.x;
@@ -461,9 +302,7 @@ impl PyExchange {
         let sp = View::new(spans, "spans")?;
         let (bytes, spans) = unsafe { (b.slice(), sp.slice()) };
         if spans.len() % 16 != 0 {
-            return Err(PyValueError::new_err(
-                "spans: expected pairs of u64 offsets",
-            ));
+            return Err(PyValueError::new_err("spans: expected pairs of u64 offsets"));
         }
         let n = spans.len() / 16;
         let mut ranges = Vec::with_capacity(n.saturating_sub(index));
@@ -471,9 +310,7 @@ impl PyExchange {
             let at = |i: usize| u64::from_le_bytes(spans[i..i + 8].try_into().unwrap()) as usize;
             let (a, e) = (at(k * 16), at(k * 16 + 8));
             if a > e || e > bytes.len() {
-                return Err(PyValueError::new_err(format!(
-                    "spans: record {k} is outside buf"
-                )));
+                return Err(PyValueError::new_err(format!("spans: record {k} is outside buf")));
             }
             ranges.push((a, e));
         }
@@ -494,40 +331,26 @@ impl PyExchange {
         });
         let flagged = PyList::empty(py);
         for f in &r.flagged {
-            flagged.append((
-                index + f.index,
-                f.ts,
-                events_to_numpy(py, &f.clock)?,
-                events_to_numpy(py, &f.events)?,
-            ))?;
+            flagged.append((index + f.index, f.ts, events_to_numpy(py, &f.clock)?, events_to_numpy(py, &f.events)?))?;
         }
         Ok((r.count, r.max_ts, flagged))
     }
 
     /// `(available, held)` of an account in an asset.
     fn balance(&self, py: Python<'_>, account: u32, asset: u32) -> PyResult<(i64, i64)> {
-        let b =
-            self.x.ledger().balance(account, asset).map_err(|e| {
-                rejected(py, "balance of account", account as u64, ledger_reject(e))
-            })?;
+        let b = self.x.ledger().balance(account, asset).map_err(|e| rejected(py, "balance of account", account as u64, ledger_reject(e)))?;
         Ok((b.available, b.held))
     }
 
     /// Every non-empty balance of an account: `[(asset, available, held)]`.
     fn balances(&self, py: Python<'_>, account: u32) -> PyResult<Vec<(u32, i64, i64)>> {
-        let b =
-            self.x.ledger().balances(account).map_err(|e| {
-                rejected(py, "balances of account", account as u64, ledger_reject(e))
-            })?;
+        let b = self.x.ledger().balances(account).map_err(|e| rejected(py, "balances of account", account as u64, ledger_reject(e)))?;
         Ok(b.iter().map(|b| (b.asset, b.available, b.held)).collect())
     }
 
     /// Fees collected in an asset.
     fn fees(&self, py: Python<'_>, asset: u32) -> PyResult<i64> {
-        self.x
-            .ledger()
-            .fees(asset)
-            .map_err(|e| rejected(py, "fees of asset", asset as u64, ledger_reject(e)))
+        self.x.ledger().fees(asset).map_err(|e| rejected(py, "fees of asset", asset as u64, ledger_reject(e)))
     }
 
     /// An open order's `(account, market, asset held, amount held)`, or None.
@@ -550,30 +373,11 @@ impl PyExchange {
 
     fn book_depth(&self, market: u32, n: usize) -> PyResult<(Levels, Levels)> {
         let b = self.book(market)?;
-        let f = |s| {
-            b.depth(s, n)
-                .into_iter()
-                .map(|l| (l.price, l.visible, l.count))
-                .collect()
-        };
+        let f = |s| b.depth(s, n).into_iter().map(|l| (l.price, l.visible, l.count)).collect();
         Ok((f(Side::Buy), f(Side::Sell)))
     }
     fn book_l3(&self, market: u32) -> PyResult<Vec<L3Row>> {
-        Ok(self
-            .book(market)?
-            .l3()
-            .into_iter()
-            .map(|o| {
-                (
-                    o.order_id,
-                    o.owner,
-                    o.side as u8,
-                    o.price,
-                    o.visible,
-                    o.hidden,
-                )
-            })
-            .collect())
+        Ok(self.book(market)?.l3().into_iter().map(|o| (o.order_id, o.owner, o.side as u8, o.price, o.visible, o.hidden)).collect())
     }
     fn book_last_price(&self, market: u32) -> PyResult<Option<i64>> {
         Ok(self.book(market)?.last_price())
@@ -586,15 +390,8 @@ impl PyExchange {
     /// `(last depth update id, bids, asks)`: the resync snapshot for DEPTH diffs.
     #[pyo3(signature = (market, n = 100))]
     fn depth_snapshot(&self, market: u32, n: usize) -> PyResult<(u64, Levels, Levels)> {
-        let (id, bids, asks) = self
-            .x
-            .depth_snapshot(market, n)
-            .ok_or_else(|| unknown_market(market))?;
-        let f = |v: Vec<lxdex_engine::DepthLevel>| {
-            v.into_iter()
-                .map(|l| (l.price, l.visible, l.count))
-                .collect()
-        };
+        let (id, bids, asks) = self.x.depth_snapshot(market, n).ok_or_else(|| unknown_market(market))?;
+        let f = |v: Vec<lxdex_engine::DepthLevel>| v.into_iter().map(|l| (l.price, l.visible, l.count)).collect();
         Ok((id, f(bids), f(asks)))
     }
 
@@ -602,14 +399,8 @@ impl PyExchange {
     #[pyo3(signature = (market, limit = 500))]
     #[allow(clippy::type_complexity)]
     fn trades(&self, market: u32, limit: usize) -> PyResult<Vec<(u64, u64, i64, i64, u8)>> {
-        let md = self
-            .x
-            .market_data(market)
-            .ok_or_else(|| unknown_market(market))?;
-        Ok(md
-            .trades(limit)
-            .map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8))
-            .collect())
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        Ok(md.trades(limit).map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8)).collect())
     }
 
     /// Recent trades `(id, ts, price, qty, taker_side, same_taker)`, oldest
@@ -618,78 +409,32 @@ impl PyExchange {
     #[pyo3(signature = (market, limit = 500))]
     #[allow(clippy::type_complexity)]
     fn tape(&self, market: u32, limit: usize) -> PyResult<Vec<(u64, u64, i64, i64, u8, bool)>> {
-        let md = self
-            .x
-            .market_data(market)
-            .ok_or_else(|| unknown_market(market))?;
-        Ok(md
-            .trades(limit)
-            .map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8, t.same_taker))
-            .collect())
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        Ok(md.trades(limit).map(|t| (t.id, t.ts, t.price, t.qty, t.taker_side as u8, t.same_taker)).collect())
     }
 
     /// Candles `(start_ms, open, high, low, close, volume, quote_volume, trades)`
     /// of a Binance-style interval (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 1w 1M).
     #[pyo3(signature = (market, interval, since = 0, limit = 500))]
     #[allow(clippy::type_complexity)]
-    fn candles(
-        &self,
-        market: u32,
-        interval: &str,
-        since: u64,
-        limit: usize,
-    ) -> PyResult<Vec<(u64, i64, i64, i64, i64, i64, i128, u64)>> {
-        let md = self
-            .x
-            .market_data(market)
-            .ok_or_else(|| unknown_market(market))?;
+    fn candles(&self, market: u32, interval: &str, since: u64, limit: usize) -> PyResult<Vec<(u64, i64, i64, i64, i64, i64, i128, u64)>> {
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
         let iv = Interval::parse(interval).ok_or_else(|| {
             PyValueError::new_err(format!("interval: {interval:?} is not one of 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 1w 1M"))
         })?;
-        Ok(md
-            .candles(iv, since, limit)
-            .into_iter()
-            .map(|c| {
-                (
-                    c.start,
-                    c.open,
-                    c.high,
-                    c.low,
-                    c.close,
-                    c.volume,
-                    c.quote_volume,
-                    c.trades,
-                )
-            })
-            .collect())
+        Ok(md.candles(iv, since, limit).into_iter().map(|c| (c.start, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades)).collect())
     }
 
     /// The rolling 24 h ticker `(open, high, low, last, volume, quote_volume, trades)`, or None.
     #[allow(clippy::type_complexity)]
     fn ticker(&self, market: u32) -> PyResult<Option<(i64, i64, i64, i64, i64, i128, u64)>> {
-        let md = self
-            .x
-            .market_data(market)
-            .ok_or_else(|| unknown_market(market))?;
-        Ok(md.ticker(self.x.now()).map(|t| {
-            (
-                t.open,
-                t.high,
-                t.low,
-                t.last,
-                t.volume,
-                t.quote_volume,
-                t.trades,
-            )
-        }))
+        let md = self.x.market_data(market).ok_or_else(|| unknown_market(market))?;
+        Ok(md.ticker(self.x.now()).map(|t| (t.open, t.high, t.low, t.last, t.volume, t.quote_volume, t.trades)))
     }
 
     /// An account's open orders as dicts (market, and the book's view of the order).
     fn open_orders<'py>(&self, py: Python<'py>, account: u32) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let ids = self
-            .x
-            .open_orders(account)
-            .ok_or_else(|| PyValueError::new_err(format!("account: no account {account}")))?;
+        let ids = self.x.open_orders(account).ok_or_else(|| PyValueError::new_err(format!("account: no account {account}")))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let (_, market, _, held) = self.x.order_hold(id).expect("open order has a hold");
@@ -722,28 +467,9 @@ impl PyExchange {
 
     /// An account's recent fills `(ts, order_id, market, side, maker, price, qty, fee)`, oldest first.
     #[allow(clippy::type_complexity)]
-    fn recent_fills(
-        &self,
-        account: u32,
-    ) -> PyResult<Vec<(u64, u64, u32, u8, bool, i64, i64, i64)>> {
-        let h = self
-            .x
-            .recent_fills(account)
-            .ok_or_else(|| PyValueError::new_err(format!("account: no account {account}")))?;
-        Ok(h.iter()
-            .map(|f| {
-                (
-                    f.ts,
-                    f.order_id,
-                    f.market,
-                    f.side as u8,
-                    f.maker,
-                    f.price,
-                    f.qty,
-                    f.fee,
-                )
-            })
-            .collect())
+    fn recent_fills(&self, account: u32) -> PyResult<Vec<(u64, u64, u32, u8, bool, i64, i64, i64)>> {
+        let h = self.x.recent_fills(account).ok_or_else(|| PyValueError::new_err(format!("account: no account {account}")))?;
+        Ok(h.iter().map(|f| (f.ts, f.order_id, f.market, f.side as u8, f.maker, f.price, f.qty, f.fee)).collect())
     }
 
     /// The whole state as canonical bytes (equal states, equal bytes).
@@ -759,11 +485,7 @@ impl PyExchange {
 
     fn check_invariants(&self) -> PyResult<()> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.x.check_invariants()))
-            .map_err(|_| {
-                pyo3::exceptions::PyAssertionError::new_err(
-                    "exchange invariant broken (see stderr)",
-                )
-            })
+            .map_err(|_| pyo3::exceptions::PyAssertionError::new_err("exchange invariant broken (see stderr)"))
     }
 }
 
@@ -773,9 +495,7 @@ fn unknown_market(market: u32) -> PyErr {
 
 impl PyExchange {
     fn book(&self, market: u32) -> PyResult<&lxdex_engine::Book> {
-        self.x
-            .book(market)
-            .ok_or_else(|| PyValueError::new_err(format!("market: no market {market}")))
+        self.x.book(market).ok_or_else(|| PyValueError::new_err(format!("market: no market {market}")))
     }
 }
 

@@ -12,26 +12,16 @@ use crate::journal::View;
 /// of every 120-byte command record in `records`, from the 80-byte
 /// EVENT_DTYPE rows `events` of their batch (both bytes-like).
 #[pyfunction]
-fn gateway_acks<'py>(
-    py: Python<'py>,
-    records: &Bound<'py, PyAny>,
-    events: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn gateway_acks<'py>(py: Python<'py>, records: &Bound<'py, PyAny>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let r = View::new(records, "records")?;
     let e = View::new(events, "events")?;
     // SAFETY: the views live until the end of this function.
     let (rs, es) = unsafe { (r.slice(), e.slice()) };
     if rs.len() % COMMAND_RECORD_SIZE != 0 {
-        return Err(PyValueError::new_err(format!(
-            "records: {} bytes is not whole 120-byte records",
-            rs.len()
-        )));
+        return Err(PyValueError::new_err(format!("records: {} bytes is not whole 120-byte records", rs.len())));
     }
     if es.len() % 80 != 0 {
-        return Err(PyValueError::new_err(format!(
-            "events: {} bytes is not whole 80-byte events",
-            es.len()
-        )));
+        return Err(PyValueError::new_err(format!("events: {} bytes is not whole 80-byte events", es.len())));
     }
     Ok(PyBytes::new(py, &acks(rs, es)))
 }

@@ -25,25 +25,15 @@ impl View {
         if let Ok(b) = obj.cast::<PyBytes>() {
             let s = b.as_bytes();
             // The bytes object is immutable and `obj` outlives the view.
-            return Ok(View {
-                _buf: None,
-                ptr: s.as_ptr(),
-                len: s.len(),
-            });
+            return Ok(View { _buf: None, ptr: s.as_ptr(), len: s.len() });
         }
         let buf = PyBuffer::<u8>::get(obj)
             .map_err(|_| PyTypeError::new_err(format!("{what}: expected a bytes-like object")))?;
         if !buf.is_c_contiguous() {
-            return Err(PyValueError::new_err(format!(
-                "{what}: expected a contiguous buffer"
-            )));
+            return Err(PyValueError::new_err(format!("{what}: expected a contiguous buffer")));
         }
         let (ptr, len) = (buf.buf_ptr() as *const u8, buf.len_bytes());
-        Ok(View {
-            _buf: Some(buf),
-            ptr,
-            len,
-        })
+        Ok(View { _buf: Some(buf), ptr, len })
     }
 
     /// SAFETY: valid while `self` and the object it was made from live.
@@ -71,11 +61,7 @@ fn crc32c(data: &Bound<'_, PyAny>, crc: u32) -> PyResult<u32> {
 /// Frames `payloads` (bytes-like objects) as consecutive journal records
 /// numbered from `first_seq`; returns the framed bytes.
 #[pyfunction]
-fn journal_frame<'py>(
-    py: Python<'py>,
-    payloads: &Bound<'py, PyAny>,
-    first_seq: u64,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn journal_frame<'py>(py: Python<'py>, payloads: &Bound<'py, PyAny>, first_seq: u64) -> PyResult<Bound<'py, PyBytes>> {
     let items: Vec<Bound<'py, PyAny>> = if let Ok(list) = payloads.cast::<PyList>() {
         list.iter().collect()
     } else if let Ok(t) = payloads.cast::<PyTuple>() {
@@ -83,10 +69,7 @@ fn journal_frame<'py>(
     } else {
         payloads.try_iter()?.collect::<PyResult<_>>()?
     };
-    let views: Vec<View> = items
-        .iter()
-        .map(|o| View::new(o, "payloads"))
-        .collect::<PyResult<_>>()?;
+    let views: Vec<View> = items.iter().map(|o| View::new(o, "payloads")).collect::<PyResult<_>>()?;
     let mut total = 0usize;
     for v in &views {
         if v.len > MAX_PAYLOAD_LEN {
@@ -202,14 +185,7 @@ fn journal_read<'py>(
 ) -> PyResult<(Bound<'py, PyList>, u64, usize, &'static str)> {
     let v = View::new(buf, "buf")?;
     let bytes = unsafe { v.slice() };
-    let s = scan(
-        bytes,
-        start,
-        expected_first_seq,
-        from_seq,
-        max_records.unwrap_or(usize::MAX),
-        true,
-    );
+    let s = scan(bytes, start, expected_first_seq, from_seq, max_records.unwrap_or(usize::MAX), true);
     let items = s
         .records
         .iter()
@@ -234,21 +210,9 @@ fn journal_read_payloads<'py>(
 ) -> PyResult<(u64, Bound<'py, PyList>, u64, usize, &'static str)> {
     let v = View::new(buf, "buf")?;
     let bytes = unsafe { v.slice() };
-    let s = scan(
-        bytes,
-        start,
-        expected_first_seq,
-        from_seq,
-        max_records.unwrap_or(usize::MAX),
-        true,
-    );
+    let s = scan(bytes, start, expected_first_seq, from_seq, max_records.unwrap_or(usize::MAX), true);
     let first = s.records.first().map_or(s.last_seq + 1, |r| r.0);
-    let list = PyList::new(
-        py,
-        s.records
-            .iter()
-            .map(|&(_, a, b)| PyBytes::new(py, &bytes[a..b])),
-    )?;
+    let list = PyList::new(py, s.records.iter().map(|&(_, a, b)| PyBytes::new(py, &bytes[a..b])))?;
     Ok((first, list, s.last_seq, s.valid_end, status(&s)))
 }
 
@@ -279,24 +243,13 @@ fn journal_read_spans<'py>(
         spans.extend_from_slice(&(a as u64).to_le_bytes());
         spans.extend_from_slice(&(b as u64).to_le_bytes());
     }
-    Ok((
-        first,
-        PyBytes::new(py, &spans),
-        s.last_seq,
-        s.valid_end,
-        status(&s),
-    ))
+    Ok((first, PyBytes::new(py, &spans), s.last_seq, s.valid_end, status(&s)))
 }
 
 /// The first offset at or after `start` where a complete, CRC-valid record
 /// with `seq >= min_seq` begins, or None.
 #[pyfunction]
-fn journal_find_valid(
-    py: Python<'_>,
-    buf: &Bound<'_, PyAny>,
-    start: usize,
-    min_seq: u64,
-) -> PyResult<Option<usize>> {
+fn journal_find_valid(py: Python<'_>, buf: &Bound<'_, PyAny>, start: usize, min_seq: u64) -> PyResult<Option<usize>> {
     let v = View::new(buf, "buf")?;
     let ptr = SendPtr(v.ptr, v.len);
     Ok(py.detach(move || {

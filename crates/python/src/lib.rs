@@ -89,17 +89,10 @@ impl PyEvent {
     fn __repr__(&self) -> String {
         let kind = EventKind::from_u8(self.kind).map_or("?".into(), |k| upper_snake(k.name()));
         let side = Side::from_u8(self.side).map_or("?".into(), |s| upper_snake(s.name()));
-        let otype =
-            OrderType::from_u8(self.order_type).map_or("?".into(), |s| upper_snake(s.name()));
-        let mut s = format!(
-            "Event({kind} id={} owner={} {side} {otype}",
-            self.order_id, self.owner
-        );
+        let otype = OrderType::from_u8(self.order_type).map_or("?".into(), |s| upper_snake(s.name()));
+        let mut s = format!("Event({kind} id={} owner={} {side} {otype}", self.order_id, self.owner);
         if self.reason != 0 {
-            s += &format!(
-                " reason={}",
-                Reason::from_u8(self.reason).map_or("?".into(), |r| upper_snake(r.name()))
-            );
+            s += &format!(" reason={}", Reason::from_u8(self.reason).map_or("?".into(), |r| upper_snake(r.name())));
         }
         if self.other_id != 0 {
             s += &format!(" other={}/{}", self.other_id, self.other_owner);
@@ -116,31 +109,16 @@ static REJECTED_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static COMMAND_DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EVENT_DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn enums_attr<'py>(
-    py: Python<'py>,
-    cell: &'static PyOnceLock<Py<PyAny>>,
-    name: &str,
-) -> PyResult<Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("lxdex.enums")?.getattr(name)?.unbind())
-    })
-    .map(|v| v.bind(py).clone())
+fn enums_attr<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || Ok::<_, PyErr>(py.import("lxdex.enums")?.getattr(name)?.unbind()))
+        .map(|v| v.bind(py).clone())
 }
 
 pub(crate) fn rejected(py: Python<'_>, what: &str, id: u64, r: Reject) -> PyErr {
     let class = REJECTED_CLASS.get_or_try_init(py, || {
-        Ok::<_, PyErr>(
-            py.import("lxdex.errors")?
-                .getattr("OrderRejected")?
-                .cast_into::<PyType>()?
-                .unbind(),
-        )
+        Ok::<_, PyErr>(py.import("lxdex.errors")?.getattr("OrderRejected")?.cast_into::<PyType>()?.unbind())
     });
-    let message = format!(
-        "{what} {id} rejected: {} [{}]",
-        r.reason.describe(),
-        upper_snake(r.reason.name())
-    );
+    let message = format!("{what} {id} rejected: {} [{}]", r.reason.describe(), upper_snake(r.reason.name()));
     match class {
         Ok(class) => match class.bind(py).call1((message, r.reason as u8)) {
             Ok(exc) => PyErr::from_value(exc),
@@ -185,8 +163,7 @@ pub(crate) fn order_request(
         order_type: wire(order_type),
         tif: wire(tif),
         stp: wire(stp),
-        flags: if post_only { FLAG_POST_ONLY } else { 0 }
-            | if trail_bps { FLAG_TRAIL_BPS } else { 0 },
+        flags: if post_only { FLAG_POST_ONLY } else { 0 } | if trail_bps { FLAG_TRAIL_BPS } else { 0 },
         price,
         qty,
         trigger_price,
@@ -196,14 +173,11 @@ pub(crate) fn order_request(
 }
 
 /// A contiguous byte view of a `COMMAND_DTYPE` numpy array.
-pub(crate) fn command_buffer<'py>(
-    py: Python<'py>,
-    commands: &Bound<'py, PyAny>,
-) -> PyResult<PyBuffer<u8>> {
+pub(crate) fn command_buffer<'py>(py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResult<PyBuffer<u8>> {
     let dtype = enums_attr(py, &COMMAND_DTYPE, "COMMAND_DTYPE")?;
-    let theirs = commands.getattr("dtype").map_err(|_| {
-        PyTypeError::new_err("commands: expected a numpy array of lxdex.enums.COMMAND_DTYPE")
-    })?;
+    let theirs = commands
+        .getattr("dtype")
+        .map_err(|_| PyTypeError::new_err("commands: expected a numpy array of lxdex.enums.COMMAND_DTYPE"))?;
     if !theirs.eq(&dtype)? {
         return Err(PyTypeError::new_err(format!(
             "commands: dtype must be lxdex.enums.COMMAND_DTYPE, got {}",
@@ -211,14 +185,10 @@ pub(crate) fn command_buffer<'py>(
         )));
     }
     let np = py.import("numpy")?;
-    let flat = np
-        .call_method1("ascontiguousarray", (commands,))?
-        .call_method1("view", ("u1",))?;
+    let flat = np.call_method1("ascontiguousarray", (commands,))?.call_method1("view", ("u1",))?;
     let buf = PyBuffer::<u8>::get(&flat)?;
     if !buf.is_c_contiguous() || buf.len_bytes() % COMMAND_RECORD_SIZE != 0 {
-        return Err(PyValueError::new_err(
-            "commands: expected whole, contiguous command records",
-        ));
+        return Err(PyValueError::new_err("commands: expected whole, contiguous command records"));
     }
     Ok(buf)
 }
@@ -232,14 +202,10 @@ impl SendPtr {
     }
 }
 
-pub(crate) fn events_to_numpy<'py>(
-    py: Python<'py>,
-    events: &[Event],
-) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn events_to_numpy<'py>(py: Python<'py>, events: &[Event]) -> PyResult<Bound<'py, PyAny>> {
     let dtype = enums_attr(py, &EVENT_DTYPE, "EVENT_DTYPE")?;
     let bytes = PyByteArray::new(py, lxdex_engine::record::events_as_bytes(events));
-    py.import("numpy")?
-        .call_method1("frombuffer", (bytes, dtype))
+    py.import("numpy")?.call_method1("frombuffer", (bytes, dtype))
 }
 
 /// One market's order book (price-time priority, integer ticks and lots).
@@ -250,13 +216,7 @@ struct PyBook {
 }
 
 impl PyBook {
-    fn finish<'py>(
-        &mut self,
-        py: Python<'py>,
-        what: &str,
-        id: u64,
-        r: Result<(), Reject>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn finish<'py>(&mut self, py: Python<'py>, what: &str, id: u64, r: Result<(), Reject>) -> PyResult<Bound<'py, PyList>> {
         match r {
             Ok(()) => {
                 let list = PyList::new(py, self.out.iter().map(PyEvent::from))?;
@@ -281,19 +241,12 @@ impl PyBook {
     #[pyo3(signature = (tick_size = 1, lot_size = 1))]
     fn new(tick_size: i64, lot_size: i64) -> PyResult<Self> {
         if tick_size < 1 {
-            return Err(PyValueError::new_err(format!(
-                "tick_size: must be >= 1, got {tick_size}"
-            )));
+            return Err(PyValueError::new_err(format!("tick_size: must be >= 1, got {tick_size}")));
         }
         if lot_size < 1 {
-            return Err(PyValueError::new_err(format!(
-                "lot_size: must be >= 1, got {lot_size}"
-            )));
+            return Err(PyValueError::new_err(format!("lot_size: must be >= 1, got {lot_size}")));
         }
-        Ok(PyBook {
-            book: Book::new(tick_size, lot_size),
-            out: Vec::new(),
-        })
+        Ok(PyBook { book: Book::new(tick_size, lot_size), out: Vec::new() })
     }
 
     /// Submits an order of any type; returns its events. Raises
@@ -319,19 +272,8 @@ impl PyBook {
         expire_ts: u64,
     ) -> PyResult<Bound<'py, PyList>> {
         let req = order_request(
-            order_id,
-            owner,
-            side,
-            qty,
-            price,
-            order_type,
-            tif,
-            stp,
-            post_only,
-            display_qty,
-            trigger_price,
-            trail_bps,
-            expire_ts,
+            order_id, owner, side, qty, price, order_type, tif, stp, post_only, display_qty, trigger_price,
+            trail_bps, expire_ts,
         );
         let r = self.book.submit(&req, &mut self.out);
         self.finish(py, "order", order_id, r)
@@ -371,14 +313,7 @@ impl PyBook {
             stp: wire(stp),
             flags: if post_only { FLAG_POST_ONLY } else { 0 },
             expire_ts,
-            exits: ExitLegs {
-                tp_id,
-                tp_trigger,
-                tp_price,
-                sl_id,
-                sl_trigger,
-                sl_price,
-            },
+            exits: ExitLegs { tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price },
         };
         let r = self.book.bracket(&req, &mut self.out);
         self.finish(py, "bracket", order_id, r)
@@ -406,14 +341,7 @@ impl PyBook {
             side: wire(side),
             qty,
             stp: wire(stp),
-            legs: ExitLegs {
-                tp_id,
-                tp_trigger,
-                tp_price,
-                sl_id,
-                sl_trigger,
-                sl_price,
-            },
+            legs: ExitLegs { tp_id, tp_trigger, tp_price, sl_id, sl_trigger, sl_price },
         };
         let r = self.book.oco(&req, &mut self.out);
         self.finish(py, "oco", tp_id, r)
@@ -427,13 +355,7 @@ impl PyBook {
 
     /// Amends a resting order: new price and/or new remaining quantity (0 keeps).
     #[pyo3(signature = (order_id, price = 0, qty = 0))]
-    fn amend<'py>(
-        &mut self,
-        py: Python<'py>,
-        order_id: u64,
-        price: i64,
-        qty: i64,
-    ) -> PyResult<Bound<'py, PyList>> {
+    fn amend<'py>(&mut self, py: Python<'py>, order_id: u64, price: i64, qty: i64) -> PyResult<Bound<'py, PyList>> {
         let r = self.book.amend(order_id, price, qty, &mut self.out);
         self.finish(py, "amend of order", order_id, r)
     }
@@ -459,11 +381,7 @@ impl PyBook {
     /// Applies a numpy array of `COMMAND_DTYPE` records; returns a numpy array
     /// of `EVENT_DTYPE` records (rejections are `REJECTED` events). The GIL is
     /// released while the book works.
-    fn process<'py>(
-        &mut self,
-        py: Python<'py>,
-        commands: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn process<'py>(&mut self, py: Python<'py>, commands: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let buf = command_buffer(py, commands)?;
         let ptr = SendPtr(buf.buf_ptr() as *const u8, buf.len_bytes());
         let book = &mut self.book;
@@ -513,40 +431,20 @@ impl PyBook {
     }
     /// Visible quantity resting at `price` on `side`.
     fn volume_at(&self, side: i64, price: i64) -> PyResult<i64> {
-        let side = Side::from_u8(wire(side))
-            .ok_or_else(|| PyValueError::new_err("side: must be 0 (buy) or 1 (sell)"))?;
+        let side = Side::from_u8(wire(side)).ok_or_else(|| PyValueError::new_err("side: must be 0 (buy) or 1 (sell)"))?;
         Ok(self.book.volume_at(side, price))
     }
     /// `(bids, asks)`: the best `n` levels of each side as `(price, visible, count)`.
     #[pyo3(signature = (n = 10))]
     #[allow(clippy::type_complexity)]
     fn depth(&self, n: usize) -> (Vec<(i64, i64, u32)>, Vec<(i64, i64, u32)>) {
-        let f = |s| {
-            self.book
-                .depth(s, n)
-                .into_iter()
-                .map(|l| (l.price, l.visible, l.count))
-                .collect()
-        };
+        let f = |s| self.book.depth(s, n).into_iter().map(|l| (l.price, l.visible, l.count)).collect();
         (f(Side::Buy), f(Side::Sell))
     }
     /// Every resting order `(order_id, owner, side, price, visible, hidden)`,
     /// bids best to worst then asks, each level in queue order.
     fn l3(&self) -> Vec<(u64, u64, u8, i64, i64, i64)> {
-        self.book
-            .l3()
-            .into_iter()
-            .map(|o| {
-                (
-                    o.order_id,
-                    o.owner,
-                    side_name(o.side),
-                    o.price,
-                    o.visible,
-                    o.hidden,
-                )
-            })
-            .collect()
+        self.book.l3().into_iter().map(|o| (o.order_id, o.owner, side_name(o.side), o.price, o.visible, o.hidden)).collect()
     }
     /// Every waiting conditional order and bracket child
     /// `(order_id, owner, side, order_type, trigger, price, qty, active)`, in arrival order.
@@ -555,25 +453,12 @@ impl PyBook {
         self.book
             .pending()
             .into_iter()
-            .map(|p| {
-                (
-                    p.order_id,
-                    p.owner,
-                    p.side as u8,
-                    p.order_type as u8,
-                    p.trigger,
-                    p.price,
-                    p.qty,
-                    p.active,
-                )
-            })
+            .map(|p| (p.order_id, p.owner, p.side as u8, p.order_type as u8, p.trigger, p.price, p.qty, p.active))
             .collect()
     }
     /// The live order with this id as a dict, or None.
     fn order<'py>(&self, py: Python<'py>, order_id: u64) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(status) = self.book.order(order_id) else {
-            return Ok(None);
-        };
+        let Some(status) = self.book.order(order_id) else { return Ok(None) };
         let d = PyDict::new(py);
         match status {
             OrderStatus::Resting(o) => {
@@ -613,10 +498,7 @@ impl PyBook {
 
     /// Checks the book's internal invariants (raises AssertionError if broken). For tests.
     fn check_invariants(&self) -> PyResult<()> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.book.check_invariants()
-        }))
-        .map_err(|e| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.book.check_invariants())).map_err(|e| {
             let msg = e
                 .downcast_ref::<String>()
                 .cloned()
@@ -677,10 +559,7 @@ fn bench_replay<'py>(
         let bytes = PyByteArray::new(py, unsafe {
             std::slice::from_raw_parts(lat.as_ptr() as *const u8, lat.len() * 8)
         });
-        Some(
-            py.import("numpy")?
-                .call_method1("frombuffer", (bytes, "<u8"))?,
-        )
+        Some(py.import("numpy")?.call_method1("frombuffer", (bytes, "<u8"))?)
     } else {
         None
     };

@@ -20,9 +20,7 @@ const GROUP_BYTES: usize = 5 * 8;
 impl Book {
     /// The book's whole state as canonical bytes (see [`Book::restore`]).
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(
-            64 + self.index.len() * ORDER_BYTES + self.conds.len() * COND_BYTES,
-        ));
+        let mut w = Writer(Vec::with_capacity(64 + self.index.len() * ORDER_BYTES + self.conds.len() * COND_BYTES));
         w.0.extend_from_slice(MAGIC);
         w.0.extend_from_slice(&VERSION.to_le_bytes());
         w.i64(self.tick_size);
@@ -55,15 +53,7 @@ impl Book {
         }
         w.u64(self.conds.len() as u64);
         for c in self.conds.values() {
-            for b in [
-                c.side as u8,
-                c.order_type as u8,
-                c.tif as u8,
-                c.stp as u8,
-                c.trail_bps as u8,
-                c.active as u8,
-                c.queued as u8,
-            ] {
+            for b in [c.side as u8, c.order_type as u8, c.tif as u8, c.stp as u8, c.trail_bps as u8, c.active as u8, c.queued as u8] {
                 w.u8(b);
             }
             for v in [c.id, c.owner] {
@@ -131,21 +121,13 @@ impl Book {
             if id == 0 || book.is_live(id) {
                 return bad(format!("order id {id} zero or repeated"));
             }
-            if !(1..=MAX_PRICE).contains(&price)
-                || visible < 1
-                || hidden < 0
-                || visible + hidden > MAX_QTY
-            {
+            if !(1..=MAX_PRICE).contains(&price) || visible < 1 || hidden < 0 || visible + hidden > MAX_QTY {
                 return bad(format!("order {id}: price or quantity out of range"));
             }
             if display < 0 || (display > 0 && visible > display) || (display == 0 && hidden != 0) {
                 return bad(format!("order {id}: inconsistent iceberg"));
             }
-            if !matches!(tif, Tif::Gtc | Tif::Gtd)
-                || (tif == Tif::Gtd) != (expire_ts != 0)
-                || seq == 0
-                || seq >= book.next_seq
-            {
+            if !matches!(tif, Tif::Gtc | Tif::Gtd) || (tif == Tif::Gtd) != (expire_ts != 0) || seq == 0 || seq >= book.next_seq {
                 return bad(format!("order {id}: tif, expiry or seq inconsistent"));
             }
             // L3 order: bids by falling price, then asks by rising price.
@@ -206,21 +188,10 @@ impl Book {
             if display < 0 || (display > 0 && (display >= qty || order_type.is_market_type())) {
                 return bad(format!("pending order {id}: display quantity inconsistent"));
             }
-            if !order_type.is_conditional()
-                || queued
-                || id == 0
-                || book.is_live(id)
-                || seq <= prev_seq
-                || seq >= book.next_seq
-            {
+            if !order_type.is_conditional() || queued || id == 0 || book.is_live(id) || seq <= prev_seq || seq >= book.next_seq {
                 return bad(format!("pending order {id}: type, id or seq inconsistent"));
             }
-            if !(0..=MAX_QTY).contains(&qty)
-                || (active && qty == 0)
-                || trigger < 1
-                || !(0..=MAX_PRICE).contains(&price)
-                || reference < 0
-            {
+            if !(0..=MAX_QTY).contains(&qty) || (active && qty == 0) || trigger < 1 || !(0..=MAX_PRICE).contains(&price) || reference < 0 {
                 return bad(format!("pending order {id}: values out of range"));
             }
             if (tif == Tif::Gtd) != (expire_ts != 0) {
@@ -228,23 +199,8 @@ impl Book {
             }
             prev_seq = seq;
             let c = Cond {
-                id,
-                owner,
-                side,
-                order_type,
-                price,
-                qty,
-                tif,
-                stp,
-                expire_ts,
-                seq,
-                trigger,
-                trail_bps,
-                reference,
-                display,
-                active,
-                queued: false,
-                group,
+                id, owner, side, order_type, price, qty, tif, stp, expire_ts, seq, trigger, trail_bps,
+                reference, display, active, queued: false, group,
             };
             book.cond_ids.insert(id, seq);
             book.max_id = book.max_id.max(id);
@@ -260,12 +216,7 @@ impl Book {
         let mut prev_key = 0;
         for _ in 0..n {
             let key = r.u64()?;
-            let g = Group {
-                entry: r.u64()?,
-                filled: r.i64()?,
-                tp: r.u64()?,
-                sl: r.u64()?,
-            };
+            let g = Group { entry: r.u64()?, filled: r.i64()?, tp: r.u64()?, sl: r.u64()? };
             if key <= prev_key || g.filled < 0 {
                 return bad("groups out of order or negative fill");
             }
@@ -274,23 +225,13 @@ impl Book {
                     return bad(format!("group {key}: child {child} missing"));
                 }
             }
-            if g.entry != 0
-                && book
-                    .index
-                    .get(g.entry)
-                    .is_none_or(|i| book.extra(i).group != key)
-            {
+            if g.entry != 0 && book.index.get(g.entry).is_none_or(|i| book.extra(i).group != key) {
                 return bad(format!("group {key}: entry {} missing", g.entry));
             }
             prev_key = key;
             book.groups.insert(key, g);
         }
-        for (i, o) in book
-            .orders
-            .iter()
-            .enumerate()
-            .filter(|(i, o)| o.id != 0 && book.extra(*i as u32).group != 0)
-        {
+        for (i, o) in book.orders.iter().enumerate().filter(|(i, o)| o.id != 0 && book.extra(*i as u32).group != 0) {
             let group = book.extra(i as u32).group;
             if !book.groups.contains_key(&group) {
                 return bad(format!("order {}: group {group} missing", o.id));
