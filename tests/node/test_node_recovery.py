@@ -127,11 +127,22 @@ def test_a_history_store_behind_the_newest_snapshot_gets_what_it_lacks(tmp_path,
         again.journal.close()
 
 
+def _refused_and_stopped(node: Node, why: str) -> None:
+    """An order is refused for `why`, the node is unhealthy, and later
+    commands are refused promptly, whatever path they take."""
+    from lxdex.node.server import NodeStopped
+
+    fut = node.submit(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.01", price="100"))
+    with pytest.raises(NodeStopped, match=why):
+        fut.result(10)
+    assert not node.healthy
+    with pytest.raises(NodeStopped):
+        node.submit(C.CancelAll(account=0)).result(10)
+
+
 def test_a_batch_that_fails_to_apply_is_refused_and_stops_the_node(tmp_path):
     """A bug in the state machine (an exception while applying) never leaves
     the batch waiting: it is refused, never acknowledged, and the node stops."""
-    from lxdex.node.server import NodeStopped
-
     node = Node(tmp_path, two_accounts_config(), sync="fdatasync")
     node.start()
     _load(node, 20)
@@ -140,12 +151,7 @@ def test_a_batch_that_fails_to_apply_is_refused_and_stops_the_node(tmp_path):
         raise RuntimeError("a bug")
 
     node.exchange.execute = broken
-    fut = node.submit(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.01", price="100"))
-    with pytest.raises(NodeStopped, match="applying the batch failed: a bug"):
-        fut.result(10)
-    assert not node.healthy
-    with pytest.raises(NodeStopped):
-        node.submit(C.CancelAll(account=0)).result(10)
+    _refused_and_stopped(node, "applying the batch failed: a bug")
     del node.exchange.execute
     node.stop(snapshot=False)
 
@@ -227,13 +233,7 @@ def test_a_journal_failure_stops_the_node_and_every_later_command_is_refused(tmp
             raise OSError(28, "No space left on device")
 
         node.journal.append_begin = broken
-    fut = node.submit(C.PlaceOrder(account=0, market="BTC-USD", side="buy", qty="0.01", price="100"))
-    with pytest.raises(NodeStopped, match="journal append failed.*No space left on device"):
-        fut.result(10)
-    assert not node.healthy
-    # later commands are refused, promptly, whatever path they take
-    with pytest.raises(NodeStopped):
-        node.submit(C.CancelAll(account=0)).result(10)
+    _refused_and_stopped(node, "journal append failed.*No space left on device")
     node._failed, failed = None, node._failed  # a submit that raced with the failure still gets an answer
     late = node.submit(C.CancelAll(account=0))
     node._failed = failed
