@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import threading
 import time
 from decimal import Decimal
 from typing import Any, Literal, TypedDict
@@ -186,6 +187,17 @@ class _Base:
                  admin_token: str | None = None, recv_window: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key, self.secret, self.admin_token, self.recv_window = api_key, secret, admin_token, recv_window
+        self._last_ts = 0
+        self._ts_lock = threading.Lock()
+
+    def _timestamp(self) -> str:
+        """Milliseconds, strictly increasing per client: the node refuses a
+        signature it has already seen (a replay), so the same request sent
+        twice within one millisecond must not sign the same timestamp."""
+        with self._ts_lock:
+            ts = max(int(time.time() * 1000), self._last_ts + 1)
+            self._last_ts = ts
+        return str(ts)
 
     def _prepare(self, s: _Spec) -> tuple[str, str, dict, bytes]:
         query = urlencode({k: (str(v).lower() if isinstance(v, bool) else v) for k, v in s.query.items()})
@@ -195,7 +207,7 @@ class _Base:
         if s.auth == "signed":
             if not self.api_key or not self.secret:
                 raise ValueError("this endpoint needs api_key and secret")
-            ts = str(int(time.time() * 1000))
+            ts = self._timestamp()
             headers["X-LX-APIKEY"] = self.api_key
             headers["X-LX-TIMESTAMP"] = ts
             if self.recv_window:

@@ -631,3 +631,22 @@ def _list_spec(query: dict):
     from lxdex.client import _Spec
 
     return _Spec("GET", "/order-lists", "signed", query=query)
+
+
+def test_the_sdk_never_signs_the_same_request_twice(alice, monkeypatch):
+    """The node refuses a signature it has seen (replays); the SDK's
+    timestamps strictly increase, so the same request sent twice within one
+    millisecond (here: a stopped clock) is two requests, not a replay."""
+    import time as real_time
+    import types
+
+    import lxdex.client as sdk
+
+    frozen = real_time.time()
+    monkeypatch.setattr(sdk, "time", types.SimpleNamespace(time=lambda: frozen))
+    a = alice.client
+    alert = a.add_alert("SOL-USD", "above", "150.5")
+    assert a.cancel_alert(alert["alert_id"])["cancelled"] is True
+    e = err(lambda: a.cancel_alert(alert["alert_id"]))
+    assert (e.status, e.code) == (404, "UNKNOWN_ALERT")  # not 401 REPLAYED
+    assert len({a._timestamp() for _ in range(100)}) == 100
