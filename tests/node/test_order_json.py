@@ -63,6 +63,18 @@ def test_the_common_forms_take_the_fast_path():
         assert _check(b"  \n" + raw.replace(b", ", b" ,\t") + b" \r\n", default) is not None
 
 
+def test_floats_up_to_15_significant_digits_are_taken():
+    """A JSON number with a fraction is a float to msgspec: exact through a
+    double with at most 15 significant digits, which the fast path takes;
+    more go the Python way (repr of the double)."""
+    taken = b'{"symbol": "X-USD", "side": 0, "price": 10, "size": 123456789012345.0, "account": 1}'
+    assert _check(taken) is not None
+    assert _check(b'{"symbol": "X-USD", "side": 0, "price": 10, "size": 000.0, "account": 1}') is None
+    for raw in (b'{"symbol": "X-USD", "side": 0, "price": 10, "size": 1234567890123456.0, "account": 1}',
+                b'{"symbol": "BTC-USD", "side": 0, "price": 50000.000000000001, "size": 1, "account": 1}'):
+        assert P.parse(raw, None) is None, raw
+
+
 def test_what_it_leaves_to_the_python_path():
     for raw in [
         b'{"symbol": "BTC-USD", "side": 0, "price": 50000, "size": 0.00001}',  # off the lot grid: an error

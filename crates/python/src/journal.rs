@@ -392,12 +392,6 @@ impl DurableWriter {
         }
     }
 
-    /// Whether a write is in flight.
-    #[getter]
-    fn busy(&self) -> bool {
-        self.shared.state.lock().unwrap().busy
-    }
-
     /// Finishes the write in flight (if any) and stops the thread.
     fn close(&mut self, py: Python<'_>) {
         {

@@ -241,18 +241,18 @@ fn decimal(text: &[u8]) -> Option<(u128, u32)> {
     Some((m, k))
 }
 
-/// Significant digits of a number literal (leading zeros dropped).
+/// Significant digits of a number literal: from its first to its last
+/// non-zero digit (0 for zero).
 fn significant(text: &[u8]) -> usize {
-    let digits: Vec<u8> = text.iter().copied().filter(u8::is_ascii_digit).collect();
-    let first = digits
-        .iter()
-        .position(|&d| d != b'0')
-        .unwrap_or(digits.len());
-    let last = digits
-        .iter()
-        .rposition(|&d| d != b'0')
-        .map_or(first, |p| p + 1);
-    last.saturating_sub(first)
+    let (mut n, mut first, mut last) = (0, None, 0);
+    for &c in text.iter().filter(|c| c.is_ascii_digit()) {
+        if c != b'0' {
+            first.get_or_insert(n);
+            last = n + 1;
+        }
+        n += 1;
+    }
+    first.map_or(0, |f| last - f)
 }
 
 /// An amount as a whole number of `step`s: exact, below 2^63, or None.

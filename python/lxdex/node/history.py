@@ -547,15 +547,21 @@ class HistoryStore:
     def _wait_for_writer(self) -> None:
         t0 = time.monotonic()
         self._stalls += 1
-        if not self._flush_asked:  # the writer commits what it has at once rather than at its window's end
-            self._flush_asked = True
-            self._q.put(_FLUSH)
-            self._hurry.set()
+        self._ask_flush()
         with self._cond:
             while (self._queued_bytes - self._written_bytes > self.max_backlog_bytes * 9 // 10
                    and self._failed is None and not self._closed):
                 self._cond.wait(0.5)
         self._stalled_s += time.monotonic() - t0
+
+    def _ask_flush(self) -> None:
+        """The writer gathers commands for up to GROUP_WINDOW_S (and the
+        sender for SEND_WINDOW_S): ask both to pass on and commit what they
+        have now."""
+        if not self._flush_asked:
+            self._flush_asked = True
+            self._q.put(_FLUSH)
+            self._hurry.set()
 
     @property
     def backlog_bytes(self) -> int:
@@ -584,11 +590,8 @@ class HistoryStore:
         not within `timeout` seconds; RuntimeError if the writer failed)."""
         target = self._queued
         deadline = time.monotonic() + timeout
-        if self._written < target and not self._flush_asked and not self._closed and self._failed is None:
-            # The writer gathers commands for up to GROUP_WINDOW_S: ask it to commit what it has now.
-            self._flush_asked = True
-            self._q.put(_FLUSH)
-            self._hurry.set()
+        if self._written < target and not self._closed and self._failed is None:
+            self._ask_flush()
         with self._cond:
             while self._written < target and self._failed is None:
                 left = deadline - time.monotonic()
@@ -1363,14 +1366,11 @@ class _Writer:
         keep = ev[(kinds != _DEPTH) & (kinds != _REJECTED)]
         if not len(keep):
             return now
-        acc_idx = keep["cmd_index"][keep["kind"] == _ACCEPTED]
-        legs = self._record_lists(g, rows, keep[keep["kind"] == _ACCEPTED]) if len(acc_idx) else {}
         if vec:
-            params = rows[acc_idx][list(_PARAMS_DTYPE.names)].astype(_PARAMS_DTYPE) if len(acc_idx) else None
-            for j, leg in legs.items():
-                params[j] = leg
-            self._add_chunk(g, keep, now if ts_of_row is None else ts_of_row[keep["cmd_index"]], seq, params)
+            self._records_chunk(g, rows, keep, now if ts_of_row is None else ts_of_row[keep["cmd_index"]], seq)
         else:
+            acc_idx = keep["cmd_index"][keep["kind"] == _ACCEPTED]
+            legs = self._record_lists(g, rows, keep[keep["kind"] == _ACCEPTED]) if len(acc_idx) else {}
             sub = rows[acc_idx]
             params = dict(zip(acc_idx.tolist(), zip(
                 sub["tif"].tolist(), sub["stp"].tolist(), sub["flags"].tolist(), sub["trigger_price"].tolist(),
@@ -1417,16 +1417,21 @@ class _Writer:
             return now
         S = np.repeat(np.array(seqs, np.int64), lens)[mask]
         T = np.repeat(np.array(nows, np.int64), lens)[mask]
+        self._records_chunk(g, rows, keep, T, S)
+        return now
+
+    def _records_chunk(self, g: "_Group", rows: np.ndarray, keep: np.ndarray, ts, seq) -> None:
+        """Queues the kept events of Records rows (`cmd_index` indexing
+        `rows`) with the submit parameters of the orders they accepted (an
+        order list's exits get theirs from the row)."""
         accm = keep["kind"] == _ACCEPTED
         acc_idx = keep["cmd_index"][accm]
         params = None
         if len(acc_idx):
-            legs = self._record_lists(g, rows, keep[accm])
             params = rows[acc_idx][list(_PARAMS_DTYPE.names)].astype(_PARAMS_DTYPE)
-            for j, leg in legs.items():
+            for j, leg in self._record_lists(g, rows, keep[accm]).items():
                 params[j] = leg
-        self._add_chunk(g, keep, T, S, params)
-        return now
+        self._add_chunk(g, keep, ts, seq, params)
 
     @staticmethod
     def _record_lists(g: "_Group", rows: np.ndarray, acc: np.ndarray) -> dict[int, tuple]:
