@@ -748,25 +748,32 @@ def test_orders_by_client_order_id(backend):
         store.close()
 
 
-def test_a_version_1_store_is_migrated(backend):
-    """A store written by schema version 1 (no client_order_id, no list columns) is migrated to the current
-    version when opened: its orders keep their rows (client id NULL), new orders get theirs."""
+def _store_of_an_older_version(backend, downgrade: tuple[str, ...]):
+    """The scenario written by this version, then turned into an older
+    version's store by `downgrade`: `(run, its orders of account 0, backend)`."""
     from lxdex.node.history import _backend_for
 
-    r, ids = scenario()
+    r, _ = scenario()
     store = _open(backend, r.ex)
     store(r.pairs)
     store.flush()
     n_orders = len(store.orders(0, limit=5000))
     store.close()
-    url, data_dir = backend
-    b = _backend_for(url, data_dir)
+    b = _backend_for(*backend)
     conn = b.connect(writer=False)
-    for stmt in ("DROP INDEX orders_client", "ALTER TABLE orders DROP COLUMN client_order_id",
-                 "DROP INDEX orders_list", "ALTER TABLE orders DROP COLUMN list_id",
-                 "ALTER TABLE orders DROP COLUMN contingency", "UPDATE schema_version SET version = 1"):
+    for stmt in downgrade:
         conn.execute(stmt)
     conn.close()
+    return r, n_orders, b
+
+
+def test_a_version_1_store_is_migrated(backend):
+    """A store written by schema version 1 (no client_order_id, no list columns) is migrated to the current
+    version when opened: its orders keep their rows (client id NULL), new orders get theirs."""
+    r, n_orders, b = _store_of_an_older_version(backend, (
+        "DROP INDEX orders_client", "ALTER TABLE orders DROP COLUMN client_order_id",
+        "DROP INDEX orders_list", "ALTER TABLE orders DROP COLUMN list_id",
+        "ALTER TABLE orders DROP COLUMN contingency", "UPDATE schema_version SET version = 1"))
     oid = r.place(0, "BTC-USD", "buy", "0.1", "40000", client_id="after-migration")
     store = _open(backend, r.ex)
     try:
@@ -902,21 +909,9 @@ def test_order_lists_column_wise_matches_the_event_loop(tmp_path):
 def test_a_version_2_store_is_migrated(backend):
     """A version-2 store (no list columns) is migrated when opened: its orders keep their rows (no list),
     new ones get theirs; a store of an unknown version is refused."""
-    from lxdex.node.history import _backend_for
-
-    r, ids = scenario()
-    store = _open(backend, r.ex)
-    store(r.pairs)
-    store.flush()
-    n_orders = len(store.orders(0, limit=5000))
-    store.close()
-    url, data_dir = backend
-    b = _backend_for(url, data_dir)
-    conn = b.connect(writer=False)
-    for stmt in ("DROP INDEX orders_list", "ALTER TABLE orders DROP COLUMN list_id",
-                 "ALTER TABLE orders DROP COLUMN contingency", "UPDATE schema_version SET version = 2"):
-        conn.execute(stmt)
-    conn.close()
+    r, n_orders, b = _store_of_an_older_version(backend, (
+        "DROP INDEX orders_list", "ALTER TABLE orders DROP COLUMN list_id",
+        "ALTER TABLE orders DROP COLUMN contingency", "UPDATE schema_version SET version = 2"))
     lid = r.do(C.PlaceOco(account=0, market="BTC-USD", side="sell", qty="0.1", tp_trigger="60000",
                           sl_trigger="45000")).value["order_list_id"]
     store = _open(backend, r.ex)
