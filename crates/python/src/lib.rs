@@ -9,6 +9,7 @@ use std::time::Instant;
 
 mod exchange;
 mod gateway;
+mod historydb;
 mod journal;
 mod ordjson;
 
@@ -609,6 +610,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     journal::register(m)?;
     ordjson::register(m)?;
     gateway::register(m)?;
+    historydb::register(m)?;
     m.add("MAX_PRICE", lxdex_engine::MAX_PRICE)?;
     m.add("MAX_QTY", lxdex_engine::MAX_QTY)?;
     m.add("MAX_TRAIL_BPS", lxdex_engine::MAX_TRAIL_BPS)?;

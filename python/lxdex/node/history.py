@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .. import _core
 from .. import commands as C
 from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, OrderType, Reason, Side, Stp, TimeInForce
 
@@ -110,6 +111,7 @@ _ADVANCE_TIME = int(CommandKind.ADVANCE_TIME)
 #: Status by code (0: unchanged, 5: new) and reason name by Reason value (255: none), for numpy indexing.
 _STATUS_OF = np.array([None, "partially_filled", "filled", "cancelled", "expired", "new"], dtype=object)
 _REASON_OF = np.array([_REASON_NAMES.get(i, str(i)) if i != 255 else None for i in range(256)], dtype=object)
+_STATUS_LIST, _REASON_LIST = _STATUS_OF.tolist(), _REASON_OF.tolist()
 #: What the history keeps of an order's submit parameters.
 _PARAMS_DTYPE = np.dtype([("tif", "u1"), ("stp", "u1"), ("flags", "u1"), ("trigger_price", "<i8"),
                           ("display_qty", "<i8"), ("expire_ts", "<u8")])
@@ -173,6 +175,98 @@ def _schema(big: str) -> list[str]:
 # -- backends -----------------------------------------------------------------------------------------------
 
 
+class _Cols:
+    """Rows given as columns, for bulk statements: each column an integer
+    array, `("null_if_negative", array)` (NULL where negative: absent),
+    `("lookup", codes, values)` (`values[code]`) or a list of values.
+    The writer's SQLite connection binds them as they are; `rows()` makes
+    tuples for the other connections."""
+
+    __slots__ = ("cols", "n")
+
+    def __init__(self, *cols) -> None:
+        self.cols = [self._norm(c) for c in cols]
+        c0 = self.cols[0]
+        self.n = len(c0) if isinstance(c0, (list, np.ndarray)) else len(c0[1])
+
+    @staticmethod
+    def _ints(a: np.ndarray) -> np.ndarray:
+        if a.dtype == np.uint64 and len(a) and int(a.max()) >= 2**63:
+            raise OverflowError(f"{int(a.max())} does not fit a 64-bit signed integer")
+        # (aligned too: a one-element view of a packed record's field counts as contiguous)
+        return np.require(a, np.int64, ("C", "A"))
+
+    @classmethod
+    def _norm(cls, c):
+        if isinstance(c, np.ndarray):
+            return cls._ints(c)
+        if isinstance(c, tuple):
+            return (c[0], cls._ints(c[1]), *c[2:])
+        return c
+
+    def __len__(self) -> int:
+        return self.n
+
+    def rows(self) -> list[tuple]:
+        out = []
+        for c in self.cols:
+            if isinstance(c, list):
+                out.append(c)
+            elif isinstance(c, np.ndarray):
+                out.append(c.tolist())
+            elif c[0] == "null_if_negative":
+                out.append(_none_if_negative(c[1]))
+            else:
+                out.append([c[2][k] for k in c[1].tolist()])
+        return list(zip(*out))
+
+
+def _tuples_of(rows) -> list:
+    return rows.rows() if isinstance(rows, _Cols) else rows
+
+
+def _executemany(cur, sql: str, rows) -> None:
+    if isinstance(rows, _Cols) and isinstance(cur, _FastSQLite):
+        cur.insert_columns(sql, rows)
+    else:
+        cur.executemany(sql, _tuples_of(rows))
+
+
+class _FastSQLite:
+    """`_core.HistoryDb` with the few `sqlite3.Connection` (and cursor)
+    methods the writer uses."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+        self._rows: list = []
+
+    def execute(self, sql: str, params=()) -> "_FastSQLite":
+        self._rows = self._db.execute(sql, params)
+        return self
+
+    def fetchall(self) -> list:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def fetchone(self):
+        return self._rows[0] if self._rows else None
+
+    def cursor(self) -> "_FastSQLite":
+        return self
+
+    def executemany(self, sql: str, rows) -> None:
+        if isinstance(rows, _Cols):
+            self.insert_columns(sql, rows)
+        else:
+            self._db.executemany(sql, rows)
+
+    def insert_columns(self, sql: str, rows: _Cols) -> None:
+        self._db.insert_columns(sql, rows.cols)
+
+    def close(self) -> None:
+        self._db.close()
+
+
 class _Backend:
     """What differs between SQLite and PostgreSQL: connecting, parameter
     style, a few functions, and how rows are bulk-inserted."""
@@ -195,14 +289,18 @@ class _Backend:
     def month_start(self, col: str) -> str:
         raise NotImplementedError
 
-    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: list) -> None:
-        cur.executemany(self.sql(f"INSERT INTO {table} ({', '.join(columns)}) "
-                                 f"VALUES ({', '.join('?' * len(columns))})"), rows)
+    def connect_writer(self):
+        """The writer process's connection."""
+        return self.connect(writer=True)
 
-    def insert_plain_orders(self, cur, rows: list) -> None:
-        """Orders as `_PLAIN_ORDER_COLUMNS` tuples; the other columns take their constants."""
+    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows) -> None:
+        _executemany(cur, self.sql(f"INSERT INTO {table} ({', '.join(columns)}) "
+                                   f"VALUES ({', '.join('?' * len(columns))})"), rows)
+
+    def insert_plain_orders(self, cur, rows) -> None:
+        """Orders as `_PLAIN_ORDER_COLUMNS` rows; the other columns take their constants."""
         values = ", ".join(_PLAIN_ORDER_CONSTANTS.get(c, "?") for c in _ORDER_COLUMNS)
-        cur.executemany(self.sql(f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({values})"), rows)
+        _executemany(cur, self.sql(f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) VALUES ({values})"), rows)
 
     def begin(self, conn) -> None:
         pass
@@ -226,14 +324,29 @@ class _SQLite(_Backend):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         conn.execute("PRAGMA busy_timeout = 30000")
         if writer:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
-            # Checkpoint every ~40 MB of WAL rather than 4 MB: the account indexes take inserts at
-            # random places, and a page changed by many transactions is then copied back once.
-            conn.execute("PRAGMA wal_autocheckpoint = 10000")
+            self._writer_pragmas(conn)
+        return conn
+
+    def _writer_pragmas(self, conn) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+        # Checkpoint every ~40 MB of WAL rather than 4 MB: the account indexes take inserts at
+        # random places, and a page changed by many transactions is then copied back once.
+        conn.execute("PRAGMA wal_autocheckpoint = 10000")
+
+    def connect_writer(self):
+        """The writer's connection: SQLite compiled into `lxdex._core`, which
+        binds `_Cols` straight from their arrays (only the writer process
+        opens the file with it; readers use the `sqlite3` module)."""
+        conn = _FastSQLite(_core.HistoryDb(str(self.path), 30_000))
+        try:
+            self._writer_pragmas(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def begin(self, conn) -> None:
@@ -294,14 +407,14 @@ class _Postgres(_Backend):
         return (f"CAST(EXTRACT(EPOCH FROM date_trunc('month', to_timestamp({col} / 1000) AT TIME ZONE 'UTC')) "
                 f"AS BIGINT) * 1000")
 
-    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: list) -> None:
+    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows) -> None:
         with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
-            for r in rows:
+            for r in _tuples_of(rows):
                 cp.write_row(r)
 
-    def insert_plain_orders(self, cur, rows: list) -> None:
+    def insert_plain_orders(self, cur, rows) -> None:
         # COPY takes every column; binding costs little there
-        self.insert_many(cur, "orders", _ORDER_COLUMNS, [_full_order_row(r) for r in rows])
+        self.insert_many(cur, "orders", _ORDER_COLUMNS, [_full_order_row(r) for r in _tuples_of(rows)])
 
     def describe(self) -> str:
         try:
@@ -1073,7 +1186,7 @@ class _Writer:
         self._vec = vectorized
         self._inp = inp
         self._out = out
-        self._conn = backend.connect(writer=True)
+        self._conn = backend.connect_writer()
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         self.last_seq = int(meta.get("last_seq", 0))
         self._now = int(meta.get("now", 0))
@@ -1163,7 +1276,7 @@ class _Writer:
                 except Exception:
                     pass
                 try:
-                    self._conn = self._b.connect(writer=True)
+                    self._conn = self._b.connect_writer()
                     # The commit may have landed before the connection broke.
                     row = self._conn.execute(self._b.sql("SELECT value FROM meta WHERE key = ?"),
                                              ("last_seq",)).fetchone()
@@ -1197,7 +1310,7 @@ class _Writer:
             if g.delta_rows:
                 # A NULL leaves the column; qty = filled before this group + (filled in it until the
                 # last amend + the amend's new remaining).
-                cur.executemany(sql(
+                _executemany(cur, sql(
                     "UPDATE orders SET filled_qty = filled_qty + ?, filled_quote = filled_quote + ?, "
                     "remaining = COALESCE(CAST(? AS BIGINT), remaining), status = COALESCE(CAST(? AS TEXT), status), "
                     "reason = COALESCE(CAST(? AS TEXT), reason), price = COALESCE(CAST(? AS BIGINT), price), "
@@ -1531,9 +1644,7 @@ class _Writer:
                 return np.where(bps >= 0, -((-notional * bps) // 10_000), -((notional * -bps) // 10_000))
 
             tfee, mfee = fee(self._taker_bps[mkt]), fee(self._maker_bps[mkt])
-            if known.all():
-                tfee, mfee = tfee.tolist(), mfee.tolist()
-            else:
+            if not known.all():
                 tfee, mfee = tfee.astype(object), mfee.astype(object)
                 tfee[~known] = None
                 mfee[~known] = None
@@ -1544,9 +1655,8 @@ class _Writer:
             mfee = [_fee(n, b) if k else None for n, b, k in zip(nl, self._maker_bps[mkt].tolist(), kl)]
         fid = self._next_fill_id
         ts = T[fm]
-        g.fill_rows = list(zip(range(fid, fid + nf), S[fm].tolist(), ts.tolist(), mkt.tolist(),
-                               F["order_id"].tolist(), F["owner"].tolist(), F["other_id"].tolist(),
-                               F["other_owner"].tolist(), F["side"].tolist(), price.tolist(), qty.tolist(), tfee, mfee))
+        g.fill_rows = _Cols(np.arange(fid, fid + nf, dtype=np.int64), S[fm], ts, mkt, F["order_id"], F["owner"],
+                            F["other_id"], F["other_owner"], F["side"], price, qty, tfee, mfee)
         self._next_fill_id = fid + nf
         # 1m candles per (market, minute), trades in event order.
         minute = ts - ts % MINUTE
@@ -1652,7 +1762,7 @@ class _Writer:
                      & (r_trig < 0))
             if g.client_ids or g.lists:
                 plain &= np.array([i not in g.client_ids and i not in g.lists for i in a_id.tolist()], bool)
-            status = _STATUS_OF[np.where(r_code == 0, 5, r_code)]
+            st_code = np.where(r_code == 0, 5, r_code)
             if plain.all():
                 pick = slice(None)
             else:
@@ -1664,18 +1774,18 @@ class _Writer:
                     A["order_type"][full].tolist(), P["tif"][full].tolist(), P["stp"][full].tolist(),
                     P["flags"][full].tolist(), r_price[full].tolist(), P["trigger_price"][full].tolist(),
                     P["display_qty"][full].tolist(), P["expire_ts"][full].tolist(), r_qty[full].tolist(),
-                    r_filled[full].tolist(), r_quote[full].tolist(), r_rem[full].tolist(), status[full].tolist(),
+                    r_filled[full].tolist(), r_quote[full].tolist(), r_rem[full].tolist(),
+                    _STATUS_OF[st_code[full]].tolist(),
                     _REASON_OF[r_reason[full]].tolist(), c_ts[full].tolist(), r_uts[full].tolist(),
                     c_seq[full].tolist(), r_useq[full].tolist(), _none_if_negative(r_trig[full]),
                     [g.client_ids.get(i) for i in ids],
                     [g.lists[i][0] if i in g.lists else None for i in ids],
                     [g.lists[i][1] if i in g.lists else None for i in ids]))
-            g.plain_order_rows = list(zip(
-                a_id[pick].tolist(), A["owner"][pick].tolist(), A["market"][pick].tolist(), A["side"][pick].tolist(),
-                A["order_type"][pick].tolist(), P["tif"][pick].tolist(), P["stp"][pick].tolist(),
-                P["flags"][pick].tolist(), r_price[pick].tolist(), r_qty[pick].tolist(), r_filled[pick].tolist(),
-                r_quote[pick].tolist(), r_rem[pick].tolist(), status[pick].tolist(), c_ts[pick].tolist(),
-                r_uts[pick].tolist(), c_seq[pick].tolist(), r_useq[pick].tolist()))
+            g.plain_order_rows = _Cols(
+                a_id[pick], A["owner"][pick], A["market"][pick], A["side"][pick], A["order_type"][pick],
+                P["tif"][pick], P["stp"][pick], P["flags"][pick], r_price[pick], r_qty[pick], r_filled[pick],
+                r_quote[pick], r_rem[pick], ("lookup", st_code[pick], _STATUS_LIST), c_ts[pick], r_uts[pick],
+                c_seq[pick], r_useq[pick])
             is_new = np.zeros(len(u_oid), bool)
             if len(u_oid):
                 is_new[j[hit]] = True
@@ -1684,11 +1794,11 @@ class _Writer:
         # Older orders: one delta each.
         old = ~is_new
         if old.any():
-            g.delta_rows = list(zip(
-                sum_f[old].tolist(), sum_q[old].tolist(), last_rem[old].tolist(),
-                _STATUS_OF[u_code[old]].tolist(), _REASON_OF[u_reason[old]].tolist(),
-                _none_if_negative(u_price[old]), _none_if_negative(u_qty_from[old]),
-                _none_if_negative(tr[old]), u_ts[old].tolist(), u_seq[old].tolist(), u_oid[old].tolist()))
+            g.delta_rows = _Cols(
+                sum_f[old], sum_q[old], last_rem[old], ("lookup", u_code[old], _STATUS_LIST),
+                ("lookup", u_reason[old], _REASON_LIST), ("null_if_negative", u_price[old]),
+                ("null_if_negative", u_qty_from[old]), ("null_if_negative", tr[old]), u_ts[old], u_seq[old],
+                u_oid[old])
 
     def _finish_loop(self, g: "_Group") -> None:
         """The rows from the per-event loop's dicts (the reference path)."""
