@@ -64,7 +64,7 @@ DEFAULT_FILE = "history.sqlite3"
 
 #: A writer transaction takes queued batches until it has about this many
 #: commands + events (a Records command weighs as its events).
-GROUP_MAX = 100_000
+GROUP_MAX = 600_000
 #: ... and the store sends it messages of about this many commands + events.
 SEND_MAX = 2_048
 #: The sender thread gathers what the sequencer queues for this long after
@@ -79,8 +79,12 @@ SEND_WINDOW_S = 0.02
 #: a point: the account indexes take entries at ~one page per account per
 #: transaction, and COMMIT writes every dirty page to the WAL; one
 #: transaction per sequencer batch (~30 per second under a 10,000 orders/s
-#: flow) spent most of the writer's CPU on those pages.
-GROUP_WINDOW_S = 0.25
+#: flow) spent most of the writer's CPU on those pages. Under a heavy flow the
+#: pages of resting orders are rewritten by every transaction (a fill or
+#: cancel updates its order's row), so longer groups write less: replaying a
+#: ZeroMQ load, 0.25 s groups wrote 822 bytes per order to disk, 1 s groups
+#: (and the checkpoint below) 278.
+GROUP_WINDOW_S = 1.0
 #: The writer process's nice value (lower CPU priority than the node).
 WRITER_NICE = 10
 MAX_LIMIT = 5_000
@@ -226,6 +230,8 @@ def _tuples_of(rows) -> list:
 
 
 def _executemany(cur, sql: str, rows) -> None:
+    """`cur.executemany(sql, rows)`; the writer's SQLite connection binds
+    `_Cols` from their arrays."""
     if isinstance(rows, _Cols) and isinstance(cur, _FastSQLite):
         cur.insert_columns(sql, rows)
     else:
@@ -333,9 +339,10 @@ class _SQLite(_Backend):
             raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
-        # Checkpoint every ~40 MB of WAL rather than 4 MB: the account indexes take inserts at
-        # random places, and a page changed by many transactions is then copied back once.
-        conn.execute("PRAGMA wal_autocheckpoint = 10000")
+        # Checkpoint every ~200 MB of WAL rather than 4 MB: the account indexes take inserts at
+        # random places and resting orders' rows are updated, and a page changed by many
+        # transactions is then copied back once.
+        conn.execute("PRAGMA wal_autocheckpoint = 50000")
 
     def connect_writer(self):
         """The writer's connection: SQLite compiled into `lxdex._core`, which
