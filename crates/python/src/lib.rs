@@ -10,6 +10,7 @@ use std::time::Instant;
 mod exchange;
 mod gateway;
 mod historydb;
+mod histrows;
 mod journal;
 mod ordjson;
 
@@ -611,6 +612,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ordjson::register(m)?;
     gateway::register(m)?;
     historydb::register(m)?;
+    histrows::register(m)?;
     m.add("MAX_PRICE", lxdex_engine::MAX_PRICE)?;
     m.add("MAX_QTY", lxdex_engine::MAX_QTY)?;
     m.add("MAX_TRAIL_BPS", lxdex_engine::MAX_TRAIL_BPS)?;

@@ -1213,6 +1213,7 @@ class _Writer:
                 "taker_bps, fee_mode FROM markets").fetchall():
             self._remember_market(_market_from_row(r), r[10])
         self._stats = {"groups": 0, "fills": 0, "orders": 0, "write_s": 0.0, "convert_s": 0.0}
+        self._rows = _core.HistoryRows()
 
     def run(self) -> None:
         """Reads until "close" (or the end of the pipe: the node is gone),
@@ -1505,7 +1506,27 @@ class _Writer:
         None: a command that only moves the clock), converted as one: what
         `_records` does per command, with numpy's per-call cost paid once per
         run instead of once per command (a POST /order batch is a command of
-        a few rows). A run with ADVANCE_TIME rows goes command by command."""
+        a few rows). A run with ADVANCE_TIME rows goes command by command.
+        `_core.history_records_run` does it for runs without ADVANCE_TIME,
+        BRACKET and OCO rows (nearly all): what follows is the rest's path."""
+        datas, evts, seqs, nows = [], [], [], []
+        t = now
+        for ts, seq, data, events in run:
+            t = max(t, ts)
+            if data is not None:
+                datas.append(data)
+                evts.append(events)
+                seqs.append(seq)
+                nows.append(t)
+        if not datas:
+            return t
+        done = _core.history_records_run(datas, evts, seqs, nows)
+        if done is not None:
+            kept, S, T, P = done
+            if kept:
+                self._add_chunk(g, np.frombuffer(kept, EVENT_DTYPE), np.frombuffer(T, np.int64),
+                                np.frombuffer(S, np.int64), np.frombuffer(P, _PARAMS_DTYPE) if P else None)
+            return t
         cmds = [r for r in run if r[2] is not None]
         rows = np.frombuffer(b"".join(r[2] for r in cmds), COMMAND_DTYPE) if cmds else None
         if rows is None or (rows["kind"] == _ADVANCE_TIME).any():
@@ -1526,7 +1547,7 @@ class _Writer:
             offsets.append(off)
             off += len(data) // COMMAND_DTYPE.itemsize
         lens = [len(e) for e in evs]
-        ev = np.concatenate(evs) if len(evs) > 1 else evs[0].copy()
+        ev = np.concatenate(evs, dtype=EVENT_DTYPE) if len(evs) > 1 else evs[0].copy()
         if not len(ev):
             return now
         ev["cmd_index"] += np.repeat(np.array(offsets, np.uint32), lens)  # row numbers within `rows`
@@ -1620,7 +1641,8 @@ class _Writer:
         as `_finish_loop` (tests check that), at a fraction of the cost."""
         if not g.evs:
             return
-        E = np.concatenate(g.evs) if len(g.evs) > 1 else g.evs[0]
+        # (EVENT_DTYPE kept: numpy would promote to a packed layout, and `_core` reads the record as laid out)
+        E = np.concatenate(g.evs, dtype=EVENT_DTYPE) if len(g.evs) > 1 else g.evs[0]
         lens = np.array(g.lens)
         if all(isinstance(q, int) for q in g.seqs):
             S = np.repeat(np.array(g.seqs, np.int64), lens)
@@ -1681,95 +1703,26 @@ class _Writer:
 
     def _order_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
         """New orders (ACCEPTED in this group) as whole rows; changes to older
-        orders as deltas. Per order, over its events in order: fills add up,
-        the last event gives `remaining` (an AMENDED one: its new quantity; a
-        TRIGGERED one: its quantity), the last FILL or final CANCELLED gives
-        the status, the last AMENDED the price and `qty` (filled so far + the
-        new remaining)."""
-        touch = (kind == _FILL) | (kind == _CANCELLED) | (kind == _AMENDED) | (kind == _TRIGGERED) | (kind == _ACTIVATED)
-        idx = np.flatnonzero(touch)
-        e = E[idx]
-        k = e["kind"]
-        fi = np.flatnonzero(k == _FILL)
-        isfill = k == _FILL
-        # One touch per order an event changes: its order_id, and for a FILL the maker (other_id) too.
-        oid = np.concatenate([e["order_id"], e["other_id"][fi]])
-        pos = np.concatenate([idx * 2, idx[fi] * 2 + 1])
-        tk = np.concatenate([k, np.full(len(fi), _FILL, np.uint8)])
-        rem = np.concatenate([np.where((k == _AMENDED) | (k == _TRIGGERED) | (k == _ACTIVATED), e["qty"],
-                                       e["remaining"]),
-                              e["other_remaining"][fi]])
-        pq_e = e["price"] * e["qty"]
-        filled = np.concatenate([np.where(isfill, e["qty"], 0), e["qty"][fi]])
-        quote = np.concatenate([np.where(isfill, pq_e, 0), pq_e[fi]])
-        reason = np.concatenate([e["reason"], np.zeros(len(fi), np.uint8)])
-        price = np.concatenate([e["price"], np.zeros(len(fi), np.int64)])
-        tts = np.concatenate([T[idx], T[idx][fi]])
-        tseq = np.concatenate([S[idx], S[idx][fi]])
-        # Status codes: 1 partially filled, 2 filled, 3 cancelled, 4 expired, 0 unchanged.
-        code = np.zeros(len(oid), np.int8)
-        tfill = tk == _FILL
-        code[tfill] = np.where(rem[tfill] == 0, 2, 1)
-        tcan = (tk == _CANCELLED) & (rem == 0)
-        code[tcan] = np.where(reason[tcan] == _EXPIRED, 4, 3)
-        order = np.lexsort((pos, oid))
-        oid, tk, rem, filled, quote, reason, price, code, tts, tseq = (
-            a[order] for a in (oid, tk, rem, filled, quote, reason, price, code, tts, tseq))
-        n = len(oid)
-        if n:
-            starts = np.flatnonzero(np.r_[True, oid[1:] != oid[:-1]])
-            ends = np.r_[starts[1:], n] - 1
-            at = np.arange(n)
-            u_oid = oid[starts]
-            sum_f = np.add.reduceat(filled, starts)
-            sum_q = np.add.reduceat(quote, starts)
-            last_rem = rem[ends]
-            u_ts, u_seq = tts[ends], tseq[ends]
-            st = np.maximum.reduceat(np.where(code != 0, at, -1), starts)
-            u_code = np.where(st >= 0, code[st], 0)
-            u_reason = np.where(u_code >= 3, reason[st], 255)
-            am = np.maximum.reduceat(np.where(tk == _AMENDED, at, -1), starts)
-            # The last event that sized the order: an amend, or a bracket exit's activation.
-            sz = np.maximum.reduceat(np.where((tk == _AMENDED) | (tk == _ACTIVATED), at, -1), starts)
-            cum = np.cumsum(filled)
-            filled_at = cum - np.repeat(np.r_[0, cum[starts[1:] - 1]], ends - starts + 1)  # within the group
-            u_price = np.where(am >= 0, price[am], -1)
-            u_qty_from = np.where(sz >= 0, filled_at[sz] + rem[sz], -1)
-            tr = np.maximum.reduceat(np.where(tk == _TRIGGERED, tts, -1), starts)
-        else:
-            u_oid = np.zeros(0, np.uint64)
-        # New orders: their ACCEPTED row joined with their touches.
-        am_ = kind == _ACCEPTED
-        A = E[am_]
-        na = len(A)
+        orders as deltas (`_core.history_order_rows`). Per order, over its
+        events in order: fills add up, the last event gives `remaining` (an
+        AMENDED one: its new quantity; a TRIGGERED one: its quantity), the
+        last FILL or final CANCELLED gives the status, the last AMENDED the
+        price and `qty` (filled so far + the new remaining)."""
+        P = (np.concatenate(g.params, dtype=_PARAMS_DTYPE) if len(g.params) > 1 else g.params[0]) if g.params else None
+        # `_core` reads the records as laid out in EVENT_DTYPE and _PARAMS_DTYPE (numpy's concatenation of
+        # structured arrays makes a packed layout of the same fields)
+        if E.dtype != EVENT_DTYPE:
+            E = E.astype(EVENT_DTYPE)
+        if P is not None and P.dtype != _PARAMS_DTYPE:
+            P = P.astype(_PARAMS_DTYPE)
+        new, na, deltas, nd = self._rows.order_rows(
+            _bytes_view(E), _bytes_view(S), _bytes_view(T), _bytes_view(P) if P is not None else b"")
         if na:
-            P = np.concatenate(g.params) if len(g.params) > 1 else g.params[0]
-            a_id = A["order_id"]
-            j = np.minimum(np.searchsorted(u_oid, a_id), max(len(u_oid) - 1, 0))
-            hit = (u_oid[j] == a_id) if len(u_oid) else np.zeros(na, bool)
-            c_ts, c_seq = T[am_], S[am_]
-            if len(u_oid):
-                r_filled = np.where(hit, sum_f[j], 0)
-                r_quote = np.where(hit, sum_q[j], 0)
-                r_rem = np.where(hit, last_rem[j], A["qty"])
-                r_code = np.where(hit, u_code[j], 0)
-                r_reason = np.where(hit, u_reason[j], 255)
-                r_price = np.where(hit & (u_price[j] >= 0), u_price[j], A["price"])
-                r_qty = np.where(hit & (u_qty_from[j] >= 0), u_qty_from[j], A["qty"])
-                r_uts = np.where(hit, u_ts[j], c_ts)
-                r_useq = np.where(hit, u_seq[j], c_seq)
-                r_trig = np.where(hit, tr[j], -1)
-            else:
-                r_filled = r_quote = np.zeros(na, np.int64)
-                r_rem, r_qty, r_price = A["qty"], A["qty"], A["price"]
-                r_code = np.zeros(na, np.int8)
-                r_reason = np.full(na, 255)
-                r_uts, r_useq, r_trig = c_ts, c_seq, np.full(na, -1)
-            plain = ((P["trigger_price"] == 0) & (P["display_qty"] == 0) & (P["expire_ts"] == 0) & (r_reason == 255)
-                     & (r_trig < 0))
+            (a_id, owner, market, side, otype, tif, stp, flags, price, qty, filled, quote, rem, st_code, c_ts, u_ts,
+             c_seq, u_seq, trigger, display, expire, reason, triggered) = np.frombuffer(new, np.int64).reshape(-1, na)
+            plain = (trigger == 0) & (display == 0) & (expire == 0) & (reason == 255) & (triggered < 0)
             if g.client_ids or g.lists:
                 plain &= np.array([i not in g.client_ids and i not in g.lists for i in a_id.tolist()], bool)
-            st_code = np.where(r_code == 0, 5, r_code)
             if plain.all():
                 pick = slice(None)
             else:
@@ -1777,35 +1730,25 @@ class _Writer:
                 full = ~plain
                 ids = a_id[full].tolist()
                 g.order_rows = list(zip(
-                    ids, A["owner"][full].tolist(), A["market"][full].tolist(), A["side"][full].tolist(),
-                    A["order_type"][full].tolist(), P["tif"][full].tolist(), P["stp"][full].tolist(),
-                    P["flags"][full].tolist(), r_price[full].tolist(), P["trigger_price"][full].tolist(),
-                    P["display_qty"][full].tolist(), P["expire_ts"][full].tolist(), r_qty[full].tolist(),
-                    r_filled[full].tolist(), r_quote[full].tolist(), r_rem[full].tolist(),
-                    _STATUS_OF[st_code[full]].tolist(),
-                    _REASON_OF[r_reason[full]].tolist(), c_ts[full].tolist(), r_uts[full].tolist(),
-                    c_seq[full].tolist(), r_useq[full].tolist(), _none_if_negative(r_trig[full]),
-                    [g.client_ids.get(i) for i in ids],
+                    ids, owner[full].tolist(), market[full].tolist(), side[full].tolist(), otype[full].tolist(),
+                    tif[full].tolist(), stp[full].tolist(), flags[full].tolist(), price[full].tolist(),
+                    trigger[full].tolist(), display[full].tolist(), expire[full].tolist(), qty[full].tolist(),
+                    filled[full].tolist(), quote[full].tolist(), rem[full].tolist(), _STATUS_OF[st_code[full]].tolist(),
+                    _REASON_OF[reason[full]].tolist(), c_ts[full].tolist(), u_ts[full].tolist(), c_seq[full].tolist(),
+                    u_seq[full].tolist(), _none_if_negative(triggered[full]), [g.client_ids.get(i) for i in ids],
                     [g.lists[i][0] if i in g.lists else None for i in ids],
                     [g.lists[i][1] if i in g.lists else None for i in ids]))
             g.plain_order_rows = _Cols(
-                a_id[pick], A["owner"][pick], A["market"][pick], A["side"][pick], A["order_type"][pick],
-                P["tif"][pick], P["stp"][pick], P["flags"][pick], r_price[pick], r_qty[pick], r_filled[pick],
-                r_quote[pick], r_rem[pick], ("lookup", st_code[pick], _STATUS_LIST), c_ts[pick], r_uts[pick],
-                c_seq[pick], r_useq[pick])
-            is_new = np.zeros(len(u_oid), bool)
-            if len(u_oid):
-                is_new[j[hit]] = True
-        else:
-            is_new = np.zeros(len(u_oid), bool)
-        # Older orders: one delta each.
-        old = ~is_new
-        if old.any():
+                a_id[pick], owner[pick], market[pick], side[pick], otype[pick], tif[pick], stp[pick], flags[pick],
+                price[pick], qty[pick], filled[pick], quote[pick], rem[pick], ("lookup", st_code[pick], _STATUS_LIST),
+                c_ts[pick], u_ts[pick], c_seq[pick], u_seq[pick])
+        if nd:
+            (d_filled, d_quote, d_rem, d_code, d_reason, d_price, d_qty, d_triggered, d_ts, d_seq,
+             d_oid) = np.frombuffer(deltas, np.int64).reshape(-1, nd)
             g.delta_rows = _Cols(
-                sum_f[old], sum_q[old], last_rem[old], ("lookup", u_code[old], _STATUS_LIST),
-                ("lookup", u_reason[old], _REASON_LIST), ("null_if_negative", u_price[old]),
-                ("null_if_negative", u_qty_from[old]), ("null_if_negative", tr[old]), u_ts[old], u_seq[old],
-                u_oid[old])
+                d_filled, d_quote, d_rem, ("lookup", d_code, _STATUS_LIST), ("lookup", d_reason, _REASON_LIST),
+                ("null_if_negative", d_price), ("null_if_negative", d_qty), ("null_if_negative", d_triggered), d_ts,
+                d_seq, d_oid)
 
     def _finish_loop(self, g: "_Group") -> None:
         """The rows from the per-event loop's dicts (the reference path)."""
@@ -2133,6 +2076,11 @@ def _full_order_row(r: tuple) -> tuple:
     """A `_PLAIN_ORDER_COLUMNS` row as an `_ORDER_COLUMNS` row."""
     return tuple(r[i] if i is not None else _PLAIN_VALUE[_PLAIN_ORDER_CONSTANTS[c]]
                  for i, c in zip(_PLAIN_AT, _ORDER_COLUMNS))
+
+
+def _bytes_view(a: np.ndarray) -> np.ndarray:
+    """A contiguous array's bytes (for `_core`, which reads raw records)."""
+    return np.ascontiguousarray(a).view(np.uint8)
 
 
 def _none_if_negative(a: np.ndarray) -> list:
