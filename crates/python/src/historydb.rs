@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
+use std::sync::{Mutex, MutexGuard};
 
 fn sqlite_err(py: Python<'_>, e: rusqlite::Error) -> PyErr {
     let class = match &e {
@@ -146,22 +147,35 @@ impl Column {
 }
 
 fn slice(b: &PyBuffer<i64>) -> &[i64] {
-    // SAFETY: a contiguous one-dimensional buffer of i64, held by `b` (and the GIL is held
-    // throughout `insert_columns`, so no Python code resizes it).
+    // SAFETY: a contiguous one-dimensional buffer of i64, held by `b` (its exporter cannot be
+    // resized while a buffer view is held).
     unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const i64, b.item_count()) }
 }
 
-/// The history writer's connection to its SQLite file.
-#[pyclass(name = "HistoryDb", module = "lxdex._core", unsendable)]
+/// Something used by one thread at a time but moved into `Python::detach`
+/// (a connection or statement: the `HistoryDb` mutex is held throughout).
+struct AssertSend<T>(T);
+unsafe impl<T> Send for AssertSend<T> {}
+
+/// The history writer's connection to its SQLite file. SQLite runs with
+/// the GIL released (the writer converts its next group meanwhile); the
+/// mutex keeps calls from two threads apart.
+#[pyclass(name = "HistoryDb", module = "lxdex._core")]
 pub(crate) struct HistoryDb {
-    conn: Option<Connection>,
+    conn: Mutex<Option<Connection>>,
+}
+
+fn closed() -> PyErr {
+    PyValueError::new_err("the history database connection is closed")
+}
+
+fn value_object<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    object_of(py, ValueRef::from(v))
 }
 
 impl HistoryDb {
-    fn conn(&self) -> PyResult<&Connection> {
-        self.conn
-            .as_ref()
-            .ok_or_else(|| PyValueError::new_err("the history database connection is closed"))
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -179,7 +193,7 @@ impl HistoryDb {
         conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))
             .map_err(|e| sqlite_err(py, e))?;
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(HistoryDb { conn: Some(conn) })
+        Ok(HistoryDb { conn: Mutex::new(Some(conn)) })
     }
 
     /// Runs one statement with `params` (a sequence); returns its rows as tuples.
@@ -190,45 +204,54 @@ impl HistoryDb {
         sql: &str,
         params: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let conn = self.conn()?;
         let values = params_of(params, 0)?;
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| sqlite_err(py, e))?;
-        let ncol = stmt.column_count();
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(values.iter()))
+        let guard = self.lock();
+        let conn = AssertSend(guard.as_ref().ok_or_else(closed)?);
+        let rows = py
+            .detach(move || -> rusqlite::Result<Vec<Vec<Value>>> {
+                let conn = conn;
+                let mut stmt = conn.0.prepare_cached(sql)?;
+                let ncol = stmt.column_count();
+                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push((0..ncol).map(|i| r.get::<_, Value>(i)).collect::<rusqlite::Result<Vec<_>>>()?);
+                }
+                Ok(out)
+            })
             .map_err(|e| sqlite_err(py, e))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(|e| sqlite_err(py, e))? {
-            let mut items = Vec::with_capacity(ncol);
-            for i in 0..ncol {
-                items.push(object_of(py, r.get_ref(i).map_err(|e| sqlite_err(py, e))?)?);
-            }
-            out.push(PyTuple::new(py, items)?);
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| PyTuple::new(py, r.iter().map(|v| value_object(py, v)).collect::<PyResult<Vec<_>>>()?))
+            .collect()
     }
 
     /// Runs one statement for each sequence of parameters in `rows`; returns how many.
     fn executemany(&self, py: Python<'_>, sql: &str, rows: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| sqlite_err(py, e))?;
-        let n_params = stmt.parameter_count();
-        let mut n = 0;
-        for row in rows.try_iter()? {
-            let values = params_of(Some(&row?), n)?;
-            if values.len() != n_params {
-                return Err(PyValueError::new_err(format!(
-                    "row {n}: {} parameters for a statement that takes {n_params}",
-                    values.len()
-                )));
-            }
-            for (i, v) in values.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, v).map_err(|e| sqlite_err(py, e))?;
-            }
-            stmt.raw_execute().map_err(|e| sqlite_err(py, e))?;
-            n += 1;
+        let mut all = Vec::new();
+        for (n, row) in rows.try_iter()?.enumerate() {
+            all.push(params_of(Some(&row?), n)?);
         }
-        Ok(n)
+        let guard = self.lock();
+        let conn = AssertSend(guard.as_ref().ok_or_else(closed)?);
+        let n_params = conn.0.prepare_cached(sql).map_err(|e| sqlite_err(py, e))?.parameter_count();
+        if let Some((n, r)) = all.iter().enumerate().find(|(_, r)| r.len() != n_params) {
+            return Err(PyValueError::new_err(format!(
+                "row {n}: {} parameters for a statement that takes {n_params}",
+                r.len()
+            )));
+        }
+        py.detach(move || -> rusqlite::Result<usize> {
+            let conn = conn;
+            let mut stmt = conn.0.prepare_cached(sql)?;
+            for values in &all {
+                for (i, v) in values.iter().enumerate() {
+                    stmt.raw_bind_parameter(i + 1, v)?;
+                }
+                stmt.raw_execute()?;
+            }
+            Ok(all.len())
+        })
+        .map_err(|e| sqlite_err(py, e))
     }
 
     /// Runs `sql` once per row of `columns`, the i-th column binding the
@@ -236,20 +259,11 @@ impl HistoryDb {
     /// `("lookup", int64 codes, values)` or a list of Python values.
     /// Returns the number of rows.
     fn insert_columns(&self, py: Python<'_>, sql: &str, columns: &Bound<'_, PyList>) -> PyResult<usize> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| sqlite_err(py, e))?;
         let cols = columns
             .iter()
             .enumerate()
             .map(|(i, c)| Column::new(&c, i))
             .collect::<PyResult<Vec<_>>>()?;
-        if cols.len() != stmt.parameter_count() {
-            return Err(PyValueError::new_err(format!(
-                "{} columns for a statement that takes {} parameters",
-                cols.len(),
-                stmt.parameter_count()
-            )));
-        }
         let n = cols.first().map_or(0, Column::len);
         for (i, c) in cols.iter().enumerate() {
             if c.len() != n {
@@ -264,39 +278,57 @@ impl HistoryDb {
                 }
             }
         }
-        let slices: Vec<&[i64]> = cols
-            .iter()
-            .map(|c| match c {
-                Column::Ints(b) | Column::IntsNullNegative(b) | Column::Lookup(b, _) => slice(b),
-                Column::Objects(_) => &[][..],
-            })
-            .collect();
-        for row in 0..n {
-            for (i, c) in cols.iter().enumerate() {
-                let r = match c {
-                    Column::Ints(_) => stmt.raw_bind_parameter(i + 1, slices[i][row]),
-                    Column::IntsNullNegative(_) => {
-                        let v = slices[i][row];
-                        if v < 0 {
-                            stmt.raw_bind_parameter(i + 1, rusqlite::types::Null)
-                        } else {
-                            stmt.raw_bind_parameter(i + 1, v)
-                        }
-                    }
-                    Column::Lookup(_, vals) => stmt.raw_bind_parameter(i + 1, &vals[slices[i][row] as usize]),
-                    Column::Objects(v) => stmt.raw_bind_parameter(i + 1, &v[row]),
-                };
-                r.map_err(|e| sqlite_err(py, e))?;
-            }
-            stmt.raw_execute().map_err(|e| sqlite_err(py, e))?;
+        let guard = self.lock();
+        let conn = AssertSend(guard.as_ref().ok_or_else(closed)?);
+        let n_params = conn.0.prepare_cached(sql).map_err(|e| sqlite_err(py, e))?.parameter_count();
+        if cols.len() != n_params {
+            return Err(PyValueError::new_err(format!(
+                "{} columns for a statement that takes {n_params} parameters",
+                cols.len()
+            )));
         }
+        // The arrays' buffers are held by `cols` until this returns; nothing resizes them meanwhile
+        // (the writer hands over a group's columns and waits for this call).
+        let job = AssertSend((&cols, conn));
+        py.detach(move || -> rusqlite::Result<()> {
+            let job = job;
+            let (cols, conn) = job.0;
+            let mut stmt = conn.0.prepare_cached(sql)?;
+            let slices: Vec<&[i64]> = cols
+                .iter()
+                .map(|c| match c {
+                    Column::Ints(b) | Column::IntsNullNegative(b) | Column::Lookup(b, _) => slice(b),
+                    Column::Objects(_) => &[][..],
+                })
+                .collect();
+            for row in 0..n {
+                for (i, c) in cols.iter().enumerate() {
+                    match c {
+                        Column::Ints(_) => stmt.raw_bind_parameter(i + 1, slices[i][row])?,
+                        Column::IntsNullNegative(_) => {
+                            let v = slices[i][row];
+                            if v < 0 {
+                                stmt.raw_bind_parameter(i + 1, rusqlite::types::Null)?
+                            } else {
+                                stmt.raw_bind_parameter(i + 1, v)?
+                            }
+                        }
+                        Column::Lookup(_, vals) => stmt.raw_bind_parameter(i + 1, &vals[slices[i][row] as usize])?,
+                        Column::Objects(v) => stmt.raw_bind_parameter(i + 1, &v[row])?,
+                    }
+                }
+                stmt.raw_execute()?;
+            }
+            Ok(())
+        })
+        .map_err(|e| sqlite_err(py, e))?;
         Ok(n)
     }
 
     /// Whether a transaction is open (not autocommit).
     #[getter]
     fn in_transaction(&self) -> PyResult<bool> {
-        Ok(!self.conn()?.is_autocommit())
+        Ok(!self.lock().as_ref().ok_or_else(closed)?.is_autocommit())
     }
 
     /// The SQLite library this connection uses.
@@ -306,8 +338,8 @@ impl HistoryDb {
     }
 
     /// Closes the connection (rolling back an open transaction); later calls raise.
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(c) = self.conn.take() {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(c) = self.lock().take() {
             c.close().map_err(|(_, e)| sqlite_err(py, e))?;
         }
         Ok(())

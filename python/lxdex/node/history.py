@@ -665,13 +665,19 @@ class HistoryStore:
         self._q.put(pairs)
 
     def _wait_for_writer(self) -> None:
+        """Waits until the backlog is under 90% of its bound. A backlog that
+        large fills the writer's groups, which it commits as they fill; only
+        when that has not happened soon (a bound smaller than a group) is it
+        asked to commit what it has: an early commit is a small transaction,
+        and small transactions are what make the writer slow."""
         t0 = time.monotonic()
         self._stalls += 1
-        self._ask_flush()
         with self._cond:
             while (self._queued_bytes - self._written_bytes > self.max_backlog_bytes * 9 // 10
                    and self._failed is None and not self._closed):
-                self._cond.wait(0.5)
+                if time.monotonic() - t0 > GROUP_WINDOW_S / 4:
+                    self._ask_flush()
+                self._cond.wait(0.05)
         self._stalled_s += time.monotonic() - t0
 
     def _ask_flush(self) -> None:
@@ -682,6 +688,21 @@ class HistoryStore:
             self._flush_asked = True
             self._q.put(_FLUSH)
             self._hurry.set()
+
+    @property
+    def stalls(self) -> int:
+        """How many times the sequencer waited for the writer (backlog over its bound)."""
+        return self._stalls
+
+    @property
+    def stalled_s(self) -> float:
+        """Seconds the sequencer spent waiting for the writer."""
+        return round(self._stalled_s, 3)
+
+    @property
+    def transactions(self) -> int:
+        """The writer's commits so far (this process)."""
+        return self._stats.get("groups", 0)
 
     @property
     def backlog_bytes(self) -> int:
@@ -1217,7 +1238,49 @@ class _Writer:
 
     def run(self) -> None:
         """Reads until "close" (or the end of the pipe: the node is gone),
-        writing as it goes; every commit is reported."""
+        writing as it goes; every commit is reported. A group is written by
+        the SQL thread (`_sql_loop`: SQLite runs without the GIL) while this
+        thread reads and converts the next one."""
+        self._sql_q: queue.SimpleQueue = queue.SimpleQueue()
+        self._sql_idle = threading.Event()
+        self._sql_idle.set()
+        sql = threading.Thread(target=self._sql_loop, name="history-sql", daemon=True)
+        sql.start()
+        try:
+            self._read_loop()
+        finally:
+            self._sql_idle.wait()
+            self._sql_q.put(None)
+            sql.join()
+        self._conn.close()
+
+    def _sql_loop(self) -> None:
+        """Writes the groups handed over, one at a time, and reports each
+        commit. A failure is the writer's end: it is reported from here
+        (the reading thread may be waiting for input) and the process exits."""
+        while True:
+            item = self._sql_q.get()
+            if item is None:
+                return
+            g, n = item
+            try:
+                t1 = time.perf_counter()
+                self._write_with_retry(g)
+                self._stats["write_s"] += time.perf_counter() - t1
+                self.last_seq = g.last_seq
+                self._written += n
+                _write_message(self._out, ("written", self.last_seq, self._written, self._stats))
+                self._out.flush()
+            except BaseException as e:
+                log.exception("history writer stopped")
+                try:
+                    _write_message(self._out, ("failed", f"{type(e).__name__}: {e}"))
+                    self._out.flush()
+                finally:
+                    os._exit(1)
+            self._sql_idle.set()
+
+    def _read_loop(self) -> None:
         pending: list = []  # "batch" messages read, not yet written
         weight = 0
         done = False
@@ -1256,16 +1319,11 @@ class _Writer:
                 continue
             t0 = time.perf_counter()
             g = self._convert([it for m in pending for it in m[2]])
-            t1 = time.perf_counter()
-            self._write_with_retry(g)
-            self._stats["convert_s"] += t1 - t0
-            self._stats["write_s"] += time.perf_counter() - t1
-            self.last_seq = g.last_seq
-            self._written += sum(m[1] for m in pending)
+            self._stats["convert_s"] += time.perf_counter() - t0
+            self._sql_idle.wait()  # one group in the SQL thread at a time
+            self._sql_idle.clear()
+            self._sql_q.put((g, sum(m[1] for m in pending)))
             pending, weight, urgent = [], 0, False
-            _write_message(self._out, ("written", self.last_seq, self._written, self._stats))
-            self._out.flush()
-        self._conn.close()
 
     def _write_with_retry(self, g: "_Group") -> None:
         delay = 0.2
@@ -2040,6 +2098,9 @@ def _writer_main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Background work: when cores are short, the sequencer goes first; the writer catches up in its gaps.
     os.nice(WRITER_NICE)
+    # The SQL thread takes the GIL back between statements: a short interval keeps it from waiting
+    # on the converting thread.
+    sys.setswitchinterval(0.0005)
     cfg = json.loads(sys.argv[1])
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s (writer process): %(message)s")

@@ -520,7 +520,8 @@ class Node:
             "sync": self.sync,
             "healthy": self.healthy,
             "history": ({"last_seq": self.history.last_seq, "lag": self.history.lag,
-                         "backlog_bytes": self.history.backlog_bytes,
+                         "backlog_bytes": self.history.backlog_bytes, "stalls": self.history.stalls,
+                         "stalled_s": self.history.stalled_s, "transactions": self.history.transactions,
                          "failed": str(self.history.failed) if self.history.failed else None}
                         if self.history is not None else None),
             # Consensus fields: a single node orders commands itself; the cluster fills these.
