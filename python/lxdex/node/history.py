@@ -2073,7 +2073,7 @@ class _Reader:
             start = pos + _HEADER.size
             msgs.append(pickle.loads(memoryview(buf)[start : start + n]))
             pos = start + n
-        if pos > (1 << 24) or pos == len(buf):
+        if pos > (1 << 20) or pos == len(buf):  # (small: growing a large buffer copies all of it)
             del buf[:pos]
             pos = 0
         self.pos = pos
