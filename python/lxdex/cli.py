@@ -209,7 +209,9 @@ def bench_node(
                   str(la["p999_ms"]), str(la["max_ms"]), load)
     rc = result["recovery"]
     per = ", ".join(f"{k} {v}" for k, v in h.get("cpu_us_per_order_by_thread", {}).items())
-    t.caption = (f"POST /order: node CPU µs per order by thread: {per}\n"
+    sustained = (f"ZeroMQ with the history complete: {z['orders_per_s_history_complete']:,} orders/s (its writer "
+                 f"caught up {z['history_catch_up_s']} s after the load)\n" if z and history else "")
+    t.caption = (sustained + f"POST /order: node CPU µs per order by thread: {per}\n"
                  f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
                  f"in {rc['seconds']} s = {rc['orders_per_s']:,} order commands/s overall; binary batches "
                  f"{rc['binary_rows_per_s']:,} rows/s, single (JSON-form) commands {rc['single_commands_per_s']:,}/s; "

@@ -361,6 +361,8 @@ def _zmq_load(proc, zmq_port: int, seconds: float, zmq_clients: int, rows: int, 
             "orders": n_rows, "rejected": sum(r["rejected"] for r in res),
             "cancels": sum(r["cancelled"] for r in res), "seconds": round(secs, 3),
             "orders_per_s": round(n_rows / secs),
+            # Sustained with the history: the orders over the time until the history store had them all.
+            "orders_per_s_history_complete": round(n_rows / (secs + catch_up)),
             "requests_per_s": round(sum(r["requests"] for r in res) / secs),
             "latency": _lat([x for r in res for x in r["lat_ns"]]),
             "node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n_rows / cpu),
