@@ -300,6 +300,8 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
         if zmq_clients:
             progress(f"node up (http {http}, zmq {zmq_port}, sync {sync}); ZeroMQ load for {seconds} s")
             result["zmq"] = _zmq_load(proc, zmq_port, seconds, zmq_clients, rows, window, http)
+            if not history:
+                del result["zmq"]["orders_per_s_history_complete"]
             progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} "
                      f"ms; HTTP load for {seconds} s")
         cpu0, kids0, threads0 = _cpu_seconds(proc.pid), _children_cpu(proc.pid), _thread_cpu(http)
