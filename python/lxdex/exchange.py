@@ -594,7 +594,7 @@ class Exchange:
             market, side, "0" if amount else qty, price, order_type, tif, stp, display_qty, trigger_price)
         if not 0 <= account < 2**64:
             raise ValueError(f"account: {account} is out of range")
-        if not 0 <= expire_ts < 2**64:
+        if not 0 <= expire_ts < 2**63:  # (signed 64-bit milliseconds, as everywhere outside the core)
             raise ValueError(f"expire_ts: {expire_ts} is out of range")
         flags = (_FLAG_POST_ONLY if post_only else 0) | (FLAG_QUOTE_QTY if amount else 0)
         return _SUBMIT.pack(CommandKind.SUBMIT, side, otype, tif, stp, flags, m.id,

@@ -929,3 +929,21 @@ def test_a_version_2_store_is_migrated(backend):
         store.close()
     with pytest.raises(RuntimeError, match="has schema version 4; this lxdex writes version 3"):
         _open(backend, r.ex)
+
+
+@pytest.mark.parametrize("vec", [True, False])
+def test_an_expiry_past_signed_64_bits_fails_the_writer_alike_in_both_paths(tmp_path, vec):
+    """The gateways refuse such an expiry (the core takes any u64): should one reach the store anyway,
+    both conversions refuse it, rather than one storing a negative time."""
+    r, _ = scenario()
+    btc = r.ex._market_by_id[0]
+    assert r.do(C.Records(data=_records([
+        {"kind": 0, "market": btc.id, "owner": 3, "side": Side.SELL, "order_type": OrderType.LIMIT,
+         "tif": TimeInForce.GTD, "price": 9_000_000, "qty": 1_000, "expire_ts": 2**63 + 5}]))).ok
+    store = HistoryStore.open(None, tmp_path, lambda i: r.ex._market_by_id[i], vectorized=vec)
+    try:
+        store(r.pairs)
+        with pytest.raises(RuntimeError, match="OverflowError"):
+            store.flush()
+    finally:
+        store.close()

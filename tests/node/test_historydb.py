@@ -84,7 +84,7 @@ def test_bad_columns_are_refused_before_anything_is_written(tmp_path):
         db.insert_columns(sql, [np.array([1.5]), one, one, one])
     with pytest.raises(TypeError, match="column 3, row 0: type dict is not supported"):
         db.insert_columns(sql, [one, one, one, [{}]])
-    with pytest.raises(OverflowError, match="row 0, parameter 1"):
+    with pytest.raises(OverflowError, match="^parameter 1: 18446744073709551616 does not fit"):
         db.execute("INSERT INTO t VALUES (?, ?, ?, ?)", (2**64, 0, 0, 0))
     with pytest.raises(OverflowError, match="does not fit"):
         _Cols(np.array([2**63], np.uint64))
@@ -130,3 +130,33 @@ def test_the_connection_wrapper_reads_like_sqlite3(tmp_path):
     assert conn.execute("SELECT a FROM t WHERE a = ?", (3,)).fetchone() == (3,)
     assert conn.execute("SELECT a FROM t WHERE a = ?", (9,)).fetchone() is None
     conn.close()
+
+
+def test_two_threads_on_one_connection_take_turns(tmp_path):
+    """A call waits for the other thread's with the GIL released (holding it, the two would wait for each
+    other forever: SQLite runs without the GIL, and the running call needs it back to return)."""
+    import threading
+
+    db = _db(tmp_path)
+    done = []
+    long = threading.Thread(target=lambda: done.append(db.execute(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT count(*) FROM c")))
+    long.start()
+    for _ in range(50):
+        assert db.in_transaction is False
+        assert db.execute("SELECT 1") == [(1,)]
+    long.join(30)
+    assert not long.is_alive() and done == [[(2000000,)]]
+    db.close()
+
+
+def test_parameters_are_a_list_or_tuple(tmp_path):
+    db = _db(tmp_path)
+    with pytest.raises(TypeError, match="parameters: expected a list or tuple of values, got str"):
+        db.execute("SELECT ?", "x")
+    with pytest.raises(TypeError, match="row 1: expected a list or tuple of values, got dict"):
+        db.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [(1, 2, 3, 4), {"a": 1}])
+    with pytest.raises(TypeError, match="column 0: a tuple column starts with its kind's name"):
+        db.insert_columns("INSERT INTO t VALUES (?, ?, ?, ?)", [(1, 2)] + [[1]] * 3)
+    db.close()
+    assert _read(tmp_path) == []

@@ -114,6 +114,20 @@ def test_money_rows_and_unknown_kinds_are_refused_whole(gw):
     assert gw.node.state_hash() == before  # not even the valid first row applied
 
 
+def test_expiries_past_signed_64_bit_milliseconds_are_refused_whole(gw):
+    """(The history store, like the HTTP API, keeps times as signed 64-bit integers.)"""
+    before = gw.node.state_hash()
+    rows = sell_buy()
+    rows["tif"][1] = 3  # GTD
+    rows["expire_ts"][1] = 2**63 + 5
+    with ZmqClient(gw.endpoint) as c:
+        c.send(rows, 78)
+        err = _error(c)
+    assert err.code == ERR_MALFORMED and err.request_id == 78
+    assert err.message == f"rows[1].expire_ts: {2**63 + 5} is over {2**63 - 1}"
+    assert gw.node.state_hash() == before
+
+
 def test_multi_frame_messages_are_refused(gw):
     before = gw.node.state_hash()
     with ZmqClient(gw.endpoint) as c:

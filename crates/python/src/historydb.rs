@@ -80,11 +80,24 @@ fn object_of<'py>(py: Python<'py>, v: ValueRef<'_>) -> PyResult<Bound<'py, PyAny
     })
 }
 
-fn params_of(params: Option<&Bound<'_, PyAny>>, row: usize) -> PyResult<Vec<Value>> {
+/// A statement's parameters: a list or tuple of values (`row`: which
+/// statement of an `executemany`, for messages; None for `execute`).
+fn params_of(params: Option<&Bound<'_, PyAny>>, row: Option<usize>) -> PyResult<Vec<Value>> {
     let Some(p) = params else { return Ok(Vec::new()) };
+    let at = |i: usize| match row {
+        Some(r) => format!("row {r}, parameter {}", i + 1),
+        None => format!("parameter {}", i + 1),
+    };
+    if !(p.is_instance_of::<PyList>() || p.is_instance_of::<PyTuple>()) {
+        let what = row.map_or_else(|| "parameters".to_owned(), |r| format!("row {r}"));
+        return Err(PyTypeError::new_err(format!(
+            "{what}: expected a list or tuple of values, got {}",
+            p.get_type().name()?
+        )));
+    }
     let mut out = Vec::new();
     for (i, item) in p.try_iter()?.enumerate() {
-        out.push(value_of(&item?, &|| format!("row {row}, parameter {}", i + 1))?);
+        out.push(value_of(&item?, &|| at(i))?);
     }
     Ok(out)
 }
@@ -119,7 +132,9 @@ impl Column {
             return Ok(Column::Objects(v));
         }
         if let Ok(t) = obj.cast::<PyTuple>() {
-            let tag: String = t.get_item(0)?.extract()?;
+            let tag: String = t.get_item(0)?.extract().map_err(|_| {
+                PyTypeError::new_err(format!("column {col}: a tuple column starts with its kind's name"))
+            })?;
             return match (tag.as_str(), t.len()) {
                 ("null_if_negative", 2) => Ok(Column::IntsNullNegative(Self::ints(&t.get_item(1)?, col)?)),
                 ("lookup", 3) => {
@@ -147,19 +162,24 @@ impl Column {
 }
 
 fn slice(b: &PyBuffer<i64>) -> &[i64] {
+    if b.item_count() == 0 {
+        return &[]; // (an empty buffer's pointer may be null)
+    }
     // SAFETY: a contiguous one-dimensional buffer of i64, held by `b` (its exporter cannot be
     // resized while a buffer view is held).
     unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const i64, b.item_count()) }
 }
 
 /// Something used by one thread at a time but moved into `Python::detach`
-/// (a connection or statement: the `HistoryDb` mutex is held throughout).
+/// (a connection, or a guard of its mutex). Sound only because `detach`
+/// runs the closure on the calling thread: nothing here crosses threads.
 struct AssertSend<T>(T);
 unsafe impl<T> Send for AssertSend<T> {}
 
 /// The history writer's connection to its SQLite file. SQLite runs with
 /// the GIL released (the writer converts its next group meanwhile); the
-/// mutex keeps calls from two threads apart.
+/// mutex keeps calls from two threads apart (taken with the GIL released:
+/// a thread waiting for it must not hold the GIL its holder needs back).
 #[pyclass(name = "HistoryDb", module = "lxdex._core")]
 pub(crate) struct HistoryDb {
     conn: Mutex<Option<Connection>>,
@@ -174,8 +194,11 @@ fn value_object<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> 
 }
 
 impl HistoryDb {
-    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, Option<Connection>> {
+        if let Ok(g) = self.conn.try_lock() {
+            return g;
+        }
+        py.detach(|| AssertSend(self.conn.lock().unwrap_or_else(|e| e.into_inner()))).0
     }
 }
 
@@ -204,8 +227,8 @@ impl HistoryDb {
         sql: &str,
         params: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let values = params_of(params, 0)?;
-        let guard = self.lock();
+        let values = params_of(params, None)?;
+        let guard = self.lock(py);
         let conn = AssertSend(guard.as_ref().ok_or_else(closed)?);
         let rows = py
             .detach(move || -> rusqlite::Result<Vec<Vec<Value>>> {
@@ -229,9 +252,9 @@ impl HistoryDb {
     fn executemany(&self, py: Python<'_>, sql: &str, rows: &Bound<'_, PyAny>) -> PyResult<usize> {
         let mut all = Vec::new();
         for (n, row) in rows.try_iter()?.enumerate() {
-            all.push(params_of(Some(&row?), n)?);
+            all.push(params_of(Some(&row?), Some(n))?);
         }
-        let guard = self.lock();
+        let guard = self.lock(py);
         let conn = AssertSend(guard.as_ref().ok_or_else(closed)?);
         let n_params = conn.0.prepare_cached(sql).map_err(|e| sqlite_err(py, e))?.parameter_count();
         if let Some((n, r)) = all.iter().enumerate().find(|(_, r)| r.len() != n_params) {
@@ -278,7 +301,7 @@ impl HistoryDb {
                 }
             }
         }
-        let guard = self.lock();
+        let guard = self.lock(py);
         let conn = AssertSend(guard.as_ref().ok_or_else(closed)?);
         let n_params = conn.0.prepare_cached(sql).map_err(|e| sqlite_err(py, e))?.parameter_count();
         if cols.len() != n_params {
@@ -327,8 +350,8 @@ impl HistoryDb {
 
     /// Whether a transaction is open (not autocommit).
     #[getter]
-    fn in_transaction(&self) -> PyResult<bool> {
-        Ok(!self.lock().as_ref().ok_or_else(closed)?.is_autocommit())
+    fn in_transaction(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(!self.lock(py).as_ref().ok_or_else(closed)?.is_autocommit())
     }
 
     /// The SQLite library this connection uses.
@@ -339,7 +362,7 @@ impl HistoryDb {
 
     /// Closes the connection (rolling back an open transaction); later calls raise.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(c) = self.lock().take() {
+        if let Some(c) = self.lock(py).take() {
             c.close().map_err(|(_, e)| sqlite_err(py, e))?;
         }
         Ok(())

@@ -8,8 +8,11 @@
 //! - `HistoryRows.order_rows`: a group's kept events to the rows of the
 //!   orders it placed and the changes to older ones (`_Writer._order_rows`).
 //!
-//! Both are checked against the numpy code they replace and the per-event
-//! reference loop (tests/node/test_history_rows.py).
+//! The first is checked against the numpy path (still the path of runs it
+//! leaves), the second against a per-event reference model
+//! (tests/reference/history_rows.py), both in tests/node/test_history_rows.py;
+//! the whole conversion against the writer's per-event loop
+//! (tests/node/test_history.py).
 
 use lxdex_engine::record::{kind, COMMAND_RECORD_SIZE, EVENT_RECORD_SIZE};
 use lxdex_engine::{EventKind, Reason};
@@ -102,10 +105,15 @@ fn history_records_run<'py>(
     if events.len() != n || seqs.len() != n || nows.len() != n {
         return Err(PyValueError::new_err("datas, events, seqs and nows must be as long as each other"));
     }
-    let mut views = Vec::with_capacity(2 * n);
+    // The items are held here as long as the views into them (the lists could change meanwhile).
+    let mut items = Vec::with_capacity(2 * n);
     for i in 0..n {
-        views.push(View::new(&datas.get_item(i)?, "datas")?);
-        views.push(View::new(&events.get_item(i)?, "events")?);
+        items.push(datas.get_item(i)?);
+        items.push(events.get_item(i)?);
+    }
+    let mut views = Vec::with_capacity(2 * n);
+    for (i, item) in items.iter().enumerate() {
+        views.push(View::new(item, if i % 2 == 0 { "datas" } else { "events" })?);
     }
     let mut kept: Vec<u8> = Vec::new();
     let mut s_out: Vec<i64> = Vec::new();

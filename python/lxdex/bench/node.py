@@ -336,16 +336,18 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
 
 def _history_caught_up(http: int, timeout: float = 300.0) -> float:
     """Waits until the history store has written everything applied;
-    returns how long that took (0 without a history store)."""
+    returns how long that took (0 without a history store). Raises
+    RuntimeError if it has not within `timeout` seconds, or failed."""
     import httpx
 
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
+    while True:
         h = httpx.get(f"http://127.0.0.1:{http}/stats", timeout=10).json().get("history")
         if not h or h["lag"] == 0:
-            break
+            return time.perf_counter() - t0
+        if h.get("failed") or time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"the history store did not catch up within {timeout} s: {h}")
         time.sleep(0.1)
-    return time.perf_counter() - t0
 
 
 def _zmq_load(proc, zmq_port: int, seconds: float, zmq_clients: int, rows: int, window: int, http: int) -> dict:

@@ -249,17 +249,25 @@ class _FastSQLite:
     def __init__(self, db) -> None:
         self._db = db
         self._rows: list = []
+        self._at = 0
 
     def execute(self, sql: str, params=()) -> "_FastSQLite":
-        self._rows = self._db.execute(sql, params)
+        self._rows, self._at = self._db.execute(sql, params), 0
         return self
 
     def fetchall(self) -> list:
-        rows, self._rows = self._rows, []
+        rows, self._rows = self._rows[self._at :], []
         return rows
 
     def fetchone(self):
-        return self._rows[0] if self._rows else None
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def __iter__(self):
+        while (row := self.fetchone()) is not None:
+            yield row
 
     def cursor(self) -> "_FastSQLite":
         return self
@@ -1774,7 +1782,7 @@ class _Writer:
 
     def _order_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
         """New orders (ACCEPTED in this group) as whole rows; changes to older
-        orders as deltas (`_core.history_order_rows`). Per order, over its
+        orders as deltas (`_core.HistoryRows.order_rows`). Per order, over its
         events in order: fills add up, the last event gives `remaining` (an
         AMENDED one: its new quantity; a TRIGGERED one: its quantity), the
         last FILL or final CANCELLED gives the status, the last AMENDED the
@@ -1791,6 +1799,9 @@ class _Writer:
         if na:
             (a_id, owner, market, side, otype, tif, stp, flags, price, qty, filled, quote, rem, st_code, c_ts, u_ts,
              c_seq, u_seq, trigger, display, expire, reason, triggered) = np.frombuffer(new, np.int64).reshape(-1, na)
+            if (expire < 0).any():  # (u64 in the command; the column is a signed 64-bit integer, as in the loop)
+                raise OverflowError(f"expire_ts: {int(expire[expire < 0][0]) + 2**64} does not fit a signed "
+                                    "64-bit integer")
             plain = (trigger == 0) & (display == 0) & (expire == 0) & (reason == 255) & (triggered < 0)
             if g.client_ids or g.lists:
                 plain &= np.array([i not in g.client_ids and i not in g.lists for i in a_id.tolist()], bool)
@@ -2189,10 +2200,11 @@ class _Group:
         self.deltas: dict[int, list] = {}
         self.candles: dict[tuple[int, int], list] = {}
         # The rows written.
-        self.fill_rows: list[tuple] = []
+        # (tuples from the per-event loop; `_Cols` from the column-wise path, except `order_rows`)
+        self.fill_rows: list[tuple] | _Cols = []
         self.order_rows: list[tuple] = []
-        self.plain_order_rows: list[tuple] = []  # `_PLAIN_ORDER_COLUMNS` (column-wise path)
-        self.delta_rows: list[tuple] = []
+        self.plain_order_rows: list[tuple] | _Cols = []  # `_PLAIN_ORDER_COLUMNS` (column-wise path)
+        self.delta_rows: list[tuple] | _Cols = []
         self.candle_rows: list[tuple] = []
         self.markets: list[tuple] = []
         self.new_market_ids: list[int] = []

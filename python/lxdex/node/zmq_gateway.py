@@ -105,6 +105,9 @@ class GatewayError(Exception):
         self.code, self.request_id, self.message = code, request_id, message
 
 
+_MAX_TS = 2**63 - 1
+
+
 def check_request(msg: bytes, max_rows: int) -> tuple[int, np.ndarray] | tuple[int, int, str]:
     """`(request id, rows)` of a well-formed request, else `(code, request id, message)`."""
     if len(msg) < REQ_HEADER.size:
@@ -125,6 +128,10 @@ def check_request(msg: bytes, max_rows: int) -> tuple[int, np.ndarray] | tuple[i
         i = int(np.argmin(ok))
         return ERR_KIND, rid, (f"rows[{i}].kind: {int(rows['kind'][i])} is not an order command "
                                "(0 submit, 1 cancel, 2 amend, 3 mass cancel)")
+    late = rows["expire_ts"] > _MAX_TS
+    if late.any():  # (as the HTTP API: times are signed 64-bit milliseconds everywhere else)
+        i = int(np.argmax(late))
+        return ERR_MALFORMED, rid, f"rows[{i}].expire_ts: {int(rows['expire_ts'][i])} is over {_MAX_TS}"
     return rid, rows
 
 
