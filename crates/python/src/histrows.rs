@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::journal::View;
+use crate::ordjson::{i64_at, u32_at, u64_at};
 
 /// `history._PARAMS_DTYPE`: tif u1, stp u1, flags u1, trigger_price i8,
 /// display_qty i8, expire_ts u8, packed.
@@ -37,16 +38,6 @@ const TRIGGERED: u8 = EventKind::Triggered as u8;
 const ACTIVATED: u8 = EventKind::Activated as u8;
 const DEPTH: u8 = EventKind::Depth as u8;
 const EXPIRED: u8 = Reason::Expired as u8;
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-fn i64_at(b: &[u8], at: usize) -> i64 {
-    i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
 
 /// Event record fields (offsets of `EVENT_DTYPE`).
 mod ev {

@@ -104,13 +104,14 @@ struct EventLayout {
 fn u8_at(e: &[u8], o: usize) -> u8 {
     e[o]
 }
-fn u32_at(e: &[u8], o: usize) -> u32 {
+/// Little-endian fields of a fixed-layout record (also the history writer's, histrows.rs).
+pub(crate) fn u32_at(e: &[u8], o: usize) -> u32 {
     u32::from_le_bytes(e[o..o + 4].try_into().unwrap())
 }
-fn u64_at(e: &[u8], o: usize) -> u64 {
+pub(crate) fn u64_at(e: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(e[o..o + 8].try_into().unwrap())
 }
-fn i64_at(e: &[u8], o: usize) -> i64 {
+pub(crate) fn i64_at(e: &[u8], o: usize) -> i64 {
     i64::from_le_bytes(e[o..o + 8].try_into().unwrap())
 }
 
