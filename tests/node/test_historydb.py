@@ -132,22 +132,29 @@ def test_the_connection_wrapper_reads_like_sqlite3(tmp_path):
     conn.close()
 
 
+_TWO_THREADS = """
+import sys, threading
+from lxdex import _core
+db = _core.HistoryDb(sys.argv[1])
+done, short = [], []
+long = threading.Thread(target=lambda: done.append(db.execute(
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT count(*) FROM c")))
+long.start()
+for _ in range(50):
+    short.append((db.in_transaction, db.execute("SELECT 1")))
+long.join()
+assert done == [[(2000000,)]] and short == [(False, [(1,)])] * 50
+print("ok")
+"""
+
+
 def test_two_threads_on_one_connection_take_turns(tmp_path):
     """A call waits for the other thread's with the GIL released (holding it, the two would wait for each
-    other forever: SQLite runs without the GIL, and the running call needs it back to return)."""
-    import threading
-
-    db = _db(tmp_path)
-    done = []
-    long = threading.Thread(target=lambda: done.append(db.execute(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT count(*) FROM c")))
-    long.start()
-    for _ in range(50):
-        assert db.in_transaction is False
-        assert db.execute("SELECT 1") == [(1,)]
-    long.join(30)
-    assert not long.is_alive() and done == [[(2000000,)]]
-    db.close()
+    other forever: SQLite runs without the GIL, and the running call needs it back to return). In a
+    process of its own: a deadlock there is a timeout here, not a hung test run."""
+    r = subprocess.run([sys.executable, "-c", _TWO_THREADS, str(tmp_path / "h.sqlite3")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
 def test_parameters_are_a_list_or_tuple(tmp_path):

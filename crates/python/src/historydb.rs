@@ -354,12 +354,6 @@ impl HistoryDb {
         Ok(!self.lock(py).as_ref().ok_or_else(closed)?.is_autocommit())
     }
 
-    /// The SQLite library this connection uses.
-    #[staticmethod]
-    fn sqlite_version() -> &'static str {
-        rusqlite::version()
-    }
-
     /// Closes the connection (rolling back an open transaction); later calls raise.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(c) = self.lock(py).take() {

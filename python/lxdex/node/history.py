@@ -271,18 +271,11 @@ class _FastSQLite:
         self._at += 1
         return self._rows[self._at - 1]
 
-    def __iter__(self):
-        while (row := self.fetchone()) is not None:
-            yield row
-
     def cursor(self) -> "_FastSQLite":
         return self
 
-    def executemany(self, sql: str, rows) -> None:
-        if isinstance(rows, _Cols):
-            self.insert_columns(sql, rows)
-        else:
-            self._db.executemany(sql, rows)
+    def executemany(self, sql: str, rows: list) -> None:
+        self._db.executemany(sql, rows)  # (`_executemany` sends `_Cols` to insert_columns)
 
     def insert_columns(self, sql: str, rows: _Cols) -> None:
         self._db.insert_columns(sql, rows.cols)
@@ -1740,7 +1733,7 @@ class _Writer:
                                 for t, n in zip(g.ts, g.lens)])
         kind = E["kind"]
         self._fill_rows(g, E, kind, S, T)
-        self._order_rows(g, E, kind, S, T)
+        self._order_rows(g, E, S, T)
 
     def _fill_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
         fm = kind == _FILL
@@ -1786,7 +1779,7 @@ class _Writer:
             p_s[ends].tolist(), np.add.reduceat(q_s, starts).tolist(), np.add.reduceat(pq_s, starts).tolist(),
             (ends - starts + 1).tolist()))
 
-    def _order_rows(self, g: "_Group", E: np.ndarray, kind: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
+    def _order_rows(self, g: "_Group", E: np.ndarray, S: np.ndarray, T: np.ndarray) -> None:
         """New orders (ACCEPTED in this group) as whole rows; changes to older
         orders as deltas (`_core.HistoryRows.order_rows`). Per order, over its
         events in order: fills add up, the last event gives `remaining` (an
