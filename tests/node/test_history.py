@@ -947,3 +947,23 @@ def test_an_expiry_past_signed_64_bits_fails_the_writer_alike_in_both_paths(tmp_
             store.flush()
     finally:
         store.close()
+
+
+def test_wait_for_a_seq_fed_later(tmp_path):
+    """`wait_for(seq)`: a read that arrives between the node's ack and the store being handed the command
+    (the node acknowledges first) still gets it; a seq never fed times out with False."""
+    import threading
+
+    r, _ = scenario()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        half = len(r.pairs) // 2
+        store(r.pairs[:half])
+        last = r.pairs[-1][1].seq
+        late = threading.Timer(0.3, store, [r.pairs[half:]])  # handed over after the wait began
+        late.start()
+        assert store.wait_for(last, 10.0) and store.last_seq >= last
+        late.join()
+        assert store.wait_for(last + 1, 0.3) is False
+    finally:
+        store.close()

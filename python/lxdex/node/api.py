@@ -178,17 +178,7 @@ class ApiContext:
         target = self.node.exchange.last_seq
 
         def call():
-            deadline = time.monotonic() + self.cfg.history_wait_s
-            while store.last_seq < target and store.failed is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    store.flush(min(left, 0.5))
-                except (TimeoutError, RuntimeError):
-                    pass
-                if store.last_seq < target:
-                    time.sleep(0.002)
+            store.wait_for(target, self.cfg.history_wait_s)
             if store.failed is not None and store.last_seq < target:
                 raise ApiError(503, "HISTORY_UNAVAILABLE", f"the history store failed: {store.failed}")
             try:

@@ -756,6 +756,25 @@ class HistoryStore:
         if self._failed is not None and self._written < target:
             raise RuntimeError(f"history writer failed: {self._failed}") from self._failed
 
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Waits (at most `timeout` seconds) until the store holds every
+        command up to `seq` (a node's applied seq when a read arrived: the
+        node acknowledges a command before handing it to the store, so
+        `flush()` alone may not cover what a client was just told). Returns
+        whether it does; never raises (a failed store: False)."""
+        deadline = time.monotonic() + timeout
+        while self.last_seq < seq and self._failed is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self.flush(min(left, 0.5))
+            except (TimeoutError, RuntimeError):
+                pass
+            if self.last_seq < seq:
+                time.sleep(0.002)
+        return self.last_seq >= seq
+
     def close(self, timeout: float = 60.0) -> None:
         """Writes what is queued, stops the writer (killed after `timeout`
         seconds: what it had not written is re-fed from the journal at the

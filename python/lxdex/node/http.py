@@ -620,8 +620,14 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         kw = _history_params(request)
         if isinstance(kw, Response):
             return kw
+        target = node.exchange.last_seq  # what the node had applied (and acknowledged) when this arrived
+
+        def read():
+            h.wait_for(target, node.config.api.history_wait_s)
+            return getattr(h, what)(**kw)
+
         try:
-            rows = await run_in_threadpool(getattr(h, what), **kw)
+            rows = await run_in_threadpool(read)
         except ValueError as e:
             msg = str(e)
             return error(400, "INVALID_REQUEST", msg, msg.split(":", 1)[0] if ":" in msg else None)
@@ -640,7 +646,13 @@ def build_app(node: Node, metrics: Metrics | None = None, ws_limits=None):
         raw = request.path_params["order_id"]
         if not raw.isdigit():
             return error(400, "INVALID_REQUEST", "order_id: must be a non-negative integer", "order_id")
-        row = await run_in_threadpool(h.order, int(raw))
+        target = node.exchange.last_seq
+
+        def read():
+            h.wait_for(target, node.config.api.history_wait_s)
+            return h.order(int(raw))
+
+        row = await run_in_threadpool(read)
         if row is None:
             return error(404, "UNKNOWN_ORDER", f"order_id: no order {raw} in the history", "order_id")
         return JSON(row)
