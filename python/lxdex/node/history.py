@@ -91,6 +91,9 @@ GROUP_WINDOW_S = 1.0
 #: niced it got a smaller share of the cores (30 s ZeroMQ loads: ~230k
 #: orders/s written niced, ~248k not).
 WRITER_NICE = 10
+#: How often the writer looks whether its SQL thread is free, while a group
+#: that is ready waits for it (and gathers what comes meanwhile).
+SQL_POLL_S = 0.005
 MAX_LIMIT = 5_000
 
 MINUTE = 60_000
@@ -1327,13 +1330,19 @@ class _Writer:
         due = 0.0       # when the group's window closes
         while not done or pending:
             if not done:
-                # Block for input when there is nothing to write; else gather until the group's window
-                # closes (fewer, larger transactions rewrite fewer index pages per row), it is full, or a
-                # reader asked (a "flush" follows everything it waits for in the pipe).
+                # Block for input when there is nothing to write; else gather until the group is full, or
+                # until its window has closed (fewer, larger transactions rewrite fewer index pages per
+                # row) or a reader asked (a "flush" follows everything it waits for in the pipe) *and* the
+                # SQL thread is free: what comes while it writes the group before joins this one (it could
+                # not be written sooner; a group cut there was a small transaction, and the SQL thread
+                # then waited for the next group to be read and converted).
+                ready = urgent or time.monotonic() >= due
                 if not pending:
                     wait = None
-                elif urgent or weight >= GROUP_MAX:
+                elif weight >= GROUP_MAX or (ready and self._sql_idle.is_set()):
                     wait = 0.0
+                elif ready:
+                    wait = SQL_POLL_S
                 else:
                     wait = max(0.0, due - time.monotonic())
                 msgs = self._inp.available(wait)
@@ -1352,7 +1361,8 @@ class _Writer:
                 if not pending:
                     urgent = False  # what the reader waited for is written
                     continue
-                if not done and not urgent and weight < GROUP_MAX and time.monotonic() < due:
+                ready = urgent or time.monotonic() >= due
+                if not done and weight < GROUP_MAX and not (ready and self._sql_idle.is_set()):
                     continue  # more may be on its way: group it
             if not pending:
                 continue
