@@ -48,6 +48,15 @@ def test_bench_recovery_json_small():
     assert j["order_commands"] >= 20000 and j["binary_rows"] > 0 and j["single_commands"] > 0
 
 
+def test_bench_node_zeromq_only_json_small():
+    """`lxdex bench node` with the ZeroMQ load alone (`--http-clients 0`): a
+    real node with its history store, the sustained figure, recovery."""
+    result = json.loads(run("bench", "node", "--seconds", "1", "--http-clients", "0", "--json").stdout)
+    z = result["zmq"]
+    assert z["orders"] > 0 and z["orders_per_s_history_complete"] > 0 and "http" not in result
+    assert result["recovery"]["hash_matches"]
+
+
 def test_bench_memory_json_small_scale():
     result = json.loads(run("bench", "memory", "--scale", "0.002", "--json").stdout)
     assert result["rss_bytes"] > 0 and result["users"] == 2_000

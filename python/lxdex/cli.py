@@ -177,7 +177,7 @@ def bench_node(
     zmq_clients: int = typer.Option(1, help="ZeroMQ client processes (0: no ZeroMQ load)"),
     rows: int = typer.Option(256, help="order rows per ZeroMQ request"),
     window: int = typer.Option(16, help="ZeroMQ requests in flight per client"),
-    http_clients: int = typer.Option(1, help="HTTP client processes"),
+    http_clients: int = typer.Option(1, help="HTTP client processes (0: no HTTP load)"),
     connections: int = typer.Option(32, help="keep-alive connections per HTTP client (one request in flight each)"),
     sync: str = typer.Option("fdatasync", help="journal sync of the node: fdatasync or none"),
     history: bool = typer.Option(True, "--history/--no-history", help="run the node with its history store"),
@@ -198,8 +198,8 @@ def bench_node(
                     f"({m['cores']} cores), {result['data_dir_fs']}")
     for col in ("path", "orders/s", "orders per node CPU-s", "with the writer", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "load"):
         t.add_column(col, justify="right")
-    z, h = result.get("zmq"), result["http"]
-    paths = [("POST /order", h, f"{h['connections']} connections, 1 in flight each")]
+    z, h = result.get("zmq"), result.get("http", {})
+    paths = [("POST /order", h, f"{h['connections']} connections, 1 in flight each")] if h else []
     if z:
         paths.insert(0, ("ZeroMQ", z, f"{z['clients']} client(s), {z['rows_per_request']} rows x {z['window']} in flight"))
     for name, r, load in paths:
@@ -211,8 +211,8 @@ def bench_node(
     per = ", ".join(f"{k} {v}" for k, v in h.get("cpu_us_per_order_by_thread", {}).items())
     sustained = (f"ZeroMQ with the history complete: {z['orders_per_s_history_complete']:,} orders/s (its writer "
                  f"caught up {z['history_catch_up_s']} s after the load)\n" if z and history else "")
-    t.caption = (sustained + f"POST /order: node CPU µs per order by thread: {per}\n"
-                 f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
+    t.caption = (sustained + (f"POST /order: node CPU µs per order by thread: {per}\n" if h else "")
+                 + f"recovery after SIGKILL: {rc['records']:,} journal records ({rc['order_commands']:,} order commands) "
                  f"in {rc['seconds']} s = {rc['orders_per_s']:,} order commands/s overall; binary batches "
                  f"{rc['binary_rows_per_s']:,} rows/s, single (JSON-form) commands {rc['single_commands_per_s']:,}/s; "
                  f"state hash {'matches' if rc['hash_matches'] else 'DIFFERS'}")

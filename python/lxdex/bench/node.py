@@ -340,24 +340,25 @@ def run(seconds: float = 10.0, zmq_clients: int = 1, rows: int = 256, window: in
             result["zmq"] = _zmq_load(proc, zmq_port, seconds, zmq_clients, rows, window, http)
             if not history:
                 del result["zmq"]["orders_per_s_history_complete"]
-            progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} "
-                     f"ms; HTTP load for {seconds} s")
-        cpu0, kids0, threads0 = _cpu_seconds(proc.pid), _children_cpu(proc.pid), _thread_cpu(http)
-        res = _run_clients(_http_client, [(http, seconds, connections, 21 + i) for i in range(http_clients)])
-        threads1 = _thread_cpu(http)
-        cpu = _cpu_seconds(proc.pid) - cpu0
-        _history_caught_up(http)
-        kids = _children_cpu(proc.pid) - kids0
-        n = sum(r["requests"] for r in res)
-        secs = max(r["seconds"] for r in res)
-        result["http"] = {"clients": http_clients, "connections": connections * http_clients, "requests": n,
-                          "errors": sum(r["errors"] for r in res), "seconds": round(secs, 3),
-                          "orders_per_s": round(n / secs), "latency": _lat([x for r in res for x in r["lat_ns"]])}
-        result["http"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n / cpu),
-                           "writer_cpu_s": round(kids, 2), "orders_per_cpu_s_with_writer": round(n / (cpu + kids)),
-                           "cpu_us_per_order_by_thread": _per_thread(threads0, threads1, n)}
-        progress(f"http: {result['http']['orders_per_s']:,} orders/s, p99 {result['http']['latency']['p99_ms']} ms; "
-                 "killing the node and timing recovery")
+            progress(f"zmq: {result['zmq']['orders_per_s']:,} orders/s, p99 {result['zmq']['latency']['p99_ms']} ms"
+                     + (f"; HTTP load for {seconds} s" if http_clients else ""))
+        if http_clients:
+            cpu0, kids0, threads0 = _cpu_seconds(proc.pid), _children_cpu(proc.pid), _thread_cpu(http)
+            res = _run_clients(_http_client, [(http, seconds, connections, 21 + i) for i in range(http_clients)])
+            threads1 = _thread_cpu(http)
+            cpu = _cpu_seconds(proc.pid) - cpu0
+            _history_caught_up(http)
+            kids = _children_cpu(proc.pid) - kids0
+            n = sum(r["requests"] for r in res)
+            secs = max(r["seconds"] for r in res)
+            result["http"] = {"clients": http_clients, "connections": connections * http_clients, "requests": n,
+                              "errors": sum(r["errors"] for r in res), "seconds": round(secs, 3),
+                              "orders_per_s": round(n / secs), "latency": _lat([x for r in res for x in r["lat_ns"]])}
+            result["http"] |= {"node_cpu_s": round(cpu, 2), "orders_per_node_cpu_s": round(n / cpu),
+                               "writer_cpu_s": round(kids, 2), "orders_per_cpu_s_with_writer": round(n / (cpu + kids)),
+                               "cpu_us_per_order_by_thread": _per_thread(threads0, threads1, n)}
+            progress(f"http: {result['http']['orders_per_s']:,} orders/s, p99 {result['http']['latency']['p99_ms']} ms; "
+                     "killing the node and timing recovery")
         import httpx
 
         stats = httpx.get(f"http://127.0.0.1:{http}/stats").json()
