@@ -126,7 +126,7 @@ def _zmq_client(endpoint: str, seconds: float, rows: int, window: int, seed: int
     inflight = 0
     t_end = time.perf_counter() + seconds
     t0 = time.perf_counter()
-    sock = c.sock
+    sock = c.sock  # (the socket itself: `ZmqClient.send` would build and copy each message again)
     while True:
         now = time.perf_counter()
         while inflight < window and now < t_end:

@@ -1277,7 +1277,10 @@ class _Writer:
         """Reads until "close" (or the end of the pipe: the node is gone),
         writing as it goes; every commit is reported. A group is written by
         the SQL thread (`_sql_loop`: SQLite runs without the GIL) while this
-        thread reads and converts the next one."""
+        thread reads the next one, and converts it if it fills up (under a
+        heavy flow: it is then handed over the moment the SQL thread is
+        free); a group that closes by its window or a flush is converted
+        once the SQL thread is free (`_read_loop`)."""
         self._sql_q: queue.SimpleQueue = queue.SimpleQueue()
         self._sql_idle = threading.Event()
         self._sql_idle.set()
