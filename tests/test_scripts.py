@@ -1,0 +1,27 @@
+"""The profiling scripts BENCHMARKS.md cites still run (smoke sizes): a
+node's per-thread CPU under the ZeroMQ load, keeping its data directory,
+then that journal replayed into the history writer."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lxdex._core")
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+
+
+def script(*args: str) -> str:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=300,
+                          check=True, cwd=ROOT).stdout
+
+
+def test_node_threads_then_history_replay(tmp_path):
+    out = script("scripts/node_threads.py", "--seconds", "1", "--keep", str(tmp_path / "data"))
+    assert "with the history complete" in out and "lxdex-journal" in out
+    out = script("scripts/history_replay.py", str(tmp_path / "data"), "--group-orders", "50000")
+    assert "us CPU per order" in out and "INSERT INTO orders" in out and "bytes per order" in out
