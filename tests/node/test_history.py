@@ -21,6 +21,7 @@ import pytest
 from lxdex import commands as C
 from lxdex.enums import COMMAND_DTYPE, EventKind, OrderType, Side, TimeInForce
 from lxdex.exchange import Exchange
+from lxdex.node import history as H
 from lxdex.node.history import HistoryStore, _fee
 
 MIN = 60_000
@@ -377,7 +378,7 @@ def test_sqlite_default_file_and_url(tmp_path):
     assert (tmp_path / "history.sqlite3").exists()
     conn = sqlite3.connect(tmp_path / "history.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(H.SCHEMA_VERSION,)]
     conn.execute("UPDATE schema_version SET version = 99")
     conn.commit()
     conn.close()
@@ -625,7 +626,10 @@ def _flow_run(n: int = 6_000, n_markets: int = 3, n_accounts: int = 60) -> Run:
 def _dump(path) -> dict:
     conn = sqlite3.connect(path)
     out = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
-           for t in ("fills", "orders", "candles_1m", "markets", "meta", "gaps")}
+           for t in ("fills", "candles_1m", "markets", "meta", "gaps")}
+    # The orders as they are now: their rows hold them as of the transaction that wrote them, so
+    # how the commands were grouped shows in the split between orders and order_updates, not here.
+    out["orders"] = H._fold_updates(conn.execute(H._orders_now_sql("SELECT * FROM orders")).fetchall())
     conn.close()
     return out
 
@@ -748,12 +752,14 @@ def test_orders_by_client_order_id(backend):
         store.close()
 
 
-def _store_of_an_older_version(backend, downgrade: tuple[str, ...]):
-    """The scenario written by this version, then turned into an older
+def _store_of_an_older_version(backend, downgrade: tuple[str, ...], more=None):
+    """The scenario (and `more(run)`) written by this version, then turned into an older
     version's store by `downgrade`: `(run, its orders of account 0, backend)`."""
     from lxdex.node.history import _backend_for
 
     r, _ = scenario()
+    if more is not None:
+        more(r)
     store = _open(backend, r.ex)
     store(r.pairs)
     store.flush()
@@ -761,10 +767,67 @@ def _store_of_an_older_version(backend, downgrade: tuple[str, ...]):
     store.close()
     b = _backend_for(*backend)
     conn = b.connect(writer=False)
+    _fold_order_updates_into_rows(conn, b)
     for stmt in downgrade:
         conn.execute(stmt)
     conn.close()
     return r, n_orders, b
+
+
+def _fold_order_updates_into_rows(conn, b) -> None:
+    """What a store before version 4 held: each order's row up to date (its changes applied in place),
+    no `order_updates`."""
+    cols = ("filled_qty", "filled_quote", "remaining", "status", "reason", "price", "qty", "triggered_ts",
+            "updated_ts", "updated_seq")
+    at = [H._ORDER_COLUMNS.index(c) for c in cols]
+    rows = H._fold_updates(conn.execute(H._orders_now_sql(f"SELECT {', '.join(H._ORDER_COLUMNS)} FROM orders"))
+                           .fetchall())
+    for row in rows:
+        conn.execute(b.sql(f"UPDATE orders SET {', '.join(c + ' = ?' for c in cols)} WHERE order_id = ?"),
+                     (*(row[i] for i in at), row[0]))
+    conn.execute("DROP TABLE order_updates")
+
+
+def test_a_version_3_store_is_migrated(backend):
+    """A version-3 store (changes applied to the orders' rows, no `order_updates`) is migrated when opened:
+    its orders read as they were, and later changes to them (fills, cancels, an amend) are appended and
+    read on top: every order as in a store written by this version from the start."""
+    def more(r: Run) -> None:  # orders that rest, for the changes after the migration
+        for a, m, side, qty, price in ((0, "BTC-USD", "buy", "0.3", "40000"), (1, "BTC-USD", "buy", "0.2", "39000"),
+                                       (1, "ETH-USD", "sell", "2", "5000"), (0, "ETH-USD", "sell", "1", "5100")):
+            r.place(a, m, side, qty, price)
+
+    r, n_orders, b = _store_of_an_older_version(backend, ("UPDATE schema_version SET version = 3",), more)
+    old_open = [(a, o) for a in range(4) for o in r.ex.open_orders(a) if o["status"] == "resting"]
+    assert len(old_open) >= 2
+    (a0, o0), (a1, o1) = old_open[0], old_open[1]
+    assert r.do(C.CancelOrder(account=a0, order_id=o0["order_id"])).ok
+    assert r.do(C.AmendOrder(account=a1, order_id=o1["order_id"], qty=str(Decimal(o1["qty"]) * 2))).ok
+    n_fills = len(r.ex.recent_fills(2)) + len(r.ex.recent_fills(3))
+    for a, side, price in ((2, "buy", "1000000"), (3, "sell", "1")):  # whatever rests gets filled
+        for m in ("BTC-USD", "ETH-USD"):
+            r.place(a, m, side, "0.5", order_type="market", price=price)
+    assert len(r.ex.recent_fills(2)) + len(r.ex.recent_fills(3)) > n_fills
+    store = _open(backend, r.ex)
+    try:
+        assert len(store.orders(0, limit=5000)) == n_orders
+        store(r.pairs)
+        store.flush()
+        conn = b.connect(writer=False)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(H.SCHEMA_VERSION,)]
+        assert conn.execute("SELECT count(*) FROM order_updates").fetchone()[0] > 0
+        conn.close()
+        migrated = {a: store.orders(a, limit=5000) for a in range(4)}
+    finally:
+        store.close()
+    fresh = _open((None, backend[1] / "fresh"), r.ex)  # this version from the start (on SQLite)
+    try:
+        fresh(r.pairs)
+        fresh.flush()
+        assert {a: fresh.orders(a, limit=5000) for a in range(4)} == migrated
+        assert [o["status"] for o in migrated[a0] if o["order_id"] == o0["order_id"]] == ["cancelled"]
+    finally:
+        fresh.close()
 
 
 def test_a_version_1_store_is_migrated(backend):
@@ -783,7 +846,7 @@ def test_a_version_1_store_is_migrated(backend):
         assert store.order_by_client_id(0, "after-migration")["order_id"] == oid
         assert all("client_order_id" not in o for o in store.orders(0, limit=5000) if o["order_id"] != oid)
         conn = b.connect(writer=False)
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(H.SCHEMA_VERSION,)]
         conn.close()
     finally:
         store.close()
@@ -922,12 +985,13 @@ def test_a_version_2_store_is_migrated(backend):
         assert [g["order_list_id"] for g in store.order_lists(0)] == [lid]
         assert all("order_list_id" not in o for o in store.orders(0, limit=5000) if o["order_id"] < lid)
         conn = b.connect(writer=False)
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
-        conn.execute("UPDATE schema_version SET version = 4")
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(H.SCHEMA_VERSION,)]
+        conn.execute(f"UPDATE schema_version SET version = {H.SCHEMA_VERSION + 1}")
         conn.close()
     finally:
         store.close()
-    with pytest.raises(RuntimeError, match="has schema version 4; this lxdex writes version 3"):
+    with pytest.raises(RuntimeError, match=f"has schema version {H.SCHEMA_VERSION + 1}; "
+                                           f"this lxdex writes version {H.SCHEMA_VERSION}"):
         _open(backend, r.ex)
 
 

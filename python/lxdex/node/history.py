@@ -58,8 +58,10 @@ from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, O
 log = logging.getLogger("lxdex.node.history")
 
 #: 2: `orders.client_order_id`; 3: `orders.list_id` and `orders.contingency` (the OCO pair or bracket an
-#: order was placed in). An older database is migrated on open: the columns are added, NULL for its orders.
-SCHEMA_VERSION = 3
+#: order was placed in); 4: `order_updates` (changes to orders are appended there, not applied to their rows).
+#: An older database is migrated on open: the columns are added, NULL for its orders; its orders' rows
+#: already hold all changes before the migration.
+SCHEMA_VERSION = 4
 DEFAULT_FILE = "history.sqlite3"
 
 #: A writer transaction takes queued batches until it has about this many
@@ -149,7 +151,59 @@ _PLAIN_ORDER_CONSTANTS = {"trigger_price": "0", "display_qty": "0", "expire_ts":
                           "triggered_ts": "NULL", "client_order_id": "NULL", "list_id": "NULL", "contingency": "NULL"}
 _FILL_COLUMNS = ("id", "seq", "ts", "market", "taker_order", "taker_account", "maker_order", "maker_account",
                  "taker_side", "price", "qty", "taker_fee", "maker_fee")
+#: A change to an order that an earlier transaction wrote (`order_updates`, the writer's delta rows):
+#: the lots and quote filled since, then the new values (NULL: unchanged) and when.
+_UPDATE_COLUMNS = ("add_filled_qty", "add_filled_quote", "remaining", "status", "reason", "price", "qty_from_filled",
+                   "triggered_ts", "updated_ts", "updated_seq", "order_id")
 _CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
+
+
+def _orders_now_sql(select: str) -> str:
+    """`select` (an `orders` query of `_ORDER_COLUMNS`, with its ORDER BY
+    and LIMIT) joined with the `order_updates` of its orders, for
+    `_fold_updates`: one statement, so one snapshot of both tables."""
+    upd = ", ".join(f"u.{c}" for c in _UPDATE_COLUMNS[:-1])
+    return (f"SELECT o.*, {upd} FROM ({select}) AS o "
+            f"LEFT JOIN order_updates AS u ON u.order_id = o.order_id")
+
+
+def _fold_updates(rows: Iterable, descending: bool = False) -> list[tuple]:
+    """Orders as they are now, by id (`descending`: newest first), from the
+    rows of `_orders_now_sql`: each order's row as the transaction that
+    created it wrote it, then its `order_updates` in `updated_seq` order,
+    applied as the writer's delta rows mean them: filled lots and quote
+    added, a NULL leaves the column, `qty` = filled before the update +
+    `qty_from_filled` (an amend's new size)."""
+    n = len(_ORDER_COLUMNS)
+    base: dict[int, list] = {}
+    updates: dict[int, list] = {}
+    for r in rows:
+        oid = r[0]
+        if oid not in base:
+            base[oid] = list(r[:n])
+        if r[n + 9] is not None:  # (updated_seq: NULL when the order has no updates)
+            updates.setdefault(oid, []).append(r[n:])
+    for oid, ups in updates.items():
+        o = base[oid]
+        ups.sort(key=lambda u: u[9])
+        for add_filled, add_quote, remaining, status, reason, price, qty_from_filled, triggered, ts, seq in ups:
+            before = o[O_FILLED]
+            o[O_FILLED] = before + add_filled
+            o[O_QUOTE] += add_quote
+            if remaining is not None:
+                o[O_REMAINING] = remaining
+            if status is not None:
+                o[O_STATUS] = status
+            if reason is not None:
+                o[O_REASON] = reason
+            if price is not None:
+                o[O_PRICE] = price
+            if qty_from_filled is not None:
+                o[O_QTY] = before + qty_from_filled
+            if triggered is not None:
+                o[O_TRIGGERED_TS] = triggered
+            o[O_UPDATED_TS], o[O_UPDATED_SEQ] = ts, seq
+    return [tuple(base[k]) for k in sorted(base, reverse=descending)]
 
 
 def _schema(big: str, rowid: bool = False) -> list[str]:
@@ -181,6 +235,10 @@ def _schema(big: str, rowid: bool = False) -> list[str]:
         f"created_ts {big} NOT NULL, updated_ts {big} NOT NULL, created_seq {big} NOT NULL, "
         f"updated_seq {big} NOT NULL, triggered_ts {big}, client_order_id TEXT, list_id {big}, contingency TEXT)",
         f"CREATE INDEX IF NOT EXISTS orders_account ON orders (account{oid})",
+        f"CREATE TABLE IF NOT EXISTS order_updates (order_id {big} NOT NULL, add_filled_qty {big} NOT NULL, "
+        f"add_filled_quote {big} NOT NULL, remaining {big}, status TEXT, reason TEXT, price {big}, "
+        f"qty_from_filled {big}, triggered_ts {big}, updated_ts {big} NOT NULL, updated_seq {big} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS order_updates_order ON order_updates (order_id)",
         f"CREATE TABLE IF NOT EXISTS candles_1m (market INTEGER NOT NULL, start {big} NOT NULL, "
         f"open {big} NOT NULL, high {big} NOT NULL, low {big} NOT NULL, close {big} NOT NULL, "
         f"volume {big} NOT NULL, quote_volume {big} NOT NULL, trades {big} NOT NULL, PRIMARY KEY (market, start))",
@@ -466,6 +524,7 @@ _LIST_INDEX = "CREATE INDEX IF NOT EXISTS orders_list ON orders (account, list_i
 _MIGRATIONS = {
     1: ["ALTER TABLE orders ADD COLUMN client_order_id TEXT"],
     2: ["ALTER TABLE orders ADD COLUMN list_id {big}", "ALTER TABLE orders ADD COLUMN contingency TEXT"],
+    3: [],  # (`order_updates` is created with the other tables; its orders' rows are up to date)
 }
 
 
@@ -1121,17 +1180,19 @@ class HistoryStore:
         where, params = self._filters(market, start_ts, end_ts, from_id, "created_ts", "order_id")
         where, params = ["account = ?", *where], [account, *params]
         forward = from_id is not None or start_ts is not None
-        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
-                           f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
-        if not forward:
-            rows.reverse()
+        rows = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
+                                f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
         return [self._order_dict(r) for r in rows]
+
+    def _orders_now(self, select: str, params: list) -> list[tuple]:
+        """The orders `select` picks, as they are now (`_fold_updates`), by id."""
+        return _fold_updates(self._query(_orders_now_sql(select), params))
 
     def order(self, order_id: int) -> dict | None:
         """One order by id, or None if the history has no such order."""
         if not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 0:
             raise ValueError(f"order_id: {order_id!r} is not a non-negative integer")
-        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = ?", [order_id])
+        rows = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = ?", [order_id])
         return self._order_dict(rows[0]) if rows else None
 
     def order_by_client_id(self, account: int, client_order_id: str) -> dict | None:
@@ -1140,8 +1201,8 @@ class HistoryStore:
         self._check(account, None, None, None, 1)
         if not isinstance(client_order_id, str) or not client_order_id:
             raise ValueError(f"client_order_id: {client_order_id!r} is not a client order id")
-        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE account = ? AND "
-                           "client_order_id = ? ORDER BY order_id DESC LIMIT 1", [account, client_order_id])
+        rows = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE account = ? AND "
+                                "client_order_id = ? ORDER BY order_id DESC LIMIT 1", [account, client_order_id])
         return self._order_dict(rows[0]) if rows else None
 
     def order_lists(self, account: int, market: str | None = None, start_ts: int | None = None,
@@ -1165,8 +1226,8 @@ class HistoryStore:
         if not heads:
             return []
         lo, hi = min(heads), max(heads)
-        rows = self._query(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE account = ? AND list_id >= ? "
-                           f"AND list_id <= ? ORDER BY order_id", [account, lo, hi])
+        rows = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE account = ? "
+                                f"AND list_id >= ? AND list_id <= ?", [account, lo, hi])
         want = set(heads)
         lists: dict[int, dict] = {}
         for r in rows:
@@ -1426,15 +1487,8 @@ class _Writer:
             if g.plain_order_rows:
                 b.insert_plain_orders(cur, g.plain_order_rows)
             if g.delta_rows:
-                # A NULL leaves the column; qty = filled before this group + (filled in it until the
-                # last amend + the amend's new remaining).
-                _executemany(cur, sql(
-                    "UPDATE orders SET filled_qty = filled_qty + ?, filled_quote = filled_quote + ?, "
-                    "remaining = COALESCE(CAST(? AS BIGINT), remaining), status = COALESCE(CAST(? AS TEXT), status), "
-                    "reason = COALESCE(CAST(? AS TEXT), reason), price = COALESCE(CAST(? AS BIGINT), price), "
-                    "qty = COALESCE(filled_qty + CAST(? AS BIGINT), qty), "
-                    "triggered_ts = COALESCE(CAST(? AS BIGINT), triggered_ts), updated_ts = ?, updated_seq = ? "
-                    "WHERE order_id = ?"), g.delta_rows)
+                # Appended, not applied to the orders' rows: see `_fold_updates`.
+                b.insert_many(cur, "order_updates", _UPDATE_COLUMNS, g.delta_rows)
             if g.candle_rows:
                 hi, lo = b.greatest, b.least
                 cur.executemany(sql(
