@@ -317,6 +317,7 @@ impl HistoryDb {
             let job = job;
             let (cols, conn) = job.0;
             let mut stmt = conn.0.prepare_cached(sql)?;
+            let ncol = cols.len();
             let slices: Vec<&[i64]> = cols
                 .iter()
                 .map(|c| match c {
@@ -324,23 +325,38 @@ impl HistoryDb {
                     Column::Objects(_) => &[][..],
                 })
                 .collect();
-            for row in 0..n {
-                for (i, c) in cols.iter().enumerate() {
-                    match c {
-                        Column::Ints(_) => stmt.raw_bind_parameter(i + 1, slices[i][row])?,
-                        Column::IntsNullNegative(_) => {
-                            let v = slices[i][row];
-                            if v < 0 {
-                                stmt.raw_bind_parameter(i + 1, rusqlite::types::Null)?
-                            } else {
-                                stmt.raw_bind_parameter(i + 1, v)?
-                            }
+            // Rows are bound from a block copied row-major first: read column by column for each
+            // row, the columns' cache lines were evicted by SQLite's own work between rows (a
+            // profile of the writer put ~5% of its time on those loads).
+            const BLOCK: usize = 256;
+            let mut block = vec![0i64; BLOCK * ncol];
+            for start in (0..n).step_by(BLOCK) {
+                let len = BLOCK.min(n - start);
+                for (i, col) in slices.iter().enumerate() {
+                    if !col.is_empty() {
+                        for (r, v) in col[start..start + len].iter().enumerate() {
+                            block[r * ncol + i] = *v;
                         }
-                        Column::Lookup(_, vals) => stmt.raw_bind_parameter(i + 1, &vals[slices[i][row] as usize])?,
-                        Column::Objects(v) => stmt.raw_bind_parameter(i + 1, &v[row])?,
                     }
                 }
-                stmt.raw_execute()?;
+                for r in 0..len {
+                    let vals = &block[r * ncol..(r + 1) * ncol];
+                    for (i, c) in cols.iter().enumerate() {
+                        match c {
+                            Column::Ints(_) => stmt.raw_bind_parameter(i + 1, vals[i])?,
+                            Column::IntsNullNegative(_) => {
+                                if vals[i] < 0 {
+                                    stmt.raw_bind_parameter(i + 1, rusqlite::types::Null)?
+                                } else {
+                                    stmt.raw_bind_parameter(i + 1, vals[i])?
+                                }
+                            }
+                            Column::Lookup(_, values) => stmt.raw_bind_parameter(i + 1, &values[vals[i] as usize])?,
+                            Column::Objects(v) => stmt.raw_bind_parameter(i + 1, &v[start + r])?,
+                        }
+                    }
+                    stmt.raw_execute()?;
+                }
             }
             Ok(())
         })
