@@ -659,6 +659,59 @@ def test_column_wise_conversion_matches_the_event_loop(tmp_path):
             assert dumps[name][table] == rows, (name, table)
 
 
+def test_orders_by_account_over_many_blocks_and_transactions(tmp_path):
+    """`orders()` reads an account's ids from `account_orders` (a row per account per transaction, at
+    most ACCOUNT_BLOCK ids each): with blocks of 3 ids and a transaction every few commands, every query
+    (newest `limit`, from an id, a time window, a market) gives what one SQL query over `orders` gives
+    (the reference: as `orders()` read them before `account_orders`)."""
+    r = _flow_run(n=3_000, n_accounts=12)
+    store = HistoryStore.open(None, tmp_path, lambda i: r.ex._market_by_id[i], account_block=3)
+    try:
+        for i in range(0, len(r.pairs), 5):
+            store(r.pairs[i : i + 5])
+            store.flush()
+        conn = sqlite3.connect(tmp_path / "history.sqlite3")
+        blocks = conn.execute("SELECT account, first_id, length(ids) FROM account_orders").fetchall()
+        assert max(n for _, _, n in blocks) == 3 * 8 and len(blocks) > 300
+
+        def ref(account, market=None, start_ts=None, end_ts=None, from_id=None, limit=500):
+            where, params = ["account = ?"], [account]
+            for cond, v in (("market = ?", None if market is None else store._market_id(market)),
+                            ("created_ts >= ?", start_ts), ("created_ts <= ?", end_ts), ("order_id >= ?", from_id)):
+                if v is not None:
+                    where.append(cond)
+                    params.append(v)
+            forward = from_id is not None or start_ts is not None
+            rows = H._fold_updates(conn.execute(H._orders_now_sql(
+                f"SELECT {', '.join(H._ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
+                f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT {limit}"), params).fetchall())
+            return [store._order_dict(x) for x in rows]
+
+        accounts = sorted({a for a, _, _ in blocks})
+        checked = 0
+        for a in accounts:
+            everything = store.orders(a, limit=5000)
+            assert everything == ref(a, limit=5000) and len(everything) > 20
+            ids = [o["order_id"] for o in everything]
+            times = sorted({o["created_ts"] for o in everything})
+            for limit in (1, 2, 4, 7, 500):
+                assert store.orders(a, limit=limit) == ref(a, limit=limit) == everything[-limit:]
+                for from_id in (0, ids[0], ids[len(ids) // 2], ids[len(ids) // 2] + 1, ids[-1], ids[-1] + 1):
+                    assert store.orders(a, from_id=from_id, limit=limit) == ref(a, from_id=from_id, limit=limit)
+                for t in (times[0], times[len(times) // 3], times[-1]):
+                    assert store.orders(a, start_ts=t, limit=limit) == ref(a, start_ts=t, limit=limit)
+                    assert store.orders(a, end_ts=t, limit=limit) == ref(a, end_ts=t, limit=limit)
+                    for m in sorted({o["market"] for o in everything} | {"B0-Q"}):
+                        got = store.orders(a, market=m, start_ts=t, limit=limit)
+                        assert got == ref(a, market=m, start_ts=t, limit=limit)
+                        checked += len(got)
+        assert checked > 100
+        assert store.orders(10**9) == []
+        conn.close()
+    finally:
+        store.close()
+
+
 def test_flow_matches_the_exchange(tmp_path):
     r = _flow_run()
     store = _open((None, tmp_path), r.ex)
@@ -767,16 +820,16 @@ def _store_of_an_older_version(backend, downgrade: tuple[str, ...], more=None):
     store.close()
     b = _backend_for(*backend)
     conn = b.connect(writer=False)
-    _fold_order_updates_into_rows(conn, b)
+    _as_before_version_4(conn, b)
     for stmt in downgrade:
         conn.execute(stmt)
     conn.close()
     return r, n_orders, b
 
 
-def _fold_order_updates_into_rows(conn, b) -> None:
+def _as_before_version_4(conn, b) -> None:
     """What a store before version 4 held: each order's row up to date (its changes applied in place),
-    no `order_updates`."""
+    no `order_updates`; an index of the orders by account instead of `account_orders`."""
     cols = ("filled_qty", "filled_quote", "remaining", "status", "reason", "price", "qty", "triggered_ts",
             "updated_ts", "updated_seq")
     at = [H._ORDER_COLUMNS.index(c) for c in cols]
@@ -786,6 +839,8 @@ def _fold_order_updates_into_rows(conn, b) -> None:
         conn.execute(b.sql(f"UPDATE orders SET {', '.join(c + ' = ?' for c in cols)} WHERE order_id = ?"),
                      (*(row[i] for i in at), row[0]))
     conn.execute("DROP TABLE order_updates")
+    conn.execute("DROP TABLE account_orders")
+    conn.execute(f"CREATE INDEX orders_account ON orders (account{'' if b.name == 'sqlite' else ', order_id'})")
 
 
 def test_a_version_3_store_is_migrated(backend):

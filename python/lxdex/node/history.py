@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import calendar
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -58,7 +59,8 @@ from ..enums import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, Flags, O
 log = logging.getLogger("lxdex.node.history")
 
 #: 2: `orders.client_order_id`; 3: `orders.list_id` and `orders.contingency` (the OCO pair or bracket an
-#: order was placed in); 4: `order_updates` (changes to orders are appended there, not applied to their rows).
+#: order was placed in); 4: `order_updates` (changes to orders are appended there, not applied to their rows)
+#: and `account_orders` (an account's order ids, instead of an index on `orders(account)`).
 #: An older database is migrated on open: the columns are added, NULL for its orders; its orders' rows
 #: already hold all changes before the migration.
 SCHEMA_VERSION = 4
@@ -97,6 +99,8 @@ WRITER_NICE = 10
 #: that is ready waits for it (and gathers what comes meanwhile).
 SQL_POLL_S = 0.005
 MAX_LIMIT = 5_000
+#: At most this many order ids in one `account_orders` row (32 KiB).
+ACCOUNT_BLOCK = 4_096
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -158,6 +162,42 @@ _UPDATE_COLUMNS = ("add_filled_qty", "add_filled_quote", "remaining", "status", 
 _CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
 
 
+def _account_blocks(ids: np.ndarray, accounts: np.ndarray, block: int = ACCOUNT_BLOCK) -> list[tuple]:
+    """`account_orders` rows `(account, first_id, ids)` for orders `ids` of
+    `accounts`: each account's ids ascending, as int64 little-endian bytes,
+    at most `block` to a row."""
+    if not len(ids):
+        return []
+    order = np.lexsort((ids, accounts))
+    ids, accounts = ids[order].astype("<i8"), accounts[order]
+    cuts = (np.flatnonzero(accounts[1:] != accounts[:-1]) + 1).tolist()
+    out = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(ids)]):
+        a = int(accounts[lo])
+        for k in range(lo, hi, block):
+            chunk = ids[k : min(hi, k + block)]
+            out.append((a, int(chunk[0]), chunk.tobytes()))
+    return out
+
+
+def _account_order_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
+    """The `account_orders` rows of the orders a group places."""
+    ids, accounts = [], []
+    if g.order_rows:
+        ids.append(np.array([r[O_ID] for r in g.order_rows], np.int64))
+        accounts.append(np.array([r[O_ACCOUNT] for r in g.order_rows], np.int64))
+    p = g.plain_order_rows
+    if isinstance(p, _Cols) and len(p):
+        ids.append(p.cols[0])
+        accounts.append(p.cols[1])
+    elif p:
+        ids.append(np.array([r[0] for r in p], np.int64))
+        accounts.append(np.array([r[1] for r in p], np.int64))
+    if not ids:
+        return []
+    return _account_blocks(np.concatenate(ids), np.concatenate(accounts), block)
+
+
 def _orders_now_sql(select: str) -> str:
     """`select` (an `orders` query of `_ORDER_COLUMNS`, with its ORDER BY
     and LIMIT) joined with the `order_updates` of its orders, for
@@ -206,14 +246,14 @@ def _fold_updates(rows: Iterable, descending: bool = False) -> list[tuple]:
     return [tuple(base[k]) for k in sorted(base, reverse=descending)]
 
 
-def _schema(big: str, rowid: bool = False) -> list[str]:
+def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
     """The tables (`big` is the 64-bit integer type's name). `rowid`
     (SQLite): the account indexes leave out the id, which is the table's
     rowid and so already the last key of every index entry (the same order,
     a smaller entry: replaying a ZeroMQ run, 5% less writer CPU and a 6%
     smaller file; a database made before keeps its two-column indexes,
     which serve the same queries)."""
-    fid, oid = ("", "") if rowid else (", id", ", order_id")
+    fid = "" if rowid else ", id"
     return [
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {big} NOT NULL)",
@@ -234,7 +274,8 @@ def _schema(big: str, rowid: bool = False) -> list[str]:
         f"filled_quote {big} NOT NULL, remaining {big} NOT NULL, status TEXT NOT NULL, reason TEXT, "
         f"created_ts {big} NOT NULL, updated_ts {big} NOT NULL, created_seq {big} NOT NULL, "
         f"updated_seq {big} NOT NULL, triggered_ts {big}, client_order_id TEXT, list_id {big}, contingency TEXT)",
-        f"CREATE INDEX IF NOT EXISTS orders_account ON orders (account{oid})",
+        f"CREATE TABLE IF NOT EXISTS account_orders (account {big} NOT NULL, first_id {big} NOT NULL, "
+        f"ids {blob} NOT NULL, PRIMARY KEY (account, first_id)){' WITHOUT ROWID' if rowid else ''}",
         f"CREATE TABLE IF NOT EXISTS order_updates (order_id {big} NOT NULL, add_filled_qty {big} NOT NULL, "
         f"add_filled_quote {big} NOT NULL, remaining {big}, status TEXT, reason TEXT, price {big}, "
         f"qty_from_filled {big}, triggered_ts {big}, updated_ts {big} NOT NULL, updated_seq {big} NOT NULL)",
@@ -351,6 +392,7 @@ class _Backend:
 
     name = ""
     big = "BIGINT"
+    blob = "BLOB"
     greatest = "max"
     least = "min"
     def connect(self, writer: bool):
@@ -451,6 +493,7 @@ class _SQLite(_Backend):
 
 class _Postgres(_Backend):
     name = "postgresql"
+    blob = "BYTEA"
     greatest = "GREATEST"
     least = "LEAST"
 
@@ -524,8 +567,23 @@ _LIST_INDEX = "CREATE INDEX IF NOT EXISTS orders_list ON orders (account, list_i
 _MIGRATIONS = {
     1: ["ALTER TABLE orders ADD COLUMN client_order_id TEXT"],
     2: ["ALTER TABLE orders ADD COLUMN list_id {big}", "ALTER TABLE orders ADD COLUMN contingency TEXT"],
-    3: [],  # (`order_updates` is created with the other tables; its orders' rows are up to date)
+    # (`order_updates` is created with the other tables, empty: the orders' rows are up to date)
+    3: [lambda c, b: _build_account_orders(c, b), "DROP INDEX IF EXISTS orders_account"],
 }
+
+
+def _build_account_orders(c, b: _Backend) -> None:
+    """`account_orders` from the `orders` of a database before version 4
+    (one account at a time, through its `orders_account` index)."""
+    accounts = [r[0] for r in c.execute("SELECT DISTINCT account FROM orders ORDER BY account").fetchall()]
+    n = 0
+    for a in accounts:
+        ids = np.array([r[0] for r in c.execute(b.sql("SELECT order_id FROM orders WHERE account = ? "
+                                                      "ORDER BY order_id"), (a,)).fetchall()], np.int64)
+        for row in _account_blocks(ids, np.full(len(ids), a, np.int64)):
+            c.execute(b.sql("INSERT INTO account_orders (account, first_id, ids) VALUES (?, ?, ?)"), row)
+        n += len(ids)
+    log.info("history: indexed %d orders of %d accounts in account_orders", n, len(accounts))
 
 
 def _init_schema(c, b: _Backend) -> None:
@@ -534,7 +592,7 @@ def _init_schema(c, b: _Backend) -> None:
     transaction); refuses another schema version."""
     b.begin(c)
     try:
-        for stmt in _schema(b.big, rowid=b.name == "sqlite"):
+        for stmt in _schema(b.big, rowid=b.name == "sqlite", blob=b.blob):
             c.execute(stmt)
         rows = c.execute("SELECT version FROM schema_version").fetchall()
         if not rows:
@@ -542,7 +600,10 @@ def _init_schema(c, b: _Backend) -> None:
         elif rows[0][0] in _MIGRATIONS:
             for v in range(rows[0][0], SCHEMA_VERSION):
                 for stmt in _MIGRATIONS[v]:
-                    c.execute(stmt.format(big=b.big))
+                    if callable(stmt):
+                        stmt(c, b)
+                    else:
+                        c.execute(stmt.format(big=b.big))
             c.execute(b.sql("UPDATE schema_version SET version = ?"), (SCHEMA_VERSION,))
             log.info("history database %s migrated from schema version %d to %d", b.describe(), rows[0][0],
                      SCHEMA_VERSION)
@@ -622,7 +683,10 @@ class HistoryStore:
     `MarketInfo` (called the first time a market shows up)."""
 
     def __init__(self, backend: _Backend, exchange_markets: Callable[[int], Any], *, vectorized: bool = True,
-                 start_timeout: float = 60.0, max_backlog_bytes: int = 256 << 20) -> None:
+                 start_timeout: float = 60.0, max_backlog_bytes: int = 256 << 20,
+                 account_block: int = ACCOUNT_BLOCK) -> None:
+        if not isinstance(account_block, int) or account_block < 1:
+            raise ValueError(f"account_block: {account_block!r} is not a positive integer")
         self._b = backend
         self._exchange_markets = exchange_markets
         conn = backend.connect(writer=True)
@@ -679,7 +743,7 @@ class HistoryStore:
         self._out = os.fdopen(to_w, "wb", buffering=1 << 20)
         self._in = os.fdopen(from_r, "rb", buffering=0)
         try:
-            _write_message(self._out, ("config", backend.config(), vectorized))
+            _write_message(self._out, ("config", backend.config(), vectorized, account_block))
             self._out.flush()
         except OSError:
             pass  # it died at once: the read below says so
@@ -699,15 +763,18 @@ class HistoryStore:
 
     @classmethod
     def open(cls, url: str | None, data_dir: Path, exchange_markets: Callable[[int], Any], *,
-             vectorized: bool = True, max_backlog_bytes: int = 256 << 20) -> "HistoryStore":
+             vectorized: bool = True, max_backlog_bytes: int = 256 << 20,
+             account_block: int = ACCOUNT_BLOCK) -> "HistoryStore":
         """A store on `url`: None (or `sqlite:///PATH`, relative to
         `data_dir`) for SQLite, `postgresql://...` for PostgreSQL. Creates the
         schema if missing; refuses a database of another schema version.
-        (`vectorized=False` converts through the plain per-event loop: tests.)"""
+        (`vectorized=False` converts through the plain per-event loop, and
+        `account_block` sets the ids per `account_orders` row: tests.)"""
         backend = _backend_for(url, Path(data_dir) if data_dir is not None else None)
         if isinstance(backend, _SQLite):
             backend.path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(backend, exchange_markets, vectorized=vectorized, max_backlog_bytes=max_backlog_bytes)
+        return cls(backend, exchange_markets, vectorized=vectorized, max_backlog_bytes=max_backlog_bytes,
+                   account_block=account_block)
 
     # -- the listener (sequencer thread) ----------------------------------------------------------------------
     def __call__(self, pairs: list) -> None:
@@ -1177,12 +1244,69 @@ class HistoryStore:
         order id) or `start_ts` (creation time) onward, else the most recent
         `limit`."""
         self._check(account, start_ts, end_ts, from_id, limit)
-        where, params = self._filters(market, start_ts, end_ts, from_id, "created_ts", "order_id")
-        where, params = ["account = ?", *where], [account, *params]
+        where, params = self._filters(market, start_ts, end_ts, None, "created_ts", "order_id")
+        cond = "".join(f" AND {w}" for w in where)
         forward = from_id is not None or start_ts is not None
-        rows = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE {' AND '.join(where)} "
-                                f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT ?", [*params, limit])
+        rows: list[tuple] = []
+        with self._snapshot():
+            # The account's order ids in query order, from `account_orders`; their rows by id, filtered.
+            for ids in self._account_order_ids(account, from_id, forward):
+                for k in range(0, len(ids), 1_000):
+                    chunk = ids[k : k + 1_000]
+                    got = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id IN "
+                                           f"({', '.join(map(str, chunk.tolist()))}){cond}", params)
+                    rows.extend(got if forward else got[::-1])
+                    if len(rows) >= limit:
+                        break
+                if len(rows) >= limit:
+                    break
+        rows = rows[:limit]
+        if not forward:
+            rows.reverse()
         return [self._order_dict(r) for r in rows]
+
+    def _account_order_ids(self, account: int, from_id: int | None, forward: bool):
+        """The account's order ids (int64 arrays) from `account_orders`: ascending from `from_id`
+        (forward), else descending from the newest."""
+        if forward:
+            at = self._query("SELECT max(first_id) FROM account_orders WHERE account = ? AND first_id <= ?",
+                             [account, from_id or 0])[0][0]
+            if at is None:  # (no block starts at or before from_id: from the first)
+                at = 0
+            while True:
+                blocks = self._query("SELECT first_id, ids FROM account_orders WHERE account = ? AND first_id >= ? "
+                                     "ORDER BY first_id LIMIT 16", [account, at])
+                for _, b in blocks:
+                    ids = np.frombuffer(b, "<i8")
+                    yield ids[ids >= from_id] if from_id else ids
+                if len(blocks) < 16:
+                    return
+                at = blocks[-1][0] + 1
+        else:
+            at = 2**63 - 1
+            while True:
+                blocks = self._query("SELECT first_id, ids FROM account_orders WHERE account = ? AND first_id < ? "
+                                     "ORDER BY first_id DESC LIMIT 16", [account, at])
+                for _, b in blocks:
+                    yield np.frombuffer(b, "<i8")[::-1]
+                if len(blocks) < 16:
+                    return
+                at = blocks[-1][0]
+
+    @contextlib.contextmanager
+    def _snapshot(self):
+        """The queries inside see one snapshot of the database (a read transaction)."""
+        conn = self._qconn()
+        if self._b.name == "sqlite":
+            conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                conn.execute("COMMIT")
+        else:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                yield
 
     def _orders_now(self, select: str, params: list) -> list[tuple]:
         """The orders `select` picks, as they are now (`_fold_updates`), by id."""
@@ -1306,10 +1430,12 @@ class _Writer:
     """The writer process: turns commands' events into rows and writes them,
     a group of batches per transaction, with the last seq in it."""
 
-    def __init__(self, backend: _Backend, vectorized: bool, inp, out, nice: int = 0) -> None:
+    def __init__(self, backend: _Backend, vectorized: bool, inp, out, nice: int = 0,
+                 account_block: int = ACCOUNT_BLOCK) -> None:
         self._b = backend
         self._nice = nice
         self._vec = vectorized
+        self._account_block = account_block
         self._inp = inp
         self._out = out
         self._conn = backend.connect_writer()
@@ -1486,6 +1612,8 @@ class _Writer:
                 b.insert_many(cur, "orders", _ORDER_COLUMNS, g.order_rows)
             if g.plain_order_rows:
                 b.insert_plain_orders(cur, g.plain_order_rows)
+            if g.account_order_rows:
+                b.insert_many(cur, "account_orders", ("account", "first_id", "ids"), g.account_order_rows)
             if g.delta_rows:
                 # Appended, not applied to the orders' rows: see `_fold_updates`.
                 b.insert_many(cur, "order_updates", _UPDATE_COLUMNS, g.delta_rows)
@@ -1599,6 +1727,7 @@ class _Writer:
             self._finish_columns(g)
         else:
             self._finish_loop(g)
+        g.account_order_rows = _account_order_rows(g, self._account_block)
         self._now = now
         g.last_seq = self._processed_seq
         g.now = now
@@ -2217,8 +2346,9 @@ def _writer_main() -> None:
         first = reader.available(None)
         if not first or first[0] is None or first[0][0] != "config" or len(first) > 1:
             raise RuntimeError("expected the config message first")
-        _, backend_cfg, vectorized = first[0]
-        w = _Writer(_backend_from_config(backend_cfg), vectorized, reader, out, nice=WRITER_NICE)
+        _, backend_cfg, vectorized, account_block = first[0]
+        w = _Writer(_backend_from_config(backend_cfg), vectorized, reader, out, nice=WRITER_NICE,
+                    account_block=account_block)
     except Exception as e:
         _write_message(out, ("failed", f"{type(e).__name__}: {e}"))
         out.flush()
@@ -2263,7 +2393,8 @@ class _Group:
     """One writer transaction: what it was made from, and its rows."""
 
     __slots__ = ("evs", "ts", "lens", "seqs", "known", "params", "fills", "new_orders", "deltas", "candles",
-                 "fill_rows", "order_rows", "plain_order_rows", "delta_rows", "candle_rows", "markets", "new_market_ids", "fee_modes",
+                 "fill_rows", "order_rows", "plain_order_rows", "delta_rows", "candle_rows", "account_order_rows", "markets",
+                 "new_market_ids", "fee_modes",
                  "gaps", "last_seq", "now", "next_fill_id", "client_ids", "lists")
 
     def __init__(self) -> None:
@@ -2291,6 +2422,7 @@ class _Group:
         self.plain_order_rows: list[tuple] | _Cols = []  # `_PLAIN_ORDER_COLUMNS` (column-wise path)
         self.delta_rows: list[tuple] | _Cols = []
         self.candle_rows: list[tuple] = []
+        self.account_order_rows: list[tuple] = []  # `account_orders` rows of the orders placed
         self.markets: list[tuple] = []
         self.new_market_ids: list[int] = []
         self.fee_modes: dict[int, str] = {}
