@@ -712,6 +712,27 @@ def test_orders_by_account_over_many_blocks_and_transactions(tmp_path):
         store.close()
 
 
+def test_a_query_that_fails_inside_its_read_transaction_leaves_the_connection_usable(tmp_path, monkeypatch):
+    r, _ = scenario()
+    store = _open((None, tmp_path), r.ex)
+    try:
+        store(r.pairs)
+        store.flush()
+        want = store.orders(0)
+
+        def boom(*a):
+            raise ValueError("boom")
+
+        monkeypatch.setattr(store, "_orders_now", boom)
+        with pytest.raises(ValueError, match="boom"):
+            store.orders(0)
+        assert not store._qconn().in_transaction
+        monkeypatch.undo()
+        assert store.orders(0) == want and want
+    finally:
+        store.close()
+
+
 def test_flow_matches_the_exchange(tmp_path):
     r = _flow_run()
     store = _open((None, tmp_path), r.ex)

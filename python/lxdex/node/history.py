@@ -1301,8 +1301,11 @@ class HistoryStore:
             conn.execute("BEGIN")
             try:
                 yield
-            finally:
-                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # (SQLite may have rolled it back itself: keep the real error)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         else:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
