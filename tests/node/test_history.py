@@ -687,8 +687,47 @@ def test_orders_by_account_over_many_blocks_and_transactions(tmp_path):
                 f"ORDER BY order_id {'ASC' if forward else 'DESC'} LIMIT {limit}"), params).fetchall())
             return [store._order_dict(x) for x in rows]
 
+        def ref_fills(account, market=None, start_ts=None, end_ts=None, from_id=None, limit=500):
+            # The query fills() ran over the two account indexes before `account_fills`.
+            cond, params = "", []
+            for c, v in (("market = ?", None if market is None else store._market_id(market)),
+                         ("ts >= ?", start_ts), ("ts <= ?", end_ts), ("id >= ?", from_id)):
+                if v is not None:
+                    cond += f" AND {c}"
+                    params.append(v)
+            order = "ASC" if from_id is not None or start_ts is not None else "DESC"
+            cols = ("id, seq, ts, market, taker_order, taker_account, maker_order, maker_account, taker_side, "
+                    "price, qty, taker_fee, maker_fee")
+            rows = conn.execute(
+                f"SELECT * FROM (SELECT {cols}, 0 AS role, taker_side AS vside FROM fills "
+                f"WHERE taker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS t UNION ALL "
+                f"SELECT * FROM (SELECT {cols}, 1 AS role, 1 - taker_side AS vside FROM fills "
+                f"WHERE maker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, "
+                f"vside {order} LIMIT ?", [account, *params, limit, account, *params, limit, limit]).fetchall()
+            return [(r[0], r[-2], r[-1]) for r in (rows if order == "ASC" else rows[::-1])]
+
+        def got_fills(*a, **kw):
+            return [(f["id"], int(f["maker"]), 0 if f["side"] == "buy" else 1) for f in store.fills(*a, **kw)]
+
         accounts = sorted({a for a, _, _ in blocks})
-        checked = 0
+        assert conn.execute("SELECT count(*) FROM fills WHERE taker_account = maker_account").fetchone()[0] > 0
+        checked = fills_checked = 0
+        for a in accounts:
+            all_fills = got_fills(a, limit=5000)
+            assert all_fills == ref_fills(a, limit=5000) and len(all_fills) > 20
+            fids = [f[0] for f in all_fills]
+            fts = sorted({f["ts"] for f in store.fills(a, limit=5000)})
+            for limit in (1, 2, 3, 500):
+                assert got_fills(a, limit=limit) == ref_fills(a, limit=limit)
+                for from_id in (0, fids[0], fids[len(fids) // 2], fids[-1], fids[-1] + 1):
+                    assert got_fills(a, from_id=from_id, limit=limit) == ref_fills(a, from_id=from_id, limit=limit)
+                for t in (fts[0], fts[len(fts) // 2], fts[-1]):
+                    assert got_fills(a, start_ts=t, limit=limit) == ref_fills(a, start_ts=t, limit=limit)
+                    assert got_fills(a, end_ts=t, limit=limit) == ref_fills(a, end_ts=t, limit=limit)
+                    got = got_fills(a, market="B1-Q", start_ts=t, limit=limit)
+                    assert got == ref_fills(a, market="B1-Q", start_ts=t, limit=limit)
+                    fills_checked += len(got)
+        assert fills_checked > 50
         for a in accounts:
             everything = store.orders(a, limit=5000)
             assert everything == ref(a, limit=5000) and len(everything) > 20
@@ -850,7 +889,8 @@ def _store_of_an_older_version(backend, downgrade: tuple[str, ...], more=None):
 
 def _as_before_version_4(conn, b) -> None:
     """What a store before version 4 held: each order's row up to date (its changes applied in place),
-    no `order_updates`; an index of the orders by account instead of `account_orders`."""
+    no `order_updates`; indexes of the orders and fills by account instead of `account_orders` and
+    `account_fills`."""
     cols = ("filled_qty", "filled_quote", "remaining", "status", "reason", "price", "qty", "triggered_ts",
             "updated_ts", "updated_seq")
     at = [H._ORDER_COLUMNS.index(c) for c in cols]
@@ -861,7 +901,10 @@ def _as_before_version_4(conn, b) -> None:
                      (*(row[i] for i in at), row[0]))
     conn.execute("DROP TABLE order_updates")
     conn.execute("DROP TABLE account_orders")
+    conn.execute("DROP TABLE account_fills")
     conn.execute(f"CREATE INDEX orders_account ON orders (account{'' if b.name == 'sqlite' else ', order_id'})")
+    conn.execute(f"CREATE INDEX fills_taker ON fills (taker_account{'' if b.name == 'sqlite' else ', id'})")
+    conn.execute(f"CREATE INDEX fills_maker ON fills (maker_account{'' if b.name == 'sqlite' else ', id'})")
 
 
 def test_a_version_3_store_is_migrated(backend):
@@ -894,6 +937,7 @@ def test_a_version_3_store_is_migrated(backend):
         assert conn.execute("SELECT count(*) FROM order_updates").fetchone()[0] > 0
         conn.close()
         migrated = {a: store.orders(a, limit=5000) for a in range(4)}
+        migrated_fills = {a: store.fills(a, limit=5000) for a in range(4)}
     finally:
         store.close()
     fresh = _open((None, backend[1] / "fresh"), r.ex)  # this version from the start (on SQLite)
@@ -901,6 +945,8 @@ def test_a_version_3_store_is_migrated(backend):
         fresh(r.pairs)
         fresh.flush()
         assert {a: fresh.orders(a, limit=5000) for a in range(4)} == migrated
+        assert {a: fresh.fills(a, limit=5000) for a in range(4)} == migrated_fills
+        assert sum(map(len, migrated_fills.values())) > 10
         assert [o["status"] for o in migrated[a0] if o["order_id"] == o0["order_id"]] == ["cancelled"]
     finally:
         fresh.close()

@@ -164,12 +164,17 @@ _CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", 
 
 def _account_blocks(ids: np.ndarray, accounts: np.ndarray, block: int = ACCOUNT_BLOCK) -> list[tuple]:
     """`account_orders` rows `(account, first_id, ids)` for orders `ids` of
-    `accounts`: each account's ids ascending, as int64 little-endian bytes,
-    at most `block` to a row."""
+    `accounts` (`account_orders`; `account_fills` with each fill's ids twice,
+    as its taker's and maker's): each account's ids ascending and once, as
+    int64 little-endian bytes, at most `block` to a row."""
     if not len(ids):
         return []
     order = np.lexsort((ids, accounts))
     ids, accounts = ids[order].astype("<i8"), accounts[order]
+    keep = np.ones(len(ids), bool)  # (a self-trade's fill is the account's once)
+    keep[1:] = (ids[1:] != ids[:-1]) | (accounts[1:] != accounts[:-1])
+    if not keep.all():
+        ids, accounts = ids[keep], accounts[keep]
     cuts = (np.flatnonzero(accounts[1:] != accounts[:-1]) + 1).tolist()
     out = []
     for lo, hi in zip([0, *cuts], [*cuts, len(ids)]):
@@ -196,6 +201,22 @@ def _account_order_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
     if not ids:
         return []
     return _account_blocks(np.concatenate(ids), np.concatenate(accounts), block)
+
+
+def _account_fill_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
+    """The `account_fills` rows of a group's fills (each fill under its taker's and its maker's account)."""
+    f = g.fill_rows
+    if isinstance(f, _Cols):
+        if not len(f):
+            return []
+        ids, taker, maker = f.cols[0], f.cols[5], f.cols[7]
+    elif f:
+        ids = np.array([r[0] for r in f], np.int64)
+        taker = np.array([r[5] for r in f], np.int64)
+        maker = np.array([r[7] for r in f], np.int64)
+    else:
+        return []
+    return _account_blocks(np.concatenate((ids, ids)), np.concatenate((taker, maker)), block)
 
 
 def _orders_now_sql(select: str) -> str:
@@ -253,7 +274,6 @@ def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
     a smaller entry: replaying a ZeroMQ run, 5% less writer CPU and a 6%
     smaller file; a database made before keeps its two-column indexes,
     which serve the same queries)."""
-    fid = "" if rowid else ", id"
     return [
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {big} NOT NULL)",
@@ -265,8 +285,8 @@ def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
         f"market INTEGER NOT NULL, taker_order {big} NOT NULL, taker_account {big} NOT NULL, "
         f"maker_order {big} NOT NULL, maker_account {big} NOT NULL, taker_side SMALLINT NOT NULL, "
         f"price {big} NOT NULL, qty {big} NOT NULL, taker_fee {big}, maker_fee {big})",
-        f"CREATE INDEX IF NOT EXISTS fills_taker ON fills (taker_account{fid})",
-        f"CREATE INDEX IF NOT EXISTS fills_maker ON fills (maker_account{fid})",
+        f"CREATE TABLE IF NOT EXISTS account_fills (account {big} NOT NULL, first_id {big} NOT NULL, "
+        f"ids {blob} NOT NULL, PRIMARY KEY (account, first_id)){' WITHOUT ROWID' if rowid else ''}",
         f"CREATE TABLE IF NOT EXISTS orders (order_id {big} PRIMARY KEY, account {big} NOT NULL, "
         f"market INTEGER NOT NULL, side SMALLINT NOT NULL, order_type SMALLINT NOT NULL, tif SMALLINT NOT NULL, "
         f"stp SMALLINT NOT NULL, flags SMALLINT NOT NULL, price {big} NOT NULL, trigger_price {big} NOT NULL, "
@@ -568,22 +588,30 @@ _MIGRATIONS = {
     1: ["ALTER TABLE orders ADD COLUMN client_order_id TEXT"],
     2: ["ALTER TABLE orders ADD COLUMN list_id {big}", "ALTER TABLE orders ADD COLUMN contingency TEXT"],
     # (`order_updates` is created with the other tables, empty: the orders' rows are up to date)
-    3: [lambda c, b: _build_account_orders(c, b), "DROP INDEX IF EXISTS orders_account"],
+    3: [lambda c, b: _build_account_ids(c, b), "DROP INDEX IF EXISTS orders_account",
+        "DROP INDEX IF EXISTS fills_taker", "DROP INDEX IF EXISTS fills_maker"],
 }
 
 
-def _build_account_orders(c, b: _Backend) -> None:
-    """`account_orders` from the `orders` of a database before version 4
-    (one account at a time, through its `orders_account` index)."""
-    accounts = [r[0] for r in c.execute("SELECT DISTINCT account FROM orders ORDER BY account").fetchall()]
-    n = 0
-    for a in accounts:
-        ids = np.array([r[0] for r in c.execute(b.sql("SELECT order_id FROM orders WHERE account = ? "
-                                                      "ORDER BY order_id"), (a,)).fetchall()], np.int64)
-        for row in _account_blocks(ids, np.full(len(ids), a, np.int64)):
-            c.execute(b.sql("INSERT INTO account_orders (account, first_id, ids) VALUES (?, ?, ?)"), row)
-        n += len(ids)
-    log.info("history: indexed %d orders of %d accounts in account_orders", n, len(accounts))
+def _build_account_ids(c, b: _Backend) -> None:
+    """`account_orders` and `account_fills` from the `orders` and `fills` of a
+    database before version 4 (one account at a time, through the account
+    indexes it had)."""
+    for table, accounts_sql, ids_sql in (
+            ("account_orders", "SELECT DISTINCT account FROM orders",
+             "SELECT order_id FROM orders WHERE account = ? ORDER BY order_id"),
+            ("account_fills", "SELECT DISTINCT taker_account FROM fills UNION SELECT DISTINCT maker_account FROM fills",
+             "SELECT id FROM fills WHERE taker_account = ? UNION SELECT id FROM fills WHERE maker_account = ? "
+             "ORDER BY 1")):
+        accounts = sorted(r[0] for r in c.execute(accounts_sql).fetchall())
+        n = 0
+        for a in accounts:
+            ids = np.array([r[0] for r in c.execute(b.sql(ids_sql), (a,) * ids_sql.count("?")).fetchall()],
+                           np.int64)
+            for row in _account_blocks(ids, np.full(len(ids), a, np.int64)):
+                c.execute(b.sql(f"INSERT INTO {table} (account, first_id, ids) VALUES (?, ?, ?)"), row)
+            n += len(ids)
+        log.info("history: %d ids of %d accounts into %s", n, len(accounts), table)
 
 
 def _init_schema(c, b: _Backend) -> None:
@@ -1163,19 +1191,34 @@ class HistoryStore:
         the market's quote asset (negative: a rebate), None where the store
         cannot know it (docs/history.md)."""
         self._check(account, start_ts, end_ts, from_id, limit)
-        where, params = self._filters(market, start_ts, end_ts, from_id, "ts", "id")
-        forward = from_id is not None or start_ts is not None
-        order = "ASC" if forward else "DESC"
+        where, params = self._filters(market, start_ts, end_ts, None, "ts", "id")
         cond = "".join(f" AND {w}" for w in where)
+        forward = from_id is not None or start_ts is not None
         cols = "id, seq, ts, market, taker_order, taker_account, maker_order, maker_account, taker_side, price, qty, " \
                "taker_fee, maker_fee"
-        # Two index scans (as taker, as maker); a self-trade is in both: buyer first, as the core lists it.
-        sql = (f"SELECT * FROM (SELECT {cols}, 0 AS role, taker_side AS vside FROM fills "
-               f"WHERE taker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS t UNION ALL "
-               f"SELECT * FROM (SELECT {cols}, 1 AS role, 1 - taker_side AS vside FROM fills "
-               f"WHERE maker_account = ?{cond} ORDER BY id {order} LIMIT ?) AS m ORDER BY id {order}, vside {order} "
-               f"LIMIT ?")
-        rows = self._query(sql, [account, *params, limit, account, *params, limit, limit])
+        # The account's fill ids from `account_fills` (a self-trade's once); the fills by id, filtered; an
+        # entry as taker and one as maker where the account is (a self-trade: both, buyer first, as the
+        # core lists it).
+        rows: list[tuple] = []
+        with self._snapshot():
+            for ids in self._account_ids("account_fills", account, from_id, forward):
+                for k in range(0, len(ids), 1_000):
+                    chunk = ids[k : k + 1_000]
+                    got = self._query(f"SELECT {cols} FROM fills WHERE id IN "
+                                      f"({', '.join(map(str, chunk.tolist()))}){cond} ORDER BY id", params)
+                    for f in (got if forward else got[::-1]):
+                        entries = []
+                        if f[5] == account:
+                            entries.append((*f, 0, f[8]))
+                        if f[7] == account:
+                            entries.append((*f, 1, 1 - f[8]))
+                        entries.sort(key=lambda e: e[-1], reverse=not forward)
+                        rows.extend(entries)
+                    if len(rows) >= limit:
+                        break
+                if len(rows) >= limit:
+                    break
+        rows = rows[:limit]
         if not forward:
             rows.reverse()
         out = []
@@ -1250,7 +1293,7 @@ class HistoryStore:
         rows: list[tuple] = []
         with self._snapshot():
             # The account's order ids in query order, from `account_orders`; their rows by id, filtered.
-            for ids in self._account_order_ids(account, from_id, forward):
+            for ids in self._account_ids("account_orders", account, from_id, forward):
                 for k in range(0, len(ids), 1_000):
                     chunk = ids[k : k + 1_000]
                     got = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id IN "
@@ -1265,16 +1308,16 @@ class HistoryStore:
             rows.reverse()
         return [self._order_dict(r) for r in rows]
 
-    def _account_order_ids(self, account: int, from_id: int | None, forward: bool):
-        """The account's order ids (int64 arrays) from `account_orders`: ascending from `from_id`
-        (forward), else descending from the newest."""
+    def _account_ids(self, table: str, account: int, from_id: int | None, forward: bool):
+        """The account's ids (int64 arrays) from `table` (`account_orders`, `account_fills`):
+        ascending from `from_id` (forward), else descending from the newest."""
         if forward:
-            at = self._query("SELECT max(first_id) FROM account_orders WHERE account = ? AND first_id <= ?",
+            at = self._query(f"SELECT max(first_id) FROM {table} WHERE account = ? AND first_id <= ?",
                              [account, from_id or 0])[0][0]
             if at is None:  # (no block starts at or before from_id: from the first)
                 at = 0
             while True:
-                blocks = self._query("SELECT first_id, ids FROM account_orders WHERE account = ? AND first_id >= ? "
+                blocks = self._query(f"SELECT first_id, ids FROM {table} WHERE account = ? AND first_id >= ? "
                                      "ORDER BY first_id LIMIT 16", [account, at])
                 for _, b in blocks:
                     ids = np.frombuffer(b, "<i8")
@@ -1285,7 +1328,7 @@ class HistoryStore:
         else:
             at = 2**63 - 1
             while True:
-                blocks = self._query("SELECT first_id, ids FROM account_orders WHERE account = ? AND first_id < ? "
+                blocks = self._query(f"SELECT first_id, ids FROM {table} WHERE account = ? AND first_id < ? "
                                      "ORDER BY first_id DESC LIMIT 16", [account, at])
                 for _, b in blocks:
                     yield np.frombuffer(b, "<i8")[::-1]
@@ -1617,6 +1660,8 @@ class _Writer:
                 b.insert_plain_orders(cur, g.plain_order_rows)
             if g.account_order_rows:
                 b.insert_many(cur, "account_orders", ("account", "first_id", "ids"), g.account_order_rows)
+            if g.account_fill_rows:
+                b.insert_many(cur, "account_fills", ("account", "first_id", "ids"), g.account_fill_rows)
             if g.delta_rows:
                 # Appended, not applied to the orders' rows: see `_fold_updates`.
                 b.insert_many(cur, "order_updates", _UPDATE_COLUMNS, g.delta_rows)
@@ -1731,6 +1776,7 @@ class _Writer:
         else:
             self._finish_loop(g)
         g.account_order_rows = _account_order_rows(g, self._account_block)
+        g.account_fill_rows = _account_fill_rows(g, self._account_block)
         self._now = now
         g.last_seq = self._processed_seq
         g.now = now
@@ -2396,7 +2442,8 @@ class _Group:
     """One writer transaction: what it was made from, and its rows."""
 
     __slots__ = ("evs", "ts", "lens", "seqs", "known", "params", "fills", "new_orders", "deltas", "candles",
-                 "fill_rows", "order_rows", "plain_order_rows", "delta_rows", "candle_rows", "account_order_rows", "markets",
+                 "fill_rows", "order_rows", "plain_order_rows", "delta_rows", "candle_rows", "account_order_rows", "account_fill_rows",
+                 "markets",
                  "new_market_ids", "fee_modes",
                  "gaps", "last_seq", "now", "next_fill_id", "client_ids", "lists")
 
@@ -2426,6 +2473,7 @@ class _Group:
         self.delta_rows: list[tuple] | _Cols = []
         self.candle_rows: list[tuple] = []
         self.account_order_rows: list[tuple] = []  # `account_orders` rows of the orders placed
+        self.account_fill_rows: list[tuple] = []  # `account_fills` rows of the fills
         self.markets: list[tuple] = []
         self.new_market_ids: list[int] = []
         self.fee_modes: dict[int, str] = {}
