@@ -1199,28 +1199,19 @@ class HistoryStore:
         # The account's fill ids from `account_fills` (a self-trade's once); the fills by id, filtered; an
         # entry as taker and one as maker where the account is (a self-trade: both, buyer first, as the
         # core lists it).
-        rows: list[tuple] = []
-        with self._snapshot():
-            for ids in self._account_ids("account_fills", account, from_id, forward):
-                for k in range(0, len(ids), 1_000):
-                    chunk = ids[k : k + 1_000]
-                    got = self._query(f"SELECT {cols} FROM fills WHERE id IN "
-                                      f"({', '.join(map(str, chunk.tolist()))}){cond} ORDER BY id", params)
-                    for f in (got if forward else got[::-1]):
-                        entries = []
-                        if f[5] == account:
-                            entries.append((*f, 0, f[8]))
-                        if f[7] == account:
-                            entries.append((*f, 1, 1 - f[8]))
-                        entries.sort(key=lambda e: e[-1], reverse=not forward)
-                        rows.extend(entries)
-                    if len(rows) >= limit:
-                        break
-                if len(rows) >= limit:
-                    break
-        rows = rows[:limit]
-        if not forward:
-            rows.reverse()
+        def entries(f: tuple) -> list[tuple]:
+            out = []
+            if f[5] == account:
+                out.append((*f, 0, f[8]))
+            if f[7] == account:
+                out.append((*f, 1, 1 - f[8]))
+            out.sort(key=lambda e: e[-1], reverse=not forward)
+            return out
+
+        rows = self._by_account(
+            "account_fills", account, from_id, forward, limit,
+            lambda ids: self._query(f"SELECT {cols} FROM fills WHERE id IN ({ids}){cond} ORDER BY id", params),
+            entries)
         out = []
         for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role,
              _vside) in rows:
@@ -1290,15 +1281,28 @@ class HistoryStore:
         where, params = self._filters(market, start_ts, end_ts, None, "created_ts", "order_id")
         cond = "".join(f" AND {w}" for w in where)
         forward = from_id is not None or start_ts is not None
-        rows: list[tuple] = []
+        rows = self._by_account(
+            "account_orders", account, from_id, forward, limit,
+            lambda ids: self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id IN ({ids})"
+                                         f"{cond}", params))
+        return [self._order_dict(r) for r in rows]
+
+    def _by_account(self, table: str, account: int, from_id: int | None, forward: bool, limit: int,
+                    fetch: Callable[[str], list], expand: Callable[[tuple], list] | None = None) -> list[tuple]:
+        """At most `limit` rows of the account's ids in `table` (`_account_ids`), oldest first: the
+        first ones from `from_id` (forward), else the newest. `fetch(ids)` gets the rows of some ids
+        (a comma-separated list, at most 1,000), filtered, ascending; `expand(row)` makes a row's
+        entries, in query order (default: the row). One read transaction."""
+        rows: list = []
         with self._snapshot():
-            # The account's order ids in query order, from `account_orders`; their rows by id, filtered.
-            for ids in self._account_ids("account_orders", account, from_id, forward):
+            for ids in self._account_ids(table, account, from_id, forward):
                 for k in range(0, len(ids), 1_000):
-                    chunk = ids[k : k + 1_000]
-                    got = self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id IN "
-                                           f"({', '.join(map(str, chunk.tolist()))}){cond}", params)
-                    rows.extend(got if forward else got[::-1])
+                    got = fetch(", ".join(map(str, ids[k : k + 1_000].tolist())))
+                    for r in (got if forward else got[::-1]):
+                        if expand is None:
+                            rows.append(r)
+                        else:
+                            rows.extend(expand(r))
                     if len(rows) >= limit:
                         break
                 if len(rows) >= limit:
@@ -1306,7 +1310,7 @@ class HistoryStore:
         rows = rows[:limit]
         if not forward:
             rows.reverse()
-        return [self._order_dict(r) for r in rows]
+        return rows
 
     def _account_ids(self, table: str, account: int, from_id: int | None, forward: bool):
         """The account's ids (int64 arrays) from `table` (`account_orders`, `account_fills`):
