@@ -952,6 +952,41 @@ def test_a_version_3_store_is_migrated(backend):
         fresh.close()
 
 
+def test_a_version_4_store_gets_the_account_table_it_lacks(backend):
+    """Version 4 was on main with `account_orders` but the fills' account indexes (and, before that, with
+    neither table): opened, it gets `account_fills` built from those indexes, which are dropped."""
+    r, _ = scenario()
+    store = _open(backend, r.ex)
+    store(r.pairs)
+    store.flush()
+    want = {a: (store.orders(a, limit=5000), store.fills(a, limit=5000)) for a in range(4)}
+    store.close()
+    assert sum(len(f) for _, f in want.values()) > 10
+    b = H._backend_for(*backend)
+    conn = b.connect(writer=False)
+    n_orders = conn.execute("SELECT count(*) FROM account_orders").fetchone()[0]
+    conn.execute("DELETE FROM account_fills")
+    conn.execute("CREATE INDEX fills_taker ON fills (taker_account)")
+    conn.execute("CREATE INDEX fills_maker ON fills (maker_account)")
+    conn.execute("UPDATE schema_version SET version = 4")
+    conn.close()
+    store = _open(backend, r.ex)
+    try:
+        assert {a: (store.orders(a, limit=5000), store.fills(a, limit=5000)) for a in range(4)} == want
+        conn = b.connect(writer=False)
+        assert conn.execute("SELECT count(*) FROM account_orders").fetchone()[0] == n_orders  # (left as it was)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(H.SCHEMA_VERSION,)]
+        if b.name == "sqlite":
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                                "('fills_taker', 'fills_maker')").fetchone()[0] == 0
+        else:
+            assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN ('fills_taker', 'fills_maker')"
+                                ).fetchone()[0] == 0
+        conn.close()
+    finally:
+        store.close()
+
+
 def test_a_version_1_store_is_migrated(backend):
     """A store written by schema version 1 (no client_order_id, no list columns) is migrated to the current
     version when opened: its orders keep their rows (client id NULL), new orders get theirs."""

@@ -60,10 +60,12 @@ log = logging.getLogger("lxdex.node.history")
 
 #: 2: `orders.client_order_id`; 3: `orders.list_id` and `orders.contingency` (the OCO pair or bracket an
 #: order was placed in); 4: `order_updates` (changes to orders are appended there, not applied to their rows)
-#: and `account_orders` (an account's order ids, instead of an index on `orders(account)`).
+#: and `account_orders` (an account's order ids, instead of an index on `orders(account)`); 5:
+#: `account_fills` (an account's fill ids, instead of indexes on the fills' accounts; version 4 was on main
+#: for a few commits with one or none of the two `account_*` tables).
 #: An older database is migrated on open: the columns are added, NULL for its orders; its orders' rows
-#: already hold all changes before the migration.
-SCHEMA_VERSION = 4
+#: already hold all changes before the migration; the `account_*` tables are built from what it has.
+SCHEMA_VERSION = 5
 DEFAULT_FILE = "history.sqlite3"
 
 #: A writer transaction takes queued batches until it has about this many
@@ -80,7 +82,8 @@ SEND_WINDOW_S = 0.02
 #: How long the writer gathers a group (from its first message) before
 #: writing it, unless it is full or a reader waits (`flush()` asks for an
 #: early commit). A transaction costs about the same whatever its size up to
-#: a point: the account indexes take entries at ~one page per account per
+#: a point (measured before schema 4, with account indexes and orders updated
+#: in place): the account indexes took entries at ~one page per account per
 #: transaction, and COMMIT writes every dirty page to the WAL; one
 #: transaction per sequencer batch (~30 per second under a 10,000 orders/s
 #: flow) spent most of the writer's CPU on those pages. Under a heavy flow the
@@ -99,7 +102,7 @@ WRITER_NICE = 10
 #: that is ready waits for it (and gathers what comes meanwhile).
 SQL_POLL_S = 0.005
 MAX_LIMIT = 5_000
-#: At most this many order ids in one `account_orders` row (32 KiB).
+#: At most this many ids in one `account_orders` / `account_fills` row (32 KiB).
 ACCOUNT_BLOCK = 4_096
 
 MINUTE = 60_000
@@ -268,12 +271,9 @@ def _fold_updates(rows: Iterable, descending: bool = False) -> list[tuple]:
 
 
 def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
-    """The tables (`big` is the 64-bit integer type's name). `rowid`
-    (SQLite): the account indexes leave out the id, which is the table's
-    rowid and so already the last key of every index entry (the same order,
-    a smaller entry: replaying a ZeroMQ run, 5% less writer CPU and a 6%
-    smaller file; a database made before keeps its two-column indexes,
-    which serve the same queries)."""
+    """The tables (`big` is the 64-bit integer type's name, `blob` the
+    binary one's). `rowid` (SQLite): the `account_*` tables are `WITHOUT
+    ROWID`, clustered by their key."""
     return [
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {big} NOT NULL)",
@@ -476,9 +476,9 @@ class _SQLite(_Backend):
             raise RuntimeError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
-        # Checkpoint every ~200 MB of WAL (of 8 KiB pages) rather than 4 MB: the account indexes take inserts at
-        # random places and resting orders' rows are updated, and a page changed by many
-        # transactions is then copied back once.
+        # Checkpoint every ~200 MB of WAL (of 8 KiB pages) rather than 4 MB: `order_updates`' index and the
+        # `account_*` rows take inserts at random places, and a page changed by many transactions is then
+        # copied back once.
         conn.execute("PRAGMA wal_autocheckpoint = 25000")
 
     def connect_writer(self):
@@ -588,21 +588,25 @@ _MIGRATIONS = {
     1: ["ALTER TABLE orders ADD COLUMN client_order_id TEXT"],
     2: ["ALTER TABLE orders ADD COLUMN list_id {big}", "ALTER TABLE orders ADD COLUMN contingency TEXT"],
     # (`order_updates` is created with the other tables, empty: the orders' rows are up to date)
-    3: [lambda c, b: _build_account_ids(c, b), "DROP INDEX IF EXISTS orders_account",
+    3: [],
+    4: [lambda c, b: _build_account_ids(c, b), "DROP INDEX IF EXISTS orders_account",
         "DROP INDEX IF EXISTS fills_taker", "DROP INDEX IF EXISTS fills_maker"],
 }
 
 
 def _build_account_ids(c, b: _Backend) -> None:
     """`account_orders` and `account_fills` from the `orders` and `fills` of a
-    database before version 4 (one account at a time, through the account
-    indexes it had)."""
+    database before version 5 (one account at a time, through the account
+    indexes it had), each unless it has rows already (a version 4 database
+    may have `account_orders`)."""
     for table, accounts_sql, ids_sql in (
             ("account_orders", "SELECT DISTINCT account FROM orders",
              "SELECT order_id FROM orders WHERE account = ? ORDER BY order_id"),
             ("account_fills", "SELECT DISTINCT taker_account FROM fills UNION SELECT DISTINCT maker_account FROM fills",
              "SELECT id FROM fills WHERE taker_account = ? UNION SELECT id FROM fills WHERE maker_account = ? "
              "ORDER BY 1")):
+        if c.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+            continue
         accounts = sorted(r[0] for r in c.execute(accounts_sql).fetchall())
         n = 0
         for a in accounts:
