@@ -22,7 +22,7 @@ from lxdex import commands as C
 from lxdex.enums import COMMAND_DTYPE, EventKind, OrderType, Side, TimeInForce
 from lxdex.exchange import Exchange
 from lxdex.node import history as H
-from lxdex.node.history import HistoryStore, _fee
+from lxdex.node.history import ACCOUNT_BLOCK, HistoryStore, _fee
 
 MIN = 60_000
 T0 = 1_700_000_000_000  # a Tuesday, mid-month: candles cross minutes, hours, a day
@@ -659,20 +659,26 @@ def test_column_wise_conversion_matches_the_event_loop(tmp_path):
             assert dumps[name][table] == rows, (name, table)
 
 
-def test_orders_by_account_over_many_blocks_and_transactions(tmp_path):
+@pytest.mark.parametrize("block, step", [(3, 5), (ACCOUNT_BLOCK, None)])
+def test_orders_by_account_over_many_blocks_and_transactions(tmp_path, block, step):
     """`orders()` reads an account's ids from `account_orders` (a row per account per transaction, at
     most ACCOUNT_BLOCK ids each): with blocks of 3 ids and a transaction every few commands, every query
     (newest `limit`, from an id, a time window, a market) gives what one SQL query over `orders` gives
-    (the reference: as `orders()` read them before `account_orders`)."""
+    (the reference: as `orders()` read them before `account_orders`). And with the default blocks and
+    one transaction: an account's ids in one row, read in chunks of 64 and more."""
     r = _flow_run(n=3_000, n_accounts=12)
-    store = HistoryStore.open(None, tmp_path, lambda i: r.ex._market_by_id[i], account_block=3)
+    store = HistoryStore.open(None, tmp_path, lambda i: r.ex._market_by_id[i], account_block=block)
+    step = step or len(r.pairs)
     try:
-        for i in range(0, len(r.pairs), 5):
-            store(r.pairs[i : i + 5])
+        for i in range(0, len(r.pairs), step):
+            store(r.pairs[i : i + step])
             store.flush()
         conn = sqlite3.connect(tmp_path / "history.sqlite3")
         blocks = conn.execute("SELECT account, first_id, length(ids) FROM account_orders").fetchall()
-        assert max(n for _, _, n in blocks) == 3 * 8 and len(blocks) > 300
+        if block == 3:
+            assert max(n for _, _, n in blocks) == 3 * 8 and len(blocks) > 300
+        else:
+            assert len(blocks) == len({a for a, _, _ in blocks}) and max(n for _, _, n in blocks) > 64 * 8
 
         def ref(account, market=None, start_ts=None, end_ts=None, from_id=None, limit=500):
             where, params = ["account = ?"], [account]

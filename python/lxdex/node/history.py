@@ -244,11 +244,11 @@ def _fold_updates(rows: Iterable, descending: bool = False) -> list[tuple]:
     for r in rows:
         oid = r[0]
         if oid not in base:
-            base[oid] = list(r[:n])
+            base[oid] = r[:n]
         if r[n + 9] is not None:  # (updated_seq: NULL when the order has no updates)
             updates.setdefault(oid, []).append(r[n:])
     for oid, ups in updates.items():
-        o = base[oid]
+        o = base[oid] = list(base[oid])
         ups.sort(key=lambda u: u[9])
         for add_filled, add_quote, remaining, status, reason, price, qty_from_filled, triggered, ts, seq in ups:
             before = o[O_FILLED]
@@ -267,7 +267,7 @@ def _fold_updates(rows: Iterable, descending: bool = False) -> list[tuple]:
             if triggered is not None:
                 o[O_TRIGGERED_TS] = triggered
             o[O_UPDATED_TS], o[O_UPDATED_SEQ] = ts, seq
-    return [tuple(base[k]) for k in sorted(base, reverse=descending)]
+    return [tuple(base[k]) if k in updates else base[k] for k in sorted(base, reverse=descending)]
 
 
 def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
@@ -1300,8 +1300,12 @@ class HistoryStore:
         rows: list = []
         with self._snapshot():
             for ids in self._account_ids(table, account, from_id, forward):
-                for k in range(0, len(ids), 1_000):
-                    got = fetch(", ".join(map(str, ids[k : k + 1_000].tolist())))
+                k = 0
+                while k < len(ids):
+                    # As many as are still wanted (a filter may pass over some: then more), at most 1,000.
+                    n = min(1_000, max(64, limit - len(rows)))
+                    got = fetch(", ".join(map(str, ids[k : k + n].tolist())))
+                    k += n
                     for r in (got if forward else got[::-1]):
                         if expand is None:
                             rows.append(r)
