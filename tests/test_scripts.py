@@ -1,6 +1,7 @@
 """The profiling scripts BENCHMARKS.md cites still run (smoke sizes): a
 node's per-thread CPU under the ZeroMQ load, keeping its data directory,
-then that journal replayed into the history writer."""
+then that journal replayed into the history writer, and the store's account
+queries timed."""
 
 import os
 import subprocess
@@ -25,3 +26,5 @@ def test_node_threads_then_history_replay(tmp_path):
     assert "with the history complete" in out and "lxdex-journal" in out
     out = script("scripts/history_replay.py", str(tmp_path / "data"), "--group-orders", "50000")
     assert "us CPU per order" in out and "INSERT INTO orders" in out and "bytes per order" in out
+    out = script("scripts/history_reads.py", str(tmp_path / "data"), "--accounts", "3", "--limit", "50")
+    assert "orders from_id" in out and "(50 rows per call, 3 accounts)" in out
