@@ -57,7 +57,7 @@ bench: $(EXT)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench engine --output bench-results/engine.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench exchange --output bench-results/exchange.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench journal --output bench-results/journal.json
-	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench node --output bench-results/node.json
+	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench node --seconds 30 --output bench-results/node.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench recovery --output bench-results/recovery.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench api --output bench-results/api.json
 	OPENBLAS_NUM_THREADS=1 $(PY) -m lxdex bench api --no-reply-cache --output bench-results/api-no-cache.json
