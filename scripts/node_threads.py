@@ -68,6 +68,14 @@ def _idle() -> tuple[float, float]:
     return (f[3] + f[4]) / HZ, sum(f) / HZ
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -119,6 +127,10 @@ def main() -> None:
     if hist:
         print("history:", hist)
     if a.keep:
+        # The history writer (the node's child) closes its database once the node is gone: copy after.
+        deadline = time.monotonic() + 60
+        while any(_alive(p) for p in pids[1:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
         shutil.copytree(data, a.keep, dirs_exist_ok=True)
         print("data directory kept in", a.keep)
     shutil.rmtree(root, ignore_errors=True)

@@ -960,7 +960,8 @@ def test_a_version_3_store_is_migrated(backend):
 
 def test_a_version_4_store_gets_the_account_table_it_lacks(backend):
     """Version 4 was on main with `account_orders` but the fills' account indexes (and, before that, with
-    neither table): opened, it gets `account_fills` built from those indexes, which are dropped."""
+    neither table): opened, it gets `account_fills` built from those indexes, which are dropped, and the
+    times of version 6 (NULL in the rows it had: the time filters still find their orders)."""
     r, _ = scenario()
     store = _open(backend, r.ex)
     store(r.pairs)
@@ -972,6 +973,9 @@ def test_a_version_4_store_gets_the_account_table_it_lacks(backend):
     conn = b.connect(writer=False)
     n_orders = conn.execute("SELECT count(*) FROM account_orders").fetchone()[0]
     conn.execute("DELETE FROM account_fills")
+    for t in ("account_orders", "account_fills"):  # (version 4 had no times in these rows)
+        conn.execute(f"ALTER TABLE {t} DROP COLUMN min_ts")
+        conn.execute(f"ALTER TABLE {t} DROP COLUMN max_ts")
     conn.execute("CREATE INDEX fills_taker ON fills (taker_account)")
     conn.execute("CREATE INDEX fills_maker ON fills (maker_account)")
     conn.execute("UPDATE schema_version SET version = 4")
@@ -979,6 +983,13 @@ def test_a_version_4_store_gets_the_account_table_it_lacks(backend):
     store = _open(backend, r.ex)
     try:
         assert {a: (store.orders(a, limit=5000), store.fills(a, limit=5000)) for a in range(4)} == want
+        for a in range(4):
+            for o in want[a][0][::3]:
+                t = o["created_ts"]
+                assert store.orders(a, start_ts=t, limit=5000) == [x for x in want[a][0] if x["created_ts"] >= t]
+                assert store.orders(a, end_ts=t, limit=5000) == [x for x in want[a][0] if x["created_ts"] <= t]
+            for f in want[a][1][::3]:
+                assert store.fills(a, start_ts=f["ts"], limit=5000) == [x for x in want[a][1] if x["ts"] >= f["ts"]]
         conn = b.connect(writer=False)
         assert conn.execute("SELECT count(*) FROM account_orders").fetchone()[0] == n_orders  # (left as it was)
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(H.SCHEMA_VERSION,)]

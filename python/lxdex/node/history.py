@@ -62,10 +62,11 @@ log = logging.getLogger("lxdex.node.history")
 #: order was placed in); 4: `order_updates` (changes to orders are appended there, not applied to their rows)
 #: and `account_orders` (an account's order ids, instead of an index on `orders(account)`); 5:
 #: `account_fills` (an account's fill ids, instead of indexes on the fills' accounts; version 4 was on main
-#: for a few commits with one or none of the two `account_*` tables).
+#: for a few commits with one or none of the two `account_*` tables); 6: `min_ts`, `max_ts` of the
+#: `account_*` rows (NULL in the rows of before: never skipped).
 #: An older database is migrated on open: the columns are added, NULL for its orders; its orders' rows
 #: already hold all changes before the migration; the `account_*` tables are built from what it has.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEFAULT_FILE = "history.sqlite3"
 
 #: A writer transaction takes queued batches until it has about this many
@@ -165,45 +166,56 @@ _UPDATE_COLUMNS = ("add_filled_qty", "add_filled_quote", "remaining", "status", 
 _CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
 
 
-def _account_blocks(ids: np.ndarray, accounts: np.ndarray, block: int = ACCOUNT_BLOCK) -> list[tuple]:
-    """`account_orders` rows `(account, first_id, ids)` for orders `ids` of
+#: The columns of `account_orders` and `account_fills`.
+_ACCOUNT_COLUMNS = ("account", "first_id", "ids", "min_ts", "max_ts")
+
+
+def _account_blocks(ids: np.ndarray, accounts: np.ndarray, block: int = ACCOUNT_BLOCK,
+                    ts: np.ndarray | None = None) -> list[tuple]:
+    """`account_orders` rows `(account, first_id, ids, min_ts, max_ts)` for orders `ids` of
     `accounts` (`account_orders`; `account_fills` with each fill's ids twice,
     as its taker's and maker's): each account's ids ascending and once, as
-    int64 little-endian bytes, at most `block` to a row."""
+    int64 little-endian bytes, at most `block` to a row; `min_ts`, `max_ts`
+    the least and greatest of their `ts` (orders: created_ts; fills: ts)."""
     if not len(ids):
         return []
     order = np.lexsort((ids, accounts))
     ids, accounts = ids[order].astype("<i8"), accounts[order]
+    ts = np.zeros(len(ids), np.int64) if ts is None else np.asarray(ts, np.int64)[order]
     keep = np.ones(len(ids), bool)  # (a self-trade's fill is the account's once)
     keep[1:] = (ids[1:] != ids[:-1]) | (accounts[1:] != accounts[:-1])
     if not keep.all():
-        ids, accounts = ids[keep], accounts[keep]
+        ids, accounts, ts = ids[keep], accounts[keep], ts[keep]
     cuts = (np.flatnonzero(accounts[1:] != accounts[:-1]) + 1).tolist()
     out = []
     for lo, hi in zip([0, *cuts], [*cuts, len(ids)]):
         a = int(accounts[lo])
         for k in range(lo, hi, block):
             chunk = ids[k : min(hi, k + block)]
-            out.append((a, int(chunk[0]), chunk.tobytes()))
+            t = ts[k : min(hi, k + block)]
+            out.append((a, int(chunk[0]), chunk.tobytes(), int(t.min()), int(t.max())))
     return out
 
 
 def _account_order_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
     """The `account_orders` rows of the orders a group places."""
-    ids, accounts = [], []
+    ids, accounts, ts = [], [], []
     if g.order_rows:
         ids.append(np.array([r[O_ID] for r in g.order_rows], np.int64))
         accounts.append(np.array([r[O_ACCOUNT] for r in g.order_rows], np.int64))
-    p = g.plain_order_rows
+        ts.append(np.array([r[O_CREATED_TS] for r in g.order_rows], np.int64))
+    p, c_ts = g.plain_order_rows, _PLAIN_ORDER_COLUMNS.index("created_ts")
     if isinstance(p, _Cols) and len(p):
         ids.append(p.cols[0])
         accounts.append(p.cols[1])
+        ts.append(p.cols[c_ts])
     elif p:
         ids.append(np.array([r[0] for r in p], np.int64))
         accounts.append(np.array([r[1] for r in p], np.int64))
+        ts.append(np.array([r[c_ts] for r in p], np.int64))
     if not ids:
         return []
-    return _account_blocks(np.concatenate(ids), np.concatenate(accounts), block)
+    return _account_blocks(np.concatenate(ids), np.concatenate(accounts), block, np.concatenate(ts))
 
 
 def _account_fill_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
@@ -212,14 +224,16 @@ def _account_fill_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
     if isinstance(f, _Cols):
         if not len(f):
             return []
-        ids, taker, maker = f.cols[0], f.cols[5], f.cols[7]
+        ids, ts, taker, maker = f.cols[0], f.cols[2], f.cols[5], f.cols[7]
     elif f:
         ids = np.array([r[0] for r in f], np.int64)
+        ts = np.array([r[2] for r in f], np.int64)
         taker = np.array([r[5] for r in f], np.int64)
         maker = np.array([r[7] for r in f], np.int64)
     else:
         return []
-    return _account_blocks(np.concatenate((ids, ids)), np.concatenate((taker, maker)), block)
+    return _account_blocks(np.concatenate((ids, ids)), np.concatenate((taker, maker)), block,
+                           np.concatenate((ts, ts)))
 
 
 def _orders_now_sql(select: str) -> str:
@@ -286,7 +300,8 @@ def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
         f"maker_order {big} NOT NULL, maker_account {big} NOT NULL, taker_side SMALLINT NOT NULL, "
         f"price {big} NOT NULL, qty {big} NOT NULL, taker_fee {big}, maker_fee {big})",
         f"CREATE TABLE IF NOT EXISTS account_fills (account {big} NOT NULL, first_id {big} NOT NULL, "
-        f"ids {blob} NOT NULL, PRIMARY KEY (account, first_id)){' WITHOUT ROWID' if rowid else ''}",
+        f"ids {blob} NOT NULL, min_ts {big}, max_ts {big}, PRIMARY KEY (account, first_id))"
+        f"{' WITHOUT ROWID' if rowid else ''}",
         f"CREATE TABLE IF NOT EXISTS orders (order_id {big} PRIMARY KEY, account {big} NOT NULL, "
         f"market INTEGER NOT NULL, side SMALLINT NOT NULL, order_type SMALLINT NOT NULL, tif SMALLINT NOT NULL, "
         f"stp SMALLINT NOT NULL, flags SMALLINT NOT NULL, price {big} NOT NULL, trigger_price {big} NOT NULL, "
@@ -295,7 +310,8 @@ def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
         f"created_ts {big} NOT NULL, updated_ts {big} NOT NULL, created_seq {big} NOT NULL, "
         f"updated_seq {big} NOT NULL, triggered_ts {big}, client_order_id TEXT, list_id {big}, contingency TEXT)",
         f"CREATE TABLE IF NOT EXISTS account_orders (account {big} NOT NULL, first_id {big} NOT NULL, "
-        f"ids {blob} NOT NULL, PRIMARY KEY (account, first_id)){' WITHOUT ROWID' if rowid else ''}",
+        f"ids {blob} NOT NULL, min_ts {big}, max_ts {big}, PRIMARY KEY (account, first_id))"
+        f"{' WITHOUT ROWID' if rowid else ''}",
         f"CREATE TABLE IF NOT EXISTS order_updates (order_id {big} NOT NULL, add_filled_qty {big} NOT NULL, "
         f"add_filled_quote {big} NOT NULL, remaining {big}, status TEXT, reason TEXT, price {big}, "
         f"qty_from_filled {big}, triggered_ts {big}, updated_ts {big} NOT NULL, updated_seq {big} NOT NULL)",
@@ -589,9 +605,19 @@ _MIGRATIONS = {
     2: ["ALTER TABLE orders ADD COLUMN list_id {big}", "ALTER TABLE orders ADD COLUMN contingency TEXT"],
     # (`order_updates` is created with the other tables, empty: the orders' rows are up to date)
     3: [],
-    4: [lambda c, b: _build_account_ids(c, b), "DROP INDEX IF EXISTS orders_account",
-        "DROP INDEX IF EXISTS fills_taker", "DROP INDEX IF EXISTS fills_maker"],
+    4: [lambda c, b: _add_ts_columns(c, b), lambda c, b: _build_account_ids(c, b),
+        "DROP INDEX IF EXISTS orders_account", "DROP INDEX IF EXISTS fills_taker", "DROP INDEX IF EXISTS fills_maker"],
+    5: [lambda c, b: _add_ts_columns(c, b)],
 }
+
+
+def _add_ts_columns(c, b: _Backend) -> None:
+    """`min_ts` and `max_ts` on `account_*` tables made before version 6."""
+    for table in ("account_orders", "account_fills"):
+        cur = c.execute(f"SELECT * FROM {table} LIMIT 0")
+        if "min_ts" not in [d[0] for d in cur.description]:
+            c.execute(f"ALTER TABLE {table} ADD COLUMN min_ts {b.big}")
+            c.execute(f"ALTER TABLE {table} ADD COLUMN max_ts {b.big}")
 
 
 def _build_account_ids(c, b: _Backend) -> None:
@@ -601,19 +627,19 @@ def _build_account_ids(c, b: _Backend) -> None:
     may have `account_orders`)."""
     for table, accounts_sql, ids_sql in (
             ("account_orders", "SELECT DISTINCT account FROM orders",
-             "SELECT order_id FROM orders WHERE account = ? ORDER BY order_id"),
+             "SELECT order_id, created_ts FROM orders WHERE account = ? ORDER BY order_id"),
             ("account_fills", "SELECT DISTINCT taker_account FROM fills UNION SELECT DISTINCT maker_account FROM fills",
-             "SELECT id FROM fills WHERE taker_account = ? UNION SELECT id FROM fills WHERE maker_account = ? "
+             "SELECT id, ts FROM fills WHERE taker_account = ? UNION SELECT id, ts FROM fills WHERE maker_account = ? "
              "ORDER BY 1")):
         if c.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
             continue
         accounts = sorted(r[0] for r in c.execute(accounts_sql).fetchall())
         n = 0
         for a in accounts:
-            ids = np.array([r[0] for r in c.execute(b.sql(ids_sql), (a,) * ids_sql.count("?")).fetchall()],
-                           np.int64)
-            for row in _account_blocks(ids, np.full(len(ids), a, np.int64)):
-                c.execute(b.sql(f"INSERT INTO {table} (account, first_id, ids) VALUES (?, ?, ?)"), row)
+            got = np.array(c.execute(b.sql(ids_sql), (a,) * ids_sql.count("?")).fetchall(), np.int64).reshape(-1, 2)
+            ids = got[:, 0]
+            for row in _account_blocks(ids, np.full(len(ids), a, np.int64), ts=got[:, 1]):
+                c.execute(b.sql(f"INSERT INTO {table} ({', '.join(_ACCOUNT_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"), row)
             n += len(ids)
         log.info("history: %d ids of %d accounts into %s", n, len(accounts), table)
 
@@ -1215,7 +1241,7 @@ class HistoryStore:
         rows = self._by_account(
             "account_fills", account, from_id, forward, limit,
             lambda ids: self._query(f"SELECT {cols} FROM fills WHERE id IN ({ids}){cond} ORDER BY id", params),
-            entries)
+            entries, start_ts, end_ts)
         out = []
         for (fid, seq, ts, mid, t_order, _t_acc, m_order, _m_acc, t_side, price, qty, t_fee, m_fee, role,
              _vside) in rows:
@@ -1288,18 +1314,20 @@ class HistoryStore:
         rows = self._by_account(
             "account_orders", account, from_id, forward, limit,
             lambda ids: self._orders_now(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id IN ({ids})"
-                                         f"{cond}", params))
+                                         f"{cond}", params), None, start_ts, end_ts)
         return [self._order_dict(r) for r in rows]
 
     def _by_account(self, table: str, account: int, from_id: int | None, forward: bool, limit: int,
-                    fetch: Callable[[str], list], expand: Callable[[tuple], list] | None = None) -> list[tuple]:
+                    fetch: Callable[[str], list], expand: Callable[[tuple], list] | None = None,
+                    start_ts: int | None = None, end_ts: int | None = None) -> list[tuple]:
         """At most `limit` rows of the account's ids in `table` (`_account_ids`), oldest first: the
         first ones from `from_id` (forward), else the newest. `fetch(ids)` gets the rows of some ids
         (a comma-separated list, at most 1,000), filtered, ascending; `expand(row)` makes a row's
-        entries, in query order (default: the row). One read transaction."""
+        entries, in query order (default: the row); `start_ts`, `end_ts`: rows of ids to pass over
+        (`_account_ids`; `fetch` still filters). One read transaction."""
         rows: list = []
         with self._snapshot():
-            for ids in self._account_ids(table, account, from_id, forward):
+            for ids in self._account_ids(table, account, from_id, forward, start_ts, end_ts):
                 k = 0
                 while k < len(ids):
                     # As many as are still wanted (a filter may pass over some: then more), at most 1,000.
@@ -1320,17 +1348,27 @@ class HistoryStore:
             rows.reverse()
         return rows
 
-    def _account_ids(self, table: str, account: int, from_id: int | None, forward: bool):
+    def _account_ids(self, table: str, account: int, from_id: int | None, forward: bool,
+                     start_ts: int | None = None, end_ts: int | None = None):
         """The account's ids (int64 arrays) from `table` (`account_orders`, `account_fills`):
-        ascending from `from_id` (forward), else descending from the newest."""
+        ascending from `from_id` (forward), else descending from the newest; rows whose ids are
+        all before `start_ts` or all after `end_ts` are passed over (rows of before schema 6,
+        without their times, are not)."""
+        skip, skip_params = "", []
+        if start_ts is not None:
+            skip += " AND (max_ts IS NULL OR max_ts >= ?)"
+            skip_params.append(start_ts)
+        if end_ts is not None:
+            skip += " AND (min_ts IS NULL OR min_ts <= ?)"
+            skip_params.append(end_ts)
         if forward:
             at = self._query(f"SELECT max(first_id) FROM {table} WHERE account = ? AND first_id <= ?",
                              [account, from_id or 0])[0][0]
             if at is None:  # (no block starts at or before from_id: from the first)
                 at = 0
             while True:
-                blocks = self._query(f"SELECT first_id, ids FROM {table} WHERE account = ? AND first_id >= ? "
-                                     "ORDER BY first_id LIMIT 16", [account, at])
+                blocks = self._query(f"SELECT first_id, ids FROM {table} WHERE account = ? AND first_id >= ?{skip} "
+                                     "ORDER BY first_id LIMIT 16", [account, at, *skip_params])
                 for _, b in blocks:
                     ids = np.frombuffer(b, "<i8")
                     yield ids[ids >= from_id] if from_id else ids
@@ -1340,8 +1378,8 @@ class HistoryStore:
         else:
             at = 2**63 - 1
             while True:
-                blocks = self._query(f"SELECT first_id, ids FROM {table} WHERE account = ? AND first_id < ? "
-                                     "ORDER BY first_id DESC LIMIT 16", [account, at])
+                blocks = self._query(f"SELECT first_id, ids FROM {table} WHERE account = ? AND first_id < ?{skip} "
+                                     "ORDER BY first_id DESC LIMIT 16", [account, at, *skip_params])
                 for _, b in blocks:
                     yield np.frombuffer(b, "<i8")[::-1]
                 if len(blocks) < 16:
@@ -1671,9 +1709,9 @@ class _Writer:
             if g.plain_order_rows:
                 b.insert_plain_orders(cur, g.plain_order_rows)
             if g.account_order_rows:
-                b.insert_many(cur, "account_orders", ("account", "first_id", "ids"), g.account_order_rows)
+                b.insert_many(cur, "account_orders", _ACCOUNT_COLUMNS, g.account_order_rows)
             if g.account_fill_rows:
-                b.insert_many(cur, "account_fills", ("account", "first_id", "ids"), g.account_fill_rows)
+                b.insert_many(cur, "account_fills", _ACCOUNT_COLUMNS, g.account_fill_rows)
             if g.delta_rows:
                 # Appended, not applied to the orders' rows: see `_fold_updates`.
                 b.insert_many(cur, "order_updates", _UPDATE_COLUMNS, g.delta_rows)
