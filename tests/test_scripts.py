@@ -23,7 +23,8 @@ def script(*args: str) -> str:
 
 def test_node_threads_then_history_replay(tmp_path):
     out = script("scripts/node_threads.py", "--seconds", "1", "--keep", str(tmp_path / "data"))
-    assert "with the history complete" in out and "lxdex-journal" in out
+    # (the per-thread table leaves out threads under 0.05 CPU-s: in a 1 s load that may be any one)
+    assert "with the history complete" in out and "us/order" in out and "history: {" in out
     out = script("scripts/history_replay.py", str(tmp_path / "data"), "--group-orders", "50000")
     assert "us CPU per order" in out and "INSERT INTO orders" in out and "bytes per order" in out
     out = script("scripts/history_reads.py", str(tmp_path / "data"), "--accounts", "3", "--limit", "50")
