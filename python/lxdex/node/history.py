@@ -170,8 +170,7 @@ _CANDLE_COLUMNS = ("market", "start", "open", "high", "low", "close", "volume", 
 _ACCOUNT_COLUMNS = ("account", "first_id", "ids", "min_ts", "max_ts")
 
 
-def _account_blocks(ids: np.ndarray, accounts: np.ndarray, block: int = ACCOUNT_BLOCK,
-                    ts: np.ndarray | None = None) -> list[tuple]:
+def _account_blocks(ids: np.ndarray, accounts: np.ndarray, ts: np.ndarray, block: int = ACCOUNT_BLOCK) -> list[tuple]:
     """`account_orders` rows `(account, first_id, ids, min_ts, max_ts)` for orders `ids` of
     `accounts` (`account_orders`; `account_fills` with each fill's ids twice,
     as its taker's and maker's): each account's ids ascending and once, as
@@ -181,7 +180,7 @@ def _account_blocks(ids: np.ndarray, accounts: np.ndarray, block: int = ACCOUNT_
         return []
     order = np.lexsort((ids, accounts))
     ids, accounts = ids[order].astype("<i8"), accounts[order]
-    ts = np.zeros(len(ids), np.int64) if ts is None else np.asarray(ts, np.int64)[order]
+    ts = np.asarray(ts, np.int64)[order]
     keep = np.ones(len(ids), bool)  # (a self-trade's fill is the account's once)
     keep[1:] = (ids[1:] != ids[:-1]) | (accounts[1:] != accounts[:-1])
     if not keep.all():
@@ -204,18 +203,14 @@ def _account_order_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
         ids.append(np.array([r[O_ID] for r in g.order_rows], np.int64))
         accounts.append(np.array([r[O_ACCOUNT] for r in g.order_rows], np.int64))
         ts.append(np.array([r[O_CREATED_TS] for r in g.order_rows], np.int64))
-    p, c_ts = g.plain_order_rows, _PLAIN_ORDER_COLUMNS.index("created_ts")
-    if isinstance(p, _Cols) and len(p):
+    p = g.plain_order_rows  # (`_Cols`, the column-wise path's, or empty)
+    if len(p):
         ids.append(p.cols[0])
         accounts.append(p.cols[1])
-        ts.append(p.cols[c_ts])
-    elif p:
-        ids.append(np.array([r[0] for r in p], np.int64))
-        accounts.append(np.array([r[1] for r in p], np.int64))
-        ts.append(np.array([r[c_ts] for r in p], np.int64))
+        ts.append(p.cols[_PLAIN_ORDER_COLUMNS.index("created_ts")])
     if not ids:
         return []
-    return _account_blocks(np.concatenate(ids), np.concatenate(accounts), block, np.concatenate(ts))
+    return _account_blocks(np.concatenate(ids), np.concatenate(accounts), np.concatenate(ts), block)
 
 
 def _account_fill_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
@@ -232,8 +227,8 @@ def _account_fill_rows(g: "_Group", block: int = ACCOUNT_BLOCK) -> list[tuple]:
         maker = np.array([r[7] for r in f], np.int64)
     else:
         return []
-    return _account_blocks(np.concatenate((ids, ids)), np.concatenate((taker, maker)), block,
-                           np.concatenate((ts, ts)))
+    return _account_blocks(np.concatenate((ids, ids)), np.concatenate((taker, maker)), np.concatenate((ts, ts)),
+                           block)
 
 
 def _orders_now_sql(select: str) -> str:
@@ -245,13 +240,13 @@ def _orders_now_sql(select: str) -> str:
             f"LEFT JOIN order_updates AS u ON u.order_id = o.order_id")
 
 
-def _fold_updates(rows: Iterable, descending: bool = False) -> list[tuple]:
-    """Orders as they are now, by id (`descending`: newest first), from the
+def _fold_updates(rows: Iterable) -> list[tuple]:
+    """Orders as they are now, by id, from the
     rows of `_orders_now_sql`: each order's row as the transaction that
     created it wrote it, then its `order_updates` in `updated_seq` order,
     applied as the writer's delta rows mean them: filled lots and quote
     added, a NULL leaves the column, `qty` = filled before the update +
-    `qty_from_filled` (an amend's new size)."""
+    `qty_from_filled` (an amend's new size, or a bracket exit's on ACTIVATED)."""
     n = len(_ORDER_COLUMNS)
     base: dict[int, list] = {}
     updates: dict[int, list] = {}
@@ -281,7 +276,7 @@ def _fold_updates(rows: Iterable, descending: bool = False) -> list[tuple]:
             if triggered is not None:
                 o[O_TRIGGERED_TS] = triggered
             o[O_UPDATED_TS], o[O_UPDATED_SEQ] = ts, seq
-    return [tuple(base[k]) if k in updates else base[k] for k in sorted(base, reverse=descending)]
+    return [tuple(base[k]) if k in updates else base[k] for k in sorted(base)]
 
 
 def _schema(big: str, rowid: bool = False, blob: str = "BLOB") -> list[str]:
@@ -638,7 +633,7 @@ def _build_account_ids(c, b: _Backend) -> None:
         for a in accounts:
             got = np.array(c.execute(b.sql(ids_sql), (a,) * ids_sql.count("?")).fetchall(), np.int64).reshape(-1, 2)
             ids = got[:, 0]
-            for row in _account_blocks(ids, np.full(len(ids), a, np.int64), ts=got[:, 1]):
+            for row in _account_blocks(ids, np.full(len(ids), a, np.int64), got[:, 1]):
                 c.execute(b.sql(f"INSERT INTO {table} ({', '.join(_ACCOUNT_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"), row)
             n += len(ids)
         log.info("history: %d ids of %d accounts into %s", n, len(accounts), table)
@@ -2492,9 +2487,8 @@ class _Group:
     """One writer transaction: what it was made from, and its rows."""
 
     __slots__ = ("evs", "ts", "lens", "seqs", "known", "params", "fills", "new_orders", "deltas", "candles",
-                 "fill_rows", "order_rows", "plain_order_rows", "delta_rows", "candle_rows", "account_order_rows", "account_fill_rows",
-                 "markets",
-                 "new_market_ids", "fee_modes",
+                 "fill_rows", "order_rows", "plain_order_rows", "delta_rows", "candle_rows", "account_order_rows",
+                 "account_fill_rows", "markets", "new_market_ids", "fee_modes",
                  "gaps", "last_seq", "now", "next_fill_id", "client_ids", "lists")
 
     def __init__(self) -> None:
