@@ -29,3 +29,8 @@ def test_node_threads_then_history_replay(tmp_path):
     assert "us CPU per order" in out and "INSERT INTO orders" in out and "bytes per order" in out
     out = script("scripts/history_reads.py", str(tmp_path / "data"), "--accounts", "3", "--limit", "50")
     assert "orders from_id" in out and "(50 rows per call, 3 accounts)" in out
+
+
+def test_history_index_cost():
+    out = script("scripts/history_index_cost.py", "--orders", "20000", "--rounds", "1")
+    assert "with an index on orders(account):" in out and "without an index on orders(account):" in out
